@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.panel import Panel
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -57,8 +57,9 @@ def reports_errors(fn: F) -> F:
         except FacecurateError as exc:
             if STATE["debug"] or os.environ.get("FACECURATE_DEBUG"):
                 err_console.print_exception()
-            err_console.print(Panel(str(exc), title=f"facecurate {fn.__name__.rstrip('_')}: error",
-                                    border_style="red", expand=False))
+            # soft_wrap: paths and URLs in the message stay on one line, so they can be copied.
+            err_console.print(f"[bold red]facecurate {fn.__name__.rstrip('_')}: error[/] {escape(str(exc))}", soft_wrap=True,
+                              markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]Interrupted.[/] Finished batches are saved; run the same command "
@@ -83,7 +84,7 @@ def open_workspace(path: Path | None) -> Iterator[tuple[Workspace, Catalog]]:
 def progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+                    console=err_console, transient=False)  # stderr: keeps --json stdout parseable
 
 
 def _version(value: bool) -> None:

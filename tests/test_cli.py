@@ -1,0 +1,64 @@
+"""The command surface: every verb exists, unfinished ones refuse plainly, errors are messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from facecurate.cli import app
+from facecurate.workspace import ENV_VAR
+
+runner = CliRunner()
+SURFACE = ("init", "queries", "crawl", "import", "dedup", "crop", "filter", "review", "export", "evaluate",
+           "run", "status", "demo")
+LATER = (["queries", "add", "x"], ["queries", "list"], ["crawl", "--engine", "bing"], ["dedup"], ["filter"],
+         ["review"], ["evaluate", "dir"], ["run"])
+
+
+def test_help_lists_the_whole_surface():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in SURFACE:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("args", LATER, ids=lambda a: " ".join(a))
+def test_unfinished_commands_say_so_and_exit_2(args: list[str]):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "not available yet" in result.output
+
+
+def test_no_workspace_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "facecurate init" in result.output and "Traceback" not in result.output
+
+
+def test_init_import_status_json(tmp_path: Path, demo_dir: Path):
+    ws = tmp_path / "w"
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    result = runner.invoke(app, ["import", str(demo_dir / "obama.jpg"), "--label", "makeup", "-w", str(ws),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["new"] == 1
+    status = runner.invoke(app, ["status", "-w", str(ws), "--json"])
+    counts = json.loads(status.stdout)
+    assert counts["images"] == 1 and counts["crop"]["pending"] == 1
+    assert counts["by_label"]["makeup"]["images"] == 1
+
+
+def test_python_dash_m_and_bad_path_message(tmp_path: Path):
+    ws = tmp_path / "w"
+    subprocess.run([sys.executable, "-m", "facecurate", "init", str(ws)], check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "facecurate", "import", str(tmp_path / "missing"), "-w", str(ws)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
