@@ -1,0 +1,27 @@
+"""The one place where the compute device is chosen."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from facecurate.errors import DeviceError
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+
+
+def resolve_device(choice: DeviceChoice) -> torch.device:
+    """Turn a ``--device`` choice into a torch device: ``auto`` picks CUDA when torch can use it."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                "CUDA is not available to torch (no GPU, no driver, or a CPU-only torch build); "
+                "use --device cpu or --device auto."
+            )
+        return torch.device("cuda")
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {choice!r}")

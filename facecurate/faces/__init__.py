@@ -1,0 +1,1 @@
+"""Face detection, landmarks and alignment for the crop stage."""
