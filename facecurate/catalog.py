@@ -18,9 +18,7 @@ from typing import Any
 
 from facecurate.errors import CatalogError
 
-MIGRATIONS: tuple[str, ...] = (
-    # v1: images, where they came from, and the faces cropped from them.
-    """
+_V1_CORE = """
     CREATE TABLE images (
         id          INTEGER PRIMARY KEY,
         sha256      TEXT NOT NULL UNIQUE,
@@ -71,8 +69,20 @@ MIGRATIONS: tuple[str, ...] = (
         scores         TEXT NOT NULL DEFAULT '{}',
         UNIQUE (image_id, face_index)
     );
-    """,
-)
+    """
+
+# Each later stage owns one step; a step's text may change only until a release ships it.
+_V2_DEDUP = """
+    -- perceptual hashes, duplicate groups (dedup stage)
+"""
+_V3_CRAWL = """
+    -- tracked queries, query runs and the URL frontier (crawl stage)
+"""
+_V4_RULES = """
+    -- rule results bookkeeping (filter stage)
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_DEDUP, _V3_CRAWL, _V4_RULES)
 
 IMAGE_COLUMNS = "id, sha256, path, format, width, height, bytes, label, crop_state"
 
