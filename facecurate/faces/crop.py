@@ -86,10 +86,23 @@ def _crop_one(ws: Workspace, row: ImageRow, pixels: np.ndarray, index: int, det:
                       crop_path=rel, crop_size=opts.size)
 
 
+@dataclass
+class _Batch:
+    """One batch between pipeline steps: rows, then decoded pixels, then per-image crop jobs."""
+
+    rows: list[ImageRow]
+    decoded: list[Future[np.ndarray | ImageError]]
+    jobs: dict[int, list[Future[FaceRecord]]] = field(default_factory=dict)
+
+
 def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = False,
              on_start: Callable[[int, str], None] | None = None,
              on_progress: Callable[[int], None] | None = None) -> CropSummary:
-    """Detect, align and write crops for every image not cropped yet (all of them with ``redo``)."""
+    """Detect, align and write crops for every image not cropped yet (all of them with ``redo``).
+
+    Three steps overlap: worker threads decode batch i+1 and align/write batch i-1 while MTCNN runs on
+    batch i; batch i-1 is committed once its files are on disk.
+    """
     cfg = ws.config()
     max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
     rows = catalog.images_to_crop(redo=redo)
@@ -98,44 +111,56 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = Fa
     summary = CropSummary(device=str(detector.device))
     if on_start:
         on_start(len(rows), summary.device)
-    batches = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
+    chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        def submit(batch: list[ImageRow]) -> list[Future[np.ndarray | ImageError]]:
-            return [pool.submit(_decode, ws, r, max_pixels, max_bytes) for r in batch]
+        def decode(chunk: list[ImageRow]) -> _Batch:
+            return _Batch(chunk, [pool.submit(_decode, ws, r, max_pixels, max_bytes) for r in chunk])
 
-        pending = submit(batches[0]) if batches else []
-        for i, batch in enumerate(batches):
-            decoded = [f.result() for f in pending]
-            pending = submit(batches[i + 1]) if i + 1 < len(batches) else []
-            good = [j for j, d in enumerate(decoded) if isinstance(d, np.ndarray)]
-            detections = detector.detect([decoded[j] for j in good])  # type: ignore[misc]
-            per_image: dict[int, list[Detection]] = dict(zip(good, detections, strict=True))
-            jobs: dict[int, list[Future[FaceRecord]]] = {}
-            for j in good:
-                chosen = choose_faces(per_image[j], opts.min_prob, opts.all_faces)
-                jobs[j] = [pool.submit(_crop_one, ws, batch[j], decoded[j], k, d, opts)  # type: ignore[arg-type]
-                           for k, d in enumerate(chosen)]
-            results: dict[int, list[FaceRecord] | ImageError] = {}
-            for j, futs in jobs.items():
-                try:
-                    results[j] = [f.result() for f in futs]
-                except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
-                    results[j] = ImageError(f"{batch[j].path}: aligning or writing a crop failed ({exc}).",
-                                            "crop_failed")
-            with catalog.transaction():
-                for j, row in enumerate(batch):
-                    summary.images += 1
-                    item = decoded[j] if isinstance(decoded[j], ImageError) else results[j]
-                    if isinstance(item, ImageError):
-                        catalog.save_crop_result(row.id, "failed", [], error=str(item))
-                        summary.failed.append((row.path, str(item)))
-                    elif item:
-                        catalog.save_crop_result(row.id, "done", item)
-                        summary.with_face += 1
-                        summary.faces += len(item)
-                    else:
-                        catalog.save_crop_result(row.id, "no_face", [])
-                        summary.no_face += 1
-            if on_progress:
-                on_progress(len(batch))
+        upcoming = decode(chunks[0]) if chunks else None
+        in_flight: _Batch | None = None
+        for i in range(len(chunks)):
+            batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else None
+            assert batch is not None
+            pixels = [f.result() for f in batch.decoded]
+            good = [j for j, d in enumerate(pixels) if isinstance(d, np.ndarray)]
+            detections = detector.detect([pixels[j] for j in good])  # type: ignore[misc]
+            for j, found in zip(good, detections, strict=True):
+                chosen = choose_faces(found, opts.min_prob, opts.all_faces)
+                batch.jobs[j] = [pool.submit(_crop_one, ws, batch.rows[j], pixels[j], k, d, opts)  # type: ignore[arg-type]
+                                 for k, d in enumerate(chosen)]
+            if in_flight is not None:
+                _commit(catalog, in_flight, summary, on_progress)
+            in_flight = batch
+        if in_flight is not None:
+            _commit(catalog, in_flight, summary, on_progress)
     return summary
+
+
+def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary,
+            on_progress: Callable[[int], None] | None) -> None:
+    """Wait for a batch's crop files, then record the whole batch in one transaction."""
+    outcomes: list[list[FaceRecord] | ImageError] = []
+    for j, row in enumerate(batch.rows):
+        decoded = batch.decoded[j].result()
+        if isinstance(decoded, ImageError):
+            outcomes.append(decoded)
+            continue
+        try:
+            outcomes.append([f.result() for f in batch.jobs.get(j, [])])
+        except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
+            outcomes.append(ImageError(f"{row.path}: aligning or writing a crop failed ({exc}).", "crop_failed"))
+    with catalog.transaction():
+        for row, outcome in zip(batch.rows, outcomes, strict=True):
+            summary.images += 1
+            if isinstance(outcome, ImageError):
+                catalog.save_crop_result(row.id, "failed", [], error=str(outcome))
+                summary.failed.append((row.path, str(outcome)))
+            elif outcome:
+                catalog.save_crop_result(row.id, "done", outcome)
+                summary.with_face += 1
+                summary.faces += len(outcome)
+            else:
+                catalog.save_crop_result(row.id, "no_face", [])
+                summary.no_face += 1
+    if on_progress:
+        on_progress(len(batch.rows))
