@@ -126,11 +126,34 @@ _V3_CRAWL = """
     );
 """
 _V4_RULES = """
-    -- rule results bookkeeping (filter stage)
+    -- every detection of the photo (box, prob), so rules can see faces beside the one that was cropped
+    ALTER TABLE images ADD COLUMN detections TEXT NOT NULL DEFAULT '[]';
+    -- when the rules last decided this face; scores holds every measure, so a threshold change re-decides
+    -- without recomputing anything
+    ALTER TABLE faces ADD COLUMN filtered_at TEXT;
 """
 
 _V5_REVIEW = """
-    -- the append-only review decision log (review stage)
+    -- the append-only review decision log (review stage): one row per item per key press, undo included.
+    -- An item is (image_id, face_index), not faces.id: crop --redo replaces face rows, a decision must survive.
+    CREATE TABLE review_log (
+        id              INTEGER PRIMARY KEY,
+        image_id        INTEGER NOT NULL REFERENCES images(id),
+        face_index      INTEGER NOT NULL,
+        batch           INTEGER NOT NULL,   -- one key press (one item or a whole selection) is one batch
+        action          TEXT NOT NULL,      -- keep | reject | undo
+        decision_before TEXT NOT NULL,      -- none | kept | rejected
+        decision_after  TEXT NOT NULL,      -- none | kept | rejected
+        rule_status     TEXT,               -- what the rules said at that moment: keep | reject | duplicate
+        undoes          INTEGER,            -- for action = undo: the batch it takes back
+        reviewer        TEXT NOT NULL,
+        session         TEXT NOT NULL,      -- one gallery run
+        decided_at      TEXT NOT NULL
+    );
+    CREATE INDEX review_log_item ON review_log(image_id, face_index, id);
+    CREATE INDEX review_log_batch ON review_log(batch);
+    CREATE TRIGGER review_log_no_update BEFORE UPDATE ON review_log BEGIN SELECT RAISE(ABORT, 'append-only'); END;
+    CREATE TRIGGER review_log_no_delete BEFORE DELETE ON review_log BEGIN SELECT RAISE(ABORT, 'append-only'); END;
 """
 
 MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_DEDUP, _V3_CRAWL, _V4_RULES, _V5_REVIEW)
@@ -309,7 +332,7 @@ class Catalog:
         return [ImageRow(**r) for r in rows]
 
     def save_crop_result(self, image_id: int, state: str, faces: Iterable[FaceRecord],
-                         error: str | None = None) -> None:
+                         error: str | None = None, detections: list[dict[str, Any]] | None = None) -> None:
         """Replace an image's faces and mark its crop state; call inside a transaction."""
         self.conn.execute("DELETE FROM faces WHERE image_id=?", (image_id,))
         for f in faces:
@@ -320,8 +343,8 @@ class Catalog:
                 (image_id, f.face_index, f.det_score, json.dumps(f.bbox), json.dumps(f.landmarks),
                  json.dumps(f.quad), f.oob_fraction, f.above_fraction, f.side_fraction, f.eye_angle,
                  f.crop_path, f.crop_size))
-        self.conn.execute("UPDATE images SET crop_state=?, crop_error=?, cropped_at=? WHERE id=?",
-                          (state, error, utc_now(), image_id))
+        self.conn.execute("UPDATE images SET crop_state=?, crop_error=?, cropped_at=?, detections=? WHERE id=?",
+                          (state, error, utc_now(), json.dumps(detections or []), image_id))
 
     # -- reporting ----------------------------------------------------------------------------------
 
@@ -481,6 +504,67 @@ class Catalog:
         return {"found": int(row["found"] or 0), "new": int(row["new"] or 0),
                 "duplicate": int(row["duplicate"] or 0), "pending": int(row["pending"] or 0),
                 "failed": sum(reasons.values()), "failed_by_reason": reasons}
+
+    # -- review stage -------------------------------------------------------------------------------
+
+    def table_columns(self, table: str) -> frozenset[str]:
+        """Columns of a table as this catalog has them: later stages' columns may not exist yet."""
+        return frozenset(r["name"] for r in self.conn.execute("SELECT name FROM pragma_table_info(?)", (table,)))
+
+    def review_next_batch(self) -> int:
+        return self._scalar("SELECT COALESCE(MAX(batch), 0) + 1 FROM review_log")
+
+    def review_append(self, batch: int, action: str, changes: Iterable[tuple[int, int, str, str, str | None]],
+                      reviewer: str, session: str, undoes: int | None = None) -> int:
+        """Append one batch of (image_id, face_index, before, after, rule_status); call inside a transaction."""
+        at = utc_now()
+        cur = self.conn.executemany(
+            "INSERT INTO review_log (image_id, face_index, batch, action, decision_before, decision_after, "
+            "rule_status, undoes, reviewer, session, decided_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(image_id, face_index, batch, action, before, after, rule_status, undoes, reviewer, session, at)
+             for image_id, face_index, before, after, rule_status in changes])
+        return cur.rowcount
+
+    def review_latest(self, items: Iterable[tuple[int, int]] | None = None) -> dict[tuple[int, int], dict[str, Any]]:
+        """The decision in force per (image_id, face_index), shaped as the manifest's ``review`` field.
+
+        An undone decision reads ``none`` with no reviewer: the rules speak again for that item.
+        """
+        sql = ("SELECT r.image_id, r.face_index, r.decision_after, r.reviewer, r.decided_at FROM review_log r "
+               "JOIN (SELECT MAX(id) AS id FROM review_log {where} GROUP BY image_id, face_index) m ON m.id = r.id")
+        wanted = None if items is None else set(items)
+        if wanted is None or len(wanted) > 200:  # many items: one pass over the log beats a long OR
+            rows = self.conn.execute(sql.format(where="")).fetchall()
+        elif not wanted:
+            return {}
+        else:
+            where = "WHERE " + " OR ".join(["(image_id=? AND face_index=?)"] * len(wanted))
+            rows = self.conn.execute(sql.format(where=where), [v for pair in wanted for v in pair]).fetchall()
+        out: dict[tuple[int, int], dict[str, Any]] = {}
+        for r in rows:
+            if wanted is not None and (r["image_id"], r["face_index"]) not in wanted:
+                continue
+            done = r["decision_after"] != "none"
+            out[(r["image_id"], r["face_index"])] = {"decision": r["decision_after"],
+                                                     "by": r["reviewer"] if done else None,
+                                                     "at": r["decided_at"] if done else None}
+        return out
+
+    def review_history(self, image_id: int, face_index: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT id, batch, action, decision_before, decision_after, rule_status, undoes, reviewer, session, "
+            "decided_at FROM review_log WHERE image_id=? AND face_index=? ORDER BY id",
+            (image_id, face_index)).fetchall()
+
+    def review_open_batch(self) -> list[sqlite3.Row]:
+        """Rows of the newest keep/reject batch that no undo has taken back yet (what `u` undoes next)."""
+        batch = self.conn.execute(
+            "SELECT MAX(batch) FROM review_log WHERE action != 'undo' AND batch NOT IN "
+            "(SELECT undoes FROM review_log WHERE undoes IS NOT NULL)").fetchone()[0]
+        if batch is None:
+            return []
+        return self.conn.execute("SELECT batch, image_id, face_index, decision_before, decision_after, rule_status "
+                                 "FROM review_log WHERE batch=? ORDER BY id", (batch,)).fetchall()
 
 
 def _statements(script: str) -> list[str]:

@@ -58,7 +58,8 @@ def reports_errors(fn: F) -> F:
             if STATE["debug"] or os.environ.get("FACECURATE_DEBUG"):
                 err_console.print_exception()
             # soft_wrap: paths and URLs in the message stay on one line, so they can be copied.
-            err_console.print(f"[bold red]facecurate {fn.__name__.rstrip('_')}: error[/] {escape(str(exc))}", soft_wrap=True,
+            title = f"facecurate {fn.__name__.rstrip('_')}: error"
+            err_console.print(f"[bold red]{title}[/] {escape(str(exc))}", soft_wrap=True,
                               markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
@@ -260,32 +261,110 @@ def _not_yet(command: str, issue: str) -> None:
 _LATER = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
 
 
-@queries_app.command("add", **_LATER)
+LabelOpt = Annotated[str | None, typer.Option("--label", "-l", help="Label (domain) of the terms, e.g. makeup.")]
+
+
+@queries_app.command("add")
 @reports_errors
-def queries_add() -> None:
-    """Add search terms with a label (from arguments or --file). [not available yet]"""
-    _not_yet("queries add", "the crawl release")
+def queries_add(terms: Annotated[list[str] | None, typer.Argument(help="Search terms (quote multi-word ones).")] = None,
+                label: Annotated[str, typer.Option("--label", "-l", help="Label (domain), e.g. makeup.")] = "default",
+                file: Annotated[Path | None, typer.Option("--file", "-f", help="Keyword list: one term a line, "
+                                                          "# comments.")] = None,
+                workspace: WorkspaceOpt = None) -> None:
+    """Add search terms with a label (arguments and/or --file); mirrored in queries/<label>.txt."""
+    from facecurate.queries import add_terms, read_terms_file
+
+    wanted = [*(read_terms_file(file) if file else []), *(terms or [])]
+    if not wanted:
+        raise typer.BadParameter("give terms as arguments or --file FILE", param_hint="TERMS")
+    with open_workspace(workspace) as (ws, catalog):
+        added, known = add_terms(ws, catalog, label, wanted)
+    console.print(f"[green]{len(added)} added[/], {len(known)} already tracked, label [bold]{escape(label)}[/]: "
+                  f"pending terms in {escape(str(ws.queries_dir / (label + '.txt')))}")
 
 
-@queries_app.command("list", **_LATER)
+@queries_app.command("list")
 @reports_errors
-def queries_list() -> None:
-    """Pending vs used terms, per engine, with counts and dates. [not available yet]"""
-    _not_yet("queries list", "the crawl release")
+def queries_list(label: LabelOpt = None,
+                 engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="Engines to show "
+                                                                  "[default: crawl.engines + any that ran].")] = None,
+                 workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Pending vs used terms, per engine, with counts and dates."""
+    from facecurate.crawl.report import queries_table
+    from facecurate.queries import list_status, status_json
+
+    with open_workspace(workspace) as (ws, catalog):
+        engines, statuses = list_status(ws, catalog, label, engine)
+    if as_json:
+        print(status_json(engines, statuses))
+        return
+    if not statuses:
+        console.print("No tracked queries yet: `facecurate queries add --label LABEL TERM…` (or --file).")
+        return
+    console.print(queries_table(engines, statuses))
+    pending = sum(s.pending for s in statuses)
+    console.print(f"{pending} of {len(statuses)} terms pending for at least one engine.")
 
 
-@queries_app.command("remove", **_LATER)
+@queries_app.command("remove")
 @reports_errors
-def queries_remove() -> None:
-    """Remove search terms. [not available yet]"""
-    _not_yet("queries remove", "the crawl release")
+def queries_remove(terms: Annotated[list[str], typer.Argument(help="Terms to stop tracking.")],
+                   label: Annotated[str, typer.Option("--label", "-l", help="Their label.")] = "default",
+                   workspace: WorkspaceOpt = None) -> None:
+    """Stop tracking search terms (images already crawled stay, with their provenance)."""
+    from facecurate.queries import remove_terms
+
+    with open_workspace(workspace) as (ws, catalog):
+        removed, unknown = remove_terms(ws, catalog, label, terms)
+    console.print(f"{len(removed)} removed" + (f"; not tracked under {escape(label)}: "
+                                                f"{escape(', '.join(unknown))}" if unknown else ""))
 
 
-@app.command(**_LATER)
+@app.command()
 @reports_errors
-def crawl() -> None:
-    """Run pending (query, engine) pairs, download images, record provenance. [not available yet]"""
-    _not_yet("crawl", "the crawl release")
+def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="bing | duckduckgo | google | "
+                                                           "naver | wikimedia; repeatable [default: crawl.engines].")]
+          = None,
+          limit: Annotated[int | None, typer.Option(help="Results per (query, engine) [default: crawl.limit].",
+                                                    min=1)] = None,
+          label: LabelOpt = None,
+          again: Annotated[bool, typer.Option("--again", help="Re-run pairs already used.")] = False,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Search only and list the URLs.")] = False,
+          workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Run pending (query, engine) pairs, download images, record provenance; marks them used."""
+    from facecurate.crawl import Callbacks, run_crawl
+    from facecurate.crawl.engines import SearchStopped
+    from facecurate.crawl.report import crawl_json, crawl_table
+
+    with open_workspace(workspace) as (ws, catalog), progress() as bar:
+        task: list[Any] = [None]
+
+        def start(term: str, eng: str, total: int, done: int) -> None:
+            task[0] = bar.add_task(f"{term[:30]} · {eng}", total=total, completed=done, rate="")
+
+        def found(r: Any) -> None:
+            if not as_json:
+                bar.console.print(f"{r.url}\t{r.page_url or ''}", soft_wrap=True, highlight=False, markup=False)
+
+        names = [e.strip().lower() for e in engine] if engine else None
+        def finish(report: Any) -> None:
+            found_n = report.counts.get("found", 0)
+            bar.update(task[0], total=found_n, completed=found_n)
+
+        reports = run_crawl(ws, catalog, names, limit, label, again, dry_run, Callbacks(
+            start=start, advance=lambda n: bar.advance(task[0], n), found=found, finish=finish))
+    if as_json:
+        print(crawl_json(reports))
+    elif not reports:
+        console.print("Nothing pending: add terms with `facecurate queries add`, or re-run used ones with --again.")
+    else:
+        console.print(crawl_table(reports))
+    stopped: list[SearchStopped] = [r.stopped for r in reports if r.stopped is not None]
+    if stopped:  # never "0 images, done": exit 3 with the saved page and the fix
+        if len(stopped) > 1:
+            stopped[0].args = (f"{stopped[0].describe()} ({len(stopped) - 1} more searches stopped; see the "
+                               f"table.)",)
+        raise stopped[0]
 
 
 @app.command(**_LATER)
@@ -295,25 +374,142 @@ def dedup() -> None:
     _not_yet("dedup", "the dedup release")
 
 
-@app.command("filter", **_LATER)
+@app.command("filter")
 @reports_errors
-def filter_() -> None:
-    """Apply the rejection rules; store scores and reasons. [not available yet]"""
-    _not_yet("filter", "the rules release")
+def filter_(rules: Annotated[str | None, typer.Option(help="Comma list of rules to measure now.")] = None,
+            explain: Annotated[str | None, typer.Option(help="Show every score of one face (a sample_id).")] = None,
+            redo: Annotated[bool, typer.Option(help="Recompute every measure, not only the missing ones.")] = False,
+            workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Apply the rejection rules: every score for every face, reasons, keep/reject."""
+    from facecurate.rules.stage import explain as explain_face
+    from facecurate.rules.stage import run_filter
+
+    with open_workspace(workspace) as (ws, catalog):
+        if explain:
+            rows = explain_face(ws, catalog, explain)
+            if as_json:
+                print(json.dumps(rows, indent=2))
+                return
+            table = Table(title=f"rules for {explain}")
+            for col in ("rule", "measure", "value", "threshold", "fires", "fired", "what it catches"):
+                table.add_column(col, overflow="fold")
+            for r in rows:
+                value = "n/a" if r["value"] is None else f"{r['value']:.3f}"
+                table.add_row(str(r["rule"]), str(r["measure"]), value, f"{r['threshold']:g}",
+                              "below" if r["fires_when"] == "below" else ">=",
+                              "[red]yes[/]" if r["fired"] else "no", escape(str(r["doc"])))
+            console.print(table)
+            return
+        with progress() as bar:
+            task = bar.add_task("filter", total=None, rate="")
+            summary = run_filter(ws, catalog, rules=rules, redo=redo, on_start=lambda n: bar.update(task, total=n),
+                                 on_progress=lambda n: bar.advance(task, n))
+    if as_json:
+        print(json.dumps({"faces": summary.faces, "measured": summary.measured, "kept": summary.kept,
+                          "rejected": summary.rejected, "by_reason": dict(summary.by_reason),
+                          "failed": summary.failed}, indent=2))
+        return
+    table = Table(title=f"filter: {summary.faces} faces ({summary.measured} measured now)")
+    table.add_column("reason")
+    table.add_column("faces", justify="right")
+    for reason, n in summary.by_reason.most_common():
+        table.add_row(reason, str(n))
+    table.add_row("[bold]rejected[/]", str(summary.rejected))
+    table.add_row("[bold]kept[/]", str(summary.kept))
+    console.print(table)
+    for path, message in summary.failed[:20]:
+        console.print(f"[red]not measured[/] {escape(path)}: {escape(message)}")
 
 
-@app.command(**_LATER)
+@app.command()
 @reports_errors
-def review() -> None:
-    """Local web gallery of rejects and keeps, keyboard-driven. [not available yet]"""
-    _not_yet("review", "the review release")
+def review(port: Annotated[int | None, typer.Option(help="Port [default: review.port; 0 = any free one].")] = None,
+           host: Annotated[str | None, typer.Option(
+               help="Interface to listen on [default: 127.0.0.1]; any other lets other machines in.")] = None,
+           no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL, do not open it.")] = False,
+           list_: Annotated[bool, typer.Option("--list", help="Rejects by reason in the terminal, then exit.")] = False,
+           html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here, then exit.",
+                                                     metavar="OUT")] = None,
+           workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Local web gallery of rejects and keeps, keyboard-driven (k keep, r reject, u undo, ? help)."""
+    from facecurate.review import report, server
+
+    with open_workspace(workspace) as (ws, catalog):
+        if list_ or html:
+            if html:
+                groups, embedded = report.write_html(ws, catalog, html, ws.config().get("review", "report_limit"))
+                console.print(f"[green]Report[/] {escape(str(html))} ({groups} groups, {embedded} thumbnails)")
+            if list_:
+                groups_ = report.reason_groups(catalog)
+                if as_json:
+                    print(json.dumps(report.as_json(groups_), indent=2, ensure_ascii=False))
+                else:
+                    faces = catalog.counts()["faces"]
+                    console.print(report.table(groups_, sum(faces.values())))
+            return
+    cfg = ws.config()
+    bind = host or cfg.get("review", "host")
+    if not server.is_loopback(bind):
+        err_console.print(f"[bold yellow]Warning:[/] listening on {escape(bind)}: anyone who can reach this "
+                          "machine can see the photos and provenance. Writes still need the page's token.")
+
+    def ready(url: str) -> None:
+        console.print(f"[green]Review gallery[/] at {url}  (Ctrl-C stops it; decisions are saved as you go)")
+        if not no_browser:
+            import webbrowser
+
+            if not webbrowser.open(url):
+                console.print("No browser could be opened here: open the URL yourself.")
+
+    try:
+        server.serve(ws, bind, cfg.get("review", "port") if port is None else port, fallback=port is None,
+                     on_ready=ready)
+    except KeyboardInterrupt:
+        console.print("Review gallery stopped.")
 
 
-@app.command(**_LATER)
+@app.command()
 @reports_errors
-def evaluate() -> None:
-    """Per-rule precision/recall on a folder tree labelled by reason. [not available yet]"""
-    _not_yet("evaluate", "the rules release")
+def evaluate(directory: Annotated[Path, typer.Argument(help="Folders named after reasons (closed_eyes/, wink/, ...) "
+                                                            "and keep/.")],
+             target_precision: Annotated[float, typer.Option(help="Suggest thresholds reaching this.")] = 0.95,
+             device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+             size: Annotated[int, typer.Option(help="Crop size used for the evaluation.")] = 256,
+             keep_workspace: Annotated[Path | None, typer.Option(help="Build the evaluation workspace here.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Per-rule precision/recall on a folder tree labelled by reason; suggested thresholds."""
+    from facecurate.rules.evaluate import evaluate_dir
+
+    with err_console.status("evaluate") as spinner:
+        result = evaluate_dir(directory, keep_workspace, device=device, target_precision=target_precision,
+                              crop_size=size, on_stage=lambda s: spinner.update(f"evaluate: {s}"))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    console.print(f"{result['photos']} photos: " + ", ".join(f"{k} {v}" for k, v in sorted(result["labels"].items())))
+    table = Table(title=f"rules vs labels (suggestions reach precision {result['target_precision']:g})")
+    for col in ("rule", "support", "fired", "P", "R", "F1", "threshold", "suggested (P, R)"):
+        table.add_column(col, justify="left" if col == "rule" else "right", no_wrap=True)
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for r in result["rules"]:
+        if not r["fired"] and not r["support"]:
+            continue
+        suggested = "-" if r["suggested_threshold"] is None else (
+            f"{r['suggested_threshold']:.3g} ({r['suggested_precision']:.2f}, {r['suggested_recall']:.2f})")
+        table.add_row(r["rule"], str(r["support"]), str(r["fired"]), pct(r["precision"]), pct(r["recall"]),
+                      pct(r["f1"]), f"{r['threshold']:g}", suggested)
+    console.print(table)
+    console.print("[bold]where each rule fired[/] (folder: photos)")
+    for r in result["rules"]:
+        if r["fired"]:
+            fired_on = ", ".join(f"{k} {v}" for k, v in sorted(r["fired_by_label"].items(), key=lambda kv: -kv[1]))
+            console.print(f"  {r['rule']}: {fired_on}")
+    if result["keep_rejected"] is not None:
+        console.print(f"keep/ photos rejected: {result['keep_rejected']:.1%} "
+                      f"(by an eye rule: {result['keep_rejected_by_eye_rules']:.1%}); workspace {result['workspace']}")
 
 
 @app.command(**_LATER)

@@ -33,6 +33,48 @@ class Setting:
     choices: tuple[str, ...] = ()
 
 
+_BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 "
+               "Safari/537.36")
+
+# Crawl politeness and robustness. Image downloads always carry facecurate's own User-Agent with the contact;
+# search pages of engines that refuse non-browser agents (bing, duckduckgo, naver) carry search_user_agent.
+CRAWL_SETTINGS: tuple[Setting, ...] = (
+    Setting("crawl", "engines", "bing",
+            "Engines `crawl` uses without --engine, comma-separated; a term is pending until each one ran it."),
+    Setting("crawl", "limit", 300, "Search results taken per (query, engine); Bing stops near 1,000 anyway."),
+    Setting("crawl", "contact", "",
+            "Your e-mail or URL, sent in the User-Agent so site owners can reach you (Wikimedia requires one)."),
+    Setting("crawl", "search_user_agent", _BROWSER_UA,
+            "User-Agent for search result pages: Bing, DuckDuckGo and Naver answer only browser-like agents."),
+    Setting("crawl", "concurrency", 16, "Download threads in total; the per-host cap keeps each host polite."),
+    Setting("crawl", "per_host", 4, "Simultaneous requests to one host at most."),
+    Setting("crawl", "per_host_rate", 8.0, "Requests per second to one host at most (request starts are spaced)."),
+    Setting("crawl", "connect_timeout", 5.0, "Seconds to open a connection before the attempt counts as a timeout."),
+    Setting("crawl", "read_timeout", 15.0, "Seconds of silence from a server before the attempt times out."),
+    Setting("crawl", "total_timeout", 60.0, "Seconds for a whole body: a server trickling bytes cannot hold a thread."),
+    Setting("crawl", "retries", 3, "Extra attempts after a timeout, a dropped connection, 429 or 5xx."),
+    Setting("crawl", "backoff", 0.5, "First retry delay in seconds; it doubles each attempt, with random jitter."),
+    Setting("crawl", "backoff_max", 30.0, "Longest delay between two attempts, in seconds."),
+    Setting("crawl", "retry_after_max", 120.0,
+            "A Retry-After longer than this many seconds gives up on the URL (recorded as rate_limited)."),
+    Setting("crawl", "max_bytes", 25 * 1024 * 1024,
+            "Byte cap per downloaded image: bigger bodies are cut off and recorded as too_large."),
+    Setting("crawl", "max_redirects", 5, "Redirects followed per URL; more is recorded as a redirect loop."),
+    Setting("crawl", "page_delay", 1.0, "Seconds between two result pages of one engine, to stay under its radar."),
+    Setting("crawl", "empty_pages", 2, "Stop a query after this many result pages in a row that bring nothing new."),
+    Setting("crawl", "chromium", "/usr/bin/chromium", "Chromium binary the google engine drives (Debian path)."),
+    Setting("crawl", "chromedriver", "/usr/bin/chromedriver",
+            "chromedriver matching that Chromium; given explicitly so Selenium never tries to download one."),
+    Setting("crawl", "browser_timeout", 10.0, "Seconds the google engine waits for a page or a full-size image."),
+    Setting("crawl", "scroll_wait", 1.5,
+            "Seconds the google engine waits for the grid to grow after a scroll before it calls the end."),
+    Setting("engines.bing", "base_url", "https://www.bing.com", "Bing host (a mirror or a test server may stand in)."),
+    Setting("engines.duckduckgo", "base_url", "https://duckduckgo.com", "DuckDuckGo host."),
+    Setting("engines.google", "base_url", "https://www.google.com", "Google host, driven in headless Chromium."),
+    Setting("engines.naver", "base_url", "https://search.naver.com", "Naver search host."),
+    Setting("engines.wikimedia", "base_url", "https://commons.wikimedia.org", "Wikimedia Commons API host."),
+)
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("media", "max_pixels", 100_000_000,
             "Images above this many pixels are refused as decompression bombs (100 MP covers any camera)."),
@@ -60,7 +102,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("export", "val_fraction", 0.0,
             "Share of kept faces put in the validation split (0 = everything in train)."),
     Setting("export", "seed", 0, "Seed of the train/validation split, so exports are reproducible."),
+    Setting("review", "host", "127.0.0.1",
+            "Interface the review gallery listens on; anything but 127.0.0.1 lets other machines see it."),
+    Setting("review", "port", 8377, "Port of the review gallery; taken means a free one is picked (0: always)."),
+    Setting("review", "reviewer", "", "Name written with each review decision; empty means the login name."),
+    Setting("review", "thumb_size", 160, "Side of the gallery thumbnails in pixels (cached under .cache/review)."),
+    Setting("review", "report_limit", 200,
+            "Faces shown per reason in `review --html` (0 = all); the counts always cover every face."),
+    *CRAWL_SETTINGS,
 )
+
+
+def _rule_settings() -> tuple[Setting, ...]:
+    """Rule thresholds come from the rule registry, which holds each default beside the rule it tunes."""
+    from facecurate.rules.registry import RULES
+
+    enabled = Setting("rules", "enabled", "all", "Rules that may reject a face: all, or a comma list of names.")
+    when = {"below": "below", "above": "at or above"}
+    return (enabled, *(Setting("rules", r.name, r.default, f"{r.doc} (fires {when[r.direction]} this)")
+                       for r in RULES if r.family != "image"))
+
+
+SETTINGS = SETTINGS + _rule_settings()
 
 
 def default_config() -> dict[str, dict[str, Any]]:
@@ -129,6 +192,16 @@ class Config:
 
     def section(self, section: str) -> dict[str, Any]:
         return dict(self._values.get(section, {}))
+
+    def engine(self, name: str) -> dict[str, Any]:
+        """``[engines.<name>]``: TOML nests it under ``engines``, so user values pass through there and are
+        overlaid here on the defaults of the ``engines.<name>`` settings (type-checked like the rest)."""
+        out = dict(self._values.get(f"engines.{name}", {}))
+        user = self._values.get("engines", {}).get(name, {})
+        known = {s.key: s for s in SETTINGS if s.section == f"engines.{name}"}
+        for key, value in (user if isinstance(user, dict) else {}).items():
+            out[key] = _check(known[key], value, Path(CONFIG_NAME)) if key in known else value
+        return out
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {k: dict(v) for k, v in self._values.items()}

@@ -93,6 +93,7 @@ class _Batch:
     rows: list[ImageRow]
     decoded: list[Future[np.ndarray | ImageError]]
     jobs: dict[int, list[Future[FaceRecord]]] = field(default_factory=dict)
+    found: dict[int, list[dict[str, object]]] = field(default_factory=dict)  # every detection, for the rules
 
 
 def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = False,
@@ -125,6 +126,8 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = Fa
             good = [j for j, d in enumerate(pixels) if isinstance(d, np.ndarray)]
             detections = detector.detect([pixels[j] for j in good])  # type: ignore[misc]
             for j, found in zip(good, detections, strict=True):
+                batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
+                                  for d in found]
                 chosen = choose_faces(found, opts.min_prob, opts.all_faces)
                 batch.jobs[j] = [pool.submit(_crop_one, ws, batch.rows[j], pixels[j], k, d, opts)  # type: ignore[arg-type]
                                  for k, d in enumerate(chosen)]
@@ -150,17 +153,17 @@ def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary,
         except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
             outcomes.append(ImageError(f"{row.path}: aligning or writing a crop failed ({exc}).", "crop_failed"))
     with catalog.transaction():
-        for row, outcome in zip(batch.rows, outcomes, strict=True):
+        for j, (row, outcome) in enumerate(zip(batch.rows, outcomes, strict=True)):
             summary.images += 1
             if isinstance(outcome, ImageError):
                 catalog.save_crop_result(row.id, "failed", [], error=str(outcome))
                 summary.failed.append((row.path, str(outcome)))
             elif outcome:
-                catalog.save_crop_result(row.id, "done", outcome)
+                catalog.save_crop_result(row.id, "done", outcome, detections=batch.found.get(j))
                 summary.with_face += 1
                 summary.faces += len(outcome)
             else:
-                catalog.save_crop_result(row.id, "no_face", [])
+                catalog.save_crop_result(row.id, "no_face", [], detections=batch.found.get(j))
                 summary.no_face += 1
     if on_progress:
         on_progress(len(batch.rows))

@@ -1,0 +1,100 @@
+"""The rule registry: every rejection rule, its reason code, its score, its threshold and why.
+
+A rule reads one measure (a number stored per face in ``faces.scores``) and fires when that number is
+past its threshold. Measures are computed once and kept; thresholds are applied at decision time, so
+changing one in facecurate.toml re-decides every face without recomputing anything.
+Some rules apply only where another does not (a wink is not also 'closed'; covered eyes are looked for
+only on eyes the landmarks call open): ``applies`` says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Measures = Mapping[str, float | None]
+Thresholds = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str                     # also the reason code written to the catalog and the manifest
+    family: Literal["eyes", "geometry", "pixels", "image"]
+    measure: str                  # key in faces.scores
+    direction: Literal["below", "above"]
+    default: float
+    doc: str                      # one line: what it catches and why this default
+    applies: Callable[[Measures, Thresholds], bool] | None = None
+
+    def fires(self, measures: Measures, thresholds: Thresholds) -> bool:
+        value = measures.get(self.measure)
+        if value is None or value != value:  # missing or NaN: the rule cannot judge this face
+            return False
+        if self.applies is not None and not self.applies(measures, thresholds):
+            return False
+        limit = thresholds[self.name]
+        return value < limit if self.direction == "below" else value >= limit
+
+
+def _eyes_open(m: Measures, t: Thresholds) -> bool:
+    ear_mean, ear_min = m.get("ear_mean"), m.get("ear_min")
+    return ear_mean is not None and ear_min is not None and ear_mean >= t["closed_eyes"] and ear_min >= t["wink"]
+
+
+def _not_closed(m: Measures, t: Thresholds) -> bool:
+    ear_mean = m.get("ear_mean")
+    return ear_mean is not None and ear_mean >= t["closed_eyes"]
+
+
+def _colourful_frame(m: Measures, t: Thresholds) -> bool:
+    share = m.get("frame_saturated")
+    return share is not None and share >= 0.2
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("no_face", "image", "no_face", "above", 1.0,
+         "MTCNN found no face at crop.min_prob; set by the crop stage (an image-level reason)."),
+    Rule("closed_eyes", "eyes", "ear_mean", "below", 0.18,
+         "Mean FaceMesh eye aspect ratio of both eyes below this: eyes shut (open eyes read 0.22-0.39)."),
+    Rule("wink", "eyes", "ear_min", "below", 0.18,
+         "One eye's aspect ratio below this while the pair is not closed: a wink or a half-shut eye.",
+         _not_closed),
+    Rule("occluded_eyes", "eyes", "occlusion", "above", 1.0,
+         "Eyes the landmarks call open but no eye is visible (Haar eye cascade finds none; skin breaks ties): "
+         "sunglasses, bangs, hands.", _eyes_open),
+    Rule("mirroring", "geometry", "mirroring", "above", 0.08,
+         "Share of the crop filled by reflect padding beside or below the face (smeared hair and skin)."),
+    Rule("no_headroom", "geometry", "headroom_iod", "below", 0.3,
+         "Estimated top of the skull closer than this many eye distances to the photo's top edge."),
+    Rule("small_face", "geometry", "upscale", "above", 2.0,
+         "The crop would enlarge the photo more than this factor: too little real detail."),
+    Rule("extreme_pose", "geometry", "extreme_pose", "above", 1.0,
+         "Yaw ~60°, strong pitch or a face lying sideways (1.0 = the extreme on the worst axis)."),
+    Rule("multiple_faces", "geometry", "other_face", "above", 0.5,
+         "Another confident face at least this fraction as wide stands next to the main one."),
+    Rule("product_shot", "pixels", "face_share", "below", 0.01,
+         "First heuristic: the face covers under this share of a colourful frame (ads, packshots).",
+         _colourful_frame),
+    Rule("blurry", "pixels", "sharpness", "below", 6.0,
+         "Variance of the Laplacian of the face, read at the photo's own resolution, below this: out of focus."),
+    Rule("grayscale", "pixels", "chroma", "below", 3.0,
+         "Mean per-pixel colour spread below this many levels: a black-and-white photo."),
+)
+BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
+
+
+def select(names: str | list[str] | None) -> list[Rule]:
+    """Rules by name ('all', a comma list or a list); unknown names raise ValueError naming the valid ones."""
+    if names is None or names == "all":
+        return list(RULES)
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    unknown = [n for n in wanted if n not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown rule(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    return [BY_NAME[n] for n in wanted]
+
+
+def decide(measures: Measures, thresholds: Thresholds, rules: list[Rule]) -> list[str]:
+    """Reason codes of the rules that fire, in registry order."""
+    return [r.name for r in rules if r.fires(measures, thresholds)]
