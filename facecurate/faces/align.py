@@ -1,0 +1,221 @@
+"""FFHQ-style face alignment from MTCNN's five landmarks: the quad, the resampling, the padding bookkeeping.
+
+Coordinates are continuous and follow PIL, which the published FFHQ script feeds its landmarks to:
+pixel (row i, column j) covers [j, j+1) x [i, i+1), so its centre is (j + 0.5, i + 0.5), in the source image
+and in the crop alike. OpenCV puts pixel centres on integers instead, so every matrix handed to cv2 gets a
+half-pixel shift on both sides (``_cv_matrix``); without it crops drift by up to a pixel against the quad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+PaddingMode = Literal["reflect_blur", "constant"]
+_PADDING_MODES: tuple[str, ...] = ("reflect_blur", "constant")
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: element-wise array comparison has no single truth value
+class Alignment:
+    """One aligned face plus the numbers that let later stages judge how much of it was invented.
+
+    ``above_fraction`` and ``side_fraction`` are kept apart because padding above the head (cropped hair) is
+    usually harmless while padding beside the face smears into cheeks and ears and spoils the sample.
+    """
+
+    quad: np.ndarray  # (4, 2) float64 source px: upper-left, lower-left, lower-right, upper-right
+    crop: np.ndarray  # (size, size, 3) uint8 RGB aligned crop
+    oob_fraction: float  # share of crop pixels whose source point lies outside the image
+    above_fraction: float  # share whose source point lies above the top edge (y < 0)
+    side_fraction: float  # share left of x < 0 or right of x >= width, and not above
+    eye_angle_deg: float  # eye line in the crop, degrees, 0 = horizontal (y down, so positive = clockwise)
+
+
+def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (5, 2):
+        raise ValueError(f"landmarks must have shape (5, 2) (eyes, nose, mouth corners as x, y); got {lm.shape}")
+    if not np.isfinite(lm).all():
+        raise ValueError("landmarks contain NaN or infinite values")
+    return lm
+
+
+def ffhq_quad(landmarks: np.ndarray, headroom: float = 0.0) -> np.ndarray:
+    """The FFHQ crop square, to the letter of the published script so crops are comparable with FFHQ.
+
+    ``headroom`` h grows the square upwards while its bottom edge stays on the same line (centred as before):
+    c' = c - h*y, x' = (1+h)*x, y' = (1+h)*y. The chin margin is unchanged, the top edge moves up by 2*h*|y|
+    and the sides spread by h*|x| each so the crop stays square; FFHQ (h = 0) often clips the hair.
+    """
+    lm = _check_landmarks(landmarks)
+    if not (np.isfinite(headroom) and headroom >= 0):
+        raise ValueError(f"headroom must be a finite number >= 0; got {headroom}")
+    eye_left, eye_right = lm[0], lm[1]
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (lm[3] + lm[4]) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    norm = np.hypot(*x)
+    if norm <= 0:
+        raise ValueError("landmarks are degenerate: eye and mouth positions give no face orientation")
+    x = x / norm * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1 - headroom * y
+    x, y = x * (1.0 + headroom), y * (1.0 + headroom)
+    return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+
+
+def _check_quad(quad: np.ndarray) -> np.ndarray:
+    q = np.asarray(quad, dtype=np.float64)
+    if q.shape != (4, 2) or not np.isfinite(q).all():
+        raise ValueError(f"quad must be a finite (4, 2) array; got shape {q.shape}")
+    ul, ll, lr, ur = q
+    (ax, ay), (bx, by) = ur - ul, ll - ul
+    side = max(np.hypot(ax, ay), np.hypot(bx, by))
+    if side <= 0 or abs(ax * by - ay * bx) <= 1e-12 * side * side:
+        raise ValueError("quad is degenerate (zero area)")
+    if np.hypot(*(lr - (ur + ll - ul))) > 1e-6 * side:
+        raise ValueError("quad must be a parallelogram (upper-left, lower-left, lower-right, upper-right)")
+    return q
+
+
+def quad_to_crop_matrix(quad: np.ndarray, size: int) -> np.ndarray:
+    """2x3 affine taking continuous source px to continuous crop px (quad corners to the crop's corners).
+
+    Solved in float64 from three corners; cv2.getAffineTransform would round through float32, which is
+    already 1e-4 px off for coordinates in the thousands.
+    """
+    ul, ll, _, ur = _check_quad(quad)
+    basis = np.column_stack([ur - ul, ll - ul]) / float(size)  # crop unit steps, in source px
+    inverse = np.linalg.inv(basis)
+    return np.column_stack([inverse, -inverse @ ul])
+
+
+def _cv_matrix(crop_matrix: np.ndarray, origin: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Re-express ``crop_matrix`` for cv2.warpAffine on a region whose pixel (0, 0) starts at ``origin`` and
+    whose pixels are ``scale`` source px wide: continuous = index + 0.5 on both sides, hence the offsets."""
+    linear = crop_matrix[:, :2] * scale  # region continuous -> crop continuous
+    offset = crop_matrix[:, :2] @ origin + crop_matrix[:, 2]
+    return np.column_stack([linear, linear.sum(axis=1) * 0.5 + offset - 0.5])
+
+
+def _crop_centres_in_source(quad: np.ndarray, samples: int) -> np.ndarray:
+    ul, ll, _, ur = quad
+    t = (np.arange(samples) + 0.5) / samples
+    return ul + t[None, :, None] * (ur - ul) + t[:, None, None] * (ll - ul)  # (samples, samples, 2)
+
+
+def _outside_masks(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    px, py = points[..., 0], points[..., 1]
+    above = py < 0
+    side = ((px < 0) | (px >= width)) & ~above
+    return above | side | (py >= height), above, side
+
+
+def outside_fractions(quad: np.ndarray, width: int, height: int, samples: int = 256) -> tuple[float, float, float]:
+    """(oob, above, side) shares of the crop with no real source pixel behind them.
+
+    Geometric rather than read from pixel values, so it is exact whatever the padding mode and cannot be
+    fooled by genuinely black or mirrored-looking image content.
+    """
+    q = _check_quad(quad)
+    if width < 1 or height < 1 or samples < 1:
+        raise ValueError(f"width, height and samples must be >= 1; got {width}, {height}, {samples}")
+    oob, above, side = _outside_masks(_crop_centres_in_source(q, samples), width, height)
+    return float(oob.mean()), float(above.mean()), float(side.mean())
+
+
+def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Wide Gaussian blur done at reduced resolution: the result is so smooth that bilinear upsampling loses
+    nothing, and a 1024 crop would otherwise need a ~160-tap kernel."""
+    k = max(1, int(sigma / 3))
+    if k == 1:
+        return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma)
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(1, round(w / k)), max(1, round(h / k))), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=sigma / k)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _blend_padding(region: np.ndarray, origin: np.ndarray, scale: np.ndarray, quad: np.ndarray,
+                   qsize: float, width: int, height: int) -> np.ndarray:
+    """FFHQ's padding: a plain mirror reads as a second face beside the first, so the mirrored area is blurred
+    and, further out, faded to the median colour. The FFHQ mask is (distance past the image edge) / (that
+    side's pad width), negative inside; the blur weight clip(3*mask + 1) also reaches pad/3 *into* the image
+    so the seam itself disappears. Here it is evaluated at region pixel centres in source px."""
+    img = region.astype(np.float32)
+    h, w = img.shape[:2]
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    least = max(int(np.rint(qsize * 0.3)), 1)
+    lo, hi = np.floor(quad.min(axis=0)), np.ceil(quad.max(axis=0))
+    pad_left, pad_top = np.maximum(border - lo, least)
+    pad_right, pad_bottom = np.maximum(hi - [width, height] + border, least)
+    xs = origin[0] + (np.arange(w, dtype=np.float32) + 0.5) * scale[0]
+    ys = origin[1] + (np.arange(h, dtype=np.float32) + 0.5) * scale[1]
+    mask_x = np.maximum((0.5 - xs) / pad_left, (xs - (width - 0.5)) / pad_right)
+    mask_y = np.maximum((0.5 - ys) / pad_top, (ys - (height - 0.5)) / pad_bottom)
+    mask = np.maximum(mask_x[None, :], mask_y[:, None])[..., None].astype(np.float32)
+    blur = _gaussian_blur(img, qsize * 0.02 / float(scale.mean()))
+    blur -= img
+    blur *= np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    img += blur
+    step = max(1, int(np.sqrt(h * w / 65536)))  # a subsampled median is as good and much cheaper
+    fade = np.median(img[::step, ::step], axis=(0, 1)).astype(np.float32) - img
+    fade *= np.clip(mask, 0.0, 1.0)
+    img += fade
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 512, headroom: float = 0.0,
+               padding: PaddingMode = "reflect_blur") -> Alignment:
+    """Cut the FFHQ square out of ``image`` (H, W, 3 uint8 RGB) as a ``size`` x ``size`` crop.
+
+    Only the quad's bounding box (plus a margin) is touched. When the quad is larger than the crop, that box
+    is first area-averaged (cv2.INTER_AREA, FFHQ's shrink step) to about one source pixel per crop pixel,
+    so the final rotation (cv2.INTER_CUBIC) neither aliases nor wastes time on a huge image.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array (convert grayscale first); got {desc}")
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive integer; got {size!r}")
+    if padding not in _PADDING_MODES:
+        raise ValueError(f"padding must be one of {_PADDING_MODES}; got {padding!r}")
+    height, width = image.shape[:2]
+    lm = _check_landmarks(landmarks)
+    quad = ffhq_quad(lm, headroom)
+    crop_matrix = quad_to_crop_matrix(quad, size)
+    qsize = float(np.hypot(*(quad[3] - quad[0])))
+
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    x0, y0 = (np.floor(quad.min(axis=0)).astype(int) - border).tolist()
+    x1, y1 = (np.ceil(quad.max(axis=0)).astype(int) + border).tolist()
+    inner = image[max(y0, 0):min(y1, height), max(x0, 0):min(x1, width)]
+    if inner.size == 0:
+        raise ValueError(f"the face quad {quad.round(1).tolist()} lies entirely outside the {width}x{height} image")
+    # Mirror for reflect_blur; for constant, repeat the edge so that pixels just inside don't bleed black.
+    mode = cv2.BORDER_REFLECT_101 if padding == "reflect_blur" else cv2.BORDER_REPLICATE
+    region = cv2.copyMakeBorder(inner, max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0), mode)
+    origin, scale = np.array([x0, y0], dtype=np.float64), np.ones(2)
+    if qsize > size:
+        shrunk = (max(1, round((x1 - x0) * size / qsize)), max(1, round((y1 - y0) * size / qsize)))
+        region = cv2.resize(region, shrunk, interpolation=cv2.INTER_AREA)
+        scale = np.array([(x1 - x0) / shrunk[0], (y1 - y0) / shrunk[1]])
+
+    leaves_image = bool(((quad < 0) | (quad > [width, height])).any())  # convex: a corner must be outside
+    if padding == "reflect_blur" and leaves_image:
+        region = _blend_padding(region, origin, scale, quad, qsize, width, height)
+    crop = cv2.warpAffine(region, _cv_matrix(crop_matrix, origin, scale), (size, size),
+                          flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    if padding == "constant" and leaves_image:
+        crop[_outside_masks(_crop_centres_in_source(quad, size), width, height)[0]] = 0
+
+    oob, above, side = outside_fractions(quad, width, height)
+    eyes = lm[:2] @ crop_matrix[:, :2].T + crop_matrix[:, 2]
+    dx, dy = eyes[1] - eyes[0]
+    return Alignment(quad=quad, crop=crop, oob_fraction=oob, above_fraction=above, side_fraction=side,
+                     eye_angle_deg=float(np.degrees(np.arctan2(dy, dx))))
