@@ -1,0 +1,176 @@
+"""The one interface every search engine implements, and the error that stops a search loudly.
+
+An engine turns (term, cursor) into one :class:`Page` of results plus the cursor of the next page. Parsing is
+a pure function per engine over the response text, so it is tested on fixture shapes without a network; the
+engine class only builds URLs, fetches through the shared polite :class:`~facecurate.crawl.http.Http`, and
+decides whether an empty answer means "no more results" or "blocked / layout changed" (then it raises
+:class:`SearchStopped` with the page, which the crawl saves under the workspace).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from facecurate.crawl.http import Fetched, Http, browser_headers
+from facecurate.errors import FacecurateError
+
+
+@dataclass(frozen=True)
+class Result:
+    """One image result as the engine describes it (provenance fields are None where it gives none)."""
+
+    url: str
+    page_url: str | None = None
+    title: str | None = None
+    width: int | None = None
+    height: int | None = None
+    license: str | None = None
+    author: str | None = None
+    thumbnail: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One result page: its results in rank order, the cursor for the next page, and whether it was the last."""
+
+    results: list[Result]
+    cursor: dict[str, Any]
+    end: bool = False
+
+
+class LayoutError(ValueError):
+    """Raised by a pure parser when the text does not have the shape it knows (not the same as 'no results')."""
+
+
+# Why a search stopped, and what the user can do about it.
+STOP_FIXES: dict[str, str] = {
+    "captcha": "The engine suspects automation and shows a CAPTCHA: wait (an hour or more), slow down "
+               "([crawl] page_delay), then run `facecurate crawl` again; it resumes where it stopped.",
+    "consent": "A cookie-consent page stands in the way: try another engine, or point [engines.{engine}] "
+               "base_url at a regional host that does not ask.",
+    "rate_limited": "The engine refuses requests for now: wait, raise [crawl] page_delay, then run `facecurate "
+                    "crawl` again; it resumes where it stopped.",
+    "layout_changed": "The engine's page no longer has the structure facecurate reads: its parser "
+                      "(facecurate/crawl/engines/{engine}.py) needs an update; please report it with the saved page.",
+    "unreachable": "Check the network and [engines.{engine}] base_url, then run `facecurate crawl` again.",
+    "api_error": "The API refused the request; read the saved answer, fix the term or settings, and run again.",
+    "browser": "Check [crawl] chromium and chromedriver (Debian: apt-get install chromium chromium-driver).",
+}
+
+
+class SearchStopped(FacecurateError):
+    """A search could not go on: blocked, CAPTCHA, consent wall, changed layout, or no answer.
+
+    Never reported as "0 images, done": the run stays pending (resumable), the page is saved, exit code 3.
+    """
+
+    exit_code = 3
+
+    def __init__(self, engine: str, kind: str, what: str, url: str, page_text: str | None = None) -> None:
+        self.engine, self.kind, self.what, self.url, self.page_text = engine, kind, what, url, page_text
+        self.saved_page: str | None = None
+        super().__init__(self.describe())
+
+    @property
+    def fix(self) -> str:
+        return STOP_FIXES.get(self.kind, STOP_FIXES["unreachable"]).format(engine=self.engine)
+
+    def describe(self) -> str:
+        saved = f" The page is saved at {self.saved_page}." if self.saved_page else ""
+        return f"{self.engine}: {self.what} ({self.kind}) at {self.url}.{saved} {self.fix}"
+
+
+@dataclass
+class EngineContext:
+    """What an engine needs from the crawl: the shared HTTP client and its settings."""
+
+    http: Http
+    base_url: str
+    search_user_agent: str
+    identifiable_user_agent: str
+    settings: dict[str, Any] = field(default_factory=dict)  # [crawl] section (browser paths, timeouts)
+
+
+class Engine(ABC):
+    """One search engine. Subclasses set ``name`` and implement :meth:`search`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+        self.base_url = ctx.base_url.rstrip("/")
+
+    @abstractmethod
+    def search(self, term: str, cursor: dict[str, Any]) -> Page:
+        """The page of results at ``cursor`` (``{}`` = the first page)."""
+
+    def close(self) -> None:
+        """Release what the engine holds (the browser for google)."""
+        return None
+
+    def fetch_page(self, url: str, *, referer: str | None = None, accept: str | None = None,
+                   user_agent: str | None = None) -> Fetched:
+        """GET a result page; HTTP refusals become :class:`SearchStopped` with the answer attached."""
+        fetched = self.ctx.http.get(url, headers=browser_headers(user_agent or self.ctx.search_user_agent,
+                                                                 referer, accept), respect_robots=False)
+        if fetched.ok and fetched.status == 200:
+            return fetched
+        text = fetched.text() if fetched.body else None
+        if fetched.status in (202, 403, 418, 429) or fetched.reason == "rate_limited":
+            kind = "captcha" if text and looks_blocked(text) else "rate_limited"
+            raise self.stopped(kind, f"HTTP {fetched.status}: the engine refused the request", url, text)
+        if fetched.status is None:
+            raise self.stopped("unreachable", fetched.message or "no answer", url, text)
+        raise self.stopped("unreachable", f"HTTP {fetched.status} instead of a result page", url, text)
+
+    def stopped(self, kind: str, what: str, url: str, text: str | None) -> SearchStopped:
+        return SearchStopped(self.name, kind, what, url, text)
+
+    def empty_page(self, text: str, url: str, first_page: bool, has_container: bool) -> Page:
+        """Zero results: CAPTCHA/consent text is a block; a first page without the results container is a
+        changed layout; otherwise the engine simply has nothing more."""
+        kind = looks_blocked(text)
+        if kind:
+            raise self.stopped(kind, "a block page came instead of results", url, text)
+        if first_page and not has_container:
+            raise self.stopped("layout_changed", "the page holds no results and none of the markers of an "
+                               "empty result list", url, text)
+        return Page([], {}, end=True)
+
+
+_BLOCK_MARKERS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("captcha", re.compile(r"captcha|/sorry/|unusual traffic|are you a robot|verify you are human|"
+                           r"anomaly-modal|challenge-form", re.IGNORECASE)),
+    ("consent", re.compile(r"consent\.(google|yahoo)\.|before you continue|cookie consent", re.IGNORECASE)),
+)
+
+
+def looks_blocked(text: str) -> str | None:
+    """``captcha`` or ``consent`` when the text is a block page; None otherwise. Only asked about pages
+    that yielded no results, so a result titled 'captcha' cannot stop a search."""
+    for kind, pattern in _BLOCK_MARKERS:
+        if pattern.search(text):
+            return kind
+    return None
+
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def strip_tags(value: str | None) -> str | None:
+    """Plain text from an HTML fragment (titles and Wikimedia artists come as HTML)."""
+    if value is None:
+        return None
+    text = " ".join(html.unescape(_TAG.sub(" ", value)).split())
+    return text or None
+
+
+def as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,77 @@
+"""Bing Images through its async HTML endpoint (plain HTTP; the most stable scrape).
+
+Each result is an ``a.iusc`` whose ``m`` attribute is HTML-escaped JSON (``murl`` image, ``purl`` page, ``t``
+title); the size and format sit in ``span.nowrap``. The older no-JS layout (``div.item > a.thumb``) is read
+too, so a regional host still serving it keeps working. The next page starts after the results actually
+returned (Bing's ``first`` is 1-based), not after a fixed 35.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from bs4 import BeautifulSoup
+
+from facecurate.crawl.engines.base import Engine, Page, Result, as_int, strip_tags
+
+PAGE_SIZE = 35
+_SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
+CONTAINER_MARKERS = ("dgControl", "dg_b", 'class="item"', "imgpt")
+
+
+def parse_results(text: str) -> list[Result]:
+    """Results of one async (or no-JS) Bing page, in rank order. Pure."""
+    soup = BeautifulSoup(text, "html.parser")
+    out: list[Result] = []
+    for a in soup.select("a.iusc[m]"):
+        try:
+            meta: dict[str, Any] = json.loads(str(a["m"]))
+        except (json.JSONDecodeError, TypeError):
+            continue
+        url = meta.get("murl")
+        if not isinstance(url, str) or not url:
+            continue
+        width = height = None
+        box = a.find_parent(class_="iuscp") or a.find_parent("li")
+        info = box.select_one("span.nowrap") if box else None
+        if info is not None and (m := _SIZE.search(info.get_text(" "))):
+            width, height = int(m.group(1)), int(m.group(2))
+        out.append(Result(url=url, page_url=meta.get("purl") or None, title=strip_tags(meta.get("t")),
+                          width=width, height=height, thumbnail=meta.get("turl")))
+    if out:
+        return out
+    for item in soup.select("div.item"):  # the old no-JS layout
+        thumb, tit = item.select_one("a.thumb[href]"), item.select_one("a.tit[href]")
+        if thumb is None:
+            continue
+        des = item.select_one("div.des")
+        info = item.select_one("div.fileInfo")
+        m = _SIZE.search(info.get_text(" ")) if info else None
+        out.append(Result(url=str(thumb["href"]), page_url=str(tit["href"]) if tit else None,
+                          title=strip_tags(des.get_text(" ")) if des else None,
+                          width=as_int(m.group(1)) if m else None, height=as_int(m.group(2)) if m else None))
+    return out
+
+
+def has_container(text: str) -> bool:
+    return any(marker in text for marker in CONTAINER_MARKERS)
+
+
+class Bing(Engine):
+    name = "bing"
+
+    def page_url(self, term: str, first: int) -> str:
+        query = {"q": term, "async": "1", "first": first, "count": PAGE_SIZE, "mkt": "en-US"}
+        return f"{self.base_url}/images/async?{urlencode(query)}"
+
+    def search(self, term: str, cursor: dict[str, Any]) -> Page:
+        first = int(cursor.get("first", 1))
+        url = self.page_url(term, first)
+        text = self.fetch_page(url, referer=f"{self.base_url}/images/search?{urlencode({'q': term})}").text()
+        results = parse_results(text)
+        if not results:
+            return self.empty_page(text, url, first_page=first == 1, has_container=has_container(text))
+        return Page(results, {"first": first + len(results)})

@@ -1,0 +1,67 @@
+"""URL normalisation: the key that makes one image URL one fetch, across queries and engines.
+
+Engines hand back the same picture under cosmetic variants (``HTTP://Host:80/a.jpg#x``, ``%7e`` vs ``~``,
+shuffled tracking parameters). Normalising them before the frontier lookup is what keeps a re-crawl or a
+second engine from downloading and counting the same file again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_TRACKING = re.compile(r"^(utm_[a-z]+|fbclid|gclid|mc_cid|mc_eid)$", re.IGNORECASE)
+# RFC 3986 unreserved characters need no escaping; everything else keeps (upper-case) escapes.
+_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _canonical_path(path: str) -> str:
+    """Decode escapes of unreserved characters only (``%7e`` -> ``~``; ``%2F`` stays), upper-case the rest,
+    and escape raw spaces and non-ASCII characters."""
+    def fix(m: re.Match[str]) -> str:
+        ch = chr(int(m.group(1), 16))
+        return ch if ch in _UNRESERVED else f"%{m.group(1).upper()}"
+
+    return quote(_ESCAPE.sub(fix, path), safe=_SAFE_PATH)
+
+
+def absolute(url: str, base_scheme: str = "https") -> str:
+    """Protocol-relative ``//host/x`` (common in result pages) becomes ``https://host/x``."""
+    url = url.strip()
+    return f"{base_scheme}:{url}" if url.startswith("//") else url
+
+
+def is_fetchable(url: str) -> bool:
+    """Only http(s) URLs with a host are downloads; data: URIs and javascript: links are not."""
+    try:
+        parts = urlsplit(absolute(url))
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def normalise(url: str) -> str:
+    """A canonical form of ``url``: lower-case scheme and host, no default port, no fragment, canonical
+    percent-escapes, sorted query without tracking parameters. Pure; raises ValueError on a non-URL."""
+    parts = urlsplit(absolute(url))
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    host = parts.hostname.lower().rstrip(".")
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("idna").decode("ascii")
+    port = parts.port
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    path = _canonical_path(parts.path) or "/"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _TRACKING.match(k)]
+    return urlunsplit((scheme, netloc, path, urlencode(sorted(query), doseq=True), ""))
+
+
+def host_key(url: str) -> str:
+    """What the politeness limits count per: host and port (two loopback servers are two hosts)."""
+    parts = urlsplit(url)
+    return (parts.netloc or "").lower()

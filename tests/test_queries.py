@@ -1,0 +1,107 @@
+"""Tracked queries: labels, the editable queries/<label>.txt mirror, pending vs used per engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from facecurate.catalog import Catalog
+from facecurate.cli import app
+from facecurate.errors import FacecurateError
+from facecurate.queries import add_terms, list_status, mirror_path, parse_terms, remove_terms
+from facecurate.workspace import Workspace
+
+runner = CliRunner()
+
+
+def _mirror_terms(ws: Workspace, label: str) -> list[str]:
+    return parse_terms(mirror_path(ws, label).read_text(encoding="utf-8"))
+
+
+def test_add_is_idempotent_and_mirrored(ws: Workspace, catalog: Catalog):
+    added, known = add_terms(ws, catalog, "makeup", ["bold makeup look", "  bold   makeup look ", "클렌징 후 얼굴"])
+    assert added == ["bold makeup look", "클렌징 후 얼굴"] and known == []
+    added, known = add_terms(ws, catalog, "makeup", ["클렌징 후 얼굴"])
+    assert added == [] and known == ["클렌징 후 얼굴"]
+    text = mirror_path(ws, "makeup").read_text(encoding="utf-8")
+    assert text.startswith("#") and _mirror_terms(ws, "makeup") == ["bold makeup look", "클렌징 후 얼굴"]
+
+
+def test_unicode_forms_are_one_term(ws: Workspace, catalog: Catalog):
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "클렌징")
+    add_terms(ws, catalog, "k", ["클렌징", decomposed])
+    assert [q.term for q in catalog.tracked_queries("k")] == ["클렌징"]
+
+
+def test_hand_edits_to_the_mirror_are_picked_up(ws: Workspace, catalog: Catalog):
+    add_terms(ws, catalog, "makeup", ["a", "b", "c"])
+    path = mirror_path(ws, "makeup")
+    path.write_text(path.read_text(encoding="utf-8").replace("b\n", "") + "d\n# a comment\n\n", encoding="utf-8")
+    _, statuses = list_status(ws, catalog)
+    assert [s.term for s in statuses] == ["a", "c", "d"]
+    assert _mirror_terms(ws, "makeup") == ["a", "c", "d"]
+
+
+def test_a_new_keyword_file_in_queries_becomes_a_label(ws: Workspace, catalog: Catalog):
+    (ws.queries_dir / "nomakeup.txt").write_text("# my list\nno makeup face\nbare skin\n", encoding="utf-8")
+    _, statuses = list_status(ws, catalog)
+    assert {(s.label, s.term) for s in statuses} == {("nomakeup", "no makeup face"), ("nomakeup", "bare skin")}
+
+
+def test_remove_keeps_history_and_can_come_back(ws: Workspace, catalog: Catalog):
+    add_terms(ws, catalog, "m", ["x", "y"])
+    removed, unknown = remove_terms(ws, catalog, "m", ["x", "zzz"])
+    assert removed == ["x"] and unknown == ["zzz"]
+    assert _mirror_terms(ws, "m") == ["y"]
+    added, _ = add_terms(ws, catalog, "m", ["x"])
+    assert added == ["x"]
+
+
+def test_pending_until_a_run_finishes_per_engine(ws: Workspace, catalog: Catalog):
+    ws.config_path.write_text('[crawl]\nengines = "bing,wikimedia"\n', encoding="utf-8")
+    add_terms(ws, catalog, "m", ["t"])
+    (q,) = catalog.tracked_queries("m")
+    with catalog.transaction():
+        run = catalog.start_run(q.id, "bing", 10)
+    engines, (status,) = list_status(ws, catalog)
+    assert engines == ["bing", "wikimedia"]
+    assert [p.state for p in status.pairs] == ["running", "pending"]
+    with catalog.transaction():
+        catalog.finish_run(run.id, "done")
+        catalog.finish_run(catalog.start_run(q.id, "wikimedia", 10).id, "done")
+    _, (status,) = list_status(ws, catalog)
+    assert [p.state for p in status.pairs] == ["used", "used"] and not status.pending
+    assert status.pairs[0].date and status.pairs[0].counts["found"] == 0
+    with catalog.transaction():
+        from facecurate.queries import write_mirror
+
+        write_mirror(ws, catalog, "m", ["bing", "wikimedia"])
+    assert _mirror_terms(ws, "m") == []  # used terms leave the editable list
+
+
+def test_bad_label_is_a_message(ws: Workspace, catalog: Catalog):
+    with pytest.raises(FacecurateError, match="cannot name a file"):
+        add_terms(ws, catalog, "../evil", ["x"])
+
+
+def test_cli_queries_add_list_remove(ws: Workspace, tmp_path):
+    kw = tmp_path / "makeup.txt"
+    kw.write_text("# keyword list\nno makeup face\nbold makeup look\n", encoding="utf-8")
+    w = ["-w", str(ws.root)]
+    result = runner.invoke(app, ["queries", "add", "--label", "makeup", "--file", str(kw), "클렌징 후 얼굴", *w])
+    assert result.exit_code == 0, result.output
+    assert "3 added" in result.output
+    result = runner.invoke(app, ["queries", "list", "--json", *w])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {q["term"] for q in data["queries"]} == {"no makeup face", "bold makeup look", "클렌징 후 얼굴"}
+    assert all(q["engines"]["bing"]["state"] == "pending" for q in data["queries"])
+    table = runner.invoke(app, ["queries", "list", *w])
+    assert "pending" in table.output and "no makeup face" in table.output
+    result = runner.invoke(app, ["queries", "remove", "--label", "makeup", "bold makeup look", *w])
+    assert result.exit_code == 0 and "1 removed" in result.output
+    assert runner.invoke(app, ["queries", "add", *w]).exit_code != 0  # nothing to add: a usage error
