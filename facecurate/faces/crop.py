@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from facecurate import media
@@ -62,6 +63,28 @@ def choose_faces(detections: list[Detection], min_prob: float, all_faces: bool) 
     confident = [d for d in detections if d.prob >= min_prob]
     confident.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
     return confident if all_faces else confident[:1]
+
+
+RETRY_MIN_SIDE = 256   # tight face crops are enlarged to this short side for the second look
+RETRY_PAD = 0.25       # and given this much neutral border: MTCNN needs some context around a face
+
+
+def retry_tight(detector: BatchedDetector, images: list[np.ndarray]) -> list[list[Detection]]:
+    """Second look at photos with no face: small, tight face crops (imported datasets, thumbnails) defeat
+    MTCNN's pyramid, so enlarge them, add a grey border, detect again, and map the results back."""
+    prepared, frames = [], []
+    for img in images:
+        h, w = img.shape[:2]
+        scale = max(1.0, RETRY_MIN_SIDE / min(h, w))
+        big = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC) if scale > 1 else img
+        pad = int(RETRY_PAD * max(big.shape[:2]))
+        prepared.append(cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127)))
+        frames.append((scale, pad))
+    out = []
+    for found, (scale, pad) in zip(detector.detect(prepared), frames, strict=True):
+        out.append([Detection(box=tuple((v - pad) / scale for v in d.box),  # type: ignore[arg-type]
+                              prob=d.prob, landmarks=(np.asarray(d.landmarks) - pad) / scale) for d in found])
+    return out
 
 
 def _decode(ws: Workspace, row: ImageRow, max_pixels: int, max_bytes: int) -> np.ndarray | ImageError:
@@ -125,6 +148,12 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = Fa
             pixels = [f.result() for f in batch.decoded]
             good = [j for j, d in enumerate(pixels) if isinstance(d, np.ndarray)]
             detections = detector.detect([pixels[j] for j in good])  # type: ignore[misc]
+            missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
+                      and min(pixels[good[k]].shape[:2]) < 2 * RETRY_MIN_SIDE]  # type: ignore[union-attr]
+            if missed:
+                for k, found in zip(missed, retry_tight(detector, [pixels[good[k]] for k in missed]),  # type: ignore[misc]
+                                    strict=True):
+                    detections[k] = found
             for j, found in zip(good, detections, strict=True):
                 batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
                                   for d in found]

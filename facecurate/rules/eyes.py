@@ -19,7 +19,7 @@ LEFT_EAR = (362, 385, 387, 263, 373, 380)
 RIGHT_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
 LEFT_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
 RIGHT_CHEEK, LEFT_CHEEK = (50, 118, 101, 36, 205), (280, 347, 330, 266, 425)
-MESH_SIDE = 256  # FaceMesh crops the face and works at 192 px; larger inputs only cost time (same EAR on dev)
+MESH_SIDE = 384  # FaceMesh crops the face itself; 384 px keeps lid detail that 256 loses, 512 adds only time
 
 
 def eye_aspect_ratio(points: np.ndarray, idx: tuple[int, ...]) -> float:

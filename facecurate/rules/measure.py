@@ -19,7 +19,7 @@ FAMILY_KEYS = {
     "geometry": ("mirroring", "mirroring_side", "above_fraction", "headroom_iod", "upscale", "pose_yaw",
                  "pose_pitch", "pose_roll", "extreme_pose", "other_face"),
     "pixels": ("sharpness", "chroma", "face_share", "frame_saturated"),
-    "eyes": ("ear_right", "ear_left", "ear_mean", "ear_min", "skin_ratio", "dark_ratio", "eye_cascade_hits",
+    "eyes": ("ear_right", "ear_left", "ear_mean", "ear_min", "ear_max", "skin_ratio", "dark_ratio", "eye_cascade_hits",
              "occlusion", "mesh_found"),
 }
 FRAME_CHECK_BELOW = 0.05  # the full photo is decoded for colourfulness only when the face is this small
@@ -77,6 +77,7 @@ def eye_family(mesh: FaceMesh, crop: np.ndarray) -> dict[str, float | None]:
         return {k: None for k in FAMILY_KEYS["eyes"]} | {"mesh_found": 0.0}
     m = eye_measures(crop, points)
     return {"ear_right": m.ear_right, "ear_left": m.ear_left, "ear_mean": (m.ear_right + m.ear_left) / 2,
-            "ear_min": min(m.ear_right, m.ear_left), "skin_ratio": m.skin_ratio, "dark_ratio": m.dark_ratio,
+            "ear_min": min(m.ear_right, m.ear_left), "ear_max": max(m.ear_right, m.ear_left),
+            "skin_ratio": m.skin_ratio, "dark_ratio": m.dark_ratio,
             "eye_cascade_hits": float(m.cascade_hits), "occlusion": occlusion_score(m.cascade_hits, m.skin_ratio),
             "mesh_found": 1.0}

@@ -37,36 +37,55 @@ class Rule:
         return value < limit if self.direction == "below" else value >= limit
 
 
-def _eyes_open(m: Measures, t: Thresholds) -> bool:
-    ear_mean, ear_min = m.get("ear_mean"), m.get("ear_min")
-    return ear_mean is not None and ear_min is not None and ear_mean >= t["closed_eyes"] and ear_min >= t["wink"]
+# A wink is lopsided: the shut eye reads under this share of the open one (both shut: similar ratios).
+WINK_RATIO = 0.6
+
+
+def _is_wink_shape(m: Measures, t: Thresholds) -> bool:
+    ear_min, ear_max = m.get("ear_min"), m.get("ear_max")
+    return (ear_min is not None and ear_max is not None and ear_min < t["wink"] and ear_max >= t["closed_eyes"]
+            and ear_min < WINK_RATIO * ear_max)
+
+
+def _closed_not_wink(m: Measures, t: Thresholds) -> bool:
+    """A shut eye beside a plainly open one is a wink even when the pair's mean is low."""
+    return not _is_wink_shape(m, t)
 
 
 def _not_closed(m: Measures, t: Thresholds) -> bool:
+    """Covered eyes are looked for only where the landmarks do not already call the eyes shut."""
     ear_mean = m.get("ear_mean")
-    return ear_mean is not None and ear_mean >= t["closed_eyes"]
+    return ear_mean is not None and (ear_mean >= t["closed_eyes"] or _is_wink_shape(m, t))
+
+
+def _eyes_visible(m: Measures, t: Thresholds) -> bool:
+    """A wink needs an eye to be seen: behind sunglasses FaceMesh only guesses the lids."""
+    occlusion = m.get("occlusion")
+    return _not_closed(m, t) and occlusion is not None and occlusion < t["occluded_eyes"]
 
 
 def _colourful_frame(m: Measures, t: Thresholds) -> bool:
     share = m.get("frame_saturated")
-    return share is not None and share >= 0.2
+    return share is not None and share >= 0.1
 
 
 RULES: tuple[Rule, ...] = (
     Rule("no_face", "image", "no_face", "above", 1.0,
          "MTCNN found no face at crop.min_prob; set by the crop stage (an image-level reason)."),
     Rule("closed_eyes", "eyes", "ear_mean", "below", 0.18,
-         "Mean FaceMesh eye aspect ratio of both eyes below this: eyes shut (open eyes read 0.22-0.39)."),
+         "Mean FaceMesh eye aspect ratio of both eyes below this: eyes shut (open eyes read 0.22-0.39).",
+         _closed_not_wink),
     Rule("wink", "eyes", "ear_min", "below", 0.18,
-         "One eye's aspect ratio below this while the pair is not closed: a wink or a half-shut eye.",
-         _not_closed),
+         "One eye's aspect ratio below this while the other is open and visible: a wink.",
+         _eyes_visible),
     Rule("occluded_eyes", "eyes", "occlusion", "above", 1.0,
          "Eyes the landmarks call open but no eye is visible (Haar eye cascade finds none; skin breaks ties): "
-         "sunglasses, bangs, hands.", _eyes_open),
+         "sunglasses, bangs, hands.", _not_closed),
     Rule("mirroring", "geometry", "mirroring", "above", 0.08,
          "Share of the crop filled by reflect padding beside or below the face (smeared hair and skin)."),
-    Rule("no_headroom", "geometry", "headroom_iod", "below", 0.3,
-         "Estimated top of the skull closer than this many eye distances to the photo's top edge."),
+    Rule("no_headroom", "geometry", "headroom_iod", "below", 0.0,
+         "Estimated top of the skull (1.8 eye-to-mouth distances above the eyes) this many eye distances "
+         "inside the photo's top edge; below 0 the head is cut."),
     Rule("small_face", "geometry", "upscale", "above", 2.0,
          "The crop would enlarge the photo more than this factor: too little real detail."),
     Rule("extreme_pose", "geometry", "extreme_pose", "above", 1.0,

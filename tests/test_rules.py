@@ -1,0 +1,217 @@
+"""Every rule on bundled public-domain photos and edits generated from them, plus the pure measures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from facecurate.catalog import Catalog
+from facecurate.faces.crop import CropOptions, run_crop
+from facecurate.faces.detect import BatchedDetector
+from facecurate.ingest import import_paths
+from facecurate.rules import geometry
+from facecurate.rules.evaluate import evaluate_dir
+from facecurate.rules.registry import BY_NAME, RULES, decide
+from facecurate.rules.stage import explain, run_filter
+from facecurate.workspace import Workspace
+
+FRONT = np.array([[100, 100], [160, 100], [130, 135], [108, 165], [152, 165]], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def obama() -> tuple[np.ndarray, np.ndarray]:
+    from facecurate.demo import DEMO_DATA
+
+    img = np.asarray(Image.open(DEMO_DATA / "obama.jpg").convert("RGB")).copy()
+    landmarks = BatchedDetector(device="cpu").detect([img])[0][0].landmarks
+    return img, np.asarray(landmarks)
+
+
+def _lid(img: np.ndarray, eye: np.ndarray, iod: float) -> None:
+    """Paint a closed lid over one eye: cheek-coloured skin with a dark lash line."""
+    cheek = img[int(eye[1] + iod * 0.6):int(eye[1] + iod * 0.7), int(eye[0] - 5):int(eye[0] + 5)].reshape(-1, 3)
+    colour = tuple(int(c) for c in cheek.mean(0))
+    cv2.ellipse(img, (int(eye[0]), int(eye[1])), (int(iod * 0.28), int(iod * 0.12)), 0, 0, 360, colour, -1)
+    cv2.line(img, (int(eye[0] - iod * 0.25), int(eye[1] + iod * 0.03)),
+             (int(eye[0] + iod * 0.25), int(eye[1] + iod * 0.03)), (60, 40, 35), 3)
+
+
+def _variants(obama, tmp: Path) -> dict[str, Path]:
+    """One generated photo per rule, named by the reason it must raise (keep = the untouched original)."""
+    img, lm = obama
+    iod = float(np.linalg.norm(lm[1] - lm[0]))
+    out: dict[str, np.ndarray] = {"keep": img}
+    closed = img.copy()
+    _lid(closed, lm[0], iod)
+    _lid(closed, lm[1], iod)
+    out["closed_eyes"] = closed
+    wink = img.copy()
+    _lid(wink, lm[0], iod)
+    out["wink"] = wink
+    covered = img.copy()
+    for eye in lm[:2]:  # dark lenses over both eyes
+        axes = (int(iod * 0.38), int(iod * 0.25))
+        cv2.ellipse(covered, (int(eye[0]), int(eye[1])), axes, 0, 0, 360, (15, 15, 20), -1)
+    out["occluded_eyes"] = covered
+    out["no_headroom"] = img[int(lm[0][1] - iod * 0.45):]          # cut just above the eyebrows
+    out["mirroring"] = img[:, int(lm[0][0] - iod * 0.3):]           # face at the left edge
+    out["grayscale"] = np.repeat(np.asarray(Image.fromarray(img).convert("L"))[:, :, None], 3, axis=2)
+    out["blurry"] = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=iod * 0.12)))
+    small = Image.fromarray(img).resize((img.shape[1] // 5, img.shape[0] // 5), Image.LANCZOS)
+    out["small_face"] = np.asarray(small)
+    face = img[int(lm[0][1] - iod * 1.6):int(lm[3][1] + iod * 1.2), int(lm[0][0] - iod):int(lm[1][0] + iod)]
+    out["multiple_faces"] = np.concatenate([face, face[:, ::-1]], axis=1)
+    rng = np.random.default_rng(1)
+    frame = np.zeros((1400, 1400, 3), np.uint8)
+    for _ in range(90):  # a colourful packshot background
+        x, y = rng.integers(0, 1300, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        cv2.rectangle(frame, (int(x), int(y)), (int(x + 120), int(y + 90)), colour, -1)
+    thumb = np.asarray(Image.fromarray(face).resize((face.shape[1] // 8, face.shape[0] // 8), Image.LANCZOS))
+    frame[650:650 + thumb.shape[0], 650:650 + thumb.shape[1]] = thumb
+    out["product_shot"] = frame
+    paths = {}
+    for name, arr in out.items():
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+        paths[name] = tmp / name / f"{name}.png"
+        Image.fromarray(np.ascontiguousarray(arr)).save(paths[name])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def judged(obama, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rules")
+    from facecurate.workspace import init_workspace
+
+    ws = init_workspace(tmp / "ws")
+    paths = _variants(obama, tmp / "photos")
+    catalog = Catalog.open(ws.catalog_path)
+    for name, path in paths.items():
+        import_paths(ws, catalog, [path], label=name)
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=512, device="cpu", all_faces=False))
+    summary = run_filter(ws, catalog)
+    reasons = {}
+    for label, r in catalog.conn.execute("SELECT i.label, f.reasons FROM faces f JOIN images i ON i.id=f.image_id"):
+        reasons[label] = set(json.loads(r))
+    yield ws, catalog, reasons, summary, tmp / "photos"
+    catalog.close()
+
+
+@pytest.mark.parametrize("rule", ["closed_eyes", "wink", "occluded_eyes", "no_headroom", "mirroring", "grayscale",
+                                  "blurry", "small_face", "multiple_faces", "product_shot"])
+def test_each_rule_fires_on_its_own_edit(judged, rule: str):
+    _, _, reasons, _, _ = judged
+    assert rule in reasons[rule], reasons[rule]
+
+
+def test_the_original_portrait_is_kept(judged):
+    _, catalog, reasons, _, _ = judged
+    assert reasons["keep"] == set()
+    assert catalog.conn.execute("SELECT f.status FROM faces f JOIN images i ON i.id=f.image_id "
+                                "WHERE i.label='keep'").fetchone()[0] == "keep"
+
+
+def test_eye_edits_raise_only_the_matching_eye_rule(judged):
+    _, _, reasons, _, _ = judged
+    eye = {"closed_eyes", "wink", "occluded_eyes"}
+    for rule in eye:
+        assert reasons[rule] & eye == {rule}, (rule, reasons[rule])
+
+
+def test_every_score_is_stored_and_reruns_are_incremental(judged):
+    ws, catalog, _, first, _ = judged
+    assert first.measured == first.faces
+    scores = json.loads(catalog.conn.execute("SELECT scores FROM faces LIMIT 1").fetchone()[0])
+    for rule in RULES:
+        if rule.family != "image":
+            assert rule.measure in scores, rule.name
+    again = run_filter(ws, catalog)
+    assert again.measured == 0 and again.by_reason == first.by_reason
+
+
+def test_threshold_change_redecides_without_recomputing(judged):
+    ws, catalog, _, _, _ = judged
+    original = ws.config_path.read_text()
+    try:
+        ws.config_path.write_text(original.replace("grayscale = 3.0", "grayscale = 0.0"))
+        summary = run_filter(ws, catalog)
+        assert summary.measured == 0 and "grayscale" not in summary.by_reason
+    finally:
+        ws.config_path.write_text(original)
+        run_filter(ws, catalog)
+
+
+def test_explain_lists_every_rule_beside_its_threshold(judged):
+    ws, catalog, _, _, _ = judged
+    sha = catalog.conn.execute("SELECT i.sha256 FROM images i WHERE i.label='mirroring'").fetchone()[0]
+    rows = explain(ws, catalog, f"{sha[:16]}_0")
+    by_rule = {r["rule"]: r for r in rows}
+    assert by_rule["mirroring"]["fired"] and by_rule["mirroring"]["value"] > by_rule["mirroring"]["threshold"]
+    assert len(rows) == len([r for r in RULES if r.family != "image"])
+
+
+def test_evaluate_measures_rules_against_folders(judged, tmp_path: Path):
+    _, _, _, _, photos = judged
+    tree = tmp_path / "labelled"
+    for name in ("keep", "mirroring", "no_headroom", "grayscale"):
+        (tree / name).mkdir(parents=True)
+        (tree / name / f"{name}.png").write_bytes((photos / name / f"{name}.png").read_bytes())
+    result = evaluate_dir(tree, tmp_path / "ws", device="cpu", target_precision=0.9)
+    rules = {r["rule"]: r for r in result["rules"]}
+    for name in ("mirroring", "no_headroom", "grayscale"):
+        assert rules[name]["support"] == 1 and rules[name]["recall"] == 1.0
+    assert rules["grayscale"]["precision"] == 1.0 and rules["grayscale"]["fired_by_label"] == {"grayscale": 1}
+    assert result["keep_rejected"] == 0.0
+
+
+def test_evaluate_refuses_unknown_folder_names(tmp_path: Path):
+    (tmp_path / "tree" / "squint").mkdir(parents=True)
+    from facecurate.errors import FacecurateError
+
+    with pytest.raises(FacecurateError, match="closed_eyes"):
+        evaluate_dir(tmp_path / "tree", tmp_path / "ws")
+
+
+def test_headroom_in_eye_distances():
+    assert geometry.headroom_iod(FRONT + np.array([0, 200])) > 1.0  # eyes 300 px down: room above the head
+    cut = FRONT - np.array([0, 100])  # eyes at y = 0: the top of the head is far above the photo
+    assert geometry.headroom_iod(cut) < 0
+
+
+def test_pose_measures_separate_frontal_from_turned():
+    turned = FRONT.copy()
+    turned[2, 0] = 158  # the nose at the right eye: a profile-like turn
+    assert geometry.pose_measures(FRONT)["extreme_pose"] < 0.5
+    assert geometry.pose_measures(turned)["extreme_pose"] >= 1.0
+
+
+def test_other_faces_counted_only_when_confident_and_near():
+    main = [100, 100, 200, 220]
+    far = {"box": [900, 100, 1000, 220], "prob": 0.99}
+    near = {"box": [210, 100, 300, 210], "prob": 0.99}
+    weak = {"box": [210, 100, 300, 210], "prob": 0.5}
+    assert geometry.other_face_measure(main, [{"box": main, "prob": 0.99}, far, weak], 0.9) == 0.0
+    assert geometry.other_face_measure(main, [near], 0.9) == pytest.approx(0.9)
+
+
+def test_decide_respects_preconditions():
+    limits = {r.name: r.default for r in RULES}
+    wink = {"ear_mean": 0.14, "ear_min": 0.05, "ear_max": 0.24, "occlusion": 0.5}
+    closed = {"ear_mean": 0.08, "ear_min": 0.07, "ear_max": 0.09, "occlusion": 1.0}
+    covered = {"ear_mean": 0.25, "ear_min": 0.15, "ear_max": 0.3, "occlusion": 1.05}
+    assert decide(wink, limits, list(RULES)) == ["wink"]
+    assert decide(closed, limits, list(RULES)) == ["closed_eyes"]
+    assert decide(covered, limits, list(RULES)) == ["occluded_eyes"]  # not a wink: the lids are guesses
+    assert BY_NAME["blurry"].fires({"sharpness": None}, limits) is False
+
+
+def test_unknown_rule_name_is_a_config_error(ws: Workspace, catalog: Catalog):
+    from facecurate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="known:"):
+        run_filter(ws, catalog, rules="closed_eyes,squint")
