@@ -158,15 +158,15 @@ def _blend_padding(region: np.ndarray, origin: np.ndarray, scale: np.ndarray, qu
     ys = origin[1] + (np.arange(h, dtype=np.float32) + 0.5) * scale[1]
     mask_x = np.maximum((0.5 - xs) / pad_left, (xs - (width - 0.5)) / pad_right)
     mask_y = np.maximum((0.5 - ys) / pad_top, (ys - (height - 0.5)) / pad_bottom)
-    mask = np.maximum(mask_x[None, :], mask_y[:, None])[..., None].astype(np.float32)
-    blur = _gaussian_blur(img, qsize * 0.02 / float(scale.mean()))
-    blur -= img
-    blur *= np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
-    img += blur
-    step = max(1, int(np.sqrt(h * w / 65536)))  # a subsampled median is as good and much cheaper
-    fade = np.median(img[::step, ::step], axis=(0, 1)).astype(np.float32) - img
-    fade *= np.clip(mask, 0.0, 1.0)
-    img += fade
+    mask = np.maximum(mask_x[None, :], mask_y[:, None]).astype(np.float32)
+    # cv2.blendLinear does dst = a*w + b*(1-w) per pixel in one native pass: several times faster than the
+    # equivalent numpy expression on a 3-channel float image.
+    blur_w = np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    img = cv2.blendLinear(_gaussian_blur(img, qsize * 0.02 / float(scale.mean())), img, blur_w, 1.0 - blur_w)
+    step = max(1, int(np.sqrt(h * w / 4096)))  # a subsampled median is as good and much cheaper
+    median = np.median(img[::step, ::step].reshape(-1, 3), axis=0).astype(np.float32)
+    fade_w = np.clip(mask, 0.0, 1.0)
+    img = cv2.blendLinear(np.broadcast_to(median, img.shape).copy(), img, fade_w, 1.0 - fade_w)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
