@@ -31,3 +31,22 @@ def test_eye_lines_level_on_full_photos(ws: Workspace, catalog: Catalog):
     quads = [json.loads(r[0]) for r in catalog.conn.execute("SELECT quad FROM faces")]
     assert len(angles) >= 6 and all(len(q) == 4 for q in quads)
     assert max(abs(a) for a in angles) < 1.0  # alignment de-rotates whatever the head roll
+
+
+def test_eye_rules_on_labelled_dev_photos(tmp_path):
+    """A slice of the dev sets through `evaluate`: the eye rules must separate what the labels say."""
+    from facecurate.rules.evaluate import evaluate_dir
+
+    closed = sorted(needs_dev("eyes_closed_vs_open/closed").iterdir())[:60]
+    opened = sorted(needs_dev("eyes_closed_vs_open/open").iterdir())[:60]
+    covered = sorted(needs_dev("eyes_occluded/sunglasses").iterdir())
+    tree = tmp_path / "tree"
+    for label, files in (("closed_eyes", closed), ("keep", opened), ("occluded_eyes", covered)):
+        (tree / label).mkdir(parents=True)
+        for f in files:
+            (tree / label / f.name).symlink_to(f)
+    result = evaluate_dir(tree, tmp_path / "ws", device="cpu")
+    rules = {r["rule"]: r for r in result["rules"]}
+    assert rules["closed_eyes"]["precision"] >= 0.95 and rules["closed_eyes"]["recall"] >= 0.8
+    assert rules["occluded_eyes"]["recall"] >= 0.6
+    assert result["keep_rejected_by_eye_rules"] <= 0.1
