@@ -247,7 +247,7 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 @reports_errors
 def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace [default: a temp folder].")] = None,
          device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto") -> None:
-    """Run import → crop → export offline on the bundled public-domain photos."""
+    """Run import → crop → filter → export offline on the bundled public-domain photos."""
     from facecurate.demo import run_demo
 
     run_demo(console, out, device=device, progress_factory=progress)
@@ -367,11 +367,86 @@ def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", hel
         raise stopped[0]
 
 
-@app.command(**_LATER)
+@app.command()
 @reports_errors
-def dedup() -> None:
-    """Exact and near-duplicate groups (mirror-aware), keeper by quality. [not available yet]"""
-    _not_yet("dedup", "the dedup release")
+def dedup(threshold: Annotated[int | None, typer.Option(
+              help="Hash bits (of 64) for a near-duplicate photo [default: dedup.threshold].")] = None,
+          faces: Annotated[bool | None, typer.Option(
+              "--faces/--no-faces", help="Also group the aligned face crops [default: dedup.faces].")] = None,
+          dry_run: Annotated[bool, typer.Option(
+              "--dry-run", help="Print the groups; write nothing (not even the hash cache).")] = False,
+          redo: Annotated[bool, typer.Option(help="Re-hash every file instead of using the cache.")] = False,
+          show: Annotated[int, typer.Option(help="Groups to list (largest first); 0 lists none.")] = 20,
+          workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Exact and near-duplicate groups (mirror- and crop-aware), keeper by quality; marks, never deletes."""
+    import time
+
+    from facecurate.dedup import DedupOptions, run_dedup
+
+    with open_workspace(workspace) as (ws, catalog), progress() as bar:
+        opts = DedupOptions.from_config(ws, threshold=threshold, faces=faces)
+        tasks: dict[str, Any] = {}
+        clock = {"t0": time.perf_counter(), "done": 0}
+
+        def start(phase: str, total: int) -> None:
+            if total:  # nothing to hash: no empty bar
+                tasks["current"] = bar.add_task(phase, total=total, rate="")
+            clock.update(t0=time.perf_counter(), done=0)
+
+        def advance(n: int) -> None:
+            clock["done"] += n
+            rate = clock["done"] / max(time.perf_counter() - clock["t0"], 1e-9)
+            bar.update(tasks["current"], advance=n, rate=f"{rate:.0f} files/s")
+
+        summary = run_dedup(ws, catalog, opts, dry_run=dry_run, redo=redo, on_start=start, on_progress=advance)
+    levels = {"photos": summary.photos, "faces": summary.faces}
+    if as_json:
+        print(json.dumps({
+            "dry_run": summary.dry_run,
+            "options": {k: getattr(opts, k) for k in opts.__dataclass_fields__},
+            **{name: {k: getattr(lv, k) for k in ("items", "hashed", "cached", "groups", "duplicates", "changed",
+                                                 "by_transform", "by_kind", "stats")}
+               | {"failed": [{"path": p, "error": e} for p, e in lv.failed]} for name, lv in levels.items()},
+            "groups": [{"level": g.level, "group": g.group, "keeper": g.keeper, "keeper_id": g.keeper_id,
+                        "members": [vars(m) for m in g.members]} for g in summary.groups],
+        }, indent=2))
+        return
+    title = "dedup (dry run: nothing written)" if dry_run else "dedup"
+    table = Table(title=f"{title}: threshold {opts.threshold} bits, {opts.algorithm}, keeper by {opts.keeper}")
+    for col in ("level", "items", "hashed", "groups", "dups", "mirror", "crop", "pixels", "changed", "failed"):
+        table.add_column(col, justify="right")
+    for name, lv in levels.items():
+        if name == "faces" and not opts.faces:
+            continue
+        mirrored = sum(v for k, v in lv.by_transform.items() if "hflip" in k)
+        cropped = sum(v for k, v in lv.by_transform.items() if "crop" in k)
+        table.add_row(name, str(lv.items), str(lv.hashed), str(lv.groups), str(lv.duplicates), str(mirrored),
+                      str(cropped), str(lv.by_kind.get("pixels", 0)), str(lv.changed), str(len(lv.failed)))
+    console.print(table)
+    if show > 0 and summary.groups:
+        shown = summary.groups[:show]
+        local = [n for g in shown for n in (g.keeper, *(m.name for m in g.members)) if n.startswith("/")]
+        base = os.path.commonpath(local) if local else ""
+        base = base if os.path.isdir(base) and base != "/" else ""
+
+        def short(name: str) -> str:  # local paths relative to the folder they share, URLs as they are
+            return os.path.relpath(name, base) if base and name.startswith(base + os.sep) else name
+
+        groups = Table(title=f"largest groups ({len(shown)} of {len(summary.groups)})", show_lines=True,
+                       caption=f"paths under {base}" if base else None)
+        groups.add_column("level")
+        groups.add_column("kept", overflow="fold")
+        groups.add_column("duplicates (bits to the kept one, transform)", overflow="fold")
+        for g in shown:
+            members = "\n".join(f"{escape(short(m.name))}  [dim]{m.distance if m.distance is not None else '-'} bits"
+                                f"{', ' + m.transform if m.transform else ''}"
+                                f"{', ' + m.kind if m.kind not in (None, 'perceptual') else ''}[/]"
+                                for m in g.members)
+            groups.add_row(g.level, escape(short(g.keeper)), members)
+        console.print(groups)
+    for lv in levels.values():
+        for path, message in lv.failed[:10]:
+            console.print(f"[red]not hashed[/] {escape(path)}: {escape(message)}")
 
 
 @app.command("filter")

@@ -6,6 +6,7 @@ what their own run will do.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from facecurate.catalog import Catalog
 from facecurate.export import export
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
+from facecurate.rules.stage import run_filter
 from facecurate.workspace import init_workspace
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
@@ -28,7 +30,7 @@ def demo_photos() -> list[Path]:
 
 
 def run_demo(console: Console, out: Path | None, device: str, progress_factory: Callable[[], Progress]) -> Path:
-    """Import → crop → export in a new workspace; returns the manifest path."""
+    """Import → crop → filter → export in a new workspace; returns the manifest path."""
     root = out or Path(tempfile.mkdtemp(prefix="facecurate-demo-"))
     ws = init_workspace(root)
     console.print(f"[bold]facecurate demo[/] — workspace {ws.root}")
@@ -42,20 +44,24 @@ def run_demo(console: Console, out: Path | None, device: str, progress_factory: 
             cropped = run_crop(ws, catalog, CropOptions.from_config(ws, device=device),
                                on_start=lambda n, dev: bar.update(ctask, total=n, description=f"crop ({dev})"),
                                on_progress=lambda n: bar.advance(ctask, n))
+            ftask = bar.add_task("filter", total=None, rate="")
+            filtered = run_filter(ws, catalog, on_start=lambda n: bar.update(ftask, total=n),
+                                  on_progress=lambda n: bar.advance(ftask, n))
         result = export(ws, catalog, fmt="jsonl", layout="imagefolder")
         faces = catalog.conn.execute(
             "SELECT (SELECT location FROM sources s WHERE s.image_id = f.image_id ORDER BY s.id LIMIT 1) AS source, "
-            "f.det_score, f.oob_fraction, f.above_fraction, f.eye_angle, f.crop_path "
+            "f.det_score, f.oob_fraction, f.above_fraction, f.eye_angle, f.status, f.reasons "
             "FROM faces f ORDER BY source").fetchall()
     table = Table(title="demo: aligned face crops")
-    for col in ("photo", "det", "outside photo", "above photo", "eye angle", "crop"):
-        table.add_column(col)
+    for col in ("photo", "outside", "eye angle", "status", "reasons"):
+        table.add_column(col, no_wrap=col in ("photo", "reasons"))
     for r in faces:
-        table.add_row(Path(r["source"]).name, f"{r['det_score']:.3f}", f"{r['oob_fraction']:.1%}",
-                      f"{r['above_fraction']:.1%}", f"{r['eye_angle']:+.1f}°", r["crop_path"])
+        table.add_row(Path(r["source"]).name, f"{r['oob_fraction']:.0%}", f"{r['eye_angle']:+.1f}°", r["status"],
+                      ", ".join(json.loads(r["reasons"])) or "-")
     console.print(table)
     console.print(f"imported {imported.new} photos ({imported.duplicate} exact duplicates, "
-                  f"{len(imported.failed)} failed); {cropped.faces} faces cropped, {cropped.no_face} without a face")
+                  f"{len(imported.failed)} failed); {cropped.faces} faces cropped, {cropped.no_face} without a face; "
+                  f"rules kept {filtered.kept} and rejected {filtered.rejected}")
     console.print(f"[green]manifest[/] {result.manifest}\n[green]imagefolder[/] {result.layout_dir} "
                   f"({result.layout_files} kept crops)")
     return result.manifest
