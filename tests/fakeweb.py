@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 BLOCKED_TERM = "blocked term"
+STUCK_TERM = "stuck page"  # an engine that ignores the page offset and repeats its first page
 CHANGED_TERM = "changed layout"
 
 
@@ -276,6 +277,8 @@ class FakeEngines:
     def bing(self, req: Request) -> Reply:
         term = req.query.get("q", "")
         first, count = int(req.query.get("first", "1")), int(req.query.get("count", "35"))
+        if term == STUCK_TERM:
+            first = 1
         items = self.results.get(term, [])[first - 1:first - 1 + count]
         if not items and first > 1:
             return Reply(200, b"", {"Content-Type": "text/html; charset=utf-8"})

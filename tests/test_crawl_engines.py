@@ -15,7 +15,7 @@ from facecurate.cli import app
 from facecurate.crawl import Callbacks, run_crawl
 from facecurate.queries import add_terms, list_status
 from facecurate.workspace import Workspace
-from tests.fakeweb import BLOCKED_TERM, CHANGED_TERM, FakeEngines, ImageHost, items_for, write_config
+from tests.fakeweb import BLOCKED_TERM, CHANGED_TERM, STUCK_TERM, FakeEngines, ImageHost, items_for, write_config
 
 runner = CliRunner()
 HTTP_ENGINES = ("bing", "duckduckgo", "naver", "wikimedia")
@@ -28,7 +28,8 @@ def web() -> Iterator[tuple[ImageHost, FakeEngines]]:
         engines = FakeEngines({"many faces": items_for(host, list(range(1, 121))),
                                "few faces": items_for(host, [200, 201, 202]),
                                "overlap": items_for(host, [1, 2, 300]),
-                               "nothing": []})
+                               "nothing": [],
+                               STUCK_TERM: items_for(host, list(range(400, 450)))})
         with engines.server:
             yield host, engines
 
@@ -175,3 +176,12 @@ def test_an_interrupted_query_stays_pending_and_resumes_where_it_stopped(ws: Wor
     assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 100
     _, (status,) = list_status(ws, catalog, engines=["bing"])
     assert not status.pending
+
+
+def test_repeated_all_seen_pages_end_the_query(ws: Workspace, catalog: Catalog, web):
+    _, engines = web
+    write_config(ws.root, engines.server.base, empty_pages=2)
+    add_terms(ws, catalog, "faces", [STUCK_TERM])
+    (report,) = run_crawl(ws, catalog, ["bing"], limit=100)
+    assert report.state == "done" and report.counts["found"] == 35  # one real page, then two repeats
+    assert len(_requests(engines, "/images/async")) == 3

@@ -44,7 +44,7 @@ def web() -> Iterator[tuple[ImageHost, FakeEngines]]:
 
 
 def test_google_scrolls_clicks_and_takes_full_size_images(ws: Workspace, catalog: Catalog, web):
-    host, engines = web
+    _, engines = web
     write_config(ws.root, engines.server.base, chromium=CHROMIUM, chromedriver=CHROMEDRIVER)
     add_terms(ws, catalog, "faces", ["smiling face", "two faces", BLOCKED_TERM])
     reports = {r.term: r for r in run_crawl(ws, catalog, ["google"], limit=30)}

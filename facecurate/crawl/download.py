@@ -1,14 +1,15 @@
 """The concurrent, polite downloader: fetch, validate by decoding, hand back bytes ready to store.
 
-Workers (threads over the pooled sessions of :class:`~facecurate.crawl.http.Http`) only fetch and decode;
-they never touch the catalog. The crawl stage stores results from one thread, in batches, through
-:func:`facecurate.ingest.store` — the same content-addressed path ``import`` uses — so a kill -9 loses at most
-the batch in flight and never leaves a half file (store writes to a temp name, then renames).
+Workers (threads over the pooled sessions of :class:`~facecurate.crawl.http.Http`) fetch, decode and may
+pre-write the content-addressed file (``prewrite``: temp name, fsync, rename, so the fsyncs run in parallel
+instead of queueing behind one thread); they never touch the catalog. The crawl stage records results from
+one thread, in batches, through :func:`facecurate.ingest.store` — the same path ``import`` uses, which finds
+the file already in place — so a kill -9 loses at most the batch in flight and never leaves a half file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -57,9 +58,11 @@ def validate(row: DownloadRow, fetched: Fetched, max_pixels: int, min_side: int)
 class Downloader:
     """Fetch and validate many URLs at once; results come back as they finish."""
 
-    def __init__(self, http: Http, max_pixels: int, min_side: int, workers: int | None = None) -> None:
+    def __init__(self, http: Http, max_pixels: int, min_side: int, workers: int | None = None,
+                 prewrite: Callable[[Downloaded], None] | None = None) -> None:
         self.http = http
         self.max_pixels, self.min_side = max_pixels, min_side
+        self.prewrite = prewrite
         self._pool = ThreadPoolExecutor(max_workers=workers or http.settings.concurrency,
                                         thread_name_prefix="facecurate-dl")
 
@@ -68,7 +71,10 @@ class Downloader:
         headers = {"Accept": IMAGE_ACCEPT}
         if row.page_url:
             headers["Referer"] = row.page_url
-        return validate(row, self.http.get(row.url, headers=headers), self.max_pixels, self.min_side)
+        result = validate(row, self.http.get(row.url, headers=headers), self.max_pixels, self.min_side)
+        if result.ok and self.prewrite is not None:
+            self.prewrite(result)
+        return result
 
     def submit(self, row: DownloadRow) -> Future[Downloaded]:
         return self._pool.submit(self.fetch, row)

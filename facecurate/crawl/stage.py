@@ -23,7 +23,7 @@ from facecurate.crawl.download import Downloaded, Downloader
 from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Result, SearchStopped
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.crawl.urls import is_fetchable, normalise
-from facecurate.ingest import store
+from facecurate.ingest import raw_relpath, store
 from facecurate.queries import configured_engines, is_pending, sync_from_files, write_mirror
 from facecurate.workspace import Workspace
 
@@ -105,7 +105,8 @@ class Crawl:
         cfg = ws.config()
         self.cfg = cfg.section("crawl")
         self.http = http or Http(HttpSettings.from_config(cfg))
-        self.downloader = Downloader(self.http, cfg.get("media", "max_pixels"), cfg.get("media", "min_side"))
+        self.downloader = Downloader(self.http, cfg.get("media", "max_pixels"), cfg.get("media", "min_side"),
+                                     prewrite=self._prewrite)
         self.cb = callbacks or Callbacks()
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}
@@ -120,6 +121,15 @@ class Crawl:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _prewrite(self, d: Downloaded) -> None:
+        """In a worker: put the bytes at their content address (atomically) before the batch is recorded.
+        A kill before the record leaves a whole file that the re-run's store() finds and records."""
+        if d.data is None or not d.sha256:
+            return
+        target = self.ws.resolve(raw_relpath(d.sha256, d.ext or "bin"))
+        if not target.exists():
+            media.atomic_write(target, d.data, self.ws.tmp_dir)
 
     def engine(self, name: str) -> Engine:
         if name not in self.engines:
