@@ -74,6 +74,40 @@ _V1_CORE = """
 # Each later stage owns one step; a step's text may change only until a release ships it.
 _V2_DEDUP = """
     -- perceptual hashes, duplicate groups (dedup stage)
+    -- One row per hashed file and hash setting: a re-run hashes only files without a row, or whose stamp
+    -- changed (crops are rewritten in place by crop --redo; raw files are content-addressed).
+    CREATE TABLE dedup_hashes (
+        path         TEXT NOT NULL,     -- workspace-relative: raw/... (an image) or crops/... (a face)
+        algo         TEXT NOT NULL,     -- hash setting, e.g. phash/w95 (algorithm, crop window)
+        stamp        TEXT NOT NULL,     -- the file's identity when hashed: sha256 (raw) or size:mtime_ns (crop)
+        hash         INTEGER,           -- 64-bit perceptual hash, two's complement (SQLite integers are signed)
+        hash_flip    INTEGER,           -- of the horizontal mirror
+        window       INTEGER,           -- of the central crop window (NULL when windows are off)
+        window_flip  INTEGER,
+        pixels       TEXT,              -- sha256 of the decoded pixels and their shape
+        thumb        BLOB,              -- 24x24 grayscale, for verifying candidates
+        sharpness    REAL,
+        jpeg_quality INTEGER,
+        error        TEXT,              -- why the file could not be hashed (the other columns are then NULL)
+        hashed_at    TEXT NOT NULL,
+        PRIMARY KEY (path, algo)
+    );
+    -- Duplicates are marked, never deleted. dup_group = id of the group's keeper image (on the keeper too);
+    -- dup_of = the keeper (images.id; faces.id for faces), NULL on keepers and on everything not duplicated;
+    -- dup_distance = Hamming bits to the keeper; dup_transform = NULL | hflip | crop | hflip+crop;
+    -- dup_kind = pixels | perceptual (faces also: image = its photo is a duplicate photo).
+    ALTER TABLE images ADD COLUMN dup_group INTEGER;
+    ALTER TABLE images ADD COLUMN dup_of INTEGER;
+    ALTER TABLE images ADD COLUMN dup_distance INTEGER;
+    ALTER TABLE images ADD COLUMN dup_transform TEXT;
+    ALTER TABLE images ADD COLUMN dup_kind TEXT;
+    ALTER TABLE faces ADD COLUMN dup_group INTEGER;
+    ALTER TABLE faces ADD COLUMN dup_of INTEGER;
+    ALTER TABLE faces ADD COLUMN dup_distance INTEGER;
+    ALTER TABLE faces ADD COLUMN dup_transform TEXT;
+    ALTER TABLE faces ADD COLUMN dup_kind TEXT;
+    CREATE INDEX images_dup_group ON images(dup_group);
+    CREATE INDEX faces_dup_group ON faces(dup_group);
 """
 _V3_CRAWL = """
     -- tracked queries, query runs and the URL frontier (crawl stage)
@@ -374,6 +408,7 @@ class Catalog:
             "faces": {row["status"]: int(row["n"]) for row in
                       self.conn.execute("SELECT status, COUNT(*) AS n FROM faces GROUP BY status")},
             "by_label": by_label,
+            "dedup": self.dedup_counts(),
         }
 
     def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> int:
@@ -565,6 +600,100 @@ class Catalog:
             return []
         return self.conn.execute("SELECT batch, image_id, face_index, decision_before, decision_after, rule_status "
                                  "FROM review_log WHERE batch=? ORDER BY id", (batch,)).fetchall()
+
+    # -- dedup stage --------------------------------------------------------------------------------
+
+    DEDUP_HASH_COLUMNS = ("path", "algo", "stamp", "hash", "hash_flip", "window", "window_flip", "pixels",
+                           "thumb", "sharpness", "jpeg_quality", "error", "hashed_at")
+
+    def dedup_image_rows(self, algo: str) -> list[sqlite3.Row]:
+        """Every image with its cached fingerprint for ``algo`` (NULL columns when not hashed yet)."""
+        return self.conn.execute(
+            "SELECT i.id, i.sha256, i.path, i.width, i.height, i.bytes, i.dup_group, i.dup_of, i.dup_distance, "
+            "i.dup_transform, i.dup_kind, h.stamp, h.hash, h.hash_flip, h.window, h.window_flip, h.pixels, "
+            "h.sharpness, h.jpeg_quality, h.error FROM images i "
+            "LEFT JOIN dedup_hashes h ON h.path = i.path AND h.algo = ? ORDER BY i.id", (algo,)).fetchall()
+
+    def dedup_face_rows(self, algo: str, image_algo: str) -> list[sqlite3.Row]:
+        """Every face with its crop's cached fingerprint, its photo's facts and the photo's duplicate state."""
+        return self.conn.execute(
+            "SELECT f.id, f.image_id, f.face_index, f.crop_path, f.quad, f.status, f.reasons, f.dup_group, "
+            "f.dup_of, f.dup_distance, f.dup_transform, f.dup_kind, i.sha256, i.bytes AS image_bytes, "
+            "i.dup_of AS image_dup_of, i.dup_group AS image_dup_group, hi.jpeg_quality AS image_jpeg_quality, "
+            "h.stamp, h.hash, h.hash_flip, h.pixels, h.sharpness, h.error FROM faces f "
+            "JOIN images i ON i.id = f.image_id "
+            "LEFT JOIN dedup_hashes h ON h.path = f.crop_path AND h.algo = ? "
+            "LEFT JOIN dedup_hashes hi ON hi.path = i.path AND hi.algo = ? "
+            "ORDER BY f.image_id, f.face_index", (algo, image_algo)).fetchall()
+
+    def dedup_save_hashes(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert or refresh fingerprint rows (keys as in dedup_hashes); call inside a transaction."""
+        cols = self.DEDUP_HASH_COLUMNS
+        self.conn.executemany(
+            f"INSERT OR REPLACE INTO dedup_hashes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [tuple(r.get(c) for c in cols) for r in rows])
+
+    def dedup_forget(self, algo: str, prefix: str) -> int:
+        """Drop cached fingerprints of one setting under ``raw/`` or ``crops/`` (``--redo``)."""
+        return self.conn.execute("DELETE FROM dedup_hashes WHERE algo=? AND substr(path, 1, ?) = ?",
+                                 (algo, len(prefix), prefix)).rowcount
+
+    def dedup_thumbs(self, paths: list[str], algo: str) -> dict[str, bytes]:
+        """Verification thumbnails of some files (only the few with a candidate are ever loaded)."""
+        out: dict[str, bytes] = {}
+        for start in range(0, len(paths), 500):
+            chunk = paths[start:start + 500]
+            for r in self.conn.execute(
+                    f"SELECT path, thumb FROM dedup_hashes WHERE algo=? AND path IN ({', '.join('?' * len(chunk))})",
+                    (algo, *chunk)):
+                out[r["path"]] = bytes(r["thumb"])
+        return out
+
+    def dedup_source_names(self, image_ids: list[int]) -> dict[int, str]:
+        """The first source (path or URL) of some images, to show groups in words rather than sha256s."""
+        out: dict[int, str] = {}
+        for start in range(0, len(image_ids), 500):
+            chunk = image_ids[start:start + 500]
+            for r in self.conn.execute(
+                    f"SELECT image_id, location FROM sources WHERE id IN (SELECT MIN(id) FROM sources WHERE "
+                    f"status='ok' AND image_id IN ({', '.join('?' * len(chunk))}) GROUP BY image_id)", chunk):
+                out[int(r["image_id"])] = r["location"]
+        return out
+
+    def dedup_set_images(self, updates: Iterable[tuple[Any, ...]]) -> None:
+        """(dup_group, dup_of, dup_distance, dup_transform, dup_kind, id) per changed image; in a transaction."""
+        self.conn.executemany("UPDATE images SET dup_group=?, dup_of=?, dup_distance=?, dup_transform=?, "
+                              "dup_kind=? WHERE id=?", updates)
+
+    def dedup_set_faces(self, updates: Iterable[tuple[Any, ...]]) -> None:
+        """(dup_group, dup_of, dup_distance, dup_transform, dup_kind, status, id) per changed face."""
+        self.conn.executemany("UPDATE faces SET dup_group=?, dup_of=?, dup_distance=?, dup_transform=?, "
+                              "dup_kind=?, status=? WHERE id=?", updates)
+
+    def dedup_counts(self) -> dict[str, Any]:
+        """Groups and duplicates for `status`: photos and faces, by kind and transform, and per query."""
+        one = self._scalar
+        by_query = {r["query"]: {"images": int(r["images"]), "duplicates": int(r["dups"] or 0)}
+                    for r in self.conn.execute(
+                        "SELECT COALESCE(s.query, '') AS query, COUNT(DISTINCT i.id) AS images, "
+                        "COUNT(DISTINCT CASE WHEN i.dup_of IS NOT NULL THEN i.id END) AS dups FROM images i "
+                        "JOIN sources s ON s.image_id = i.id AND s.status = 'ok' GROUP BY 1 ORDER BY 1")}
+        return {
+            "hashed": one("SELECT COUNT(DISTINCT path) FROM dedup_hashes WHERE path LIKE 'raw/%' AND error IS NULL"),
+            "image_groups": one("SELECT COUNT(DISTINCT dup_group) FROM images WHERE dup_of IS NOT NULL"),
+            "image_duplicates": one("SELECT COUNT(*) FROM images WHERE dup_of IS NOT NULL"),
+            "image_by_kind": {r[0]: int(r[1]) for r in self.conn.execute(
+                "SELECT dup_kind, COUNT(*) FROM images WHERE dup_of IS NOT NULL GROUP BY 1")},
+            "image_by_transform": {r[0] or "none": int(r[1]) for r in self.conn.execute(
+                "SELECT dup_transform, COUNT(*) FROM images WHERE dup_of IS NOT NULL GROUP BY 1")},
+            "face_duplicates": one("SELECT COUNT(*) FROM faces WHERE dup_kind IS NOT NULL"),
+            "face_by_kind": {r[0]: int(r[1]) for r in self.conn.execute(
+                "SELECT dup_kind, COUNT(*) FROM faces WHERE dup_kind IS NOT NULL GROUP BY 1")},
+            "largest_groups": [{"group": int(r["g"]), "size": int(r["n"])} for r in self.conn.execute(
+                "SELECT dup_group AS g, COUNT(*) AS n FROM images WHERE dup_group IS NOT NULL GROUP BY 1 "
+                "HAVING n > 1 ORDER BY n DESC, g LIMIT 10")],
+            "by_query": by_query,
+        }
 
 
 def _statements(script: str) -> list[str]:

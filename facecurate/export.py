@@ -67,6 +67,27 @@ def _source_fields(src: Any) -> dict[str, Any]:
             "retrieved_at": src["retrieved_at"]}
 
 
+def _dup_samples(conn: Any, faces: dict[int, list[Any]]) -> dict[str, dict[int, str]]:
+    """sample_id of every face (by faces.id) and of every photo's first row (by images.id), for ``dup_of``."""
+    face_ids: dict[int, str] = {}
+    image_ids: dict[int, str] = {}
+    for img in conn.execute("SELECT id, sha256, crop_state FROM images"):
+        own = faces.get(img["id"], []) if img["crop_state"] == "done" else []
+        for f in own:
+            face_ids[f["id"]] = f"{img['sha256'][:16]}_{f['face_index']}"
+        image_ids[img["id"]] = f"{img['sha256'][:16]}_{own[0]['face_index']}" if own else img["sha256"][:16]
+    return {"face": face_ids, "image": image_ids}
+
+
+def _dup_fields(row: Any, dup_of_sample: str | None) -> dict[str, Any]:
+    """dup_group (the kept photo's image id), dup_of (the kept row's sample_id), dup_distance (bits).
+
+    A face of a duplicate photo whose kept photo has no matching face points at that photo's first row."""
+    distance = row["dup_distance"]
+    return {"dup_group": row["dup_group"], "dup_of": dup_of_sample,
+            "dup_distance": float(distance) if distance is not None else None}
+
+
 def manifest_rows(ws: Workspace, catalog: Catalog, out_dir: Path, seed: int = 0,
                   val_fraction: float = 0.0) -> list[dict[str, Any]]:
     """Every face, every image without a face, and every failed source, as manifest rows."""
@@ -76,6 +97,7 @@ def manifest_rows(ws: Workspace, catalog: Catalog, out_dir: Path, seed: int = 0,
     faces: dict[int, list[Any]] = {}
     for f in conn.execute("SELECT * FROM faces ORDER BY image_id, face_index"):
         faces.setdefault(f["image_id"], []).append(f)
+    samples = _dup_samples(conn, faces)
     rows: list[dict[str, Any]] = []
     for img in conn.execute("SELECT * FROM images ORDER BY id"):
         base = _empty_row()
@@ -92,12 +114,17 @@ def manifest_rows(ws: Workspace, catalog: Catalog, out_dir: Path, seed: int = 0,
                            face_index=f["face_index"], det_score=f["det_score"], bbox=json.loads(f["bbox"]),
                            landmarks=json.loads(f["landmarks"]), quad=json.loads(f["quad"]),
                            oob_fraction=f["oob_fraction"], above_fraction=f["above_fraction"],
-                           crop_size=f["crop_size"])
+                           crop_size=f["crop_size"],
+                           **_dup_fields(f, samples["face"].get(f["dup_of"]) if f["dup_of"] is not None else
+                                         samples["image"].get(f["dup_group"]) if f["dup_kind"] else None))
                 rows.append(row)
         else:
             base.update(sample_id=img["sha256"][:16], status=state or "pending",
                         reasons=["no_face"] if state == "no_face" else
-                        ["crop_failed"] if state == "failed" else [])
+                        ["crop_failed"] if state == "failed" else [],
+                        **_dup_fields(img, samples["image"].get(img["dup_of"])))
+            if img["dup_of"] is not None:  # a duplicate photo: marked, kept out of the layouts
+                base["status"] = "duplicate"
             rows.append(base)
     for src in conn.execute("SELECT * FROM sources WHERE status='failed' ORDER BY id"):
         row = _empty_row()

@@ -82,6 +82,26 @@ SETTINGS: tuple[Setting, ...] = (
             "Files larger than this are refused before decoding, so one odd file cannot exhaust memory."),
     Setting("media", "min_side", 32,
             "Images whose shorter side is below this are refused: too small to hold a usable face."),
+    Setting("dedup", "algorithm", "phash",
+            "Perceptual hash (imagehash, 64 bits); pHash survives resizing, recompression and brightness best.",
+            ("phash", "dhash", "ahash", "whash")),
+    Setting("dedup", "threshold", 8,
+            "Hash bits (of 64) within which two photos are near-duplicate candidates; 8 catches resizes, JPEG "
+            "q30, watermarks and mirrors, and keeps a million-photo search near a minute."),
+    Setting("dedup", "min_similarity", 0.93,
+            "Aligned correlation of 24-px thumbnails that confirms a candidate (copies score 0.94+, different "
+            "aligned faces up to ~0.92); 0 trusts the hash alone."),
+    Setting("dedup", "crop_window", 0.95,
+            "Also hash each photo's central window of this share per side, so copies trimmed ~5% match; "
+            "0 turns it off and halves the search."),
+    Setting("dedup", "keeper", "resolution,jpeg_quality,bytes,sharpness",
+            "Which copy is kept: criteria in order from resolution, jpeg_quality, bytes, sharpness, first_seen; "
+            "remaining ties go to the smaller sha256."),
+    Setting("dedup", "faces", True,
+            "After crop, also group the aligned face crops: the same face re-posted with a new border or caption."),
+    Setting("dedup", "face_threshold", 8, "Hash bits within which two aligned face crops are candidates."),
+    Setting("dedup", "face_min_similarity", 0.95,
+            "Thumbnail correlation that confirms two face crops: aligned faces all look alike, so ask more."),
     Setting("crop", "size", 512, "Side of the square aligned crop in pixels (FFHQ uses 1024)."),
     Setting("crop", "device", "auto", "auto uses CUDA when torch sees it, else the CPU.",
             ("auto", "cpu", "cuda")),

@@ -182,6 +182,7 @@ def test_url_normalisation_makes_one_key_per_image():
     assert normalise("https://h.example:8443/x") == "https://h.example:8443/x"
     assert normalise("https://h.example") == "https://h.example/"
     assert not is_fetchable("data:image/png;base64,AAA") and not is_fetchable("javascript:void(0)")
+    assert not is_fetchable("http://h.example:port/x.jpg") and not is_fetchable("http://[::1/x")
     assert host_key("http://127.0.0.1:8001/x") != host_key("http://127.0.0.1:8002/x")
     with pytest.raises(ValueError):
         normalise("ftp://h.example/x")

@@ -36,12 +36,13 @@ def absolute(url: str, base_scheme: str = "https") -> str:
 
 
 def is_fetchable(url: str) -> bool:
-    """Only http(s) URLs with a host are downloads; data: URIs and javascript: links are not."""
+    """Only http(s) URLs with a host (and a valid port) are downloads; data: URIs and javascript: links are
+    not. An engine's odd result is skipped, never a crash."""
     try:
-        parts = urlsplit(absolute(url))
+        normalise(url)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return True
 
 
 def normalise(url: str) -> str:

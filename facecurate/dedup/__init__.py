@@ -1,0 +1,16 @@
+"""Duplicate detection: exact (identical pixels) and perceptual (pHash, mirror- and crop-aware) groups around
+a keeper chosen by quality, for photos and, after ``crop``, for the aligned face crops.
+
+Modules, pure maths first:
+
+- :mod:`~facecurate.dedup.hashing` — fingerprints of decoded pixels (imagehash + pixel sha256 + quality cues)
+- :mod:`~facecurate.dedup.search`  — exact sub-quadratic Hamming search (multi-index hashing in numpy)
+- :mod:`~facecurate.dedup.verify`  — aligned thumbnail correlation that confirms hash candidates
+- :mod:`~facecurate.dedup.groups`  — candidate edges, keeper order, grouping around keepers (no chaining)
+- :mod:`~facecurate.dedup.core`    — the pipeline from fingerprints to groups, without I/O
+- :mod:`~facecurate.dedup.stage`   — the stage: catalog cache, batches, diffs, photos then faces
+"""
+
+from facecurate.dedup.stage import DedupOptions, DedupSummary, run_dedup
+
+__all__ = ["DedupOptions", "DedupSummary", "run_dedup"]

@@ -1,0 +1,141 @@
+"""From fingerprints to groups, without I/O: pixel twins, hash candidates, verification, keepers.
+
+The stage (:mod:`facecurate.dedup.stage`) loads fingerprints from the catalog and hands them here as
+arrays; thumbnails are fetched through a callback only for the few items that have a candidate, so a
+million-image run never holds a million thumbnails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facecurate.dedup.groups import (
+    FLIP,
+    WINDOW_FLIP,
+    Edges,
+    candidate_edges,
+    group_around_keepers,
+    keeper_rank,
+)
+from facecurate.dedup.verify import similarity
+
+KIND_PIXELS, KIND_PERCEPTUAL = "pixels", "perceptual"
+
+
+@dataclass(frozen=True)
+class Items:
+    """What grouping needs to know about N items (images or face crops)."""
+
+    hashes: np.ndarray                    # uint64 (N,)
+    flips: np.ndarray                     # uint64 (N,)
+    pixels: np.ndarray                    # (N,) str: decoded-pixel digests
+    quality: dict[str, np.ndarray]        # criterion name -> (N,) values (see groups.KEEPER_CRITERIA)
+    tiebreak: np.ndarray                  # (N,) str: stable last criterion (content hash)
+    windows: np.ndarray | None = None     # uint64 (N,) or None when crop windows are off
+    window_flips: np.ndarray | None = None
+    can_lead: np.ndarray | None = None    # bool (N,): False = may be grouped, never a keeper
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+
+@dataclass(frozen=True)
+class Options:
+    threshold: int = 8                   # Hamming bits (of 64) for a candidate
+    min_similarity: float = 0.93         # aligned thumbnail correlation that confirms one; 0 = trust the hash
+    policy: tuple[str, ...] = ("resolution", "jpeg_quality", "bytes", "sharpness")
+
+
+@dataclass
+class Result:
+    """Per item: keeper index (-1 none, itself for a keeper), distance, transform code, kind."""
+
+    keeper: np.ndarray
+    distance: np.ndarray
+    transform: np.ndarray
+    kind: np.ndarray                     # object: None, "pixels" or "perceptual" (None for keepers/singles)
+    rank: np.ndarray
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def is_duplicate(self) -> np.ndarray:
+        return (self.keeper >= 0) & (self.keeper != np.arange(self.keeper.size))
+
+
+ThumbLoader = Callable[[np.ndarray], np.ndarray]   # item indices -> (P, S, S) uint8 thumbnails
+
+
+def pixel_twins(pixels: np.ndarray, order_key: np.ndarray) -> np.ndarray:
+    """Representative of each item's identical-pixel set: the member that comes first in ``order_key``."""
+    n = pixels.size
+    rep = np.arange(n, dtype=np.int64)
+    if n == 0:
+        return rep
+    order = np.lexsort((order_key, pixels))
+    p = pixels[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = p[1:] != p[:-1]
+    heads = order[new]
+    group_id = np.cumsum(new) - 1
+    rep[order] = heads[group_id]
+    return rep
+
+
+def verify_edges(edges: Edges, thumbs: ThumbLoader, min_similarity: float) -> tuple[Edges, np.ndarray]:
+    """Keep the candidates whose aligned thumbnails agree; returns the kept edges and every similarity."""
+    if len(edges) == 0 or min_similarity <= 0:
+        return edges, np.ones(len(edges), dtype=np.float32)
+    ids = np.unique(np.concatenate([edges.a, edges.b]))
+    stack = thumbs(ids)
+    ta = stack[np.searchsorted(ids, edges.a)]
+    tb = stack[np.searchsorted(ids, edges.b)]
+    mirrored = (edges.transform == FLIP) | (edges.transform == WINDOW_FLIP)
+    tb = np.where(mirrored[:, None, None], tb[:, :, ::-1], tb)
+    sim = similarity(ta, tb)
+    return edges.select(sim >= min_similarity), sim
+
+
+def find_groups(items: Items, options: Options, thumbs: ThumbLoader) -> Result:
+    """Group items: identical pixels first (exact), then verified perceptual neighbours around keepers."""
+    n = len(items)
+    rank = keeper_rank(items.quality, options.policy, items.tiebreak)
+    lead = np.ones(n, dtype=bool) if items.can_lead is None else np.asarray(items.can_lead, dtype=bool)
+    # 1. Exact: collapse identical pixels onto their best copy (a leader first), group those copies only.
+    rep = pixel_twins(items.pixels, np.where(lead, 0, n) + rank)
+    reps = np.flatnonzero(rep == np.arange(n))
+    sub = np.full(n, -1, dtype=np.int64)
+    sub[reps] = np.arange(reps.size)
+    # 2. Near: hash candidates among representatives, confirmed on thumbnails.
+    win = items.windows[reps] if items.windows is not None else None
+    winf = items.window_flips[reps] if items.window_flips is not None else None
+    edges = candidate_edges(items.hashes[reps], items.flips[reps], options.threshold, win, winf)
+    kept, _ = verify_edges(edges, lambda idx: thumbs(reps[idx]), options.min_similarity)
+    grouping = group_around_keepers(reps.size, kept, rank[reps], lead[reps])
+    keeper = np.full(n, -1, dtype=np.int64)
+    distance = np.full(n, -1, dtype=np.int16)
+    transform = np.zeros(n, dtype=np.int8)
+    kind = np.full(n, None, dtype=object)
+    has = grouping.keeper >= 0
+    keeper[reps[has]] = reps[grouping.keeper[has]]
+    distance[reps] = grouping.distance
+    transform[reps] = grouping.transform
+    members = reps[has & (grouping.keeper != np.arange(reps.size))]
+    kind[members] = KIND_PERCEPTUAL
+    # 3. Twins follow their representative: into its group when it is a member, else it keeps them.
+    twins = np.flatnonzero(rep != np.arange(n))
+    for t in twins.tolist():
+        r = int(rep[t])
+        if keeper[r] >= 0 and keeper[r] != r:
+            keeper[t], distance[t], transform[t], kind[t] = keeper[r], distance[r], transform[r], kind[r]
+        elif lead[r]:
+            keeper[r], distance[r] = r, 0
+            keeper[t], distance[t], transform[t], kind[t] = r, 0, 0, KIND_PIXELS
+        # else: twins that may not lead and found no leader stay ungrouped (the caller decides about them)
+    stats = {"items": n, "pixel_twins": int(twins.size), "candidates": len(edges), "verified": len(kept),
+             "rejected_by_verify": len(edges) - len(kept)}
+    result = Result(keeper, distance, transform, kind, rank, stats)
+    stats["groups"] = int(np.count_nonzero(keeper == np.arange(n)))
+    stats["duplicates"] = int(np.count_nonzero(result.is_duplicate()))
+    return result

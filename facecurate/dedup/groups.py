@@ -1,0 +1,171 @@
+"""Candidate edges from the hash index, keeper order by quality, and grouping around keepers.
+
+Why groups form around keepers: clustering the "near" relation transitively chains — A~B and B~C put A and
+C together even when A and C are 20 bits apart, and on faces a chain can walk from one person to another.
+Here items are visited best-first; an item that nobody has claimed becomes a keeper and claims the unclaimed
+items directly within the threshold of it. Every member is therefore within the threshold of its keeper,
+and the recorded distance is to the keeper, never along a chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facecurate.dedup.search import Matches, mih_search
+
+# How the matching hash of the other item was taken (also the transform recorded on a duplicate).
+FULL, FLIP, WINDOW, WINDOW_FLIP = 0, 1, 2, 3
+TRANSFORMS: dict[int, str | None] = {FULL: None, FLIP: "hflip", WINDOW: "crop", WINDOW_FLIP: "hflip+crop"}
+
+KEEPER_CRITERIA: dict[str, str] = {
+    "resolution": "more source pixels (for faces: the face's native size in the photo)",
+    "jpeg_quality": "higher estimated JPEG quality (lossless formats count as 100)",
+    "bytes": "larger file (less compression, fewer pixels thrown away)",
+    "sharpness": "higher variance of the Laplacian at a common size (less blur)",
+    "first_seen": "imported earlier (lower id)",
+}
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Undirected near-duplicate candidates ``a < b`` with their best distance and how it matched."""
+
+    a: np.ndarray          # int64
+    b: np.ndarray          # int64
+    distance: np.ndarray   # int16
+    transform: np.ndarray  # int8, one of FULL..WINDOW_FLIP
+
+    def __len__(self) -> int:
+        return int(self.a.size)
+
+    def select(self, keep: np.ndarray) -> Edges:
+        return Edges(self.a[keep], self.b[keep], self.distance[keep], self.transform[keep])
+
+    @staticmethod
+    def empty() -> Edges:
+        z = np.zeros(0, np.int64)
+        return Edges(z, z, np.zeros(0, np.int16), np.zeros(0, np.int8))
+
+
+def index_entries(hashes: np.ndarray, flips: np.ndarray, windows: np.ndarray | None = None,
+                  window_flips: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The index: every item's full-frame hash, its mirror, and (optionally) its central window and mirror.
+
+    Queries are the full-frame hashes only: a mirrored copy's hash meets the original's mirror entry, and a
+    cropped copy's hash meets the original's window entry, so one query per item covers all four cases.
+    Returns (hash, owner item, entry kind).
+    """
+    n = hashes.size
+    parts = [(hashes, FULL), (flips, FLIP)]
+    if windows is not None and window_flips is not None:
+        parts += [(windows, WINDOW), (window_flips, WINDOW_FLIP)]
+    owner = np.tile(np.arange(n, dtype=np.int64), len(parts))
+    kind = np.repeat(np.array([k for _, k in parts], dtype=np.int8), n)
+    return np.concatenate([p for p, _ in parts]).astype(np.uint64), owner, kind
+
+
+def candidate_edges(hashes: np.ndarray, flips: np.ndarray, threshold: int, windows: np.ndarray | None = None,
+                    window_flips: np.ndarray | None = None) -> Edges:
+    """All item pairs within ``threshold`` bits by any of the four matchings, best matching per pair."""
+    n = hashes.size
+    if n < 2:
+        return Edges.empty()
+    entries, owner, kind = index_entries(hashes, flips, windows, window_flips)
+    found: Matches = mih_search(entries, hashes, threshold)
+    i = found.query
+    j = owner[found.index]
+    k = kind[found.index]
+    keep = i != j
+    i, j, k, d = i[keep], j[keep], k[keep], found.distance[keep].astype(np.int16)
+    return best_per_pair(np.minimum(i, j), np.maximum(i, j), d, k, n)
+
+
+def best_per_pair(a: np.ndarray, b: np.ndarray, distance: np.ndarray, transform: np.ndarray, n: int) -> Edges:
+    """One edge per unordered pair: the smallest distance, ties to the plainest matching (full < flip < ...)."""
+    if a.size == 0:
+        return Edges.empty()
+    key = a.astype(np.int64) * np.int64(max(n, 1)) + b
+    order = np.lexsort((transform, distance, key))
+    key = key[order]
+    first = np.ones(key.size, dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    sel = order[first]
+    return Edges(a[sel].astype(np.int64), b[sel].astype(np.int64), distance[sel].astype(np.int16),
+                 transform[sel].astype(np.int8))
+
+
+def parse_policy(text: str) -> tuple[str, ...]:
+    """``"resolution,jpeg_quality,bytes,sharpness"`` to a tuple, refusing unknown or repeated names."""
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in names if p not in KEEPER_CRITERIA]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"keeper policy {text!r}: use a comma-separated order of distinct names from "
+                         f"{', '.join(KEEPER_CRITERIA)}")
+    return names
+
+
+def keeper_rank(quality: dict[str, np.ndarray], policy: tuple[str, ...], tiebreak: np.ndarray) -> np.ndarray:
+    """Position of every item in the keeper order (0 = best): the policy's criteria in turn, then ``tiebreak``
+    ascending (a content hash, so the choice does not depend on import order unless ``first_seen`` asks)."""
+    keys: list[np.ndarray] = [np.asarray(tiebreak)]
+    for name in reversed(policy):
+        values = np.asarray(quality[name], dtype=np.float64)
+        keys.append(values if name == "first_seen" else -values)  # lexsort sorts ascending
+    order = np.lexsort(keys)
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    return rank
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Per item: its keeper (-1 when it is in no group; itself for a keeper), distance and transform to it."""
+
+    keeper: np.ndarray
+    distance: np.ndarray
+    transform: np.ndarray
+
+    def members(self) -> np.ndarray:
+        return np.flatnonzero((self.keeper >= 0) & (self.keeper != np.arange(self.keeper.size)))
+
+    def keepers(self) -> np.ndarray:
+        return np.flatnonzero(self.keeper == np.arange(self.keeper.size))
+
+
+def group_around_keepers(n: int, edges: Edges, rank: np.ndarray, can_lead: np.ndarray | None = None) -> Grouping:
+    """Visit items best-first; an unclaimed item (allowed to lead) claims its unclaimed direct neighbours.
+
+    ``can_lead`` False marks items that may join a group but never head one (faces of duplicate photos).
+    """
+    keeper = np.full(n, -1, dtype=np.int64)
+    distance = np.full(n, -1, dtype=np.int16)
+    transform = np.zeros(n, dtype=np.int8)
+    if len(edges) == 0:
+        return Grouping(keeper, distance, transform)
+    src = np.concatenate([edges.a, edges.b])
+    dst = np.concatenate([edges.b, edges.a])
+    dist = np.concatenate([edges.distance, edges.distance])
+    trans = np.concatenate([edges.transform, edges.transform])
+    order = np.lexsort((rank[dst], src))       # neighbours of each item, best-ranked first
+    src, dst, dist, trans = src[order], dst[order], dist[order], trans[order]
+    start = np.searchsorted(src, np.arange(n + 1))
+    nodes = np.unique(src)
+    nodes = nodes[np.argsort(rank[nodes], kind="stable")]
+    lead = np.ones(n, dtype=bool) if can_lead is None else np.asarray(can_lead, dtype=bool)
+    for u in nodes.tolist():
+        if keeper[u] >= 0 or not lead[u]:
+            continue
+        lo, hi = start[u], start[u + 1]
+        nb = dst[lo:hi]
+        free = keeper[nb] < 0
+        if not free.any():
+            continue
+        claimed = nb[free]
+        keeper[u] = u
+        distance[u] = 0
+        keeper[claimed] = u
+        distance[claimed] = dist[lo:hi][free]
+        transform[claimed] = trans[lo:hi][free]
+    return Grouping(keeper, distance, transform)

@@ -1,0 +1,182 @@
+"""Fingerprints of one decoded image: perceptual hashes (imagehash), a pixel hash, and quality cues.
+
+Everything here is a pure function of pixels (and, for the JPEG quality, of the file's header): the stage
+decodes each file once through :mod:`facecurate.media` and hands the array here, and the catalog caches the
+result so a re-run hashes only new files.
+
+Why each part exists:
+
+- ``hash``: a 64-bit perceptual hash (pHash by default) of the whole frame, as ``imagehash`` computes it.
+  It survives resizing, recompression, brightness changes and small overlays.
+- ``hash_flip``: the same hash of the horizontal mirror. Faces are re-posted mirrored all the time and a
+  plain pHash of a mirrored copy sits about 30 bits away; matching against the flip catches them.
+- ``window`` / ``window_flip``: the hash of the central ``crop_window`` share of the frame (and its mirror).
+  A copy with a few percent trimmed off its edges is a zoom of the original, which moves pHash bits; its
+  full frame lines up with the original's central window instead, so indexing that window catches crops.
+- ``pixels``: sha256 over the decoded RGB pixels and their shape: the same picture saved as PNG and as
+  lossless WebP, or with different EXIF, has different file bytes but identical pixels.
+- ``thumb``: a 24x24 grayscale thumbnail. Hash distances alone cannot separate a cropped copy (10-20 bits)
+  from two different faces that are aligned the same way (8-12 bits); an aligned correlation of thumbnails
+  can (see :mod:`facecurate.dedup.verify`).
+- ``sharpness`` and ``jpeg_quality``: cues for choosing which copy to keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+HASH_SIZE = 8                 # 8x8 = 64 bits: what the search index is built for
+THUMB_SIZE = 24               # verification thumbnail side: big enough to tell aligned faces apart, 576 bytes
+SHARPNESS_SIDE = 256          # sharpness is measured at this long side so copies of any size compare fairly
+PREREDUCE_SIDE = 1024         # big photos are box-reduced to about this side first (hashes barely move)
+LOSSLESS_QUALITY = 100        # PNG, BMP, TIFF, lossless WebP: nothing was thrown away
+UNKNOWN_QUALITY = 75          # lossy formats whose encoder quality cannot be read (the usual default)
+
+_LANCZOS = Image.Resampling.LANCZOS
+
+# imagehash algorithms that give 64 bits at hash_size 8 (colorhash and crop_resistant_hash do not).
+ALGORITHMS: dict[str, Callable[..., imagehash.ImageHash]] = {
+    "phash": imagehash.phash,
+    "dhash": imagehash.dhash,
+    "ahash": imagehash.average_hash,
+    "whash": imagehash.whash,
+}
+
+# The IJG (libjpeg) standard luminance table: encoders scale it by quality, so its sum recovers the quality.
+_IJG_LUMA_SUM = sum((16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69,
+                     56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81,
+                     104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What dedup keeps about one image or crop (hashes are unsigned 64-bit ints)."""
+
+    hash: int
+    hash_flip: int
+    window: int | None
+    window_flip: int | None
+    pixels: str
+    thumb: bytes
+    sharpness: float
+    jpeg_quality: int
+
+
+def hash_to_int(h: imagehash.ImageHash) -> int:
+    """An 8x8 ImageHash as an unsigned int, row-major, first bit most significant (as str(h) reads)."""
+    bits = np.asarray(h.hash, dtype=bool).ravel()
+    if bits.size != 64:
+        raise ValueError(f"expected a 64-bit hash, got {bits.size} bits")
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def to_signed(v: int) -> int:
+    """Unsigned 64-bit to SQLite's signed INTEGER (two's complement), and back with :func:`to_unsigned`."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def to_unsigned(v: int) -> int:
+    return v & 0xFFFFFFFFFFFFFFFF
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """sha256 of the shape and the raw bytes of a decoded image: equal only for identical pixels."""
+    arr = np.ascontiguousarray(pixels)
+    h = hashlib.sha256(f"{arr.shape}|{arr.dtype}|".encode())
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def jpeg_quality(data: bytes) -> int:
+    """Estimated encoder quality of a JPEG from its luminance table (IJG scaling); lossless formats = 100."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+            fmt = im.format
+            tables = getattr(im, "quantization", None) if fmt in ("JPEG", "MPO") else None
+            lossless_webp = fmt == "WEBP" and b"VP8L" in data[:64]
+    except Exception:  # the caller has already decoded the pixels; a header oddity only costs the cue
+        return UNKNOWN_QUALITY
+    if fmt in ("PNG", "BMP", "TIFF") or lossless_webp:
+        return LOSSLESS_QUALITY
+    if not tables:
+        return UNKNOWN_QUALITY
+    luma = tables.get(0) or next(iter(tables.values()))
+    scale = 100.0 * float(sum(luma)) / _IJG_LUMA_SUM
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return int(min(100, max(1, round(quality))))
+
+
+def sharpness(gray: Image.Image) -> float:
+    """Variance of the Laplacian at a fixed long side: higher is crisper (blurred or upscaled copies lose)."""
+    import cv2
+
+    scale = SHARPNESS_SIDE / max(gray.size)
+    if scale < 1:
+        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
+                           Image.Resampling.BOX)
+    arr = np.asarray(gray, dtype=np.float32)
+    return float(cv2.Laplacian(arr, cv2.CV_32F).var())
+
+
+def _reduced(gray: Image.Image, algorithm: str) -> Image.Image:
+    """What the hash looks at. imagehash.phash reduces to 32x32 itself (an identity resize when given 32x32),
+    so reducing once here gives the very same hash and lets the mirror reuse the reduction."""
+    if algorithm == "phash":
+        side = HASH_SIZE * 4
+        return gray.resize((side, side), _LANCZOS)
+    return gray
+
+
+def frame_hashes(gray: Image.Image, algorithm: str) -> tuple[int, int]:
+    """(hash, hash of the horizontal mirror) of a grayscale image."""
+    fn = ALGORITHMS[algorithm]
+    small = _reduced(gray, algorithm)
+    mirror = small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return hash_to_int(fn(small, hash_size=HASH_SIZE)), hash_to_int(fn(mirror, hash_size=HASH_SIZE))
+
+
+def central_window(gray: Image.Image, fraction: float) -> Image.Image:
+    """The centred window covering ``fraction`` of each side."""
+    w, h = gray.size
+    cw, ch = w * fraction, h * fraction
+    left, top = (w - cw) / 2, (h - ch) / 2
+    return gray.crop((round(left), round(top), max(round(left) + 1, round(left + cw)),
+                      max(round(top) + 1, round(top + ch))))
+
+
+def gray_image(pixels: np.ndarray) -> Image.Image:
+    """RGB pixels to Pillow grayscale (ITU-R 601, as imagehash converts), box-reduced when very large."""
+    gray = Image.fromarray(pixels).convert("L")
+    factor = max(gray.size) // PREREDUCE_SIDE
+    if factor >= 2:
+        gray = gray.reduce(factor)
+    return gray
+
+
+def thumbnail(gray: Image.Image) -> bytes:
+    return np.asarray(gray.resize((THUMB_SIZE, THUMB_SIZE), _LANCZOS), dtype=np.uint8).tobytes()
+
+
+def fingerprint(pixels: np.ndarray, algorithm: str = "phash", window: float = 0.95,
+                data: bytes | None = None) -> Fingerprint:
+    """Every dedup fact about one decoded image; ``data`` (the file bytes) only feeds the JPEG quality cue."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown hash algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+    gray = gray_image(pixels)
+    h, hf = frame_hashes(gray, algorithm)
+    w = wf = None
+    if 0 < window < 1:
+        w, wf = frame_hashes(central_window(gray, window), algorithm)
+    return Fingerprint(hash=h, hash_flip=hf, window=w, window_flip=wf, pixels=pixel_digest(pixels),
+                       thumb=thumbnail(gray), sharpness=sharpness(gray),
+                       jpeg_quality=jpeg_quality(data) if data is not None else UNKNOWN_QUALITY)
