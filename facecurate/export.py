@@ -29,6 +29,7 @@ FIELDS: tuple[str, ...] = (
     "above_fraction", "crop_size",
 )
 JSON_FIELDS = frozenset({"reasons", "scores", "review", "bbox", "landmarks", "quad"})
+REVIEWED_STATUS = {"kept": "keep", "rejected": "reject"}  # review decision -> the status it imposes
 LAYOUTS = ("none", "imagefolder")
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -94,6 +95,7 @@ def manifest_rows(ws: Workspace, catalog: Catalog, out_dir: Path, seed: int = 0,
     conn = catalog.conn
     first_source = {r["image_id"]: r for r in conn.execute(
         "SELECT * FROM sources WHERE id IN (SELECT MIN(id) FROM sources WHERE status='ok' GROUP BY image_id)")}
+    reviews = catalog.review_latest()  # a person's latest decision overrides the rules' status
     faces: dict[int, list[Any]] = {}
     for f in conn.execute("SELECT * FROM faces ORDER BY image_id, face_index"):
         faces.setdefault(f["image_id"], []).append(f)
@@ -108,9 +110,11 @@ def manifest_rows(ws: Workspace, catalog: Catalog, out_dir: Path, seed: int = 0,
         if state == "done":
             for f in faces.get(img["id"], []):
                 row = dict(base)
+                review = reviews.get((img["id"], f["face_index"]), row["review"])
                 row.update(sample_id=f"{img['sha256'][:16]}_{f['face_index']}",
-                           file_name=os.path.relpath(ws.resolve(f["crop_path"]), out_dir),
-                           status=f["status"], reasons=json.loads(f["reasons"]), scores=json.loads(f["scores"]),
+                           file_name=os.path.relpath(ws.resolve(f["crop_path"]), out_dir), review=review,
+                           status=REVIEWED_STATUS.get(review["decision"], f["status"]),
+                           reasons=json.loads(f["reasons"]), scores=json.loads(f["scores"]),
                            face_index=f["face_index"], det_score=f["det_score"], bbox=json.loads(f["bbox"]),
                            landmarks=json.loads(f["landmarks"]), quad=json.loads(f["quad"]),
                            oob_fraction=f["oob_fraction"], above_fraction=f["above_fraction"],

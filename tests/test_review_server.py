@@ -1,0 +1,219 @@
+"""The gallery's HTTP side: filters and counts, item pages, thumbnails, and the security rules (token,
+cross-site writes, Host, path traversal) — through Flask's test client and raw HTTP on a loopback server."""
+
+from __future__ import annotations
+
+import http.client
+import io
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from facecurate.catalog import Catalog
+from facecurate.cli import app as cli_app
+from facecurate.errors import FacecurateError
+from facecurate.review import scoring, server
+from facecurate.review.server import TOKEN_HEADER, create_app
+from facecurate.workspace import Workspace
+from tests.test_review_support import XSS, faces_by_name, reviewed_workspace, serving
+
+
+@pytest.fixture
+def rws(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Workspace:
+    return reviewed_workspace(tmp_path_factory, tmp_path / "ws")
+
+
+@pytest.fixture
+def flask_app(rws: Workspace):
+    return create_app(rws, token="t0ken")
+
+
+@pytest.fixture
+def client(flask_app) -> FlaskClient:
+    return flask_app.test_client()
+
+
+def _keys(client: FlaskClient, **params: str) -> list[str]:
+    res = client.get("/api/query", query_string=params)
+    assert res.status_code == 200, res.json
+    assert res.json["count"] == len(res.json["keys"]) and res.json["total"] == 7
+    return res.json["keys"]
+
+
+def _key(rws: Workspace, name: str) -> str:
+    with Catalog.open(rws.catalog_path) as cat:
+        return f"f{faces_by_name(cat)[name]['id']}"
+
+
+def _decide(client: FlaskClient, keys: list[str], decision: str, **headers: str):
+    return client.post("/api/decide", json={"keys": keys, "decision": decision},
+                       headers={TOKEN_HEADER: "t0ken", **headers})
+
+
+def test_filters_count_what_they_show(client: FlaskClient, rws: Workspace):
+    facets = client.get("/api/facets").json
+    assert facets["statuses"] == {"reject": 3, "keep": 3, "no_face": 1} and facets["total"] == 7
+    assert facets["reasons"]["mirroring"] == 2 and facets["queries"] == {"biden": 1, "obama": 3}
+    if scoring.registry():  # the rules stage says which rule reads which measure
+        assert facets["reason_scores"]["closed_eyes"] == "ear_mean"
+    assert len(_keys(client)) == 7
+    assert len(_keys(client, status="reject")) == 3
+    assert len(_keys(client, status="reject", reason="mirroring")) == 2
+    assert len(_keys(client, reason="no_face")) == 1 and len(_keys(client, status="no_face")) == 1
+    assert len(_keys(client, query="obama")) == 3 and len(_keys(client, label="demo")) == 7
+    assert len(_keys(client, label="(none)")) == 0
+    # worst first: ear_mean is bad when low, mirroring when high
+    ear = _keys(client, status="any", sort="score:ear_mean")
+    assert ear[0] == _key(rws, "obama3.jpg") and ear[-1].startswith("i")  # no score: last
+    assert _keys(client, sort="score:ear_mean", dir="best")[0] == _key(rws, "astronaut.jpg")
+    assert _keys(client, sort="score:mirroring")[0] == _key(rws, "obama_partial_face.jpg")
+    assert _keys(client, sort="reasons")[0] == _key(rws, "obama_partial_face.jpg")
+    _decide(client, [_key(rws, "biden.jpg")], "kept")
+    assert _keys(client, decision="kept") == [_key(rws, "biden.jpg")]
+    assert len(_keys(client, status="reject", decision="none")) == 2
+    for bad in ({"status": "nope"}, {"sort": "score:x') --"}, {"decision": "maybe"}, {"reason": "x" * 600}):
+        assert client.get("/api/query", query_string=bad).status_code == 400
+
+
+def test_items_and_detail_carry_what_the_views_draw(client: FlaskClient, rws: Workspace):
+    partial = _key(rws, "obama_partial_face.jpg")
+    items = client.get(f"/api/items?keys={partial},i999,zzz,f1").json["items"]
+    assert [i["key"] for i in items] == [partial, "f1"]
+    assert items[0]["title"] == XSS and items[0]["reasons"] == ["mirroring", "no_headroom"]
+    d = client.get(f"/api/item/{partial}").json
+    assert len(d["face"]["landmarks"]) == 5 and len(d["face"]["quad"]) == 4 and len(d["face"]["bbox"]) == 4
+    scores = {s["name"]: s for s in d["scores"]}
+    assert scores["headroom_iod"]["worse"] == "low" and scores["mirroring"]["worse"] == "high"
+    if scoring.registry():  # thresholds and rule names come from the rules stage's registry and settings
+        assert scores["mirroring"]["threshold"] == 0.08 and scores["mirroring"]["fails"] is True
+        assert scores["headroom_iod"]["rule"] == "no_headroom" and scores["ear_mean"]["fails"] is False
+    src = d["sources"][0]
+    assert (src["query"], src["engine"], src["license"], src["page_url"]) == (
+        "obama", "bing", "CC BY 4.0", "https://example.org/page?id=1")
+    assert d["duplicates"] is None and d["history"] == []  # no dedup columns, no decision yet
+    _decide(client, [partial], "rejected")
+    d = client.get(f"/api/item/{partial}").json
+    assert d["review"]["decision"] == "rejected" and d["review"]["by"] == "tester"
+    assert [(h["decision_before"], h["decision_after"]) for h in d["history"]] == [("none", "rejected")]
+    assert client.get("/api/item/f999999").status_code == 404
+
+
+def test_duplicate_group_shows_keeper_and_members(client: FlaskClient, rws: Workspace):
+    with Catalog.open(rws.catalog_path) as cat, cat.transaction():
+        have = cat.table_columns("faces")
+        for col, kind in (("dup_group", "INTEGER"), ("dup_of", "INTEGER"), ("dup_distance", "REAL")):
+            if col not in have:
+                cat.conn.execute(f"ALTER TABLE faces ADD COLUMN {col} {kind}")
+        faces = faces_by_name(cat)
+        keeper, copy = faces["obama.jpg"]["id"], faces["obama2.jpg"]["id"]
+        cat.conn.execute("UPDATE faces SET dup_group=1 WHERE id=?", (keeper,))
+        cat.conn.execute("UPDATE faces SET dup_group=1, dup_of=?, dup_distance=6, status='duplicate' WHERE id=?",
+                         (keeper, copy))
+    group = client.get(f"/api/item/f{copy}").json["duplicates"]
+    assert [(m["key"], m["keeper"], m["distance"]) for m in group["members"]] == [
+        (f"f{keeper}", True, None), (f"f{copy}", False, 6)]
+    assert [m["current"] for m in group["members"]] == [False, True]
+
+
+def test_thumbnails_are_small_cached_and_remade_when_stale(client: FlaskClient, rws: Workspace):
+    key = _key(rws, "biden.jpg")
+    first = client.get(f"/thumb/{key}")
+    assert first.status_code == 200 and first.mimetype == "image/jpeg"
+    cached = list((rws.root / ".cache" / "review").rglob("*.jpg"))
+    assert len(cached) == 1 and max(Image.open(cached[0]).size) == 160
+    stamp = cached[0].stat().st_mtime_ns
+    assert client.get(f"/thumb/{key}").data == first.data and cached[0].stat().st_mtime_ns == stamp
+    with Catalog.open(rws.catalog_path) as cat:
+        crop = rws.resolve(faces_by_name(cat)["biden.jpg"]["crop_path"])
+    Image.new("RGB", (256, 256), (255, 0, 0)).save(crop)  # a re-crop: newer file, the thumbnail follows
+    redo = client.get(f"/thumb/{key}")
+    assert redo.data != first.data and Image.open(cached[0]).getpixel((80, 80))[0] > 200
+    rocket = _keys(client, status="no_face")[0]
+    assert client.get(f"/thumb/{rocket}").status_code == 200  # the photo itself when there is no face
+    image_id = client.get(f"/api/item/{key}").json["image_id"]
+    preview = client.get(f"/preview/{image_id}")
+    assert preview.status_code == 200 and max(Image.open(io.BytesIO(preview.data)).size) <= 1600
+    assert not list(rws.tmp_dir.glob(".part-*"))
+
+
+def test_writes_need_the_token_and_the_same_origin(client: FlaskClient, rws: Workspace):
+    key = _key(rws, "biden.jpg")
+    page = client.get("/").get_data(as_text=True)
+    assert '<meta name="fc-token" content="t0ken">' in page
+    body = {"keys": [key], "decision": "kept"}
+    assert client.post("/api/decide", json=body).status_code == 403                       # no token
+    assert client.post("/api/decide", json=body, headers={TOKEN_HEADER: "guess"}).status_code == 403
+    assert client.post("/api/undo", json={}).status_code == 403
+    assert _decide(client, [key], "kept", Origin="https://evil.example").status_code == 403
+    assert _decide(client, [key], "kept", **{"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert client.post("/api/decide", data="keys=f1&decision=kept", headers={TOKEN_HEADER: "t0ken"},
+                       content_type="application/x-www-form-urlencoded").status_code == 400
+    with Catalog.open(rws.catalog_path) as cat:
+        assert cat.conn.execute("SELECT COUNT(*) FROM review_log").fetchone()[0] == 0
+    ok = _decide(client, [key], "kept", Origin="http://localhost")
+    assert ok.status_code == 200 and ok.json["changed"] == [
+        {"key": key, "review": {"decision": "kept", "by": "tester", "at": ok.json["changed"][0]["review"]["at"]}}]
+    undo = client.post("/api/undo", json={}, headers={TOKEN_HEADER: "t0ken"})
+    assert undo.json["changed"][0]["review"]["decision"] == "none"
+    # a DNS-rebinding page reaches us under its own name: refused before any route runs
+    assert client.get("/", headers={"Host": "attacker.example:8377"}).status_code == 403
+    assert client.get("/api/facets", headers={"Host": "127.0.0.1:8377"}).status_code == 200
+    headers = client.get("/").headers
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"] and headers["X-Frame-Options"] == "DENY"
+
+
+def _raw_get(base: str, path: str) -> tuple[int, bytes]:
+    """GET a path exactly as written (no client-side normalisation of ../ or %2F)."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request("GET", path)
+    res = conn.getresponse()
+    return res.status, res.read()
+
+
+def test_image_routes_serve_only_catalog_files(flask_app, rws: Workspace):
+    secret = rws.config_path.read_bytes()
+    with Catalog.open(rws.catalog_path) as cat, cat.transaction():  # a tampered row cannot escape either
+        cat.conn.execute("UPDATE faces SET crop_path='../../../../etc/passwd' WHERE id=(SELECT MIN(id) FROM faces)")
+        bad = cat.conn.execute("SELECT MIN(id) FROM faces").fetchone()[0]
+    with serving(flask_app) as base:
+        for path in ("/thumb/../facecurate.toml", "/thumb/..%2Ffacecurate.toml", "/thumb/%2E%2E%2Ffacecurate.toml",
+                     "/static/../facecurate.toml", "/static/..%2F..%2F..%2Ffacecurate.toml",
+                     "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/facecurate.toml", "/crop/..%2F..%2Ffacecurate.db",
+                     "/preview/..%2Ffacecurate.toml", "/thumb/f1%00.jpg", "/thumb/raw", "/crop/i1",
+                     f"/thumb/f{bad}", f"/crop/f{bad}", "/preview/999999", "/thumb/f999999"):
+            status, body = _raw_get(base, path)
+            assert status in (400, 404), (path, status)
+            assert secret not in body and b"root:" not in body, path
+        assert _raw_get(base, "/static/app.js")[0] == 200
+
+
+def test_cli_warns_off_loopback_and_serves(rws: Workspace, monkeypatch: pytest.MonkeyPatch):
+    seen: dict[str, object] = {}
+
+    def fake_serve(ws, host, port, fallback, on_ready):
+        seen.update(host=host, port=port, fallback=fallback)
+        on_ready(f"http://{host}:{port}/")
+
+    monkeypatch.setattr(server, "serve", fake_serve)
+    out = CliRunner().invoke(cli_app, ["review", "--host", "0.0.0.0", "--port", "9999", "--no-browser",
+                                       "-w", str(rws.root)])
+    assert out.exit_code == 0, out.output
+    assert "Warning" in out.output and "0.0.0.0" in out.output and "http://0.0.0.0:9999/" in out.output
+    assert seen == {"host": "0.0.0.0", "port": 9999, "fallback": False}
+    out = CliRunner().invoke(cli_app, ["review", "--no-browser", "-w", str(rws.root)])
+    assert "Warning" not in out.output and seen == {"host": "127.0.0.1", "port": 8377, "fallback": True}
+
+
+def test_a_taken_port_is_reported_or_replaced(rws: Workspace):
+    with server.running(rws, "127.0.0.1", 0) as (first, url):
+        taken = first.server_port
+        with server.running(rws, "127.0.0.1", taken, fallback=True) as (second, url2):
+            assert second.server_port != taken and url2 == f"http://127.0.0.1:{second.server_port}/"
+        assert url == f"http://127.0.0.1:{taken}/"
+        with pytest.raises(FacecurateError, match="--port"), server.running(rws, "127.0.0.1", taken):
+            pass
