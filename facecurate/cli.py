@@ -348,7 +348,7 @@ def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", hel
 
         names = [e.strip().lower() for e in engine] if engine else None
         if not ws.config().get("crawl", "contact"):
-            err_console.print("[yellow]Note:[/] [crawl] contact is empty in facecurate.toml: image hosts (and "
+            err_console.print("[yellow]Note:[/] \\[crawl] contact is empty in facecurate.toml: image hosts (and "
                               "Wikimedia, which asks for one) see no way to reach you. Set it to an e-mail or URL.")
         def finish(report: Any) -> None:
             found_n = report.counts.get("found", 0)

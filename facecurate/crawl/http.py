@@ -253,7 +253,7 @@ class Http:
             raise _Retry(Fetched(**base, reason=f"http_{resp.status_code}",
                                  message=f"{url}: HTTP {resp.status_code} {resp.reason} (server busy or failing)."),
                          wait)
-        if resp.status_code >= 400 or resp.status_code < 200:
+        if not 200 <= resp.status_code < 300:
             hint = {403: " even with the result page as Referer (hot-link protection or a blocked agent)",
                     404: " (the image was removed)", 410: " (the image was removed)"}.get(resp.status_code, "")
             return Fetched(**base, reason=f"http_{resp.status_code}",

@@ -44,11 +44,12 @@ def crawl_table(reports: list[PairReport]) -> Table:
     table.add_column("failed by reason", overflow="fold", ratio=3)
     for r in reports:
         c = r.counts
-        reasons = ", ".join(f"{k} {v}" for k, v in c.get("failed_by_reason", {}).items()) or "-"
+        reasons = ", ".join(f"{k} {v}" for k, v in c.get("failed_by_reason", {}).items())
         if r.state == "blocked" and r.stopped is not None:
-            reasons = f"[bold red]BLOCKED ({r.stopped.kind})[/] " + reasons
+            reasons = f"[bold red]BLOCKED ({r.stopped.kind})[/] {reasons}".rstrip()
         elif r.state == "dry-run":
             reasons = "dry run: nothing downloaded"
+        reasons = reasons or "-"
         table.add_row(f"{r.label}: {r.term}", r.engine, str(c.get("found", 0)), str(c.get("new", 0)),
                       str(c.get("duplicate", 0)), str(c.get("failed", 0)), reasons)
     return table

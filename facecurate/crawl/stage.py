@@ -23,6 +23,7 @@ from facecurate.crawl.download import Downloaded, Downloader
 from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Result, SearchStopped
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.crawl.urls import is_fetchable, normalise
+from facecurate.errors import FacecurateError
 from facecurate.ingest import raw_relpath, store
 from facecurate.queries import configured_engines, is_pending, sync_from_files, write_mirror
 from facecurate.workspace import Workspace
@@ -68,8 +69,6 @@ def plan(ws: Workspace, catalog: Catalog, engines: list[str] | None, label: str 
     names = engines or configured_engines(ws.config())
     unknown = [e for e in names if e not in ENGINES]
     if unknown:
-        from facecurate.errors import FacecurateError
-
         raise FacecurateError(f"Unknown engine {', '.join(unknown)}: use {', '.join(ENGINES)} (--engine, repeatable).")
     sync_from_files(ws, catalog, configured_engines(ws.config()))
     queries = catalog.tracked_queries(label)
