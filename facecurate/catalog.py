@@ -565,16 +565,15 @@ class Catalog:
 
         An undone decision reads ``none`` with no reviewer: the rules speak again for that item.
         """
-        sql = ("SELECT r.image_id, r.face_index, r.decision_after, r.reviewer, r.decided_at FROM review_log r "
-               "JOIN (SELECT MAX(id) AS id FROM review_log {where} GROUP BY image_id, face_index) m ON m.id = r.id")
+        cols = "image_id, face_index, decision_after, reviewer, decided_at"
         wanted = None if items is None else set(items)
-        if wanted is None or len(wanted) > 200:  # many items: one pass over the log beats a long OR
-            rows = self.conn.execute(sql.format(where="")).fetchall()
-        elif not wanted:
-            return {}
-        else:
-            where = "WHERE " + " OR ".join(["(image_id=? AND face_index=?)"] * len(wanted))
-            rows = self.conn.execute(sql.format(where=where), [v for pair in wanted for v in pair]).fetchall()
+        if wanted is None or len(wanted) > 200:  # many items: one pass over the log
+            rows = self.conn.execute(
+                f"SELECT {cols} FROM review_log WHERE id IN "
+                "(SELECT MAX(id) FROM review_log GROUP BY image_id, face_index)").fetchall()
+        else:  # a page of items: one index seek each
+            rows = [r for pair in wanted for r in self.conn.execute(
+                f"SELECT {cols} FROM review_log WHERE image_id=? AND face_index=? ORDER BY id DESC LIMIT 1", pair)]
         out: dict[tuple[int, int], dict[str, Any]] = {}
         for r in rows:
             if wanted is not None and (r["image_id"], r["face_index"]) not in wanted:

@@ -97,9 +97,9 @@ def test_gallery_filters_decides_with_keys_and_remembers(driver: Any, gallery: t
     names = [by_key[c["key"]] for c in cells]
     assert names[0] == "obama_partial_face.jpg" and "focus" in cells[0]["cls"]
 
-    _press(driver, "k")  # keep the first: it shows, the catalog has it, the cursor moves on
-    _wait(driver, "return document.querySelector('.cell[data-index=\"1\"]').classList.contains('focus')", "move")
-    assert "dec-kept" in _cells(driver)[0]["cls"] and "kept" in _cells(driver)[0]["text"]
+    _press(driver, "k")  # keep the first: the cursor moves on at once, the item shows it once saved
+    _wait(driver, "return document.querySelector('.cell[data-index=\"0\"]').classList.contains('dec-kept')", "k")
+    assert "focus" in _cells(driver)[1]["cls"] and "kept" in _cells(driver)[0]["text"]
     assert _decisions(ws)[names[0]] == "kept"
     _press(driver, "r")
     _wait(driver, "return document.querySelector('.cell[data-index=\"1\"]').classList.contains('dec-rejected')", "r")
@@ -180,3 +180,14 @@ def test_crawled_strings_stay_text(driver: Any, gallery: tuple[Workspace, str], 
     assert XSS in driver.find_element(By.TAG_NAME, "body").text
     assert driver.execute_script(injected) == 0
     _no_alert(driver)
+
+
+def test_fast_key_presses_are_all_kept_in_order(driver: Any, gallery: tuple[Workspace, str]):
+    ws, base = gallery
+    _open(driver, f"{base}/#status=any&sort=order")
+    _press(driver, "rkr")  # one burst: the view moves on at once, the writes follow in order
+    _wait(driver, "return document.querySelectorAll('.cell.dec-rejected, .cell.dec-kept').length === 3", "3 saved")
+    classes = [c["cls"] for c in _cells(driver)]
+    assert "dec-rejected" in classes[0] and "dec-kept" in classes[1] and "dec-rejected" in classes[2]
+    assert "focus" in classes[3]
+    assert sorted(_decisions(ws).values()) == ["kept", "none", "none", "none", "rejected", "rejected"]

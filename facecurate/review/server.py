@@ -132,7 +132,8 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
     @app.get("/api/item/<key>")
     def api_item(key: str) -> Response:
         parsed = items.ItemKey.parse(key)
-        found = detail.item_detail(catalog(), parsed, lambda name: scoring.score_info(catalog(), cfg, name)) \
+        now = ws.config()  # thresholds as facecurate.toml says now: edited while the gallery runs, still right
+        found = detail.item_detail(catalog(), parsed, lambda name: scoring.score_info(catalog(), now, name)) \
             if parsed else None
         if found is None:
             abort(404, "no such item in the catalog")

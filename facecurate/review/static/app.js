@@ -22,7 +22,7 @@
   const state = {
     keys: [], index: new Map(), items: new Map(), pending: new Set(), cells: new Map(),
     cursor: 0, anchor: null, selected: new Set(), cols: 1, facets: null, scores: new Map(),
-    detailKey: null, queryId: 0, busy: false, sort: '',
+    detailKey: null, queryId: 0, sort: '',
   };
   // Hooks for tests and the benchmark: when the first filter has drawn, and when the latest one has.
   const fc = window.fc = { ready: false, filterDone: 0, lastFilterMs: null, renders: 0, state };
@@ -371,46 +371,54 @@
     if (state.detailKey && changed.some((c) => c.key === state.detailKey)) openDetail();
   }
 
-  async function decide(decision) {
-    if (state.busy || !state.keys.length) return;
-    const bulk = state.selected.size > 0;
-    const keys = bulk ? state.keys.filter((k) => state.selected.has(k)) : [state.keys[state.cursor]];
-    state.busy = true;
-    try {
-      const res = await api('/api/decide', { keys, decision });
-      applyChanges(res.changed);
-      if (bulk) {
-        state.selected.clear();
-        state.anchor = null;
-        render();
-        toast(`${decision} ${fmt(res.changed.length)} · u undoes`);
-      } else if (res.skipped.length && !res.changed.length) {
-        toast('no face was found in this photo: nothing to keep or reject');
-      } else {
-        setCursor(state.cursor + 1, false);
-      }
-    } catch (e) {
-      toast(`not saved: ${e.message}`);
-    } finally {
-      state.busy = false;
-    }
+  // Key presses write in the order they were made (the log's order is what undo walks back), but the view
+  // never waits for the server: a fast r r r rejects three faces, one after the other.
+  let chain = Promise.resolve();
+  function enqueue(job) {
+    chain = chain.then(job, job);
+    return chain;
   }
 
-  async function undo() {
-    if (state.busy) return;
-    state.busy = true;
-    try {
-      const res = await api('/api/undo', {});
-      if (!res.changed.length) { toast('nothing to undo'); return; }
-      applyChanges(res.changed);
-      const idx = state.index.get(res.changed[0].key);
-      if (idx !== undefined) setCursor(idx, false);
-      toast(`undone: ${fmt(res.changed.length)} item${res.changed.length > 1 ? 's' : ''}`);
-    } catch (e) {
-      toast(`undo failed: ${e.message}`);
-    } finally {
-      state.busy = false;
+  function decide(decision) {
+    if (!state.keys.length) return;
+    const bulk = state.selected.size > 0;
+    const keys = bulk ? state.keys.filter((k) => state.selected.has(k)) : [state.keys[state.cursor]];
+    const item = state.items.get(keys[0]);
+    if (!bulk && item && !item.decidable) {
+      toast('no face was found in this photo: nothing to keep or reject');
+      return;
     }
+    if (bulk) {
+      state.selected.clear();
+      state.anchor = null;
+      render();
+    } else {
+      setCursor(state.cursor + 1, false);
+    }
+    enqueue(async () => {
+      try {
+        const res = await api('/api/decide', { keys, decision });
+        applyChanges(res.changed);
+        if (bulk) toast(`${decision} ${fmt(res.changed.length)} · u undoes`);
+      } catch (e) {
+        toast(`not saved: ${e.message}`);
+      }
+    });
+  }
+
+  function undo() {
+    enqueue(async () => {
+      try {
+        const res = await api('/api/undo', {});
+        if (!res.changed.length) { toast('nothing to undo'); return; }
+        applyChanges(res.changed);
+        const idx = state.index.get(res.changed[0].key);
+        if (idx !== undefined) setCursor(idx, false);
+        toast(`undone: ${fmt(res.changed.length)} item${res.changed.length > 1 ? 's' : ''}`);
+      } catch (e) {
+        toast(`undo failed: ${e.message}`);
+      }
+    });
   }
 
   // -- details ------------------------------------------------------------------------------------------
