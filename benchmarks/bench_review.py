@@ -104,6 +104,16 @@ if (sel.tagName === 'BUTTON') sel.click(); else { sel.value = value; sel.dispatc
   else requestAnimationFrame(wait);
 })();
 """
+# Press keys (as the page's keydown handler sees them), wait until the queued write has come back and drawn.
+_KEYS = """
+const [keys, done] = [arguments[0], arguments[arguments.length - 1]];
+const t0 = performance.now();
+for (const key of keys) document.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true}));
+(function wait() {
+  if (window.fc.lastWrite > t0) requestAnimationFrame(() => done(performance.now() - t0));
+  else requestAnimationFrame(wait);
+})();
+"""
 _THUMBS_IN = ("return !document.querySelector('.cell.loading') && "
               "[...document.querySelectorAll('.cell img')].every(i => i.complete)")
 _SCROLL = """
@@ -184,6 +194,13 @@ def measure(base: str, runs: int) -> dict[str, Any]:
                 samples.setdefault(name, []).append(driver.execute_async_script(_APPLY, control, value))
                 WebDriverWait(driver, 60).until(lambda d: d.execute_script(_THUMBS_IN))  # a person looks first
             samples.setdefault("scroll to the middle", []).append(driver.execute_async_script(_SCROLL))
+            driver.execute_async_script(_APPLY, "f-decision", "any")
+            driver.execute_async_script(_APPLY, "f-reason", "")  # the whole workspace again
+            info["bulk"] = driver.execute_script("return document.getElementById('count').textContent")
+            for name, keys in (("keep everything shown (a, k)", ["a", "k"]), ("undo that (u)", ["u"])):
+                samples.setdefault(name, []).append(driver.execute_async_script(_KEYS, keys))
+            samples.setdefault("filter after it (log grows 20k rows a run)", []).append(
+                driver.execute_async_script(_APPLY, "f-decision", "none"))
         finally:
             driver.quit()
     return {"median_ms": {k: round(statistics.median(v), 1) for k, v in samples.items()}, **info}
@@ -216,7 +233,7 @@ def main() -> None:
                 f"(ms since navigation start / since the change)", ["measure", "ms"], rows)
     print(f"shown: {result['count']}; /api/query body {result['query_bytes']:,} bytes for {result['keys']:,} keys; "
           f"{result['thumb_requests']} thumbnail requests and {result['imgs_in_dom']} <img> in the DOM after load; "
-          f"a cold thumbnail costs {cold_thumb:.1f} ms to make (then cached).")
+          f"a cold thumbnail costs {cold_thumb:.1f} ms to make (then cached); a and k decided {result['bulk']}.")
 
 
 if __name__ == "__main__":
