@@ -522,8 +522,7 @@ def review(port: Annotated[int | None, typer.Option(help="Port [default: review.
                 if as_json:
                     print(json.dumps(report.as_json(groups_), indent=2, ensure_ascii=False))
                 else:
-                    faces = catalog.counts()["faces"]
-                    console.print(report.table(groups_, sum(faces.values())))
+                    console.print(report.table(groups_, report.face_count(catalog)))
             return
     cfg = ws.config()
     bind = host or cfg.get("review", "host")

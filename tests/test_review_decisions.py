@@ -127,6 +127,7 @@ def test_list_groups_rejects_by_reason(rws: Workspace, cat: Catalog):
     assert out.exit_code == 0, out.output
     line = next(x for x in out.output.splitlines() if "mirroring" in x)
     assert re.search(r"mirroring\s+│\s+2\s+│\s+1\s+│\s+0\s+│\s+1\s+│", line), line
+    assert "biden.jpg" in line  # examples by the name a person knows the photo by, one a line
     assert "biden.jpg" in out.output and "rocket_no_face.jpg" in out.output
     as_json = CliRunner().invoke(app, ["review", "--list", "--json", "-w", str(rws.root)])
     data = {g["reason"]: g for g in json.loads(as_json.output)}

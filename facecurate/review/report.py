@@ -92,16 +92,21 @@ def reason_groups(catalog: Catalog, examples: int = 3) -> list[ReasonGroup]:
     return sorted(groups.values(), key=lambda g: (order[g.status], -g.count, g.reason))
 
 
+def face_count(catalog: Catalog) -> int:
+    return int(catalog.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+
 def table(groups: list[ReasonGroup], faces_total: int) -> Table:
     """The Rich table for --list. Crawled names go in as Text, so brackets in them are not Rich markup."""
-    out = Table(title=f"review: rejects by reason ({faces_total:,} faces in the catalog)")
-    for col, justify in (("reason", "left"), ("count", "right"), ("kept by you", "right"),
-                         ("rejected by you", "right"), ("undecided", "right"), ("examples", "left")):
-        out.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    out = Table(title=f"rejects by reason ({faces_total:,} faces in the catalog)",
+                caption="kept / rejected: decided by a person in `facecurate review`; they override the rules")
+    out.add_column("reason", no_wrap=True, min_width=max([len(g.reason) for g in groups] + [6]))
+    for col in ("count", "kept", "rejected", "open"):
+        out.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    out.add_column("examples", overflow="ellipsis")  # one name a line; long names are cut, the counts never
     for g in groups:
-        label = g.reason if g.status == "reject" else f"{g.reason} ({g.status})"
-        out.add_row(Text(label), str(g.count), str(g.kept), str(g.rejected), str(g.undecided),
-                    Text(", ".join(e.name or e.file for e in g.entries)))
+        decided = (str(g.kept), str(g.rejected), str(g.undecided)) if g.status != "no_face" else ("-", "-", "-")
+        out.add_row(Text(g.reason), str(g.count), *decided, Text("\n".join(e.name or e.file for e in g.entries)))
     if not groups:
         out.add_row(Text("nothing rejected yet"), "0", "0", "0", "0", Text("run `facecurate filter` after crop"))
     return out
@@ -133,6 +138,6 @@ def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> tuple[
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(
         groups=groups, images=images, workspace=str(ws.root), created=utc_now(), version=__version__,
-        faces=int(catalog.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0]), limit=limit)
+        faces=face_count(catalog), limit=limit)
     media.atomic_write(out, html.encode("utf-8"))
     return len(groups), sum(v is not None for v in images.values())
