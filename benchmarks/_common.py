@@ -28,3 +28,13 @@ def print_table(title: str, columns: list[str], rows: list[list[object]]) -> Non
     for r in rows:
         table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
     Console().print(table)
+
+
+def print_wide_table(title: str, columns: list[str], rows: list[list[object]], width: int = 160) -> None:
+    """print_table for result tables with many columns: a fixed width so no column is cut to an ellipsis."""
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r))
+    Console(width=width).print(table)

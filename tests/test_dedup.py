@@ -134,8 +134,10 @@ def test_popcount_and_hamming_agree_with_python():
 def test_stored_hash_is_imagehash_phash_and_the_flip_is_the_mirror_hash():
     im = _small("obama2")
     fp = fingerprint(np.asarray(im))
-    assert fp.hash == hash_to_int(imagehash.phash(im))
-    assert fp.hash_flip == hash_to_int(imagehash.phash(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    base = im.convert("L").resize((64, 64), Image.Resampling.LANCZOS)  # the one reduction every hash uses
+    assert fp.hash == hash_to_int(imagehash.phash(base))
+    assert fp.hash_flip == hash_to_int(imagehash.phash(base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    assert hamming(fp.hash, hash_to_int(imagehash.phash(im))) <= 4  # and it is pHash of the photo itself
     mirrored = fingerprint(np.asarray(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
     assert hamming(fp.hash, mirrored.hash) > 20          # why plain pHash misses mirrored copies
     assert hamming(fp.hash, mirrored.hash_flip) <= 2     # and why hashing the flip catches them
@@ -503,8 +505,8 @@ def test_catalog_rows_are_plain_sqlite(photo_ws):
     path, h = catalog.conn.execute("SELECT i.path, d.hash FROM images i JOIN dedup_hashes d ON d.path=i.path "
                                    "JOIN sources s ON s.image_id=i.id WHERE s.location LIKE '%obama2.jpg'").fetchone()
     assert isinstance(h, int) and -(2**63) <= h < 2**63
-    expected = hash_to_int(imagehash.phash(Image.open(ws.resolve(path)).convert("RGB")))
-    assert h & 0xFFFFFFFFFFFFFFFF == expected
+    reduced = Image.open(ws.resolve(path)).convert("L").resize((64, 64), Image.Resampling.LANCZOS)
+    assert h & 0xFFFFFFFFFFFFFFFF == hash_to_int(imagehash.phash(reduced))
     with pytest.raises(sqlite3.IntegrityError), catalog.transaction():  # one row per file and setting
         catalog.conn.execute("INSERT INTO dedup_hashes (path, algo, stamp, hashed_at) VALUES (?, ?, 'x', 'y')",
                              (path, DedupOptions().image_algo))

@@ -6,8 +6,9 @@ result so a re-run hashes only new files.
 
 Why each part exists:
 
-- ``hash``: a 64-bit perceptual hash (pHash by default) of the whole frame, as ``imagehash`` computes it.
-  It survives resizing, recompression, brightness changes and small overlays.
+- ``hash``: a 64-bit perceptual hash (pHash by default) of the whole frame, computed by ``imagehash`` on
+  one 64x64 LANCZOS reduction of the grayscale image (every hash and the thumbnail reuse that reduction, so
+  the pixels are swept once). It survives resizing, recompression, brightness changes and small overlays.
 - ``hash_flip``: the same hash of the horizontal mirror. Faces are re-posted mirrored all the time and a
   plain pHash of a mirrored copy sits about 30 bits away; matching against the flip catches them.
 - ``window`` / ``window_flip``: the hash of the central ``crop_window`` share of the frame (and its mirror).
@@ -24,8 +25,6 @@ Why each part exists:
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,7 +35,8 @@ from PIL import Image
 HASH_SIZE = 8                 # 8x8 = 64 bits: what the search index is built for
 THUMB_SIZE = 24               # verification thumbnail side: big enough to tell aligned faces apart, 576 bytes
 SHARPNESS_SIDE = 256          # sharpness is measured at this long side so copies of any size compare fairly
-PREREDUCE_SIDE = 1024         # big photos are box-reduced to about this side first (hashes barely move)
+PREREDUCE_SIDE = 512          # big photos are box-reduced to about this side first (hashes barely move)
+BASE_SIDE = 64                # hashes and thumbnail all come from one 64x64 reduction: one pass over the pixels
 LOSSLESS_QUALITY = 100        # PNG, BMP, TIFF, lossless WebP: nothing was thrown away
 UNKNOWN_QUALITY = 75          # lossy formats whose encoder quality cannot be read (the usual default)
 
@@ -95,37 +95,72 @@ def pixel_digest(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _jpeg_luma_table(data: bytes) -> list[int] | None:
+    """The first quantisation table (luminance) of a JPEG, read from its DQT segment without decoding."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, end = 2, min(len(data), 1 << 18)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no table before it
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDB:
+            j, seg_end = i + 4, i + 2 + length
+            while j < seg_end:
+                precision, table = data[j] >> 4, data[j] & 0x0F
+                size = 128 if precision else 64
+                values = data[j + 1:j + 1 + size]
+                if table == 0 and len(values) == size:
+                    return list(values) if not precision else [int.from_bytes(values[k:k + 2], "big")
+                                                                 for k in range(0, size, 2)]
+                j += 1 + size
+        i += 2 + length
+    return None
+
+
 def jpeg_quality(data: bytes) -> int:
     """Estimated encoder quality of a JPEG from its luminance table (IJG scaling); lossless formats = 100."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
-            fmt = im.format
-            tables = getattr(im, "quantization", None) if fmt in ("JPEG", "MPO") else None
-            lossless_webp = fmt == "WEBP" and b"VP8L" in data[:64]
-    except Exception:  # the caller has already decoded the pixels; a header oddity only costs the cue
+    luma = _jpeg_luma_table(data)
+    if luma is None:
+        fmt = _format(data)
+        if fmt in ("PNG", "BMP", "TIFF") or (fmt == "WEBP" and b"VP8L" in data[:64]):
+            return LOSSLESS_QUALITY
         return UNKNOWN_QUALITY
-    if fmt in ("PNG", "BMP", "TIFF") or lossless_webp:
-        return LOSSLESS_QUALITY
-    if not tables:
-        return UNKNOWN_QUALITY
-    luma = tables.get(0) or next(iter(tables.values()))
     scale = 100.0 * float(sum(luma)) / _IJG_LUMA_SUM
     quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
     return int(min(100, max(1, round(quality))))
+
+
+def _format(data: bytes) -> str | None:
+    """Container format from the magic bytes (enough to tell lossless files from lossy ones)."""
+    if data.startswith(b"\x89PNG"):
+        return "PNG"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data.startswith((b"II*\0", b"MM\0*")):
+        return "TIFF"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
 
 
 def sharpness(gray: Image.Image) -> float:
     """Variance of the Laplacian at a fixed long side: higher is crisper (blurred or upscaled copies lose)."""
     import cv2
 
-    scale = SHARPNESS_SIDE / max(gray.size)
+    arr = np.asarray(gray)
+    scale = SHARPNESS_SIDE / max(arr.shape)
     if scale < 1:
-        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
-                           Image.Resampling.BOX)
-    arr = np.asarray(gray, dtype=np.float32)
-    return float(cv2.Laplacian(arr, cv2.CV_32F).var())
+        arr = cv2.resize(arr, (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale))),
+                         interpolation=cv2.INTER_AREA)
+    _, std = cv2.meanStdDev(cv2.Laplacian(arr, cv2.CV_32F))
+    return float(std[0, 0]) ** 2
 
 
 def _reduced(gray: Image.Image, algorithm: str) -> Image.Image:
@@ -145,26 +180,31 @@ def frame_hashes(gray: Image.Image, algorithm: str) -> tuple[int, int]:
     return hash_to_int(fn(small, hash_size=HASH_SIZE)), hash_to_int(fn(mirror, hash_size=HASH_SIZE))
 
 
-def central_window(gray: Image.Image, fraction: float) -> Image.Image:
-    """The centred window covering ``fraction`` of each side."""
-    w, h = gray.size
-    cw, ch = w * fraction, h * fraction
-    left, top = (w - cw) / 2, (h - ch) / 2
-    return gray.crop((round(left), round(top), max(round(left) + 1, round(left + cw)),
-                      max(round(top) + 1, round(top + ch))))
+def central_window(base: Image.Image, fraction: float) -> Image.Image:
+    """The centred window covering ``fraction`` of each side, resampled (sub-pixel box) to the base size."""
+    w, h = base.size
+    dx, dy = w * (1 - fraction) / 2, h * (1 - fraction) / 2
+    return base.resize((w, h), _LANCZOS, box=(dx, dy, w - dx, h - dy))
 
 
 def gray_image(pixels: np.ndarray) -> Image.Image:
-    """RGB pixels to Pillow grayscale (ITU-R 601, as imagehash converts), box-reduced when very large."""
-    gray = Image.fromarray(pixels).convert("L")
-    factor = max(gray.size) // PREREDUCE_SIDE
+    """RGB pixels to Pillow grayscale (ITU-R 601, as imagehash converts). Big photos are first box-reduced
+    by an integer factor to about PREREDUCE_SIDE: the 64-px hashes and the 256-px sharpness cannot tell, and
+    every later pass then touches a fraction of the pixels."""
+    im = Image.fromarray(pixels)
+    factor = max(im.size) // PREREDUCE_SIDE
     if factor >= 2:
-        gray = gray.reduce(factor)
-    return gray
+        im = im.reduce(factor)
+    return im.convert("L")
 
 
-def thumbnail(gray: Image.Image) -> bytes:
-    return np.asarray(gray.resize((THUMB_SIZE, THUMB_SIZE), _LANCZOS), dtype=np.uint8).tobytes()
+def base_image(gray: Image.Image) -> Image.Image:
+    """The 64x64 reduction every hash is taken from (pHash then reduces it to its own 32x32)."""
+    return gray.resize((BASE_SIDE, BASE_SIDE), _LANCZOS)
+
+
+def thumbnail(base: Image.Image) -> bytes:
+    return np.asarray(base.resize((THUMB_SIZE, THUMB_SIZE), _LANCZOS), dtype=np.uint8).tobytes()
 
 
 def fingerprint(pixels: np.ndarray, algorithm: str = "phash", window: float = 0.95,
@@ -173,10 +213,11 @@ def fingerprint(pixels: np.ndarray, algorithm: str = "phash", window: float = 0.
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown hash algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
     gray = gray_image(pixels)
-    h, hf = frame_hashes(gray, algorithm)
+    base = base_image(gray)
+    h, hf = frame_hashes(base, algorithm)
     w = wf = None
     if 0 < window < 1:
-        w, wf = frame_hashes(central_window(gray, window), algorithm)
+        w, wf = frame_hashes(central_window(base, window), algorithm)
     return Fingerprint(hash=h, hash_flip=hf, window=w, window_flip=wf, pixels=pixel_digest(pixels),
-                       thumb=thumbnail(gray), sharpness=sharpness(gray),
+                       thumb=thumbnail(base), sharpness=sharpness(gray),
                        jpeg_quality=jpeg_quality(data) if data is not None else UNKNOWN_QUALITY)

@@ -221,37 +221,37 @@ def _probe_chunk(index: np.ndarray, queries: np.ndarray, shift: int, bits: int, 
     out_q: list[np.ndarray] = []
     out_i: list[np.ndarray] = []
     out_d: list[np.ndarray] = []
+    w1, w2 = [w for w in range(4) if w * 16 + 16 <= shift or w * 16 >= shift + bits][:2]
     for mask in ball_masks(bits, radius):
         probe = qkey ^ mask
         hit = np.flatnonzero(np.take(occupied, probe))
         if hit.size == 0:
             continue
         pkey = np.take(probe, hit)
-        size = np.take(counts, pkey)
-        # Order the hits by bucket size, largest first (radix sort on one byte): the hits still live at
-        # depth k are then a prefix, so walking the buckets needs slices, not gathers.
-        by_size = np.argsort(255 - np.minimum(size, 254).astype(np.uint8), kind="stable")
-        hit, pkey, size = np.take(hit, by_size), np.take(pkey, by_size), np.take(size, by_size)
         pos = np.take(starts, pkey)
+        left = np.take(counts, pkey)
         qh = np.take(qhash, hit)
-        at_most = np.cumsum(np.bincount(np.minimum(size, 254), minlength=255))  # hits with size <= k
-        depth = 0
+        # Buckets hold a handful of hashes: walk them by depth rather than materialising repeat/arange.
         while True:
-            if depth < 254:
-                sel: slice | np.ndarray = slice(0, hit.size - int(at_most[depth]))
-            else:  # pathological buckets (hundreds of equal keys): select explicitly
-                sel = np.flatnonzero(size > depth)
-            live_pos = pos[sel]
-            if live_pos.size == 0:
+            x = np.take(sorted_hash, pos) ^ qh
+            # Nearly every candidate is a random stranger ~32 bits away: two 16-bit words outside this chunk
+            # already exceed the threshold for >99% of them, so only the rest get a full popcount.
+            words = x.view(np.uint16).reshape(-1, 4)
+            maybe = np.flatnonzero(np.take(_POP16, words[:, w1]) + np.take(_POP16, words[:, w2]) <= t)
+            if maybe.size:
+                d = popcount64(np.take(x, maybe))
+                good = np.flatnonzero(d <= t)
+                if good.size:
+                    ok = np.take(maybe, good)
+                    out_q.append(np.take(qorder, np.take(hit, ok)))
+                    out_i.append(np.take(order, np.take(pos, ok)))
+                    out_d.append(np.take(d, good))
+            left -= 1
+            more = np.flatnonzero(left)
+            if more.size == 0:
                 break
-            d = popcount64(np.take(sorted_hash, live_pos + depth) ^ qh[sel])
-            ok = np.flatnonzero(d <= t)
-            if ok.size:
-                idx = ok if isinstance(sel, slice) else sel[ok]
-                out_q.append(np.take(qorder, np.take(hit, idx)))
-                out_i.append(np.take(order, np.take(live_pos, ok) + depth))
-                out_d.append(np.take(d, ok))
-            depth += 1
+            hit, pos, left, qh = (np.take(hit, more), np.take(pos, more) + 1, np.take(left, more),
+                                  np.take(qh, more))
     return out_q, out_i, out_d
 
 

@@ -41,6 +41,7 @@ from facecurate.errors import ConfigError, ImageError
 from facecurate.workspace import Workspace
 
 BATCH = 128          # files fingerprinted per transaction: a kill re-hashes at most this many
+WORKERS = max(1, min(4, os.cpu_count() or 1))  # fingerprinting threads
 KIND_IMAGE = "image"  # a face whose photo is a duplicate photo
 
 
@@ -159,14 +160,17 @@ def _fingerprint_row(ws: Workspace, rel: str, stamp: str, algo: str, algorithm: 
 def _fingerprint_all(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]], algo: str, algorithm: str,
                      window: float, dry_run: bool, on_progress: Progress | None) -> Iterator[dict[str, Any]]:
     """Fingerprint (path, stamp) pairs in batches; each batch is one transaction unless this is a dry run."""
+    if not todo:
+        return
     cfg = ws.config()
     max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # Threads: decoding and resampling release the GIL. (Worker processes were tried: on a 2-CPU machine their
+    # start-up ate the gain, and spawn/forkserver re-import the caller's main module, a trap for scripts.)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         for start in range(0, len(todo), BATCH):
             batch = todo[start:start + BATCH]
-            rows = list(pool.map(lambda t: _fingerprint_row(ws, t[0], t[1], algo, algorithm, window,
-                                                            max_pixels, max_bytes), batch))
+            rows = list(pool.map(lambda t: _fingerprint_row(ws, t[0], t[1], algo, algorithm, window, max_pixels,
+                                                            max_bytes), batch))
             if not dry_run:
                 with catalog.transaction():
                     catalog.dedup_save_hashes(rows)

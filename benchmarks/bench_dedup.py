@@ -1,0 +1,255 @@
+"""facecurate `dedup` vs imagededup's PHash on one near-duplicate set, in one run: pair precision, recall, images/s.
+
+The set: every real face photo (../shared/eval/dev/ordinary_faces when present, else the bundled demo photos)
+plus eight edited copies of it — half size, JPEG q=30, mirrored, 5% trimmed (split at random between the
+sides, so usually off-centre), a small text watermark, brightness +15% and -15%, and mirrored + 5% trimmed.
+All copies of one photo form the true pairs; any pair across photos is a false one.
+
+facecurate runs its real stage on a workspace holding the set (the import is not timed; hashing, search,
+verification, grouping and the catalog writes are), with its defaults. The anchor is what people reach for:
+``PHash().encode_images`` + ``find_duplicates`` at its default threshold (10), in a separate interpreter
+because imagededup pins old dependencies (make it with
+``uv venv /tmp/idd --python 3.12 && uv pip install --python /tmp/idd/bin/python imagededup``).
+
+    uv run python benchmarks/bench_dedup.py                     # facecurate and the anchor, photo level
+    uv run python benchmarks/bench_dedup.py --faces             # also crop + face-level groups (pipeline view)
+    uv run python benchmarks/bench_dedup.py --anchor-python /path/to/python --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEMO, DEV, images_in, print_wide_table
+
+from facecurate.catalog import Catalog
+from facecurate.dedup import DedupOptions, run_dedup
+from facecurate.ingest import import_paths
+from facecurate.workspace import init_workspace
+
+ANCHOR_SCRIPT = r"""
+import json, sys, time
+from imagededup.methods import PHash
+hasher = PHash(verbose=False)
+t0 = time.perf_counter()
+encodings = hasher.encode_images(image_dir=sys.argv[1])
+duplicates = hasher.find_duplicates(encoding_map=encodings)  # default max_distance_threshold=10
+print(json.dumps({"seconds": time.perf_counter() - t0, "duplicates": duplicates}))
+"""
+
+Edit = Callable[[Image.Image, random.Random], Image.Image]
+
+
+def _trim(im: Image.Image, rng: random.Random, share: float = 0.05) -> Image.Image:
+    """Trim ``share`` of the width and of the height, split at random between the two sides."""
+    dx, dy = im.width * share, im.height * share
+    left, top = dx * rng.random(), dy * rng.random()
+    return im.crop((round(left), round(top), round(im.width - (dx - left)), round(im.height - (dy - top))))
+
+
+def _watermark(im: Image.Image, rng: random.Random) -> Image.Image:
+    out = im.copy()
+    font = ImageFont.load_default(size=max(9, im.height // 14))
+    ImageDraw.Draw(out).text((im.width * rng.uniform(0.03, 0.3), im.height * rng.uniform(0.8, 0.88)),
+                             "© stockphoto.com", fill=(255, 255, 255), font=font)
+    return out
+
+
+def _flip(im: Image.Image) -> Image.Image:
+    return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+EDITS: dict[str, Edit] = {
+    "resize50": lambda im, _: im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS),
+    "jpeg30": lambda im, _: im,  # saved at quality 30 below
+    "hflip": lambda im, _: _flip(im),
+    "crop5": _trim,
+    "watermark": _watermark,
+    "brighter15": lambda im, _: ImageEnhance.Brightness(im).enhance(1.15),
+    "darker15": lambda im, _: ImageEnhance.Brightness(im).enhance(0.85),
+    "hflip+crop5": lambda im, rng: _trim(_flip(im), rng),
+}
+
+
+def build_set(originals: list[Path], folder: Path, seed: int = 0) -> dict[str, tuple[int, str]]:
+    """Write the originals and their edited copies; returns file name -> (photo number, edit)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    truth: dict[str, tuple[int, str]] = {}
+    for i, src in enumerate(originals):
+        name = f"{i:04d}_original{src.suffix.lower()}"
+        shutil.copyfile(src, folder / name)
+        truth[name] = (i, "original")
+        im = Image.open(src).convert("RGB")
+        for edit, fn in EDITS.items():
+            name = f"{i:04d}_{edit}.jpg"
+            fn(im, rng).save(folder / name, "JPEG", quality=30 if edit == "jpeg30" else 90)
+            truth[name] = (i, edit)
+    return truth
+
+
+def pairs_of(groups: list[list[str]]) -> set[tuple[str, str]]:
+    return {(a, b) if a < b else (b, a) for g in groups for a, b in itertools.combinations(g, 2)}
+
+
+def score(predicted: set[tuple[str, str]], truth: dict[str, tuple[int, str]]) -> dict[str, float]:
+    names = sorted(truth)
+    true = {(a, b) for a, b in itertools.combinations(names, 2) if truth[a][0] == truth[b][0]}
+    hit = len(predicted & true)
+    out = {"pairs_true": len(true), "pairs_predicted": len(predicted), "pairs_correct": hit,
+           "precision": hit / len(predicted) if predicted else 1.0, "recall": hit / len(true) if true else 1.0}
+    by_photo = {(v[0], v[1]): k for k, v in truth.items()}
+    for edit in EDITS:
+        got = [((a, b) if a < b else (b, a)) in predicted for (p, e), b in by_photo.items() if e == edit
+               for a in [by_photo[(p, "original")]]]
+        out[f"recall_{edit}"] = sum(got) / len(got) if got else float("nan")
+    return out
+
+
+def run_facecurate(folder: Path, root: Path, threshold: int | None, faces: bool) -> dict[str, object]:
+    ws = init_workspace(root / "ws")
+    with Catalog.open(ws.catalog_path) as catalog:
+        import_paths(ws, catalog, [folder])  # the import stage, not timed
+        t0, c0 = time.perf_counter(), time.process_time()
+        summary = run_dedup(ws, catalog, DedupOptions.from_config(ws, threshold=threshold, faces=False))
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        t1 = time.perf_counter()
+        warm = run_dedup(ws, catalog, DedupOptions.from_config(ws, threshold=threshold, faces=False))
+        rerun = time.perf_counter() - t1
+        names = {r["id"]: Path(r["location"]).name for r in catalog.conn.execute(
+            "SELECT image_id AS id, location FROM sources WHERE status='ok'")}
+        groups: dict[int, list[str]] = {}
+        for r in catalog.conn.execute("SELECT id, dup_group FROM images WHERE dup_group IS NOT NULL"):
+            groups.setdefault(r["dup_group"], []).append(names[r["id"]])
+        out: dict[str, object] = {"seconds": seconds, "cpu_seconds": cpu, "rerun_seconds": rerun,
+                                  "rerun_hashed": warm.photos.hashed, "groups": list(groups.values()),
+                                  "stats": summary.photos.stats}
+        if faces:
+            out.update(_face_level(ws, catalog, names, threshold))
+    return out
+
+
+def _face_level(ws: object, catalog: Catalog, names: dict[int, str], threshold: int | None) -> dict[str, object]:
+    """Crop (timed apart) and group the faces: which photos end up with one face in the dataset."""
+    from facecurate.faces.crop import CropOptions, run_crop
+
+    t0 = time.perf_counter()
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=256))  # type: ignore[arg-type]
+    crop_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    run_dedup(ws, catalog, DedupOptions.from_config(ws, threshold=threshold, faces=True))  # type: ignore[arg-type]
+    face_s = time.perf_counter() - t1
+    groups: dict[int, list[str]] = {}
+    with_face = set()
+    for r in catalog.conn.execute("SELECT id, image_id, dup_of, dup_group FROM faces"):
+        with_face.add(names[r["image_id"]])
+        key = r["dup_of"] if r["dup_of"] is not None else (r["id"] if r["dup_group"] is not None else None)
+        if key is not None:
+            groups.setdefault(key, []).append(names[r["image_id"]])
+    return {"crop_seconds": crop_s, "face_seconds": face_s, "face_groups": list(groups.values()),
+            "with_face": sorted(with_face)}
+
+
+def run_anchor(python: Path, folder: Path) -> dict[str, object] | None:
+    if not python.exists():
+        print(f"anchor skipped: {python} does not exist. Make it with `uv venv /tmp/idd --python 3.12 && "
+              f"uv pip install --python /tmp/idd/bin/python imagededup`, or pass --anchor-python.", file=sys.stderr)
+        return None
+    proc = subprocess.run([str(python), "-c", ANCHOR_SCRIPT, str(folder)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"anchor failed ({python}):\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    dups: dict[str, list[str]] = data["duplicates"]
+    return {"seconds": data["seconds"], "pairs": {(a, b) if a < b else (b, a) for a, bs in dups.items() for b in bs}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", type=Path, help="folder of original photos [default: ordinary_faces or demo]")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N originals")
+    ap.add_argument("--anchor-python", type=Path, default=Path("/tmp/idd/bin/python"))
+    ap.add_argument("--threshold", type=int, default=None, help="facecurate threshold [default: its setting]")
+    ap.add_argument("--faces", action="store_true", help="also crop and group faces (pipeline view)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.source:
+        originals = images_in(args.source)
+    else:
+        originals = images_in(DEV / "ordinary_faces")
+        if not originals:
+            print(f"{DEV / 'ordinary_faces'} is absent: using the bundled demo photos instead.", file=sys.stderr)
+            originals = images_in(DEMO)
+    if args.limit:
+        originals = originals[:args.limit]
+    if not originals:
+        print("no photos to build the set from", file=sys.stderr)
+        sys.exit(0)
+    with tempfile.TemporaryDirectory(prefix="bench_dedup_") as tmp:
+        folder = Path(tmp) / "set"
+        truth = build_set(originals, folder, args.seed)
+        n = len(truth)
+        ours = run_facecurate(folder, Path(tmp), args.threshold, args.faces)
+        anchor = run_anchor(args.anchor_python, folder)
+    result: dict[str, object] = {"images": n, "originals": len(originals), "cpus": os.cpu_count(),
+                                 "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    ours_score = score(pairs_of(ours["groups"]), truth)  # type: ignore[arg-type]
+    result["facecurate"] = {**ours_score, "seconds": ours["seconds"], "cpu_seconds": ours["cpu_seconds"],
+                            "images_per_s": n / ours["seconds"], "rerun_seconds": ours["rerun_seconds"],  # type: ignore[operator]
+                            "rerun_hashed": ours["rerun_hashed"], "stats": ours["stats"]}
+    if args.faces:
+        faced = {k: v for k, v in truth.items() if k in set(ours["with_face"])}  # type: ignore[arg-type]
+        result["facecurate_faces"] = {**score(pairs_of(ours["face_groups"]), faced),  # type: ignore[arg-type]
+                                      "images_with_face": len(faced), "crop_seconds": ours["crop_seconds"],
+                                      "face_dedup_seconds": ours["face_seconds"]}
+    if anchor is not None:
+        result["imagededup"] = {**score(anchor["pairs"], truth), "seconds": anchor["seconds"],  # type: ignore[arg-type]
+                                "images_per_s": n / anchor["seconds"]}  # type: ignore[operator]
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    _print(result)
+
+
+def _print(result: dict[str, object]) -> None:
+    tools = [t for t in ("facecurate", "imagededup", "facecurate_faces") if t in result]
+    cols = ["tool", "images", "seconds", "images/s", "precision", "recall", "pairs predicted", "pairs true",
+            *[f"recall {e}" for e in EDITS]]
+    rows = []
+    for t in tools:
+        r: dict[str, float] = result[t]  # type: ignore[assignment]
+        label = {"facecurate_faces": "facecurate +faces (after crop)"}.get(t, t)
+        images = r.get("images_with_face", result["images"])
+        secs = r.get("seconds", r.get("face_dedup_seconds", float("nan")))
+        rate = r.get("images_per_s", float("nan"))
+        rows.append([label, images, secs, rate, f"{r['precision']:.4f}", f"{r['recall']:.4f}",
+                     r["pairs_predicted"], r["pairs_true"], *[f"{r[f'recall_{e}']:.3f}" for e in EDITS]])
+    print_wide_table(f"dedup on {result['images']} images ({result['originals']} photos x 9); "
+                     f"{result['cpus']} CPUs, load {result['load_average']:.1f}", cols, rows, width=220)
+    if "imagededup" in result:
+        ours, theirs = result["facecurate"], result["imagededup"]
+        print(f"images/s ratio facecurate / imagededup: "
+              f"{ours['images_per_s'] / theirs['images_per_s']:.2f}x")  # type: ignore[index]
+    fc = result["facecurate"]
+    print(f"facecurate re-run with a warm cache: {fc['rerun_seconds']:.2f} s, {fc['rerun_hashed']} files hashed; "  # type: ignore[index]
+          f"candidates {fc['stats'].get('candidates')}, rejected by verification "  # type: ignore[index]
+          f"{fc['stats'].get('rejected_by_verify')}")  # type: ignore[index]
+
+
+if __name__ == "__main__":
+    main()

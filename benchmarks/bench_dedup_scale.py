@@ -1,0 +1,137 @@
+"""Grouping at scale: 100k, 300k and 1M random 64-bit hashes with planted near-duplicates, on one core.
+
+What runs is facecurate's own grouping path without the files: the index of every item's hash, mirror hash
+and (by default) central-window hashes, the exact multi-index-hashing search at the default threshold,
+best-matching per pair, keeper order and grouping around keepers. Thumbnail verification is left out (random
+hashes have no pixels); in a real run it only touches the few candidate pairs.
+
+Each size runs in a fresh process pinned to one CPU, so the peak resident memory (ru_maxrss) is that size's
+own; tracemalloc's peak (numpy's allocations included) is printed beside it.
+
+    uv run python benchmarks/bench_dedup_scale.py                      # 100k, 300k, 1M, windows on
+    uv run python benchmarks/bench_dedup_scale.py --no-windows         # full-frame + mirror only
+    uv run python benchmarks/bench_dedup_scale.py --sizes 1000000 --threshold 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_wide_table
+
+from facecurate.dedup.groups import candidate_edges, group_around_keepers, keeper_rank
+
+PLANTED_SHARE = 0.1  # one item in ten is a planted copy of another (a third plain, a third mirrored, a third cropped)
+
+
+def _noise(rng: np.random.Generator, n: int, max_bits: int) -> np.ndarray:
+    """Random masks with 0..max_bits bits set."""
+    out = np.zeros(n, dtype=np.uint64)
+    bits = rng.integers(0, max_bits + 1, n)
+    for k in range(1, max_bits + 1):
+        rows = np.flatnonzero(bits >= k)
+        out[rows] |= np.uint64(1) << rng.integers(0, 64, rows.size).astype(np.uint64)
+    return out  # repeated positions may cancel: at most max_bits bits differ
+
+
+def planted(n: int, threshold: int, windows: bool, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random hashes for n items, a share of them near copies of others: plain, mirrored or cropped."""
+    rng = np.random.default_rng(seed)
+
+    def rand(k: int) -> np.ndarray:
+        return rng.integers(0, 2**63, k, dtype=np.int64).view(np.uint64) ^ (
+            rng.integers(0, 2, k).astype(np.uint64) << np.uint64(63))
+
+    h, hf, w, wf = rand(n), rand(n), rand(n), rand(n)
+    copies = int(n * PLANTED_SHARE)
+    src = rng.choice(n - copies, size=copies, replace=False)
+    dst = np.arange(n - copies, n)
+    kind = np.arange(copies) % (3 if windows else 2)
+    noise = _noise(rng, copies, threshold)
+    plain, mirror, crop = kind == 0, kind == 1, kind == 2
+    h[dst[plain]] = h[src[plain]] ^ noise[plain]
+    hf[dst[plain]] = hf[src[plain]] ^ noise[plain]
+    h[dst[mirror]] = hf[src[mirror]] ^ noise[mirror]      # a mirrored copy: its hash is the original's flip
+    hf[dst[mirror]] = h[src[mirror]] ^ noise[mirror]
+    h[dst[crop]] = w[src[crop]] ^ noise[crop]             # a cropped copy: its frame is the original's window
+    return {"h": h, "hf": hf, "w": w, "wf": wf, "src": src, "dst": dst}
+
+
+def run_one(n: int, threshold: int, windows: bool) -> dict[str, float]:
+    data = planted(n, threshold, windows)
+    rank = keeper_rank({"resolution": np.random.default_rng(1).random(n)}, ("resolution",), np.arange(n))
+    tracemalloc.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    edges = candidate_edges(data["h"], data["hf"], threshold, data["w"] if windows else None,
+                            data["wf"] if windows else None)
+    t_search = time.perf_counter() - t0
+    grouping = group_around_keepers(n, edges, rank)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    found = set(zip(edges.a.tolist(), edges.b.tolist(), strict=True))
+    pairs = {(min(a, b), max(a, b)) for a, b in zip(data["src"].tolist(), data["dst"].tolist(), strict=True)}
+    together = grouping.keeper[data["src"]] == grouping.keeper[data["dst"]]
+    return {"n": n, "index_entries": n * (4 if windows else 2), "wall_s": wall, "cpu_s": cpu, "search_s": t_search,
+            "edges": len(edges), "planted": len(pairs), "planted_found": len(pairs & found) / len(pairs),
+            "planted_grouped": float(np.mean(together & (grouping.keeper[data["src"]] >= 0))),
+            "groups": int(grouping.keepers().size), "traced_peak_mb": traced / 2**20,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100000,300000,1000000")
+    ap.add_argument("--threshold", type=int, default=8)
+    ap.add_argument("--no-windows", action="store_true", help="index full frame + mirror only (2 hashes/item)")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    windows = not args.no_windows
+    if args.one:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        print(json.dumps(run_one(args.one, args.threshold, windows)))
+        return
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        cmd = [sys.executable, __file__, "--one", str(n), "--threshold", str(args.threshold)]
+        if not windows:
+            cmd.append("--no-windows")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if not args.json:
+            r = results[-1]
+            print(f"{n:>9,} items: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS {r['maxrss_mb']:.0f} MB",
+                  file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    rows = []
+    for i, r in enumerate(results):
+        first = results[0]
+        growth = "" if i == 0 else f"{math.log(r['cpu_s'] / first['cpu_s']) / math.log(r['n'] / first['n']):.2f}"
+        rows.append([f"{r['n']:,}", f"{r['index_entries']:,}", r["wall_s"], r["cpu_s"], growth, r["maxrss_mb"],
+                     r["traced_peak_mb"], f"{r['planted_found']:.4f}", f"{r['planted_grouped']:.4f}", r["edges"]])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print_wide_table(f"dedup grouping at scale: threshold {args.threshold}, {'with' if windows else 'without'} crop "
+                f"windows, one core (load average {load:.1f} on {os.cpu_count()} CPUs)",
+                ["items", "index entries", "wall s", "CPU s", "CPU ~ N^x", "peak RSS MB", "traced MB",
+                 "planted found", "planted grouped", "edges"], rows)
+
+
+if __name__ == "__main__":
+    main()
