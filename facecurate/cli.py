@@ -501,9 +501,10 @@ def filter_(rules: Annotated[str | None, typer.Option(help="Comma list of rules 
 
 @app.command()
 @reports_errors
-def review(port: Annotated[int | None, typer.Option(help="Port [default: review.port; 0 = any free one].")] = None,
+def review(port: Annotated[int | None, typer.Option(
+               help="Port (default: review.port in facecurate.toml, 8377; 0 = any free one).")] = None,
            host: Annotated[str | None, typer.Option(
-               help="Interface to listen on [default: 127.0.0.1]; any other lets other machines in.")] = None,
+               help="Interface to listen on (default: 127.0.0.1); any other lets other machines in.")] = None,
            no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL, do not open it.")] = False,
            list_: Annotated[bool, typer.Option("--list", help="Rejects by reason in the terminal, then exit.")] = False,
            html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here, then exit.",
