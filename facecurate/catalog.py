@@ -605,25 +605,26 @@ class Catalog:
     DEDUP_HASH_COLUMNS = ("path", "algo", "stamp", "hash", "hash_flip", "window", "window_flip", "pixels",
                            "thumb", "sharpness", "jpeg_quality", "error", "hashed_at")
 
-    def dedup_image_rows(self, algo: str) -> list[sqlite3.Row]:
-        """Every image with its cached fingerprint for ``algo`` (NULL columns when not hashed yet)."""
+    def dedup_image_rows(self, algo: str) -> Iterator[sqlite3.Row]:
+        """Every image with its cached fingerprint for ``algo`` (NULL columns when not hashed yet), streamed:
+        a million-image catalog is read row by row, never held as rows."""
         return self.conn.execute(
             "SELECT i.id, i.sha256, i.path, i.width, i.height, i.bytes, i.dup_group, i.dup_of, i.dup_distance, "
             "i.dup_transform, i.dup_kind, h.stamp, h.hash, h.hash_flip, h.window, h.window_flip, h.pixels, "
             "h.sharpness, h.jpeg_quality, h.error FROM images i "
-            "LEFT JOIN dedup_hashes h ON h.path = i.path AND h.algo = ? ORDER BY i.id", (algo,)).fetchall()
+            "LEFT JOIN dedup_hashes h ON h.path = i.path AND h.algo = ? ORDER BY i.id", (algo,))
 
-    def dedup_face_rows(self, algo: str, image_algo: str) -> list[sqlite3.Row]:
-        """Every face with its crop's cached fingerprint, its photo's facts and the photo's duplicate state."""
+    def dedup_face_rows(self, algo: str, image_algo: str) -> Iterator[sqlite3.Row]:
+        """Every face with its crop's cached fingerprint and its photo's facts, streamed."""
         return self.conn.execute(
             "SELECT f.id, f.image_id, f.face_index, f.crop_path, f.quad, f.status, f.reasons, f.dup_group, "
             "f.dup_of, f.dup_distance, f.dup_transform, f.dup_kind, i.sha256, i.bytes AS image_bytes, "
-            "i.dup_of AS image_dup_of, i.dup_group AS image_dup_group, hi.jpeg_quality AS image_jpeg_quality, "
-            "h.stamp, h.hash, h.hash_flip, h.pixels, h.sharpness, h.error FROM faces f "
+            "hi.jpeg_quality AS image_jpeg_quality, "
+            "h.stamp, h.hash, h.hash_flip, h.window, h.window_flip, h.pixels, h.sharpness, h.error FROM faces f "
             "JOIN images i ON i.id = f.image_id "
             "LEFT JOIN dedup_hashes h ON h.path = f.crop_path AND h.algo = ? "
             "LEFT JOIN dedup_hashes hi ON hi.path = i.path AND hi.algo = ? "
-            "ORDER BY f.image_id, f.face_index", (algo, image_algo)).fetchall()
+            "ORDER BY f.image_id, f.face_index", (algo, image_algo))
 
     def dedup_save_hashes(self, rows: Iterable[dict[str, Any]]) -> None:
         """Insert or refresh fingerprint rows (keys as in dedup_hashes); call inside a transaction."""

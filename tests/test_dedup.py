@@ -466,6 +466,19 @@ def test_faces_of_reposted_and_duplicate_photos_are_marked(cropped_ws: Workspace
     assert summary.faces.duplicates == 2 and summary.faces.hashed == 5
 
 
+def test_face_level_is_incremental_and_restores_a_status_overwritten_elsewhere(cropped_ws: Workspace):
+    with Catalog.open(cropped_ws.catalog_path) as catalog:
+        opts = DedupOptions.from_config(cropped_ws)
+        run_dedup(cropped_ws, catalog, opts)
+        again = run_dedup(cropped_ws, catalog, opts)
+        assert (again.faces.hashed, again.faces.changed, again.photos.changed) == (0, 0, 0)
+        with catalog.transaction():
+            overwritten = catalog.conn.execute("UPDATE faces SET status='keep' WHERE dup_kind IS NOT NULL").rowcount
+        repaired = run_dedup(cropped_ws, catalog, opts)
+        assert overwritten == repaired.faces.changed == 2
+        assert catalog.conn.execute("SELECT COUNT(*) FROM faces WHERE status='duplicate'").fetchone()[0] == 2
+
+
 def test_export_carries_dup_fields_and_layouts_drop_duplicates(cropped_ws: Workspace, tmp_path: Path):
     with Catalog.open(cropped_ws.catalog_path) as catalog:
         run_dedup(cropped_ws, catalog, DedupOptions.from_config(cropped_ws))

@@ -190,84 +190,134 @@ def _thumb_loader(catalog: Catalog, paths: list[str], algo: str,
     return load
 
 
-def _merged(row: Any, fresh: dict[str, Any] | None) -> dict[str, Any]:
-    """A catalog row with this run's new fingerprint (if any) laid over it."""
-    out = dict(row)
-    if fresh is not None:
-        out.update({k: v for k, v in fresh.items() if k not in ("path",)})
-    return out
-
-
 def _transform_name(code: int) -> str | None:
     return TRANSFORMS.get(int(code))
+
+
+def _digest64(hexdigest: str) -> int:
+    """The first 64 bits of a hex digest: an 8-byte key for equality and order (collisions: ~1e-8 at 1M)."""
+    return int(hexdigest[:16], 16)
+
+
+Values = tuple[Any, ...]     # (dup_group, dup_of, dup_distance, dup_transform, dup_kind)
+NONE: Values = (None,) * 5
+
+
+@dataclass
+class _Columns:
+    """The fingerprinted items of one level, column by column (a million rows stay a few arrays)."""
+
+    ids: list[int] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    hashes: list[int] = field(default_factory=list)
+    flips: list[int] = field(default_factory=list)
+    windows: list[int | None] = field(default_factory=list)
+    window_flips: list[int | None] = field(default_factory=list)
+    pixels: list[int] = field(default_factory=list)
+    tiebreak: list[int] = field(default_factory=list)
+    quality: dict[str, list[float]] = field(default_factory=lambda: {
+        "resolution": [], "jpeg_quality": [], "bytes": [], "sharpness": [], "first_seen": []})
+    current: dict[int, Values] = field(default_factory=dict)   # rows whose duplicate fields are set now
+
+    def add(self, item_id: int, path: str, fp: Any, quality: dict[str, float], tiebreak: int) -> None:
+        self.ids.append(item_id)
+        self.paths.append(path)
+        self.hashes.append(fp["hash"])
+        self.flips.append(fp["hash_flip"])
+        self.windows.append(fp["window"])
+        self.window_flips.append(fp["window_flip"])
+        self.pixels.append(_digest64(fp["pixels"]))
+        self.tiebreak.append(tiebreak)
+        for k, v in quality.items():
+            self.quality[k].append(v)
+
+    def items(self, use_windows: bool, can_lead: np.ndarray | None = None) -> Items:
+        windows = use_windows and bool(self.ids) and all(w is not None for w in self.windows)
+        return Items(hashes=as_u64(self.hashes), flips=as_u64(self.flips),
+                     pixels=np.array(self.pixels, dtype=np.uint64),
+                     quality={k: np.asarray(v, dtype=np.float64) for k, v in self.quality.items()},
+                     tiebreak=np.array(self.tiebreak, dtype=np.uint64),
+                     windows=as_u64(self.windows) if windows else None,
+                     window_flips=as_u64(self.window_flips) if windows else None, can_lead=can_lead)
+
+
+def _overlay(row: Any, fresh: dict[str, dict[str, Any]], path: str) -> Any:
+    """This run's new fingerprint for ``path`` (dry runs keep them in memory only), else the catalog row."""
+    return fresh.get(path, row)
+
+
+def _hash_todo(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]], algo: str, opts: DedupOptions,
+               window: float, dry_run: bool, on_progress: Progress | None) -> dict[str, dict[str, Any]]:
+    """Fingerprint what is missing. Rows go to the catalog as they come; a dry run keeps them in memory."""
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in _fingerprint_all(ws, catalog, todo, algo, opts.algorithm, window, dry_run, on_progress):
+        if dry_run:
+            fresh[row["path"]] = row
+    return fresh
 
 
 # -- photos -----------------------------------------------------------------------------------------------
 
 
 def _dedup_photos(ws: Workspace, catalog: Catalog, opts: DedupOptions, dry_run: bool, redo: bool,
-                  on_start: Start | None, on_progress: Progress | None,
-                  summary: DedupSummary) -> dict[int, tuple[Any, ...]]:
-    """Fingerprint and group the photos; returns image id -> (group, of, distance, transform, kind)."""
+                  on_start: Start | None, on_progress: Progress | None, summary: DedupSummary) -> dict[int, Values]:
+    """Fingerprint and group the photos; returns {image id: values} for the photos in a group."""
     algo, level = opts.image_algo, summary.photos
     if redo and not dry_run:
         with catalog.transaction():
             catalog.dedup_forget(algo, "raw/")
-    rows = catalog.dedup_image_rows(algo)
-    level.items = len(rows)
-    todo = [(r["path"], r["sha256"]) for r in rows
-            if redo or r["stamp"] != r["sha256"] or r["error"] is not None or r["hash"] is None]
-    level.hashed, level.cached = len(todo), len(rows) - len(todo)
+    todo = []
+    for r in catalog.dedup_image_rows(algo):
+        level.items += 1
+        if redo or r["stamp"] != r["sha256"] or r["error"] is not None or r["hash"] is None:
+            todo.append((r["path"], r["sha256"]))
+    level.hashed, level.cached = len(todo), level.items - len(todo)
     if on_start:
         on_start("hash photos", len(todo))
-    fresh = {f["path"]: f for f in _fingerprint_all(ws, catalog, todo, algo, opts.algorithm, opts.crop_window,
-                                                     dry_run, on_progress)}
-    merged = [_merged(r, fresh.get(r["path"])) for r in rows]
-    level.failed = [(m["path"], m["error"]) for m in merged if m.get("error")]
-    ok = [m for m in merged if m.get("hash") is not None and not m.get("error")]
-    result: dict[int, tuple[Any, ...]] = {int(m["id"]): (None,) * 5 for m in merged}
-    if ok:
-        windows = opts.crop_window > 0 and all(m.get("window") is not None for m in ok)
-        items = Items(
-            hashes=as_u64([m["hash"] for m in ok]), flips=as_u64([m["hash_flip"] for m in ok]),
-            pixels=np.array([m["pixels"] for m in ok]),
-            quality={"resolution": np.array([m["width"] * m["height"] for m in ok], dtype=np.float64),
-                     "jpeg_quality": np.array([m["jpeg_quality"] or 0 for m in ok], dtype=np.float64),
-                     "bytes": np.array([m["bytes"] for m in ok], dtype=np.float64),
-                     "sharpness": np.array([m["sharpness"] or 0.0 for m in ok], dtype=np.float64),
-                     "first_seen": np.array([m["id"] for m in ok], dtype=np.float64)},
-            tiebreak=np.array([m["sha256"] for m in ok]),
-            windows=as_u64([m["window"] for m in ok]) if windows else None,
-            window_flips=as_u64([m["window_flip"] for m in ok]) if windows else None)
-        found = find_groups(items, Options(opts.threshold, opts.min_similarity, parse_policy(opts.keeper)),
-                            _thumb_loader(catalog, [m["path"] for m in ok], algo, fresh))
+    fresh = _hash_todo(ws, catalog, todo, algo, opts, opts.crop_window, dry_run, on_progress)
+    cols = _Columns()
+    for r in catalog.dedup_image_rows(algo):
+        state = (r["dup_group"], r["dup_of"], r["dup_distance"], r["dup_transform"], r["dup_kind"])
+        if state != NONE:
+            cols.current[int(r["id"])] = state
+        fp = _overlay(r, fresh, r["path"])
+        if fp["error"] or fp["hash"] is None:
+            level.failed.append((r["path"], fp["error"] or "not hashed"))
+            continue
+        cols.add(int(r["id"]), r["path"], fp, {
+            "resolution": r["width"] * r["height"], "jpeg_quality": fp["jpeg_quality"] or 0, "bytes": r["bytes"],
+            "sharpness": fp["sharpness"] or 0.0, "first_seen": r["id"]}, _digest64(r["sha256"]))
+    result: dict[int, Values] = {}
+    if cols.ids:
+        found = find_groups(cols.items(opts.crop_window > 0),
+                            Options(opts.threshold, opts.min_similarity, parse_policy(opts.keeper)),
+                            _thumb_loader(catalog, cols.paths, algo, fresh))
         level.stats = found.stats
-        ids = np.array([m["id"] for m in ok], dtype=np.int64)
-        result.update(_assignments(found, ids, ids))
+        ids = np.array(cols.ids, dtype=np.int64)
+        result = _assignments(found, ids, ids)
     _summarise(level, result)
-    by_id = {int(m["id"]): m for m in merged}
-    updates = [(*new, image_id) for image_id, new in result.items() if new != _current(by_id[image_id])]
+    updates = _diff(result, cols.current)
     level.changed = len(updates)
     if updates and not dry_run:
         with catalog.transaction():
-            catalog.dedup_set_images(updates)
-    summary.groups += _views("photo", result, catalog.dedup_source_names(
-        sorted({i for i, r in result.items() if r[0] is not None})))
+            catalog.dedup_set_images([(*values, item) for item, values in updates])
+    summary.groups += _views("photo", result, catalog.dedup_source_names(sorted(result)))
     return result
 
 
-def _current(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["dup_group"], row["dup_of"], row["dup_distance"], row["dup_transform"], row["dup_kind"])
+def _diff(result: dict[int, Values], current: dict[int, Values]) -> list[tuple[int, Values]]:
+    """Rows whose duplicate fields change: newly grouped or regrouped, and released ones (set to NULL)."""
+    changed = [(i, v) for i, v in result.items() if current.get(i, NONE) != v]
+    changed += [(i, NONE) for i in current if i not in result]
+    return sorted(changed)
 
 
-def _assignments(found: Result, ids: np.ndarray, group_ids: np.ndarray) -> dict[int, tuple[Any, ...]]:
-    """Result arrays to catalog values. ``ids`` name the items (dup_of); ``group_ids`` their photos (dup_group)."""
-    out: dict[int, tuple[Any, ...]] = {}
-    for k in range(ids.size):
+def _assignments(found: Result, ids: np.ndarray, group_ids: np.ndarray) -> dict[int, Values]:
+    """Grouped items as catalog values. ``ids`` name the items (dup_of); ``group_ids`` their photos (dup_group)."""
+    out: dict[int, Values] = {}
+    for k in np.flatnonzero(found.keeper >= 0).tolist():
         kp = int(found.keeper[k])
-        if kp < 0:
-            out[int(ids[k])] = (None,) * 5
-        elif kp == k:
+        if kp == k:
             out[int(ids[k])] = (int(group_ids[k]), None, None, None, None)
         else:
             out[int(ids[k])] = (int(group_ids[kp]), int(ids[kp]), int(found.distance[k]),
@@ -275,7 +325,7 @@ def _assignments(found: Result, ids: np.ndarray, group_ids: np.ndarray) -> dict[
     return out
 
 
-def _summarise(level: LevelSummary, result: dict[int, tuple[Any, ...]]) -> None:
+def _summarise(level: LevelSummary, result: dict[int, Values]) -> None:
     dups = [r for r in result.values() if r[1] is not None or r[4] is not None]
     level.duplicates = len(dups)
     level.groups = len({r[0] for r in result.values() if r[0] is not None})
@@ -283,7 +333,7 @@ def _summarise(level: LevelSummary, result: dict[int, tuple[Any, ...]]) -> None:
     level.by_kind = dict(Counter(r[4] for r in dups))
 
 
-def _views(level: str, result: dict[int, tuple[Any, ...]], names: dict[int, str],
+def _views(level: str, result: dict[int, Values], names: dict[int, str],
            name_of: Callable[[int], str] | None = None) -> list[GroupView]:
     by_keeper: dict[int, GroupView] = {}
     label = name_of or (lambda i: names.get(i, f"image {i}"))
@@ -320,110 +370,127 @@ def _quad_side(quad_json: str) -> float:
     return float(np.hypot(q[3][0] - q[0][0], q[3][1] - q[0][1]))
 
 
-def _dedup_faces(ws: Workspace, catalog: Catalog, opts: DedupOptions, photos: dict[int, tuple[Any, ...]],
+@dataclass(frozen=True)
+class _Face:
+    """What inheriting a photo's duplicate status needs about one face."""
+
+    id: int
+    image_id: int
+    face_index: int
+    hash: int | None
+    hash_flip: int | None
+
+
+def _dedup_faces(ws: Workspace, catalog: Catalog, opts: DedupOptions, photos: dict[int, Values],
                  dry_run: bool, redo: bool, on_start: Start | None, on_progress: Progress | None,
                  summary: DedupSummary) -> None:
     algo, level = opts.face_algo, summary.faces
     if redo and not dry_run:
         with catalog.transaction():
             catalog.dedup_forget(algo, "crops/")
-    rows = catalog.dedup_face_rows(algo, opts.image_algo)
-    level.items = len(rows)
-    if not rows:
+    todo = []
+    for r in catalog.dedup_face_rows(algo, opts.image_algo):
+        level.items += 1
+        stamp = _crop_stamp(ws, r["crop_path"])
+        if stamp is None:
+            continue
+        level.cached += 1
+        if redo or r["stamp"] != stamp or r["error"] is not None or r["hash"] is None:
+            todo.append((r["crop_path"], stamp))
+    if not level.items:
         return
-    stamps = {r["crop_path"]: _crop_stamp(ws, r["crop_path"]) for r in rows}
-    todo = [(r["crop_path"], stamps[r["crop_path"]]) for r in rows if stamps[r["crop_path"]] is not None and
-            (redo or r["stamp"] != stamps[r["crop_path"]] or r["error"] is not None or r["hash"] is None)]
     level.hashed = len(todo)
-    level.cached = sum(1 for r in rows if stamps[r["crop_path"]] is not None) - len(todo)
+    level.cached -= len(todo)
     if on_start:
         on_start("hash faces", len(todo))
-    fresh = {f["path"]: f for f in _fingerprint_all(ws, catalog, todo, algo, opts.algorithm, 0.0, dry_run,
-                                                     on_progress)}
-    merged = []
-    for r in rows:
-        m = _merged(r, fresh.get(r["crop_path"]))
-        if stamps[r["crop_path"]] is None:
-            m.update(hash=None, error=f"{r['crop_path']} is missing: run `facecurate crop` again.")
-        merged.append(m)
-    level.failed = [(m["crop_path"], m["error"]) for m in merged if m.get("error")]
+    fresh = _hash_todo(ws, catalog, todo, algo, opts, 0.0, dry_run, on_progress)
     photo_dup = {image_id: v[1] for image_id, v in photos.items() if v[1] is not None}
-    ok = [m for m in merged if m.get("hash") is not None and not m.get("error")]
-    result: dict[int, tuple[Any, ...]] = {int(m["id"]): (None,) * 5 for m in merged}
-    if ok:
-        items = Items(
-            hashes=as_u64([m["hash"] for m in ok]), flips=as_u64([m["hash_flip"] for m in ok]),
-            pixels=np.array([m["pixels"] for m in ok]),
-            quality={"resolution": np.array([_quad_side(m["quad"]) for m in ok]),
-                     "jpeg_quality": np.array([m["image_jpeg_quality"] or 0 for m in ok], dtype=np.float64),
-                     "bytes": np.array([m["image_bytes"] for m in ok], dtype=np.float64),
-                     "sharpness": np.array([m["sharpness"] or 0.0 for m in ok], dtype=np.float64),
-                     "first_seen": np.array([m["id"] for m in ok], dtype=np.float64)},
-            tiebreak=np.array([f"{m['sha256']}_{m['face_index']:04d}" for m in ok]),
-            can_lead=np.array([m["image_id"] not in photo_dup for m in ok]))
-        found = find_groups(items, Options(opts.face_threshold, opts.face_min_similarity,
-                                           parse_policy(opts.keeper)),
-                            _thumb_loader(catalog, [m["crop_path"] for m in ok], algo, fresh))
+    involved = set(photo_dup) | set(photo_dup.values())
+    cols, image_of, face_index = _Columns(), [], []
+    status: dict[int, tuple[str, str]] = {}   # faces marked duplicate now: their status and rule reasons
+    faces_of: dict[int, list[_Face]] = {}    # faces of duplicate photos and of their kept photos
+    for r in catalog.dedup_face_rows(algo, opts.image_algo):
+        face_id, image_id = int(r["id"]), int(r["image_id"])
+        state = (r["dup_group"], r["dup_of"], r["dup_distance"], r["dup_transform"], r["dup_kind"])
+        if state != NONE or r["status"] == "duplicate":
+            cols.current[face_id] = state
+            status[face_id] = (r["status"], r["reasons"])
+        fp = _overlay(r, fresh, r["crop_path"])
+        ok = not fp["error"] and fp["hash"] is not None and _crop_stamp(ws, r["crop_path"]) is not None
+        if image_id in involved:
+            faces_of.setdefault(image_id, []).append(
+                _Face(face_id, image_id, int(r["face_index"]), fp["hash"] if ok else None,
+                      fp["hash_flip"] if ok else None))
+        if not ok:
+            missing = _crop_stamp(ws, r["crop_path"]) is None
+            level.failed.append((r["crop_path"], f"{r['crop_path']} is missing: run `facecurate crop` again."
+                                 if missing else (fp["error"] or "not hashed")))
+            continue
+        cols.add(face_id, r["crop_path"], fp, {
+            "resolution": _quad_side(r["quad"]), "jpeg_quality": r["image_jpeg_quality"] or 0,
+            "bytes": r["image_bytes"], "sharpness": fp["sharpness"] or 0.0, "first_seen": face_id},
+            (_digest64(r["sha256"]) & ~0xFFFF) | int(r["face_index"]) & 0xFFFF)
+        image_of.append(image_id)
+        face_index.append(int(r["face_index"]))
+    result: dict[int, Values] = {}
+    if cols.ids:
+        can_lead = np.array([i not in photo_dup for i in image_of])
+        found = find_groups(cols.items(False, can_lead),
+                            Options(opts.face_threshold, opts.face_min_similarity, parse_policy(opts.keeper)),
+                            _thumb_loader(catalog, cols.paths, algo, fresh))
         level.stats = found.stats
-        image_of = {int(m["id"]): int(m["image_id"]) for m in merged}
-        ids = np.array([m["id"] for m in ok], dtype=np.int64)
-        result.update(_assignments(found, ids, np.array([image_of[int(i)] for i in ids], dtype=np.int64)))
-    _inherit_photo_duplicates(merged, result, photo_dup, photos)
+        result = _assignments(found, np.array(cols.ids, dtype=np.int64), np.array(image_of, dtype=np.int64))
+    _inherit_photo_duplicates(faces_of, result, photo_dup, photos)
     _summarise(level, result)
     updates = []
-    for m in merged:
-        new = result[int(m["id"])]
-        status = _face_status(m["status"], m["reasons"], new[4] is not None)
-        if new != _current(m) or status != m["status"]:
-            updates.append((*new, status, int(m["id"])))
+    for face_id, values in _diff(result, cols.current):
+        before, reasons = status.get(face_id, ("keep", "[]"))
+        after = _face_status(before, reasons, values[4] is not None)
+        updates.append((*values, after, face_id))
+    for face_id, values in result.items():  # same fields, but the status was changed by someone else
+        if face_id in cols.current and cols.current[face_id] == values and values[4] is not None \
+                and status[face_id][0] != "duplicate":
+            updates.append((*values, "duplicate", face_id))
     level.changed = len(updates)
     if updates and not dry_run:
         with catalog.transaction():
             catalog.dedup_set_faces(updates)
-    names = catalog.dedup_source_names(sorted({int(m["image_id"]) for m in merged}))
-    face_name = {int(m["id"]): f"{names.get(int(m['image_id']), m['crop_path'])} (face {m['face_index']})"
-                 for m in merged}
-    summary.groups += _views("face", result, {}, lambda i: face_name.get(i, f"photo {-i}"))
+    shown = set(result) | {v[1] for v in result.values() if v[1] is not None}
+    where = {fid: (image_of[k], face_index[k], cols.paths[k]) for k, fid in enumerate(cols.ids) if fid in shown}
+    names = catalog.dedup_source_names(sorted({v[0] for v in where.values()}))
+    summary.groups += _views("face", result, {}, lambda i: (
+        f"{names.get(where[i][0], where[i][2])} (face {where[i][1]})" if i in where else f"face {i}"))
 
 
-def _inherit_photo_duplicates(merged: list[dict[str, Any]], result: dict[int, tuple[Any, ...]],
-                              photo_dup: dict[int, int], photos: dict[int, tuple[Any, ...]]) -> None:
+def _inherit_photo_duplicates(faces_of: dict[int, list[_Face]], result: dict[int, Values],
+                              photo_dup: dict[int, int], photos: dict[int, Values]) -> None:
     """Faces of a duplicate photo are duplicates (kind ``image``); each points at the closest face of the
     kept photo (mirror-aware hash distance) when hashing did not already place it in a group."""
-    faces_of: dict[int, list[dict[str, Any]]] = {}
-    for m in merged:
-        faces_of.setdefault(int(m["image_id"]), []).append(m)
-    for m in merged:
-        image_id = int(m["image_id"])
-        if image_id not in photo_dup:
-            continue
-        face_id = int(m["id"])
-        group, of, distance, transform, _ = result[face_id]
-        if of is None:
-            keeper_photo = photo_dup[image_id]
-            best = _closest_face(m, faces_of.get(keeper_photo, []))
-            group = photos[image_id][0]
-            if best is not None:
-                of, distance, transform = best
-        result[face_id] = (group, of, distance, transform, KIND_IMAGE)
+    for image_id, keeper_photo in photo_dup.items():
+        for face in faces_of.get(image_id, []):
+            group, of, distance, transform, _ = result.get(face.id, NONE)
+            if of is None:
+                group = photos[image_id][0]
+                best = _closest_face(face, faces_of.get(keeper_photo, []))
+                if best is not None:
+                    of, distance, transform = best
+            result[face.id] = (group, of, distance, transform, KIND_IMAGE)
 
 
-def _closest_face(face: dict[str, Any], candidates: list[dict[str, Any]]) -> tuple[int, int | None, str | None] | None:
+def _closest_face(face: _Face, candidates: list[_Face]) -> tuple[int, int | None, str | None] | None:
     """(face id, distance, transform) of the candidate nearest by hash; by face index when unhashed."""
     if not candidates:
         return None
-    if face.get("hash") is not None:
-        hashed = [c for c in candidates if c.get("hash") is not None and not c.get("error")]
-        if hashed:
-            h = as_u64([face["hash"]])
-            plain = popcount64(as_u64([c["hash"] for c in hashed]) ^ h).astype(int)
-            flipped = popcount64(as_u64([c["hash_flip"] for c in hashed]) ^ h).astype(int)
-            best = int(np.argmin(np.minimum(plain, flipped)))
-            mirror = flipped[best] < plain[best]
-            return (int(hashed[best]["id"]), int(min(plain[best], flipped[best])),
-                    _transform_name(FLIP) if mirror else None)
-    same = [c for c in candidates if c["face_index"] == face["face_index"]] or candidates
-    return int(same[0]["id"]), None, None
+    hashed = [c for c in candidates if c.hash is not None]
+    if face.hash is not None and hashed:
+        h = as_u64([face.hash])
+        plain = popcount64(as_u64([c.hash for c in hashed]) ^ h).astype(int)
+        flipped = popcount64(as_u64([c.hash_flip for c in hashed]) ^ h).astype(int)
+        best = int(np.argmin(np.minimum(plain, flipped)))
+        mirror = flipped[best] < plain[best]
+        return hashed[best].id, int(min(plain[best], flipped[best])), _transform_name(FLIP) if mirror else None
+    same = [c for c in candidates if c.face_index == face.face_index] or candidates
+    return same[0].id, None, None
 
 
 def _face_status(status: str, reasons: str, duplicate: bool) -> str:
