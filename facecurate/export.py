@@ -3,6 +3,11 @@
 The manifest has one row for every face and for every image or source that produced no face, whatever
 its status, so a person can audit each decision; the layouts (Hugging Face imagefolder) carry only what is
 kept. Stages that do not exist yet leave their fields present and empty, so the columns never change shape.
+
+The train/val split is keyed on a photo's *duplicate family* (its photo-level group and every face-level group
+that touches it), so a photo, its mirrored or recompressed copies and re-posts of its face always land on one
+side: a copy in val of a training photo would make validation figures lie. Layouts are built in a staging
+folder and swapped in by rename, so a killed export leaves no half layout, and a re-export replaces it whole.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,9 @@ FIELDS: tuple[str, ...] = (
 )
 JSON_FIELDS = frozenset({"reasons", "scores", "review", "bbox", "landmarks", "quad"})
 REVIEWED_STATUS = {"kept": "keep", "rejected": "reject"}  # review decision -> the status it imposes
-LAYOUTS = ("none", "imagefolder")
+LAYOUTS = ("none", "imagefolder", "per-label")
+SPLITS = ("train", "val")
+UNLABELLED = "unlabelled"  # folder of kept faces whose photo has no label (per-label layout)
 FORMATS = ("jsonl", "csv", "parquet")
 
 
@@ -45,11 +54,45 @@ class ExportResult:
 
 
 def _split(key: str, seed: int, val_fraction: float) -> str:
-    """Deterministic per-photo split: every face of one source photo lands on the same side."""
+    """Deterministic split of one duplicate family (see :func:`split_keys`): all its faces on one side."""
     if val_fraction <= 0:
         return "train"
     h = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
     return "val" if h < val_fraction else "train"
+
+
+def split_keys(conn: Any) -> dict[int, str]:
+    """The split key of every image (by images.id): the smallest sha256 of its duplicate family.
+
+    A family joins photos that dedup grouped (``images.dup_group``) and photos whose faces it grouped
+    (``faces.dup_group`` is the kept face's photo), transitively, so a duplicate photo, a duplicate face and
+    their keeper share one key. A photo without duplicates keys on its own sha256, as before dedup ran."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving keeps the chains short
+            x = parent[x]
+        return x
+
+    def join(a: int, b: int) -> None:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    sha: dict[int, str] = {}
+    for img in conn.execute("SELECT id, sha256, dup_group FROM images"):
+        sha[img["id"]] = img["sha256"]
+        if img["dup_group"] is not None:
+            join(img["id"], img["dup_group"])
+    for f in conn.execute("SELECT image_id, dup_group FROM faces WHERE dup_group IS NOT NULL"):
+        join(f["image_id"], f["dup_group"])
+    smallest: dict[int, str] = {}
+    for image_id, digest in sha.items():
+        r = root(image_id)
+        smallest[r] = min(smallest.get(r, digest), digest)
+    return {image_id: smallest[root(image_id)] for image_id in sha}
 
 
 def _empty_row() -> dict[str, Any]:
@@ -100,11 +143,12 @@ def manifest_rows(ws: Workspace, catalog: Catalog, out_dir: Path, seed: int = 0,
     for f in conn.execute("SELECT * FROM faces ORDER BY image_id, face_index"):
         faces.setdefault(f["image_id"], []).append(f)
     samples = _dup_samples(conn, faces)
+    keys = split_keys(conn)
     rows: list[dict[str, Any]] = []
     for img in conn.execute("SELECT * FROM images ORDER BY id"):
         base = _empty_row()
         base.update(label=img["label"], source_sha256=img["sha256"], source_width=img["width"],
-                    source_height=img["height"], split=_split(img["sha256"], seed, val_fraction),
+                    source_height=img["height"], split=_split(keys[img["id"]], seed, val_fraction),
                     **_source_fields(first_source.get(img["id"])))
         state = img["crop_state"]
         if state == "done":
@@ -175,16 +219,19 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
 WRITERS = {"jsonl": _write_jsonl, "csv": _write_csv, "parquet": _write_parquet}
 
 
-def _write_imagefolder(ws: Workspace, rows: list[dict[str, Any]], out_dir: Path) -> int:
+def _kept(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """Rows a layout carries: kept faces with a crop file, of one split."""
+    return [r for r in rows if r["status"] == "keep" and r["split"] == split and r["file_name"]]
+
+
+def _write_imagefolder(rows: list[dict[str, Any]], out_dir: Path, stage: Path) -> int:
     """Kept crops under <split>/ with metadata.jsonl (``file_name`` relative to it), as HF expects."""
     written = 0
-    for split in ("train", "val"):
-        kept = [r for r in rows if r["status"] == "keep" and r["split"] == split and r["file_name"]]
-        split_dir = out_dir / split
-        if split_dir.exists():
-            shutil.rmtree(split_dir)
+    for split in SPLITS:
+        kept = _kept(rows, split)
         if not kept:
             continue
+        split_dir = stage / split
         split_dir.mkdir(parents=True)
         lines = []
         for r in kept:
@@ -195,7 +242,53 @@ def _write_imagefolder(ws: Workspace, rows: list[dict[str, Any]], out_dir: Path)
                                       "above_fraction", "crop_size", "source_path", "source_url", "query")}
             lines.append(json.dumps({"file_name": name, **meta}, ensure_ascii=False) + "\n")
             written += 1
-        media.atomic_write(split_dir / "metadata.jsonl", "".join(lines).encode())
+        (split_dir / "metadata.jsonl").write_text("".join(lines), encoding="utf-8")
+    return written
+
+
+def label_folder(label: str | None) -> str:
+    """A label as one folder name: tracked labels already are (letters, digits, - _ .); imported ones may not."""
+    name = re.sub(r"[^\w.-]+", "_", label or "").strip("._") or UNLABELLED
+    return name
+
+
+def _write_per_label(rows: list[dict[str, Any]], out_dir: Path, stage: Path) -> int:
+    """Kept crops under <split>/<label>/, the domain folders StarGAN v2 (and torchvision ImageFolder) read."""
+    written = 0
+    for split in SPLITS:
+        for r in _kept(rows, split):
+            src = (out_dir / r["file_name"]).resolve()
+            folder = stage / split / label_folder(r["label"])
+            folder.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(src, folder / f"{r['sample_id']}{src.suffix}")
+            written += 1
+    return written
+
+
+LAYOUT_WRITERS: dict[str, Callable[[list[dict[str, Any]], Path, Path], int]] = {
+    "imagefolder": _write_imagefolder, "per-label": _write_per_label}
+
+
+def _publish_layout(layout: str, rows: list[dict[str, Any]], out_dir: Path) -> int:
+    """Build the layout's train/ and val/ in a staging folder beside them, then swap each in by rename.
+
+    A kill while building leaves only the staging folder (named like media's temp files, so the next export
+    removes it); the old layout stays whole until the swap, and a split with no kept face is removed."""
+    media.remove_stale_parts(out_dir)
+    stage = out_dir / f"{media.PART_PREFIX}{os.getpid()}-layout"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        written = LAYOUT_WRITERS[layout](rows, out_dir, stage)
+        for split in SPLITS:
+            target, old = out_dir / split, out_dir / f"{media.PART_PREFIX}{os.getpid()}-old-{split}"
+            if target.exists():
+                os.replace(target, old)
+            if (stage / split).exists():
+                os.replace(stage / split, target)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return written
 
 
@@ -218,8 +311,8 @@ def export(ws: Workspace, catalog: Catalog, fmt: str = "jsonl", out_dir: Path | 
     by_status = Counter(r["status"] for r in rows)
     by_reason = Counter(reason for r in rows for reason in r["reasons"])
     layout_dir, layout_files = None, 0
-    if layout == "imagefolder":
-        layout_files = _write_imagefolder(ws, rows, out)
+    if layout in LAYOUT_WRITERS:
+        layout_files = _publish_layout(layout, rows, out)
         layout_dir = out
     sidecar = out / "manifest.json"
     info = {"tool": "facecurate", "version": __version__, "created_at": utc_now(), "workspace": str(ws.root),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -144,7 +145,8 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
 
 
 def remove_stale_parts(folder: Path) -> int:
-    """Delete temp files left by a killed process (their pid is gone); returns how many were removed."""
+    """Delete temp files (and staging folders, e.g. an export layout being built) left by a killed process
+    (their pid is gone); returns how many were removed."""
     removed = 0
     for tmp in folder.glob(f"{PART_PREFIX}*"):
         try:
@@ -155,7 +157,10 @@ def remove_stale_parts(folder: Path) -> int:
             pass
         except PermissionError:
             continue
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         removed += 1
     return removed
 

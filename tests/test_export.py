@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -67,3 +68,107 @@ def test_imagefolder_loads_with_hugging_face_datasets(exported_ws, tmp_path: Pat
     assert len(ds) == 6
     assert ds[0]["image"].size == (128, 128) and ds[0]["label"] == "demo"
     assert set(ds.column_names) >= {"image", "label", "sample_id", "source_sha256"}
+
+
+# -- per-label layout (StarGAN v2 domain folders) -------------------------------------------------------------
+
+
+def _set_split(ws: Workspace, seed: int, val_fraction: float = 0.5) -> None:
+    """The [export] split settings, written the way a user edits facecurate.toml."""
+    text = ws.config_path.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^seed = .*$", f"seed = {seed}", text)
+    text = re.sub(r"(?m)^val_fraction = .*$", f"val_fraction = {val_fraction}", text)
+    ws.config_path.write_text(text, encoding="utf-8")
+    assert ws.config().get("export", "seed") == seed
+
+
+def _layout_files(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for split in ("train", "val") if (out / split).is_dir()
+            for p in (out / split).rglob("*") if p.is_file()}
+
+
+def _expected_per_label(manifest: Path) -> set[str]:
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    return {f"{r['split']}/{r['label']}/{r['sample_id']}.jpg" for r in rows if r["status"] == "keep"}
+
+
+@pytest.fixture
+def two_label_ws(ws: Workspace, catalog: Catalog, demo_dir: Path):
+    import_paths(ws, catalog, [demo_dir / n for n in ("obama.jpg", "obama2.jpg", "obama3.jpg")], label="makeup")
+    import_paths(ws, catalog, [demo_dir / n for n in ("biden.jpg", "astronaut.jpg", "rocket_no_face.jpg")],
+                 label="no_makeup")
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
+    return ws, catalog
+
+
+def test_per_label_layout_has_domain_folders_that_agree_with_the_manifest(two_label_ws, tmp_path: Path):
+    ws, catalog = two_label_ws
+    out = tmp_path / "stargan"
+    sides: set[str] = set()
+    for seed in range(6):  # several seeds, so both splits get used and re-exports replace the layout
+        _set_split(ws, seed)
+        result = export(ws, catalog, fmt="jsonl", out_dir=out, layout="per-label")
+        files = _layout_files(out)
+        assert files == _expected_per_label(result.manifest)  # manifest split == the folder a crop is in
+        assert result.layout_files == len(files) == 5
+        assert {f.split("/")[1] for f in files} == {"makeup", "no_makeup"}
+        sides |= {f.split("/")[0] for f in files}
+        assert not list(out.glob(".part-*"))  # the staging folder is gone
+    assert sides == {"train", "val"}
+    sidecar = json.loads((out / "manifest.json").read_text())
+    assert sidecar["layout"] == "per-label"
+
+
+def test_re_export_replaces_the_layout_and_clears_a_killed_one(two_label_ws, tmp_path: Path):
+    ws, catalog = two_label_ws
+    out = tmp_path / "out"
+    export(ws, catalog, out_dir=out, layout="imagefolder")
+    assert (out / "train" / "metadata.jsonl").is_file()
+    stale = out / ".part-999999999-layout" / "train" / "makeup"  # a dead pid's half-built layout
+    stale.mkdir(parents=True)
+    (stale / "half.jpg").write_bytes(b"\xff\xd8")
+    result = export(ws, catalog, out_dir=out, layout="per-label")
+    assert _layout_files(out) == _expected_per_label(result.manifest)  # no imagefolder file left behind
+    assert not (out / "train" / "metadata.jsonl").exists()
+    assert not list(out.glob(".part-*"))
+
+
+def test_per_label_split_never_puts_copies_of_one_photo_on_both_sides(ws: Workspace, catalog: Catalog,
+                                                                     demo_dir: Path, tmp_path: Path):
+    from PIL import Image, ImageOps
+
+    from facecurate.dedup import DedupOptions, run_dedup
+
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    with Image.open(demo_dir / "obama.jpg") as im:
+        ImageOps.mirror(im).save(copies / "obama_mirrored.jpg", quality=70)  # mirrored and recompressed
+        ImageOps.expand(im, border=im.width // 3, fill="white").save(copies / "obama_border.jpg", quality=85)
+    import_paths(ws, catalog, [demo_dir / n for n in ("obama.jpg", "biden.jpg", "astronaut.jpg", "obama2.jpg")],
+                 label="web")
+    import_paths(ws, catalog, [copies], label="web")
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
+    run_dedup(ws, catalog, DedupOptions.from_config(ws))
+    ids = {Path(r["location"]).name: r["image_id"] for r in catalog.conn.execute("SELECT location, image_id FROM sources")}
+    family = [ids[n] for n in ("obama.jpg", "obama_mirrored.jpg", "obama_border.jpg")]
+    marked = catalog.conn.execute(
+        f"SELECT COUNT(*) FROM faces WHERE status='duplicate' AND image_id IN ({','.join('?' * 3)})", family).fetchone()[0]
+    assert marked == 2  # dedup found both copies (one a photo duplicate, one at least a face duplicate)
+    # A person keeps the copies anyway (e.g. as augmentations): now all three reach the layout.
+    with catalog.transaction():
+        catalog.review_append(catalog.review_next_batch(), "keep",
+                              [(i, 0, "none", "kept", "duplicate") for i in family], "tester", "s1")
+    sha = {i: catalog.conn.execute("SELECT sha256 FROM images WHERE id=?", (i,)).fetchone()[0][:16] for i in family}
+    out = tmp_path / "out"
+    family_sides, other_sides = set(), set()
+    for seed in range(24):
+        _set_split(ws, seed)
+        result = export(ws, catalog, out_dir=out, layout="per-label")
+        files = _layout_files(out)
+        assert files == _expected_per_label(result.manifest)
+        sides = {f.split("/")[0] for f in files if f.split("/")[-1].split("_")[0] in sha.values()}
+        assert len([f for f in files if f.split("/")[-1].split("_")[0] in sha.values()]) == 3
+        assert len(sides) == 1, f"seed {seed}: copies of one photo on both sides"
+        family_sides |= sides
+        other_sides |= {f.split("/")[0] for f in files}
+    assert family_sides == {"train", "val"} == other_sides  # the split really moves with the seed
