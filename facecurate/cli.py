@@ -27,7 +27,8 @@ from rich.table import Table
 
 from facecurate import __version__, media
 from facecurate.catalog import Catalog
-from facecurate.errors import FacecurateError, NotAvailableError
+from facecurate.errors import FacecurateError
+from facecurate.pipeline import STAGES
 from facecurate.workspace import Workspace, find_workspace, init_workspace
 
 app = typer.Typer(help="Turn keyword image searches and local folders into a clean, aligned face dataset.",
@@ -191,7 +192,8 @@ def crop(size: Annotated[int | None, typer.Option(help="Side of the aligned crop
 @reports_errors
 def export(fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet.")] = None,
            out: Annotated[Path | None, typer.Option(help="Output folder [default: WORKSPACE/exports].")] = None,
-           layout: Annotated[str, typer.Option(help="none | imagefolder (HF: train/ + metadata.jsonl).")] = "none",
+           layout: Annotated[str, typer.Option(help="none | imagefolder (HF: train/ + metadata.jsonl) | per-label "
+                                                    "(train/LABEL/ and val/LABEL/, StarGAN v2 domains).")] = "none",
            workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Write the manifest (every face and image, whatever its status) and optional dataset layout."""
     from facecurate.export import FORMATS, LAYOUTS
@@ -212,7 +214,7 @@ def export(fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
     console.print(f"[green]Manifest[/] {result.manifest} ({result.rows} rows: {counts})")
     if result.layout_dir:
-        console.print(f"[green]imagefolder[/] {result.layout_dir} ({result.layout_files} kept crops)")
+        console.print(f"[green]{layout}[/] {result.layout_dir} ({result.layout_files} kept crops)")
 
 
 @app.command()
@@ -251,14 +253,6 @@ def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace [default:
     from facecurate.demo import run_demo
 
     run_demo(console, out, device=device, progress_factory=progress)
-
-
-def _not_yet(command: str, issue: str) -> None:
-    raise NotAvailableError(f"`facecurate {command}` is not available yet in facecurate {__version__}: "
-                            f"it arrives with {issue}. Nothing was done.")
-
-
-_LATER = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
 
 
 LabelOpt = Annotated[str | None, typer.Option("--label", "-l", help="Label (domain) of the terms, e.g. makeup.")]
@@ -590,11 +584,41 @@ def evaluate(directory: Annotated[Path, typer.Argument(help="Folders named after
                       f"(by an eye rule: {result['keep_rejected_by_eye_rules']:.1%}); workspace {result['workspace']}")
 
 
-@app.command(**_LATER)
+@app.command()
 @reports_errors
-def run() -> None:
-    """The whole pipeline for the pending queries. [not available yet]"""
-    _not_yet("run", "the pipeline release")
+def run(query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Crawl only this tracked term; "
+                                                       "repeatable (default: every pending query).")] = None,
+        engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="bing | duckduckgo | google | "
+                                                         "naver | wikimedia; repeatable (default: crawl.engines).")]
+        = None,
+        stages: Annotated[str, typer.Option(help="Comma list of stages to run, in pipeline order: crawl, dedup, "
+                                                 "crop, filter, export.")] = ",".join(STAGES),
+        limit: Annotated[int | None, typer.Option(help="Results per (query, engine) (default: crawl.limit).",
+                                                  min=1)] = None,
+        device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: crop.device).")] = None,
+        fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet "
+                                                "(default: export.format).")] = None,
+        layout: Annotated[str, typer.Option(help="none | imagefolder | per-label (see `export --help`).")]
+        = "imagefolder",
+        again: Annotated[bool, typer.Option("--again", help="Crawl: re-run pairs already used.")] = False,
+        workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """The whole pipeline for the pending queries: crawl, dedup, crop, filter, export, each resuming where it stopped.
+
+    A blocked search still lets the other stages run; a failed dedup, crop or filter skips the ones after it."""
+    from facecurate.pipeline import RunOptions, parse_stages, run_pipeline
+
+    with open_workspace(workspace) as (ws, catalog):
+        cfg = ws.config()
+        opts = RunOptions(stages=parse_stages(stages), engines=tuple(engine or ()), terms=tuple(query or ()),
+                          limit=limit, device=device or cfg.get("crop", "device"),
+                          fmt=fmt or cfg.get("export", "format"), layout=layout, again=again)
+        summary = run_pipeline(ws, catalog, opts, err_console if as_json else console, progress)
+    if as_json:
+        print(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        console.print(summary.table())
+    if summary.error is not None:
+        raise summary.error
 
 
 def main() -> None:

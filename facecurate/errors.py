@@ -41,3 +41,11 @@ class NotAvailableError(FacecurateError):
     """A command of the design surface that a later release fills in."""
 
     exit_code = 2
+
+
+class PipelineError(FacecurateError):
+    """A stage of ``run`` failed or was blocked; it keeps that stage's exit code (3 for a blocked search)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -149,10 +149,11 @@ def test_per_label_split_never_puts_copies_of_one_photo_on_both_sides(ws: Worksp
     import_paths(ws, catalog, [copies], label="web")
     run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
     run_dedup(ws, catalog, DedupOptions.from_config(ws))
-    ids = {Path(r["location"]).name: r["image_id"] for r in catalog.conn.execute("SELECT location, image_id FROM sources")}
+    ids = {Path(r["location"]).name: r["image_id"]
+           for r in catalog.conn.execute("SELECT location, image_id FROM sources")}
     family = [ids[n] for n in ("obama.jpg", "obama_mirrored.jpg", "obama_border.jpg")]
-    marked = catalog.conn.execute(
-        f"SELECT COUNT(*) FROM faces WHERE status='duplicate' AND image_id IN ({','.join('?' * 3)})", family).fetchone()[0]
+    marked = catalog.conn.execute("SELECT COUNT(*) FROM faces WHERE status='duplicate' AND image_id IN (?,?,?)",
+                                  family).fetchone()[0]
     assert marked == 2  # dedup found both copies (one a photo duplicate, one at least a face duplicate)
     # A person keeps the copies anyway (e.g. as augmentations): now all three reach the layout.
     with catalog.transaction():
