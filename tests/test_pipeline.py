@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +28,17 @@ from facecurate.cli import app
 from facecurate.pipeline import STAGES, RunOptions, RunSummary, run_pipeline
 from facecurate.queries import add_terms
 from facecurate.workspace import Workspace
-from tests.fakeweb import BLOCKED_TERM, FakeEngines, Item, LoopbackServer, Reply, Request, write_config
+from tests.fakeweb import (
+    BLOCKED_TERM,
+    FakeEngines,
+    ImageHost,
+    Item,
+    LoopbackServer,
+    Reply,
+    Request,
+    items_for,
+    write_config,
+)
 
 LABELS = {"makeup": ("makeup look", ["obama.jpg", "obama2.jpg", "obama_mirrored.jpg", "obama_partial_face.jpg"]),
           "plain": ("plain portrait", ["biden.jpg", "astronaut.jpg", "obama3.jpg", "rocket_no_face.jpg"])}
@@ -196,3 +211,32 @@ def test_unknown_stage_or_query_is_a_clear_error_before_anything_runs(ws: Worksp
     unknown = runner.invoke(app, ["run", "-w", str(ws.root), "--query", "never added"])
     assert unknown.exit_code == 1 and "'never added'" in unknown.stderr and "queries add" in unknown.stderr
     assert not engines.server.requests and catalog.conn.execute("SELECT COUNT(*) FROM query_runs").fetchone()[0] == 0
+
+
+def test_kill_minus_9_mid_run_then_run_again_finishes_without_refetching(ws: Workspace, catalog: Catalog):
+    n = 24
+    host = ImageHost(delay=0.2)  # slow enough for the kill to land while images arrive
+    with host.server:
+        engines = FakeEngines({"slow faces": items_for(host, list(range(1, n + 1)))})
+        with engines.server:
+            _workspace(ws, catalog, engines, {"faces": ["slow faces"]})
+            proc = subprocess.Popen([sys.executable, "-m", "facecurate", "run", "--limit", str(n), "-w", str(ws.root)],
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if catalog.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] >= 4:
+                    break
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            before = {r[0] for r in catalog.conn.execute("SELECT location FROM sources WHERE status='ok'")}
+            assert 0 < len(before) < n, "the kill should land mid-crawl"
+            summary = _run(ws, catalog, limit=n)
+    assert summary.error is None and summary.stage("crawl").figures["searches"] == 1  # the killed search resumed
+    total = summary.total
+    assert total.found == total.images == n and total.pending == 0
+    assert total.kept + total.rejected + total.duplicates + total.no_face == \
+        len(summary.manifest.read_text().splitlines())  # type: ignore[union-attr]
+    for url in before:  # stored before the kill: not fetched again
+        assert host.server.hits(url.removeprefix(host.server.base)) == 1
