@@ -249,7 +249,8 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 @reports_errors
 def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace [default: a temp folder].")] = None,
          device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto") -> None:
-    """Run import → crop → filter → export offline on the bundled public-domain photos."""
+    """The whole pipeline offline: a loopback search engine over the bundled public-domain photos and edits of
+    them, crawled, deduplicated, cropped, filtered and exported (every rejection reason fires once or more)."""
     from facecurate.demo import run_demo
 
     run_demo(console, out, device=device, progress_factory=progress)
