@@ -20,9 +20,10 @@ from facecurate.catalog import Catalog
 from facecurate.cli import app
 from facecurate.dedup import DedupOptions, run_dedup
 from facecurate.dedup import stage as dedup_stage
-from facecurate.dedup.core import Items, Options, find_groups
+from facecurate.dedup.core import Items, Options, find_groups, twin_candidates
+from facecurate.dedup.decode import decode_reduced, full_digest, is_exact
 from facecurate.dedup.groups import FLIP, Edges, group_around_keepers, keeper_rank, parse_policy
-from facecurate.dedup.hashing import fingerprint, hash_to_int, jpeg_quality
+from facecurate.dedup.hashing import fingerprint, fingerprint_gray, hash_to_int, jpeg_quality
 from facecurate.dedup.search import brute_force, hamming, mih_plan, mih_search, plan_search, popcount64
 from facecurate.dedup.verify import similarity, thumbs_from_bytes
 from facecurate.errors import ConfigError
@@ -356,6 +357,64 @@ def test_stage_marks_groups_keeper_by_quality_and_never_deletes(photo_ws):
                                                     catalog.conn.execute("SELECT path FROM images"))
 
 
+def test_reduced_jpeg_decode_hashes_like_the_full_decode_and_only_collisions_decode_in_full():
+    """A JPEG is hashed from a reduced grayscale decode; its digest can only rule twins out, so a collision (or
+    a lossless file of the same size and near hash) is what sends a file to a full decode."""
+    im = _small("obama2", 400)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    reduced = decode_reduced(data, "obama2.jpg", 10**8)
+    assert not is_exact(reduced.digest) and min(reduced.gray.size) < min(im.size)  # drafted, not decoded in full
+    full = fingerprint(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    fast = fingerprint_gray(reduced.gray, reduced.digest)
+    assert hamming(fast.hash, full.hash) <= 4 and hamming(fast.window, full.window) <= 4
+    assert full_digest(data, "obama2.jpg", 10**8) == full.pixels and is_exact(full.pixels)
+    keys = np.array([1, 1, 2, 3, 4], dtype=np.uint64)                 # items 0 and 1 share a reduced digest
+    exact = np.array([False, False, False, True, False])
+    dims = np.array([7, 7, 7, 7, 9])
+    hashes = np.array([0, 0, 0b11, 0, 0], dtype=np.uint64)          # item 2 is 2 bits from exact item 3
+    assert twin_candidates(keys, exact, dims, hashes).tolist() == [0, 1, 2]  # item 4: another size
+
+
+def test_identical_pixels_in_a_jpeg_and_its_lossless_copy_and_a_retagged_jpeg_are_pixel_twins(ws, catalog,
+                                                                                                 tmp_path: Path):
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    im = _small("biden", 400)
+    im.save(folder / "biden.jpg", "JPEG", quality=85)
+    im.save(folder / "biden_retagged.jpg", "JPEG", quality=85, comment=b"re-posted")  # same pixels, new bytes
+    Image.open(folder / "biden.jpg").convert("RGB").save(folder / "biden_decoded.png")  # its pixels, lossless
+    _small("obama", 400).save(folder / "obama.jpg", "JPEG", quality=85)
+    import_paths(ws, catalog, [folder])
+    summary = run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False))
+    d = _dups(catalog)
+    kinds = sorted(str(d[n][5]) for n in ("biden.jpg", "biden_retagged.jpg", "biden_decoded.png"))
+    assert kinds == ["None", "pixels", "pixels"] and d["obama.jpg"][1:] == (None,) * 5
+    assert summary.photos.stats["full_decodes"] == 2   # the two JPEGs; obama's reduced digest stands alone
+    again = run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False))
+    assert again.photos.hashed == 0 and again.photos.stats["full_decodes"] == 0  # full digests are cached
+
+
+@pytest.mark.xfail(reason="off-centre trims sit 9-12 bits from the central window: not caught yet", strict=True)
+def test_off_centre_and_mirrored_trims_of_bundled_photos_are_caught_and_others_are_not():
+    """The bench's hardest edits on the bundled photos: 5% trimmed all on one side (both axes), mirrored too."""
+    extra, truth = [], []
+    for k, name in enumerate(PEOPLE):
+        base = _small(name)
+        w, h = base.size
+        dx, dy = round(w * 0.05), round(h * 0.05)
+        boxes = [(0, 0, w - dx, h - dy), (dx, dy, w, h), (dx, 0, w, h - dy)]
+        extra += [base, base.crop(boxes[k % 3]), base.transpose(Image.Transpose.FLIP_LEFT_RIGHT).crop(boxes[2])]
+        truth += [k, k, k]
+    extra += [_small(n) for n in OTHERS]
+    truth += [10 + i for i in range(len(OTHERS))]
+    items, thumbs = _items(extra)
+    result = find_groups(items, Options(), thumbs=lambda idx: thumbs[idx])
+    expected = {frozenset(i for i, t in enumerate(truth) if t == k) for k in range(len(PEOPLE))}
+    assert _groups(result.keeper) == expected
+
+
 def test_rerun_uses_the_cache_and_a_better_copy_takes_over(photo_ws, tmp_path: Path):
     ws, catalog, _ = photo_ws
     opts = DedupOptions.from_config(ws, faces=False)
@@ -506,7 +565,9 @@ def test_cli_dedup_dry_run_json_and_status(photo_ws):
     keepers = {g["keeper"].rsplit("/", 1)[-1] for g in data["groups"]}
     assert keepers == {"obama.jpg", "rocket.bmp"}  # identical pixels: the larger file wins the bytes criterion
     strict = json.loads(runner.invoke(app, ["dedup", "-w", str(ws.root), "--json", "--threshold", "0"]).stdout)
-    assert strict["photos"]["duplicates"] < 4 and strict["photos"]["hashed"] == 0
+    assert strict["photos"]["hashed"] == 0  # the cache serves a changed threshold
+    members = [m for g in strict["groups"] if g["level"] == "photo" for m in g["members"]]
+    assert members and all(m["distance"] == 0 for m in members)  # --threshold 0: only hash-identical copies
     status = json.loads(runner.invoke(app, ["status", "-w", str(ws.root), "--json"]).stdout)
     assert status["dedup"]["image_duplicates"] == strict["photos"]["duplicates"]
 

@@ -20,9 +20,11 @@ from facecurate.dedup.groups import (
     group_around_keepers,
     keeper_rank,
 )
+from facecurate.dedup.search import mih_search
 from facecurate.dedup.verify import similarity
 
 KIND_PIXELS, KIND_PERCEPTUAL = "pixels", "perceptual"
+TWIN_NEAR_BITS = 4   # a full and a reduced decode of identical pixels hash this close (0-2 bits measured)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,29 @@ def pixel_twins(pixels: np.ndarray, order_key: np.ndarray) -> np.ndarray:
     group_id = np.cumsum(new) - 1
     rep[order] = heads[group_id]
     return rep
+
+
+def twin_candidates(keys: np.ndarray, exact: np.ndarray, dims: np.ndarray, hashes: np.ndarray,
+                    near: int = TWIN_NEAR_BITS) -> np.ndarray:
+    """Items whose full-decode digest is needed before pixel twins can be decided (sorted indices).
+
+    A reduced digest (``exact`` False) is a necessary condition only: identical pixels give identical reduced
+    decodes on the same path, so a reduced digest nobody shares proves the item has no twin on that path. Two
+    cases need the full pixels: reduced digests shared by several items (identical, or alike only at reduced
+    scale), and a reduced item next to an exact one (a JPEG and a PNG of the same pixels decode on different
+    paths) of the same size whose hashes nearly agree. Everything else is settled without decoding again.
+    """
+    need = np.zeros(keys.size, dtype=bool)
+    reduced = np.flatnonzero(~exact)
+    if reduced.size:
+        _, inverse, counts = np.unique(keys[reduced], return_inverse=True, return_counts=True)
+        need[reduced[counts[inverse] > 1]] = True
+    full = np.flatnonzero(exact)
+    if reduced.size and full.size:
+        found = mih_search(hashes[full], hashes[reduced], near)
+        same_size = dims[reduced[found.query]] == dims[full[found.index]]
+        need[reduced[found.query[same_size]]] = True
+    return np.flatnonzero(need)
 
 
 def verify_edges(edges: Edges, thumbs: ThumbLoader, min_similarity: float) -> tuple[Edges, np.ndarray]:

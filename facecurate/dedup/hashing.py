@@ -34,7 +34,8 @@ from PIL import Image
 
 HASH_SIZE = 8                 # 8x8 = 64 bits: what the search index is built for
 THUMB_SIZE = 24               # verification thumbnail side: big enough to tell aligned faces apart, 576 bytes
-SHARPNESS_SIDE = 256          # sharpness is measured at this long side so copies of any size compare fairly
+SHARPNESS_SIDE = 128          # sharpness is measured at this long side so copies of any size compare fairly
+                              # (a reduced JPEG decode has 64-127 px per side or more, see dedup.decode)
 PREREDUCE_SIDE = 512          # big photos are box-reduced to about this side first (hashes barely move)
 BASE_SIDE = 64                # hashes and thumbnail all come from one 64x64 reduction: one pass over the pixels
 LOSSLESS_QUALITY = 100        # PNG, BMP, TIFF, lossless WebP: nothing was thrown away
@@ -163,21 +164,53 @@ def sharpness(gray: Image.Image) -> float:
     return float(std[0, 0]) ** 2
 
 
-def _reduced(gray: Image.Image, algorithm: str) -> Image.Image:
-    """What the hash looks at. imagehash.phash reduces to 32x32 itself (an identity resize when given 32x32),
-    so reducing once here gives the very same hash and lets the mirror reuse the reduction."""
-    if algorithm == "phash":
-        side = HASH_SIZE * 4
-        return gray.resize((side, side), _LANCZOS)
-    return gray
+def _dct_rows(n: int = HASH_SIZE * 4, k: int = HASH_SIZE) -> np.ndarray:
+    """The first ``k`` rows of the unnormalised DCT-II matrix of size ``n`` (scipy.fftpack.dct's convention)."""
+    x = np.arange(n)
+    return 2.0 * np.cos(np.pi * np.arange(k)[:, None] * (2 * x[None, :] + 1) / (2 * n))
+
+
+_DCT = _dct_rows()
+_MIRROR_SIGN = (-1.0) ** np.arange(HASH_SIZE)   # DCT of a mirrored row: coefficient k changes sign when k is odd
+
+
+def _bits_to_int(bits: np.ndarray) -> int:
+    return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
+
+
+def phash_pair(small: Image.Image) -> tuple[int, int]:
+    """imagehash.phash of a 32x32 grayscale image and of its mirror, from one DCT.
+
+    Why not call imagehash twice: it runs two scipy DCTs per call, which cost more than the rest of the
+    fingerprint; only the 8x8 low-frequency corner is used, and mirroring a row flips the sign of its odd
+    coefficients, so one 8x32 @ 32x32 @ 32x8 product gives both hashes (the same bits as imagehash; tested).
+    """
+    pixels = np.asarray(small, dtype=np.float64)
+    low = _DCT @ pixels @ _DCT.T
+    mirror = low * _MIRROR_SIGN[None, :]
+    return _bits_to_int(low > np.median(low)), _bits_to_int(mirror > np.median(mirror))
 
 
 def frame_hashes(gray: Image.Image, algorithm: str) -> tuple[int, int]:
-    """(hash, hash of the horizontal mirror) of a grayscale image."""
+    """(hash, hash of the horizontal mirror) of a grayscale image (the 64x64 base, or a window of it)."""
+    if algorithm == "phash":
+        side = HASH_SIZE * 4   # imagehash.phash reduces to 32x32 itself: the same reduction, done once here
+        return phash_pair(gray.resize((side, side), _LANCZOS))
     fn = ALGORITHMS[algorithm]
-    small = _reduced(gray, algorithm)
-    mirror = small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return hash_to_int(fn(small, hash_size=HASH_SIZE)), hash_to_int(fn(mirror, hash_size=HASH_SIZE))
+    mirror = gray.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return hash_to_int(fn(gray, hash_size=HASH_SIZE)), hash_to_int(fn(mirror, hash_size=HASH_SIZE))
+
+
+def window_hashes(base: Image.Image, fraction: float, algorithm: str) -> tuple[int, int]:
+    """(hash, mirror hash) of the centred window covering ``fraction`` of each side of the base.
+
+    For pHash the window is resampled straight to 32x32 (one resize instead of two)."""
+    if algorithm == "phash":
+        w, h = base.size
+        dx, dy = w * (1 - fraction) / 2, h * (1 - fraction) / 2
+        side = HASH_SIZE * 4
+        return phash_pair(base.resize((side, side), _LANCZOS, box=(dx, dy, w - dx, h - dy)))
+    return frame_hashes(central_window(base, fraction), algorithm)
 
 
 def central_window(base: Image.Image, fraction: float) -> Image.Image:
@@ -210,14 +243,20 @@ def thumbnail(base: Image.Image) -> bytes:
 def fingerprint(pixels: np.ndarray, algorithm: str = "phash", window: float = 0.95,
                 data: bytes | None = None) -> Fingerprint:
     """Every dedup fact about one decoded image; ``data`` (the file bytes) only feeds the JPEG quality cue."""
+    return fingerprint_gray(gray_image(pixels), pixel_digest(pixels), algorithm, window, data)
+
+
+def fingerprint_gray(gray: Image.Image, digest: str, algorithm: str = "phash", window: float = 0.95,
+                     data: bytes | None = None) -> Fingerprint:
+    """The fingerprint from a grayscale view (a full or a reduced decode, see :mod:`facecurate.dedup.decode`)
+    and the digest that goes with it."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown hash algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
-    gray = gray_image(pixels)
     base = base_image(gray)
     h, hf = frame_hashes(base, algorithm)
     w = wf = None
     if 0 < window < 1:
-        w, wf = frame_hashes(central_window(base, window), algorithm)
-    return Fingerprint(hash=h, hash_flip=hf, window=w, window_flip=wf, pixels=pixel_digest(pixels),
+        w, wf = window_hashes(base, window, algorithm)
+    return Fingerprint(hash=h, hash_flip=hf, window=w, window_flip=wf, pixels=digest,
                        thumb=thumbnail(base), sharpness=sharpness(gray),
                        jpeg_quality=jpeg_quality(data) if data is not None else UNKNOWN_QUALITY)

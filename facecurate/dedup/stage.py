@@ -20,11 +20,14 @@ second run with nothing new writes nothing. ``dry_run`` computes everything and 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +35,20 @@ import numpy as np
 
 from facecurate import media
 from facecurate.catalog import Catalog, utc_now
-from facecurate.dedup.core import Items, Options, Result, find_groups
+from facecurate.dedup.core import Items, Options, Result, find_groups, twin_candidates
+from facecurate.dedup.decode import REDUCED_PREFIX, decode_reduced, full_digest, is_exact
 from facecurate.dedup.groups import FLIP, TRANSFORMS, parse_policy
-from facecurate.dedup.hashing import THUMB_SIZE, fingerprint, to_signed
+from facecurate.dedup.hashing import THUMB_SIZE, fingerprint_gray, to_signed
 from facecurate.dedup.search import as_u64, popcount64
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
 from facecurate.workspace import Workspace
 
 BATCH = 128          # files fingerprinted per transaction: a kill re-hashes at most this many
-WORKERS = max(1, min(4, os.cpu_count() or 1))  # fingerprinting threads
+CHUNK = 16           # files per task sent to a worker: small enough to balance, big enough to amortise the IPC
+WORKERS = max(1, min(8, os.cpu_count() or 1))  # fingerprinting processes
 KIND_IMAGE = "image"  # a face whose photo is a duplicate photo
+FINGERPRINT_VERSION = "v2"  # v2: reduced grayscale JPEG decodes, reduced digests (see dedup.decode)
 
 
 @dataclass(frozen=True)
@@ -80,12 +86,14 @@ class DedupOptions:
 
     @property
     def image_algo(self) -> str:
-        """Cache key of photo fingerprints: the algorithm and the window (a change re-hashes)."""
-        return f"{self.algorithm}/w{round(self.crop_window * 100)}" if self.crop_window else self.algorithm
+        """Cache key of photo fingerprints: the algorithm, the window and the fingerprint version (a change
+        of any re-hashes)."""
+        window = f"/w{round(self.crop_window * 100)}" if self.crop_window else ""
+        return f"{self.algorithm}{window}/{FINGERPRINT_VERSION}"
 
     @property
     def face_algo(self) -> str:
-        return self.algorithm
+        return f"{self.algorithm}/{FINGERPRINT_VERSION}"
 
 
 @dataclass
@@ -138,15 +146,26 @@ Start = Callable[[str, int], None]
 # -- fingerprinting ---------------------------------------------------------------------------------------
 
 
-def _fingerprint_row(ws: Workspace, rel: str, stamp: str, algo: str, algorithm: str, window: float,
-                     max_pixels: int, max_bytes: int) -> dict[str, Any]:
-    """Decode one file through media and fingerprint it; a bad file becomes a row with an error."""
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs to fingerprint files: plain values, so it pickles to a worker process."""
+
+    root: str
+    algo: str
+    algorithm: str
+    window: float
+    max_pixels: int
+    max_bytes: int
+
+
+def _fingerprint_row(job: _Job, rel: str, stamp: str) -> dict[str, Any]:
+    """Decode one file (reduced where it can be) and fingerprint it; a bad file becomes a row with an error."""
     row: dict[str, Any] = dict.fromkeys(Catalog.DEDUP_HASH_COLUMNS)
-    row.update(path=rel, algo=algo, stamp=stamp, hashed_at=utc_now())
+    row.update(path=rel, algo=job.algo, stamp=stamp, hashed_at=utc_now())
     try:
-        data = media.read_limited(ws.resolve(rel), max_bytes)
-        decoded = media.decode(data, rel, max_pixels)
-        fp = fingerprint(decoded.pixels, algorithm, window, data)
+        data = media.read_limited(Path(job.root) / rel, job.max_bytes)
+        reduced = decode_reduced(data, rel, job.max_pixels)
+        fp = fingerprint_gray(reduced.gray, reduced.digest, job.algorithm, job.window, data)
     except ImageError as exc:
         row["error"] = str(exc)
         return row
@@ -157,26 +176,54 @@ def _fingerprint_row(ws: Workspace, rel: str, stamp: str, algo: str, algorithm: 
     return row
 
 
+def _fingerprint_chunk(job: _Job, chunk: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [_fingerprint_row(job, rel, stamp) for rel, stamp in chunk]
+
+
+@contextmanager
+def _mapper(jobs: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]]:
+    """An ordered, lazy map over worker processes (forked: no re-import, ~10 ms to start) when there is work
+    for more than one, else in this process.
+
+    Why processes: the per-file work is a few hundred microseconds, much of it Python (Pillow's JPEG header
+    parsing, the small numpy steps), so threads queue on the GIL; imagededup forks a pool over every core
+    for the same reason. Where fork is missing (Windows, macOS defaults) the map stays in-process."""
+    workers = min(WORKERS, jobs)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield map
+        return
+    with warnings.catch_warnings():
+        # Python 3.12 warns when forking a process that runs other threads (a progress bar's refresher):
+        # the children only decode and hash, never touching the locks those threads hold.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    try:
+        yield lambda fn, items: pool.imap(fn, items)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
 def _fingerprint_all(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]], algo: str, algorithm: str,
                      window: float, dry_run: bool, on_progress: Progress | None) -> Iterator[dict[str, Any]]:
     """Fingerprint (path, stamp) pairs in batches; each batch is one transaction unless this is a dry run."""
     if not todo:
         return
     cfg = ws.config()
-    max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
-    # Threads: decoding and resampling release the GIL. (Worker processes were tried: on a 2-CPU machine their
-    # start-up ate the gain, and spawn/forkserver re-import the caller's main module, a trap for scripts.)
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for start in range(0, len(todo), BATCH):
-            batch = todo[start:start + BATCH]
-            rows = list(pool.map(lambda t: _fingerprint_row(ws, t[0], t[1], algo, algorithm, window, max_pixels,
-                                                            max_bytes), batch))
+    job = _Job(str(ws.root), algo, algorithm, window, cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"))
+    size = min(CHUNK, BATCH)
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    per_batch = max(1, BATCH // size)
+    with _mapper(len(chunks)) as pmap:
+        results = pmap(partial(_fingerprint_chunk, job), chunks)
+        for start in range(0, len(chunks), per_batch):
+            rows = [row for _ in chunks[start:start + per_batch] for row in next(results)]
             if not dry_run:
                 with catalog.transaction():
                     catalog.dedup_save_hashes(rows)
             yield from rows
             if on_progress:
-                on_progress(len(batch))
+                on_progress(len(rows))
 
 
 def _thumb_loader(catalog: Catalog, paths: list[str], algo: str,
@@ -195,8 +242,9 @@ def _transform_name(code: int) -> str | None:
 
 
 def _digest64(hexdigest: str) -> int:
-    """The first 64 bits of a hex digest: an 8-byte key for equality and order (collisions: ~1e-8 at 1M)."""
-    return int(hexdigest[:16], 16)
+    """The first 64 bits of a hex digest (a reduced digest's prefix skipped): an 8-byte key for equality and
+    order (collisions: ~1e-8 at 1M)."""
+    return int(hexdigest.removeprefix(REDUCED_PREFIX)[:16], 16)
 
 
 Values = tuple[Any, ...]     # (dup_group, dup_of, dup_distance, dup_transform, dup_kind)
@@ -214,12 +262,15 @@ class _Columns:
     windows: list[int | None] = field(default_factory=list)
     window_flips: list[int | None] = field(default_factory=list)
     pixels: list[int] = field(default_factory=list)
+    exact: list[bool] = field(default_factory=list)     # pixels is a full-decode digest (else a reduced one)
+    dims: list[int] = field(default_factory=list)       # width << 32 | height where known (0 for crops)
     tiebreak: list[int] = field(default_factory=list)
     quality: dict[str, list[float]] = field(default_factory=lambda: {
         "resolution": [], "jpeg_quality": [], "bytes": [], "sharpness": [], "first_seen": []})
     current: dict[int, Values] = field(default_factory=dict)   # rows whose duplicate fields are set now
 
-    def add(self, item_id: int, path: str, fp: Any, quality: dict[str, float], tiebreak: int) -> None:
+    def add(self, item_id: int, path: str, fp: Any, quality: dict[str, float], tiebreak: int,
+            dims: int = 0) -> None:
         self.ids.append(item_id)
         self.paths.append(path)
         self.hashes.append(fp["hash"])
@@ -227,6 +278,8 @@ class _Columns:
         self.windows.append(fp["window"])
         self.window_flips.append(fp["window_flip"])
         self.pixels.append(_digest64(fp["pixels"]))
+        self.exact.append(is_exact(fp["pixels"]))
+        self.dims.append(dims)
         self.tiebreak.append(tiebreak)
         for k, v in quality.items():
             self.quality[k].append(v)
@@ -254,6 +307,33 @@ def _hash_todo(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]], alg
         if dry_run:
             fresh[row["path"]] = row
     return fresh
+
+
+def _resolve_twins(ws: Workspace, catalog: Catalog, cols: _Columns, algo: str, fresh: dict[str, dict[str, Any]],
+                   dry_run: bool) -> int:
+    """Full-decode digests for the few items whose reduced digests cannot rule out identical pixels; they
+    replace the reduced ones in ``cols`` and in the catalog (in ``fresh`` on a dry run). Returns how many."""
+    need = twin_candidates(np.array(cols.pixels, dtype=np.uint64), np.array(cols.exact, dtype=bool),
+                           np.array(cols.dims, dtype=np.int64), as_u64(cols.hashes))
+    if need.size == 0:
+        return 0
+    cfg = ws.config()
+    max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
+    updates = []
+    for k in need.tolist():
+        path = cols.paths[k]
+        try:
+            digest = full_digest(media.read_limited(ws.resolve(path), max_bytes), path, max_pixels)
+        except ImageError:
+            continue  # decoded once already, so this is a file changed under us: it stays reduced, never a twin
+        cols.pixels[k], cols.exact[k] = _digest64(digest), True
+        if path in fresh:
+            fresh[path]["pixels"] = digest
+        updates.append((digest, path, algo))
+    if updates and not dry_run:
+        with catalog.transaction():
+            catalog.conn.executemany("UPDATE dedup_hashes SET pixels=? WHERE path=? AND algo=?", updates)
+    return len(updates)
 
 
 # -- photos -----------------------------------------------------------------------------------------------
@@ -286,13 +366,15 @@ def _dedup_photos(ws: Workspace, catalog: Catalog, opts: DedupOptions, dry_run: 
             continue
         cols.add(int(r["id"]), r["path"], fp, {
             "resolution": r["width"] * r["height"], "jpeg_quality": fp["jpeg_quality"] or 0, "bytes": r["bytes"],
-            "sharpness": fp["sharpness"] or 0.0, "first_seen": r["id"]}, _digest64(r["sha256"]))
+            "sharpness": fp["sharpness"] or 0.0, "first_seen": r["id"]}, _digest64(r["sha256"]),
+            (int(r["width"]) << 32) | int(r["height"]))
     result: dict[int, Values] = {}
     if cols.ids:
+        full_decodes = _resolve_twins(ws, catalog, cols, algo, fresh, dry_run)
         found = find_groups(cols.items(opts.crop_window > 0),
                             Options(opts.threshold, opts.min_similarity, parse_policy(opts.keeper)),
                             _thumb_loader(catalog, cols.paths, algo, fresh))
-        level.stats = found.stats
+        level.stats = {**found.stats, "full_decodes": full_decodes}
         ids = np.array(cols.ids, dtype=np.int64)
         result = _assignments(found, ids, ids)
     _summarise(level, result)
@@ -434,11 +516,12 @@ def _dedup_faces(ws: Workspace, catalog: Catalog, opts: DedupOptions, photos: di
         face_index.append(int(r["face_index"]))
     result: dict[int, Values] = {}
     if cols.ids:
+        full_decodes = _resolve_twins(ws, catalog, cols, algo, fresh, dry_run)
         can_lead = np.array([i not in photo_dup for i in image_of])
         found = find_groups(cols.items(False, can_lead),
                             Options(opts.face_threshold, opts.face_min_similarity, parse_policy(opts.keeper)),
                             _thumb_loader(catalog, cols.paths, algo, fresh))
-        level.stats = found.stats
+        level.stats = {**found.stats, "full_decodes": full_decodes}
         result = _assignments(found, np.array(cols.ids, dtype=np.int64), np.array(image_of, dtype=np.int64))
     _inherit_photo_duplicates(faces_of, result, photo_dup, photos)
     _summarise(level, result)

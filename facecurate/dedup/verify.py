@@ -21,6 +21,7 @@ from facecurate.dedup.hashing import THUMB_SIZE
 BATCH = 4096          # pairs per vectorised block: bounds temporaries to a few tens of MiB
 _CROP_SHARES = (0.05, 0.0375, 0.025, 0.0125)   # trims per axis the search undoes (either image cropped)
 _OFFSETS = 5                                    # positions of the trimmed window tried per share
+ACCEPT_UNWARPED = 0.97   # an unwarped correlation this high is the best alignment already: skip the search
 
 
 def _interp_matrix(size: int, scale: float, offset: float) -> np.ndarray:
@@ -77,15 +78,27 @@ def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _similarity_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Aligned NCC of one block. Pairs whose unwarped correlation already passes ACCEPT_UNWARPED (resized,
+    recompressed, brightened, mirrored copies: most of them) skip the zoom/shift search."""
     p, size, _ = a.shape
-    r = warp_options(size)
     m = max(1, round(size * 0.06))
     inner = slice(m, size - m)
-    # Best zoom/shift per axis from the 1-D profiles: column means for x, row means for y.
+    out = _ncc(a[:, inner, inner].reshape(p, -1), b[:, inner, inner].reshape(p, -1), axis=1)
+    rest = np.flatnonzero(out < ACCEPT_UNWARPED)
+    if rest.size:
+        out[rest] = np.maximum(out[rest], _warped_ncc(a[rest], b[rest], inner))
+    return out
+
+
+def _warped_ncc(a: np.ndarray, b: np.ndarray, inner: slice) -> np.ndarray:
+    """NCC after the best zoom/shift per axis, found on the 1-D row and column mean profiles."""
+    p, size, _ = a.shape
+    r = warp_options(size)
+    flat = np.ascontiguousarray(r.reshape(-1, size).T)   # (S, K*S): every warp of a profile in one product
     best = []
     for axis in (1, 2):
         pa, pb = a.mean(axis=axis), b.mean(axis=axis)
-        warped = np.einsum("kuj,pj->pku", r, pb)
+        warped = (pb @ flat).reshape(p, r.shape[0], size)
         best.append(_ncc(pa[:, None, inner], warped[:, :, inner], axis=2).argmax(axis=1))
     kx, ky = best
     w = r[ky] @ b @ r[kx].transpose(0, 2, 1)
