@@ -203,11 +203,35 @@ def test_decide_respects_preconditions():
     limits = {r.name: r.default for r in RULES}
     wink = {"ear_mean": 0.14, "ear_min": 0.05, "ear_max": 0.24, "occlusion": 0.5}
     closed = {"ear_mean": 0.08, "ear_min": 0.07, "ear_max": 0.09, "occlusion": 1.0}
-    covered = {"ear_mean": 0.25, "ear_min": 0.15, "ear_max": 0.3, "occlusion": 1.05}
+    covered = {"ear_mean": 0.25, "ear_min": 0.15, "ear_max": 0.27, "occlusion": 1.05}
     assert decide(wink, limits, list(RULES)) == ["wink"]
     assert decide(closed, limits, list(RULES)) == ["closed_eyes"]
     assert decide(covered, limits, list(RULES)) == ["occluded_eyes"]  # not a wink: the lids are guesses
     assert BY_NAME["blurry"].fires({"sharpness": None}, limits) is False
+
+
+def test_lopsided_eyes_with_no_eye_seen_are_shut_unless_one_is_wide_open():
+    """FaceMesh often opens one of two squeezed-shut eyes a little; with no eye seen that is closed, not a wink."""
+    limits = {r.name: r.default for r in RULES}
+    squeezed = {"ear_mean": 0.14, "ear_min": 0.07, "ear_max": 0.21, "occlusion": 1.02}
+    seen = squeezed | {"occlusion": 0.5}
+    wide = {"ear_mean": 0.22, "ear_min": 0.1, "ear_max": 0.34, "occlusion": 1.02}
+    half_open = {"ear_mean": 0.2, "ear_min": 0.13, "ear_max": 0.27, "occlusion": 1.02}
+    assert decide(squeezed, limits, list(RULES)) == ["closed_eyes"]
+    assert decide(seen, limits, list(RULES)) == ["wink"]
+    assert decide(wide, limits, list(RULES)) == ["wink"]
+    assert decide(half_open, limits, list(RULES)) == ["occluded_eyes"]  # mean open, nothing seen: covered
+
+
+def test_mesh_view_cuts_the_padding_and_keeps_the_centre():
+    from facecurate.rules.eyes import MESH_SIDE, mesh_view
+
+    crop = np.zeros((512, 512, 3), np.uint8)
+    crop[154:358, 154:358] = 200  # the central 40 %
+    view = mesh_view(crop, 0.7)
+    assert view.shape == (MESH_SIDE, MESH_SIDE, 3)
+    assert view[MESH_SIDE // 2, MESH_SIDE // 2, 0] == 200 and view[0, 0, 0] == 0
+    assert mesh_view(crop, 1.0).shape == (MESH_SIDE, MESH_SIDE, 3)
 
 
 def test_unknown_rule_name_is_a_config_error(ws: Workspace, catalog: Catalog):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from facecurate.rules import geometry, pixels
-from facecurate.rules.eyes import MESH_SIDE, FaceMesh, eye_measures
+from facecurate.rules.eyes import MESH_CENTRE, FaceMesh, eye_measures, mesh_view
 
 FAMILIES = ("geometry", "pixels", "eyes")
 FAMILY_KEYS = {
@@ -69,13 +68,16 @@ def occlusion_score(cascade_hits: int, skin_ratio: float) -> float:
 
 
 def eye_family(mesh: FaceMesh, crop: np.ndarray) -> dict[str, float | None]:
-    """Eye measures on a MESH_SIDE copy of the crop: EAR is scale-free and the image cues need no more."""
-    if crop.shape[0] > MESH_SIDE:
-        crop = cv2.resize(crop, (MESH_SIDE, MESH_SIDE), interpolation=cv2.INTER_AREA)
-    points = mesh.points(crop)
-    if points is None:
+    """Eye measures on the central view of the crop (see eyes.MESH_CENTRE), or on the whole crop when FaceMesh
+    finds no face in the centre (a face off-centre in its crop). EAR is scale-free; the image cues need no more."""
+    for centre in (MESH_CENTRE, 1.0):
+        view = mesh_view(crop, centre)
+        points = mesh.points(view)
+        if points is not None:
+            break
+    else:
         return {k: None for k in FAMILY_KEYS["eyes"]} | {"mesh_found": 0.0}
-    m = eye_measures(crop, points)
+    m = eye_measures(view, points)
     return {"ear_right": m.ear_right, "ear_left": m.ear_left, "ear_mean": (m.ear_right + m.ear_left) / 2,
             "ear_min": min(m.ear_right, m.ear_left), "ear_max": max(m.ear_right, m.ear_left),
             "skin_ratio": m.skin_ratio, "dark_ratio": m.dark_ratio,
