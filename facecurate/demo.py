@@ -171,7 +171,7 @@ def outcome_table(catalog: Catalog) -> Table:
             "SELECT s.location, COALESCE(f.status, i.crop_state) AS status, f.reasons FROM sources s "
             "JOIN images i ON i.id = s.image_id LEFT JOIN faces f ON f.image_id = i.id ORDER BY s.id"):
         name = r["location"].rsplit("/", 1)[-1]
-        status = "duplicate" if r["status"] == "duplicate" else r["status"] or "pending"
+        status = r["status"] or "pending"
         got.setdefault(name, (status, json.loads(r["reasons"] or "[]") or ([status] if status == "no_face" else [])))
     table = Table(title="demo: what each served photo was made to show")
     for col in ("photo", "made to show", "the run found"):
