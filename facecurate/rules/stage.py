@@ -120,7 +120,7 @@ def run_filter(ws: Workspace, catalog: Catalog, rules: str | None = None, redo: 
                     if "pixels" in fams:
                         scores.update(pixel_measures(facts, crop, photo))
                     if "eyes" in fams:
-                        mesh = mesh or FaceMesh()
+                        mesh = mesh or FaceMesh.shared()
                         scores.update(eye_family(mesh, crop))
                 if fams:
                     summary.measured += 1
