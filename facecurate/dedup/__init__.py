@@ -4,6 +4,7 @@ a keeper chosen by quality, for photos and, after ``crop``, for the aligned face
 Modules, pure maths first:
 
 - :mod:`~facecurate.dedup.hashing` — fingerprints of decoded pixels (imagehash + pixel sha256 + quality cues)
+- :mod:`~facecurate.dedup.decode`  — reduced grayscale JPEG decodes (Image.draft) and full-decode digests
 - :mod:`~facecurate.dedup.search`  — exact sub-quadratic Hamming search (multi-index hashing in numpy)
 - :mod:`~facecurate.dedup.verify`  — aligned thumbnail correlation that confirms hash candidates
 - :mod:`~facecurate.dedup.groups`  — candidate edges, keeper order, grouping around keepers (no chaining)

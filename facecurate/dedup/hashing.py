@@ -1,8 +1,8 @@
 """Fingerprints of one decoded image: perceptual hashes (imagehash), a pixel hash, and quality cues.
 
 Everything here is a pure function of pixels (and, for the JPEG quality, of the file's header): the stage
-decodes each file once through :mod:`facecurate.media` and hands the array here, and the catalog caches the
-result so a re-run hashes only new files.
+decodes each file once (a JPEG at reduced scale, see :mod:`facecurate.dedup.decode`) and hands the grayscale
+view here, and the catalog caches the result so a re-run hashes only new files.
 
 Why each part exists:
 
@@ -15,7 +15,9 @@ Why each part exists:
   A copy with a few percent trimmed off its edges is a zoom of the original, which moves pHash bits; its
   full frame lines up with the original's central window instead, so indexing that window catches crops.
 - ``pixels``: sha256 over the decoded RGB pixels and their shape: the same picture saved as PNG and as
-  lossless WebP, or with different EXIF, has different file bytes but identical pixels.
+  lossless WebP, or with different EXIF, has different file bytes but identical pixels. (For a JPEG read at
+  reduced scale it is a digest of that reduced decode, marked ``r``: the stage decodes in full only where
+  such digests collide.)
 - ``thumb``: a 24x24 grayscale thumbnail. Hash distances alone cannot separate a cropped copy (10-20 bits)
   from two different faces that are aligned the same way (8-12 bits); an aligned correlation of thumbnails
   can (see :mod:`facecurate.dedup.verify`).

@@ -2,8 +2,9 @@
 
 Order of work, and why:
 
-1. **Photos.** Every image without a cached fingerprint for the current hash setting is decoded once
-   (through :mod:`facecurate.media`) and fingerprinted, a batch per transaction, so a kill loses at most one
+1. **Photos.** Every image without a cached fingerprint for the current hash setting is decoded once (a
+   JPEG at reduced scale, see :mod:`facecurate.dedup.decode`; the rest through :mod:`facecurate.media`) and
+   fingerprinted in worker processes, a batch per transaction, so a kill loses at most one
    batch and a re-run hashes only what is new. Grouping then runs over *all* cached fingerprints — it is
    cheap next to decoding, and a new, better copy must be able to take over as keeper of an old group.
 2. **Faces** (after ``crop``). Faces of a duplicate photo are duplicates too: they may join a group but never
