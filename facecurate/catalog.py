@@ -408,6 +408,8 @@ class Catalog:
             "faces": {row["status"]: int(row["n"]) for row in
                       self.conn.execute("SELECT status, COUNT(*) AS n FROM faces GROUP BY status")},
             "by_label": by_label,
+            "reasons": {r[0]: int(r[1]) for r in self.conn.execute(
+                "SELECT j.value, COUNT(*) FROM faces f, json_each(f.reasons) j GROUP BY 1 ORDER BY 2 DESC, 1")},
             "dedup": self.dedup_counts(),
         }
 

@@ -147,8 +147,8 @@ def import_(paths: Annotated[list[Path], typer.Argument(help="Folders (searched 
 
 @app.command()
 @reports_errors
-def crop(size: Annotated[int | None, typer.Option(help="Side of the aligned crop [default: crop.size].")] = None,
-         device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [default: crop.device].")] = None,
+def crop(size: Annotated[int | None, typer.Option(help="Side of the aligned crop (default: crop.size).")] = None,
+         device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: crop.device).")] = None,
          batch_size: Annotated[int | None, typer.Option(help="Images per MTCNN batch.")] = None,
          all_faces: Annotated[bool | None, typer.Option("--all-faces/--largest-face",
                                                            help="Crop every confident face.")] = None,
@@ -191,7 +191,7 @@ def crop(size: Annotated[int | None, typer.Option(help="Side of the aligned crop
 @app.command()
 @reports_errors
 def export(fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet.")] = None,
-           out: Annotated[Path | None, typer.Option(help="Output folder [default: WORKSPACE/exports].")] = None,
+           out: Annotated[Path | None, typer.Option(help="Output folder (default: WORKSPACE/exports).")] = None,
            layout: Annotated[str, typer.Option(help="none | imagefolder (HF: train/ + metadata.jsonl) | per-label "
                                                     "(train/LABEL/ and val/LABEL/, StarGAN v2 domains).")] = "none",
            workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
@@ -233,7 +233,23 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     stages.add_row("images", f"{counts['images']} distinct")
     stages.add_row("crop", ", ".join(f"{k} {v}" for k, v in counts["crop"].items()))
     stages.add_row("faces", ", ".join(f"{k} {v}" for k, v in sorted(counts["faces"].items())) or "none yet")
+    stages.add_row("rejected by", ", ".join(f"{k} {v}" for k, v in counts["reasons"].items()) or "-")
+    dup = counts["dedup"]
+    transforms = ", ".join(f"{k} {v}" for k, v in sorted(dup["image_by_transform"].items()))
+    stages.add_row("dedup", f"{dup['hashed']} photos hashed; {dup['image_duplicates']} duplicate photos in "
+                            f"{dup['image_groups']} groups" + (f" ({transforms})" if transforms else "")
+                            + f"; {dup['face_duplicates']} duplicate faces")
+    if dup["largest_groups"]:
+        stages.add_row("largest groups", ", ".join(f"#{g['group']}: {g['size']}" for g in dup["largest_groups"]))
     console.print(stages)
+    queries = {q: v for q, v in dup["by_query"].items() if q}
+    if queries:
+        per_query = Table(title="per query")
+        for col in ("query", "images", "duplicates"):
+            per_query.add_column(col, justify="left" if col == "query" else "right")
+        for q, v in queries.items():
+            per_query.add_row(q, str(v["images"]), str(v["duplicates"]))
+        console.print(per_query)
     if counts["by_label"]:
         labels = Table(title="per label")
         cols = sorted({k for v in counts["by_label"].values() for k in v})
@@ -247,7 +263,7 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command()
 @reports_errors
-def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace [default: a temp folder].")] = None,
+def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace (default: a temp folder).")] = None,
          device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto") -> None:
     """The whole pipeline offline: a loopback search engine over the bundled public-domain photos and edits of
     them, crawled, deduplicated, cropped, filtered and exported (every rejection reason fires once or more)."""
@@ -282,7 +298,7 @@ def queries_add(terms: Annotated[list[str] | None, typer.Argument(help="Search t
 @reports_errors
 def queries_list(label: LabelOpt = None,
                  engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="Engines to show "
-                                                                  "[default: crawl.engines + any that ran].")] = None,
+                                                                  "(default: crawl.engines + any that ran).")] = None,
                  workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Pending vs used terms, per engine, with counts and dates."""
     from facecurate.crawl.report import queries_table
@@ -318,9 +334,9 @@ def queries_remove(terms: Annotated[list[str], typer.Argument(help="Terms to sto
 @app.command()
 @reports_errors
 def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="bing | duckduckgo | google | "
-                                                           "naver | wikimedia; repeatable [default: crawl.engines].")]
+                                                           "naver | wikimedia; repeatable (default: crawl.engines).")]
           = None,
-          limit: Annotated[int | None, typer.Option(help="Results per (query, engine) [default: crawl.limit].",
+          limit: Annotated[int | None, typer.Option(help="Results per (query, engine) (default: crawl.limit).",
                                                     min=1)] = None,
           label: LabelOpt = None,
           again: Annotated[bool, typer.Option("--again", help="Re-run pairs already used.")] = False,
@@ -368,9 +384,9 @@ def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", hel
 @app.command()
 @reports_errors
 def dedup(threshold: Annotated[int | None, typer.Option(
-              help="Hash bits (of 64) for a near-duplicate photo [default: dedup.threshold].")] = None,
+              help="Hash bits (of 64) for a near-duplicate photo (default: dedup.threshold).")] = None,
           faces: Annotated[bool | None, typer.Option(
-              "--faces/--no-faces", help="Also group the aligned face crops [default: dedup.faces].")] = None,
+              "--faces/--no-faces", help="Also group the aligned face crops (default: dedup.faces).")] = None,
           dry_run: Annotated[bool, typer.Option(
               "--dry-run", help="Print the groups; write nothing (not even the hash cache).")] = False,
           redo: Annotated[bool, typer.Option(help="Re-hash every file instead of using the cache.")] = False,

@@ -148,6 +148,14 @@ def test_run_end_to_end_matches_the_catalog_then_does_nothing_new(ws: Workspace,
     text = out.file.getvalue()  # type: ignore[attr-defined]
     assert all(name in text for name in STAGES) and "no_face" in text and "duplicate" in text
 
+    # `status` tells the same story: rejects by reason, duplicates (with the mirror), per query.
+    shown = CliRunner().invoke(app, ["status", "-w", str(ws.root)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "1 duplicate photos in 1 groups (hflip 1)" in shown.output
+    for reason, n in rule_reasons.items():
+        assert f"{reason} {n}" in shown.output
+    assert all(term in shown.output for term, _ in LABELS.values())
+
 
 def test_stages_subset_touches_only_those_stages_and_a_full_run_resumes(ws: Workspace, catalog: Catalog, web):
     _host, engines = web
