@@ -416,7 +416,8 @@ def _filter(ctx: _Context) -> StageOutcome:
                          on_progress=bars.advance)
     figures = {"faces": summary.faces, "measured": summary.measured, "kept": summary.kept,
                "rejected": summary.rejected, "failed": len(summary.failed)}
-    detail = (f"{summary.faces} faces decided ({summary.measured} measured now): {summary.kept} kept, "
+    # "passed", not "kept": a duplicate face can pass every rule and still stay out of the dataset.
+    detail = (f"{summary.faces} faces decided ({summary.measured} measured now): {summary.kept} passed the rules, "
               f"{summary.rejected} rejected")
     return StageOutcome("filter", "done", detail, figures)
 
