@@ -239,3 +239,33 @@ def test_unknown_rule_name_is_a_config_error(ws: Workspace, catalog: Catalog):
 
     with pytest.raises(ConfigError, match="known:"):
         run_filter(ws, catalog, rules="closed_eyes,squint")
+
+
+def test_eye_family_falls_back_to_the_whole_crop_when_the_centre_has_no_face(judged):
+    """A face off-centre in its crop: FaceMesh finds nothing in the central view, so the whole crop is read."""
+    from facecurate import media
+    from facecurate.rules.eyes import MESH_SIDE, FaceMesh
+    from facecurate.rules.measure import eye_family
+
+    ws, catalog, _, _, _ = judged
+    rel = catalog.conn.execute("SELECT f.crop_path FROM faces f JOIN images i ON i.id=f.image_id "
+                               "WHERE i.label='keep'").fetchone()[0]
+    crop = media.load_rgb(ws.resolve(rel), 10**8, 10**8).pixels
+    real = FaceMesh.shared()
+
+    class CentreBlind:
+        """Sees no face in the first view it is shown (the centre), then meshes as usual."""
+
+        def __init__(self) -> None:
+            self.views: list[np.ndarray] = []
+
+        def points(self, view: np.ndarray) -> np.ndarray | None:
+            self.views.append(view)
+            return None if len(self.views) == 1 else real.points(view)
+
+    blind = CentreBlind()
+    measures = eye_family(blind, crop)  # type: ignore[arg-type]
+    assert len(blind.views) == 2 and all(v.shape[0] == MESH_SIDE for v in blind.views)
+    assert measures["mesh_found"] == 1.0 and measures["ear_mean"] is not None and measures["ear_mean"] > 0.18
+    direct = eye_family(real, crop)
+    assert direct["mesh_found"] == 1.0 and abs(direct["ear_mean"] - measures["ear_mean"]) < 0.08
