@@ -9,6 +9,7 @@ and whether it was met. Benchmarks whose anchor or data is missing say so in the
     uv run python benchmarks/run_all.py --only crop,dedup
     uv run python benchmarks/run_all.py --quick          # smaller sets, for a smoke run
     uv run python benchmarks/run_all.py --json out.json  # also keep every script's raw figures
+    uv run python benchmarks/run_all.py --table out.json # the table again from those figures
 
 Anchors that live outside the project's environment (their pins clash with ours):
     imagededup:  uv venv /tmp/idd --python 3.12 && uv pip install --python /tmp/idd/bin/python imagededup
@@ -33,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 IDD_PYTHON = Path("/tmp/idd/bin/python")
 I2D = Path("/tmp/i2d-venv/bin/img2dataset")
 
@@ -88,9 +90,9 @@ def _download_rows(d: dict[str, Any]) -> list[Row]:
     rows = [_ratio_row(f"download {d['n']} URLs, {d['latency'] * 1000:.0f} ms latency", "img2dataset (end to end)",
                        "img/s", runs.get("img2dataset", {}).get("images_per_s"), ours, 1.0)]
     shard = runs.get("img2dataset (shard time only)")
-    if shard:
-        rows.append(_ratio_row("download, same run", "img2dataset (its own shard timer)", "img/s",
-                               shard["images_per_s"], ours, 1.0))
+    if shard:  # stricter than the target asks (it leaves out img2dataset's start-up): shown, not judged
+        rows.append(("download, same run", "img2dataset (its own shard timer)", "img/s", shard["images_per_s"],
+                     ours, "(for information)", None))
     return rows
 
 
@@ -100,19 +102,11 @@ def _filter_rows(d: dict[str, Any]) -> list[Row]:
 
 
 def _rules_rows(d: dict[str, Any]) -> list[Row]:
-    # (words in the figure's name, bound, whether the bound is a floor); the first match wins
-    targets = (("precision", 0.95, True), ("recall (sunglasses)", 0.75, True), ("recall", 0.90, True),
-               ("false flags", 0.03, False), ("false winks", 0.05, False), ("rejected by the eye rules", 0.08, False))
-    rows: list[Row] = []
-    for what, value in d["figures"].items():
-        match = next(((bound, floor) for key, bound, floor in targets if key in what), None)
-        if match is None:
-            rows.append((f"rules (dev): {what}", "-", "", None, value, "", None))
-            continue
-        bound, floor = match
-        rows.append((f"rules (dev): {what}", "-", "", None, value, f"{'≥' if floor else '≤'} {bound:g}",
-                     value >= bound if floor else value <= bound))
-    return rows
+    """eval_dev says itself which targets it met; the target texts come from the same table it uses."""
+    from eval_dev import TARGETS
+
+    return [(f"rules (dev): {what}", "-", "", None, value, TARGETS[what][0], d["targets_met"][what])
+            for what, value in d["figures"].items()]
 
 
 def _review_rows(d: dict[str, Any]) -> list[Row]:
@@ -177,16 +171,33 @@ def _fmt(v: float | None) -> str:
     return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
 
 
+def print_table(rows: list[Row], machine: str) -> None:
+    table = Table(title=f"facecurate vs anchors ({machine})")
+    for col in ("measure", "anchor", "unit", "anchor value", "facecurate", "ratio", "target", "met"):
+        table.add_column(col, justify="left" if col in ("measure", "anchor", "target") else "right")
+    for what, anchor, unit, a, ours, target, met in rows:
+        ratio = f"{ours / a:.2f}×" if a and ours and unit.endswith("/s") else "-"
+        table.add_row(what, anchor, unit, _fmt(a), _fmt(ours), ratio, target,
+                      {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[met])
+    Console(width=200).print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma list of: " + ", ".join(b.name for b in BENCHES))
     ap.add_argument("--quick", action="store_true", help="smaller sets: a smoke run, not figures to report")
     ap.add_argument("--json", type=Path, help="write every script's raw figures here")
+    ap.add_argument("--table", type=Path, help="print the table from a file written by --json; run nothing")
     args = ap.parse_args()
     chosen = [b for b in BENCHES if not args.only or b.name in args.only.split(",")]
     unknown = set(args.only.split(",")) - {b.name for b in BENCHES} if args.only else set()
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    if args.table:
+        saved = json.loads(args.table.read_text())
+        print_table([row for b in chosen if (saved["benchmarks"].get(b.name) or {}).get("figures") is not None
+                     for row in b.rows(saved["benchmarks"][b.name]["figures"])], saved["machine"])
+        return
     console = Console(stderr=True)
     rows: list[Row] = []
     raw: dict[str, Any] = {}
@@ -196,14 +207,7 @@ def main() -> None:
         raw[bench.name] = {"seconds": seconds, "figures": data}
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
                f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
-    table = Table(title=f"facecurate vs anchors ({machine})")
-    for col in ("measure", "anchor", "unit", "anchor value", "facecurate", "ratio", "target", "met"):
-        table.add_column(col, justify="left" if col in ("measure", "anchor", "target") else "right")
-    for what, anchor, unit, a, ours, target, met in rows:
-        ratio = f"{ours / a:.2f}×" if a and ours and unit.endswith("/s") else "-"
-        table.add_row(what, anchor, unit, _fmt(a), _fmt(ours), ratio, target,
-                      {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[met])
-    Console(width=200).print(table)
+    print_table(rows, machine)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "benchmarks": raw}, indent=2, default=str))
 
