@@ -173,3 +173,29 @@ def test_per_label_split_never_puts_copies_of_one_photo_on_both_sides(ws: Worksp
         family_sides |= sides
         other_sides |= {f.split("/")[0] for f in files}
     assert family_sides == {"train", "val"} == other_sides  # the split really moves with the seed
+
+
+def test_faces_of_a_duplicate_photo_stay_out_when_dedup_ran_before_crop(ws: Workspace, catalog: Catalog,
+                                                                        demo_dir: Path, tmp_path: Path):
+    """DESIGN's order (dedup, then crop) leaves the copies' new faces unseen by dedup: export must still mark
+    them duplicate and keep them out of the layout, or a step-by-step user exports the same face twice."""
+    from PIL import Image, ImageOps
+
+    from facecurate.dedup import DedupOptions, run_dedup
+
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    with Image.open(demo_dir / "obama.jpg") as im:
+        ImageOps.mirror(im).save(copies / "obama_mirrored.jpg", quality=70)
+    import_paths(ws, catalog, [demo_dir / "obama.jpg", demo_dir / "biden.jpg", copies], label="web")
+    run_dedup(ws, catalog, DedupOptions.from_config(ws))          # photos only: no crops yet
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
+    result = export(ws, catalog, out_dir=tmp_path / "out", layout="imagefolder")
+    rows = {}
+    for line in result.manifest.read_text().splitlines():
+        row = json.loads(line)
+        rows[Path(row["source_path"]).name] = row
+    copy, original = rows["obama_mirrored.jpg"], rows["obama.jpg"]
+    assert copy["status"] == "duplicate" and copy["dup_of"] == original["sample_id"]
+    assert original["status"] == "keep" and rows["biden.jpg"]["status"] == "keep"
+    assert result.layout_files == 2  # obama and biden; the mirrored copy stays out

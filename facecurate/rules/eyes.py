@@ -7,7 +7,11 @@ cues read around those landmarks (skin compared with the cheek, darkness, eye-ca
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -35,6 +39,32 @@ def eye_aspect_ratio(points: np.ndarray, idx: tuple[int, ...]) -> float:
     return float((np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])) / (2.0 * width))
 
 
+def _warm_up_face() -> np.ndarray:
+    """A bundled public-domain portrait at mesh size: a real face, so every first-face log line is muted too."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "demo_data" / "obama.jpg"
+    img = cv2.imread(str(path))
+    if img is None:  # a trimmed install without the demo photos: an empty frame still mutes the set-up
+        return np.zeros((MESH_SIDE, MESH_SIDE, 3), np.uint8)
+    return np.ascontiguousarray(cv2.resize(img, (MESH_SIDE, MESH_SIDE), interpolation=cv2.INTER_AREA)[:, :, ::-1])
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """MediaPipe's C++ side (TFLite, absl) writes set-up chatter straight to file descriptor 2, under the
+    progress bars and before any Python logging could filter it; mute that descriptor while it sets up."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class FaceMesh:
     """One MediaPipe FaceMesh per process (it is not thread-safe and costs ~100 ms to build)."""
 
@@ -52,8 +82,10 @@ class FaceMesh:
     def __init__(self) -> None:
         import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                                     refine_landmarks=True, min_detection_confidence=0.3)
+        with _native_stderr_muted():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                         refine_landmarks=True, min_detection_confidence=0.3)
+            self._mesh.process(_warm_up_face())  # the graph logs more set-up on its first face
 
     def points(self, crop: np.ndarray) -> np.ndarray | None:
         """478 landmarks in the pixel coordinates of ``crop`` (RGB uint8), or None if no face is meshed."""
