@@ -5,7 +5,7 @@ script runs them as subprocesses (so one's threads and caches never colour anoth
 figures and prints one table: what was measured, the anchor's figure, facecurate's, the ratio, the target
 and whether it was met. Benchmarks whose anchor or data is missing say so in the table instead of failing.
 
-    uv run python benchmarks/run_all.py                  # everything (about 25 minutes on 2 cores)
+    uv run python benchmarks/run_all.py                  # everything (about 5 minutes on 2 cores)
     uv run python benchmarks/run_all.py --only crop,dedup
     uv run python benchmarks/run_all.py --quick          # smaller sets, for a smoke run
     uv run python benchmarks/run_all.py --json out.json  # also keep every script's raw figures
