@@ -377,6 +377,12 @@ class Catalog:
                 (image_id, f.face_index, f.det_score, json.dumps(f.bbox), json.dumps(f.landmarks),
                  json.dumps(f.quad), f.oob_fraction, f.above_fraction, f.side_fraction, f.eye_angle,
                  f.crop_path, f.crop_size))
+        # Faces of a photo dedup already marked as a copy leave with it, whatever order the stages ran in;
+        # dedup's face pass later points each at the matching face of the kept photo.
+        self.conn.execute("UPDATE faces SET status='duplicate', dup_kind='image', "
+                          "dup_group=(SELECT dup_group FROM images WHERE id=?) "
+                          "WHERE image_id=? AND (SELECT dup_of FROM images WHERE id=?) IS NOT NULL",
+                          (image_id, image_id, image_id))
         self.conn.execute("UPDATE images SET crop_state=?, crop_error=?, cropped_at=?, detections=? WHERE id=?",
                           (state, error, utc_now(), json.dumps(detections or []), image_id))
 

@@ -177,8 +177,8 @@ def test_per_label_split_never_puts_copies_of_one_photo_on_both_sides(ws: Worksp
 
 def test_faces_of_a_duplicate_photo_stay_out_when_dedup_ran_before_crop(ws: Workspace, catalog: Catalog,
                                                                         demo_dir: Path, tmp_path: Path):
-    """DESIGN's order (dedup, then crop) leaves the copies' new faces unseen by dedup: export must still mark
-    them duplicate and keep them out of the layout, or a step-by-step user exports the same face twice."""
+    """DESIGN's order (dedup, then crop) leaves the copies' new faces unseen by dedup's face pass: they must
+    still be duplicates and stay out of the layout, or a step-by-step user exports the same face twice."""
     from PIL import Image, ImageOps
 
     from facecurate.dedup import DedupOptions, run_dedup
@@ -190,6 +190,9 @@ def test_faces_of_a_duplicate_photo_stay_out_when_dedup_ran_before_crop(ws: Work
     import_paths(ws, catalog, [demo_dir / "obama.jpg", demo_dir / "biden.jpg", copies], label="web")
     run_dedup(ws, catalog, DedupOptions.from_config(ws))          # photos only: no crops yet
     run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
+    marked = catalog.conn.execute("SELECT f.status FROM faces f JOIN images i ON i.id=f.image_id "
+                                  "WHERE i.dup_of IS NOT NULL").fetchall()
+    assert [r[0] for r in marked] == ["duplicate"]  # status, review and filter see it as the copy it is
     result = export(ws, catalog, out_dir=tmp_path / "out", layout="imagefolder")
     rows = {}
     for line in result.manifest.read_text().splitlines():
