@@ -165,10 +165,6 @@ def manifest_rows(ws: Workspace, catalog: Catalog, out_dir: Path, seed: int = 0,
                            crop_size=f["crop_size"],
                            **_dup_fields(f, samples["face"].get(f["dup_of"]) if f["dup_of"] is not None else
                                          samples["image"].get(f["dup_group"]) if f["dup_kind"] else None))
-                if img["dup_of"] is not None and f["dup_kind"] is None and review["decision"] == "none":
-                    # The photo is a duplicate but dedup has not looked at its faces yet (it ran before
-                    # crop): the face leaves with its photo, pointing at the kept photo's first row.
-                    row.update(status="duplicate", **_dup_fields(img, samples["image"].get(img["dup_of"])))
                 rows.append(row)
         else:
             base.update(sample_id=img["sha256"][:16], status=state or "pending",
