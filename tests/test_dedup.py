@@ -600,3 +600,36 @@ def test_random_edits_stay_within_the_documented_threshold():
 def test_edges_helper_selects():
     e = Edges(np.array([0, 1]), np.array([2, 3]), np.array([1, 2], dtype=np.int16), np.array([0, 1], dtype=np.int8))
     assert len(e.select(np.array([False, True]))) == 1 and len(Edges.empty()) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_hash_is_reported_with_its_files_not_waited_on(ws: Workspace, catalog: Catalog,
+                                                                            tmp_path: Path, monkeypatch):
+    """A native crash in a fingerprinting process (a decoder segfault on a hostile file) must end the run
+    with a message naming the files in flight, and a re-run must finish; a plain Pool would wait forever."""
+    import os
+
+    if dedup_stage.WORKERS < 2:
+        pytest.skip("one CPU: fingerprinting runs in-process, there is no worker to lose")
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3 * dedup_stage.CHUNK):  # several chunks, so the worker pool is used
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"noise_{i:02d}.png")
+    import_paths(ws, catalog, [folder])
+    victim = catalog.conn.execute("SELECT path FROM images ORDER BY path LIMIT 1 OFFSET 20").fetchone()[0]
+    real = dedup_stage._fingerprint_row
+
+    def crash_on_victim(job, rel, stamp):  # runs in the forked worker
+        if rel == victim:
+            os._exit(139)
+        return real(job, rel, stamp)
+
+    monkeypatch.setattr(dedup_stage, "_fingerprint_row", crash_on_victim)
+    with pytest.raises(Exception, match="worker died") as info:
+        run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False))
+    assert victim in str(info.value)
+    monkeypatch.setattr(dedup_stage, "_fingerprint_row", real)
+    summary = run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False))
+    hashed = catalog.conn.execute("SELECT COUNT(DISTINCT path) FROM dedup_hashes WHERE error IS NULL").fetchone()[0]
+    assert hashed == 3 * dedup_stage.CHUNK and summary.photos.failed == []

@@ -20,12 +20,15 @@ second run with nothing new writes nothing. ``dry_run`` computes everything and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,6 +49,7 @@ from facecurate.errors import ConfigError, ImageError
 from facecurate.workspace import Workspace
 
 BATCH = 128          # files fingerprinted per transaction: a kill re-hashes at most this many
+AHEAD = 4            # chunks queued per worker ahead of the one being consumed
 CHUNK = 16           # files per task sent to a worker: small enough to balance, big enough to amortise the IPC
 WORKERS = max(1, min(8, os.cpu_count() or 1))  # fingerprinting processes
 KIND_IMAGE = "image"  # a face whose photo is a duplicate photo
@@ -188,7 +192,9 @@ def _mapper(jobs: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any]
 
     Why processes: the per-file work is a few hundred microseconds, much of it Python (Pillow's JPEG header
     parsing, the small numpy steps), so threads queue on the GIL; imagededup forks a pool over every core
-    for the same reason. Where fork is missing (Windows, macOS defaults) the map stays in-process."""
+    for the same reason. Where fork is missing (Windows, macOS defaults) the map stays in-process.
+    A worker killed by a native crash (a decoder segfault on a hostile file) breaks the pool: that is
+    reported with the files of the chunk in flight, never waited on forever."""
     workers = min(WORKERS, jobs)
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         yield map
@@ -197,12 +203,32 @@ def _mapper(jobs: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any]
         # Python 3.12 warns when forking a process that runs other threads (a progress bar's refresher):
         # the children only decode and hash, never touching the locks those threads hold.
         warnings.simplefilter("ignore", DeprecationWarning)
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        pool.submit(int).result()  # start the workers here, under the filter
+
+    def ordered(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        ahead: deque[tuple[Any, Future[Any]]] = deque()
+        todo = iter(items)
+        for item in itertools.islice(todo, AHEAD * workers):  # bounded: results never pile up in memory
+            ahead.append((item, pool.submit(fn, item)))
+        while ahead:
+            item, future = ahead.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:
+                files = ", ".join(rel for rel, _ in item) if isinstance(item, list) else str(item)
+                raise ImageError(f"A fingerprinting worker died (a native crash) on one of: {files}. Files "
+                                 f"hashed before it are saved; move the offending file out of raw/ or run "
+                                 f"`facecurate dedup` again to retry.", "worker_crashed") from exc
+            nxt = next(todo, None)
+            if nxt is not None:
+                ahead.append((nxt, pool.submit(fn, nxt)))
+            yield result
+
     try:
-        yield lambda fn, items: pool.imap(fn, items)
+        yield ordered
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _fingerprint_all(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]], algo: str, algorithm: str,
