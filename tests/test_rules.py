@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
+from facecurate import demo_variants as dv
 from facecurate.catalog import Catalog
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.faces.detect import BatchedDetector
@@ -32,49 +32,18 @@ def obama() -> tuple[np.ndarray, np.ndarray]:
     return img, np.asarray(landmarks)
 
 
-def _lid(img: np.ndarray, eye: np.ndarray, iod: float) -> None:
-    """Paint a closed lid over one eye: cheek-coloured skin with a dark lash line."""
-    cheek = img[int(eye[1] + iod * 0.6):int(eye[1] + iod * 0.7), int(eye[0] - 5):int(eye[0] + 5)].reshape(-1, 3)
-    colour = tuple(int(c) for c in cheek.mean(0))
-    cv2.ellipse(img, (int(eye[0]), int(eye[1])), (int(iod * 0.28), int(iod * 0.12)), 0, 0, 360, colour, -1)
-    cv2.line(img, (int(eye[0] - iod * 0.25), int(eye[1] + iod * 0.03)),
-             (int(eye[0] + iod * 0.25), int(eye[1] + iod * 0.03)), (60, 40, 35), 3)
-
-
 def _variants(obama, tmp: Path) -> dict[str, Path]:
-    """One generated photo per rule, named by the reason it must raise (keep = the untouched original)."""
+    """One generated photo per rule, named by the reason it must raise (keep = the untouched original);
+    the edits are the demo's (facecurate.demo_variants), so the demo and these tests exercise the same."""
     img, lm = obama
-    iod = float(np.linalg.norm(lm[1] - lm[0]))
-    out: dict[str, np.ndarray] = {"keep": img}
-    closed = img.copy()
-    _lid(closed, lm[0], iod)
-    _lid(closed, lm[1], iod)
-    out["closed_eyes"] = closed
-    wink = img.copy()
-    _lid(wink, lm[0], iod)
-    out["wink"] = wink
-    covered = img.copy()
-    for eye in lm[:2]:  # dark lenses over both eyes
-        axes = (int(iod * 0.38), int(iod * 0.25))
-        cv2.ellipse(covered, (int(eye[0]), int(eye[1])), axes, 0, 0, 360, (15, 15, 20), -1)
-    out["occluded_eyes"] = covered
-    out["no_headroom"] = img[int(lm[0][1] - iod * 0.45):]          # cut just above the eyebrows
-    out["mirroring"] = img[:, int(lm[0][0] - iod * 0.3):]           # face at the left edge
-    out["grayscale"] = np.repeat(np.asarray(Image.fromarray(img).convert("L"))[:, :, None], 3, axis=2)
-    out["blurry"] = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=iod * 0.12)))
-    small = Image.fromarray(img).resize((img.shape[1] // 5, img.shape[0] // 5), Image.LANCZOS)
-    out["small_face"] = np.asarray(small)
-    face = img[int(lm[0][1] - iod * 1.6):int(lm[3][1] + iod * 1.2), int(lm[0][0] - iod):int(lm[1][0] + iod)]
-    out["multiple_faces"] = np.concatenate([face, face[:, ::-1]], axis=1)
-    rng = np.random.default_rng(1)
-    frame = np.zeros((1400, 1400, 3), np.uint8)
-    for _ in range(90):  # a colourful packshot background
-        x, y = rng.integers(0, 1300, 2)
-        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        cv2.rectangle(frame, (int(x), int(y)), (int(x + 120), int(y + 90)), colour, -1)
-    thumb = np.asarray(Image.fromarray(face).resize((face.shape[1] // 8, face.shape[0] // 8), Image.LANCZOS))
-    frame[650:650 + thumb.shape[0], 650:650 + thumb.shape[1]] = thumb
-    out["product_shot"] = frame
+    face = dv.face_box(img, lm)
+    out: dict[str, np.ndarray] = {
+        "keep": img, "closed_eyes": dv.closed_eyes(img, lm), "wink": dv.wink(img, lm),
+        "occluded_eyes": dv.covered_eyes(img, lm), "no_headroom": dv.no_headroom(img, lm),
+        "mirroring": dv.off_edge(img, lm), "grayscale": dv.grayscale(img), "blurry": dv.blurry(img, lm),
+        "small_face": dv.small(img), "multiple_faces": dv.side_by_side(face, face[:, ::-1].copy()),
+        "product_shot": dv.product_shot(face),
+    }
     paths = {}
     for name, arr in out.items():
         (tmp / name).mkdir(parents=True, exist_ok=True)
