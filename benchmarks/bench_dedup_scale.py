@@ -1,7 +1,8 @@
 """Grouping at scale: 100k, 300k and 1M random 64-bit hashes with planted near-duplicates, on one core.
 
-What runs is facecurate's own grouping path without the files: the index of every item's hash, mirror hash
-and (by default) central-window hashes, the exact multi-index-hashing search at the default threshold,
+What runs is facecurate's own grouping path without the files: the index of every item's hash and mirror
+hash, and (by default) its four crop-window hashes and their mirrors, the exact multi-index-hashing searches
+at the default thresholds (full frames at ``threshold``, windows at ``crop_threshold``),
 best-matching per pair, keeper order and grouping around keepers. Thumbnail verification is left out (random
 hashes have no pixels); in a real run it only touches the few candidate pairs.
 
@@ -10,7 +11,7 @@ own; tracemalloc's peak (numpy's allocations included) is printed beside it.
 
     uv run python benchmarks/bench_dedup_scale.py                      # 100k, 300k, 1M, windows on
     uv run python benchmarks/bench_dedup_scale.py --no-windows         # full-frame + mirror only
-    uv run python benchmarks/bench_dedup_scale.py --sizes 1000000 --threshold 6
+    uv run python benchmarks/bench_dedup_scale.py --sizes 1000000 --threshold 6 --crop-threshold 6
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_wide_table
 
+from facecurate.dedup.core import Options
 from facecurate.dedup.groups import candidate_edges, group_around_keepers, keeper_rank
+from facecurate.dedup.hashing import WINDOW_PLACES
 
 PLANTED_SHARE = 0.1  # one item in ten is a planted copy of another (a third plain, a third mirrored, a third cropped)
 
@@ -46,36 +49,41 @@ def _noise(rng: np.random.Generator, n: int, max_bits: int) -> np.ndarray:
     return out  # repeated positions may cancel: at most max_bits bits differ
 
 
-def planted(n: int, threshold: int, windows: bool, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random hashes for n items, a share of them near copies of others: plain, mirrored or cropped."""
+def planted(n: int, threshold: int, crop_threshold: int, windows: bool, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random hashes for n items, a share of them near copies of others: plain, mirrored or cropped (a copy's
+    frame within ``crop_threshold`` of one of the original's windows, picked at random)."""
     rng = np.random.default_rng(seed)
 
     def rand(k: int) -> np.ndarray:
         return rng.integers(0, 2**63, k, dtype=np.int64).view(np.uint64) ^ (
             rng.integers(0, 2, k).astype(np.uint64) << np.uint64(63))
 
-    h, hf, w, wf = rand(n), rand(n), rand(n), rand(n)
+    k = len(WINDOW_PLACES)
+    h, hf = rand(n), rand(n)
+    w, wf = rand(n * k).reshape(n, k), rand(n * k).reshape(n, k)
     copies = int(n * PLANTED_SHARE)
     src = rng.choice(n - copies, size=copies, replace=False)
     dst = np.arange(n - copies, n)
     kind = np.arange(copies) % (3 if windows else 2)
     noise = _noise(rng, copies, threshold)
+    crop_noise = _noise(rng, copies, crop_threshold)
     plain, mirror, crop = kind == 0, kind == 1, kind == 2
     h[dst[plain]] = h[src[plain]] ^ noise[plain]
     hf[dst[plain]] = hf[src[plain]] ^ noise[plain]
     h[dst[mirror]] = hf[src[mirror]] ^ noise[mirror]      # a mirrored copy: its hash is the original's flip
     hf[dst[mirror]] = h[src[mirror]] ^ noise[mirror]
-    h[dst[crop]] = w[src[crop]] ^ noise[crop]             # a cropped copy: its frame is the original's window
+    which = rng.integers(0, k, copies)[crop]               # a cropped copy: its frame is one of the original's windows
+    h[dst[crop]] = w[src[crop], which] ^ crop_noise[crop]
     return {"h": h, "hf": hf, "w": w, "wf": wf, "src": src, "dst": dst}
 
 
-def run_one(n: int, threshold: int, windows: bool) -> dict[str, float]:
-    data = planted(n, threshold, windows)
+def run_one(n: int, threshold: int, crop_threshold: int, windows: bool) -> dict[str, float]:
+    data = planted(n, threshold, crop_threshold, windows)
     rank = keeper_rank({"resolution": np.random.default_rng(1).random(n)}, ("resolution",), np.arange(n))
     tracemalloc.start()
     t0, c0 = time.perf_counter(), time.process_time()
     edges = candidate_edges(data["h"], data["hf"], threshold, data["w"] if windows else None,
-                            data["wf"] if windows else None)
+                            data["wf"] if windows else None, crop_threshold)
     t_search = time.perf_counter() - t0
     grouping = group_around_keepers(n, edges, rank)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -84,7 +92,7 @@ def run_one(n: int, threshold: int, windows: bool) -> dict[str, float]:
     found = set(zip(edges.a.tolist(), edges.b.tolist(), strict=True))
     pairs = {(min(a, b), max(a, b)) for a, b in zip(data["src"].tolist(), data["dst"].tolist(), strict=True)}
     together = grouping.keeper[data["src"]] == grouping.keeper[data["dst"]]
-    return {"n": n, "index_entries": n * (4 if windows else 2), "wall_s": wall, "cpu_s": cpu, "search_s": t_search,
+    return {"n": n, "index_entries": n * (2 + 2 * len(WINDOW_PLACES) if windows else 2), "wall_s": wall, "cpu_s": cpu, "search_s": t_search,
             "edges": len(edges), "planted": len(pairs), "planted_found": len(pairs & found) / len(pairs),
             "planted_grouped": float(np.mean(together & (grouping.keeper[data["src"]] >= 0))),
             "groups": int(grouping.keepers().size), "traced_peak_mb": traced / 2**20,
@@ -94,7 +102,8 @@ def run_one(n: int, threshold: int, windows: bool) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,300000,1000000")
-    ap.add_argument("--threshold", type=int, default=8)
+    ap.add_argument("--threshold", type=int, default=Options.threshold)
+    ap.add_argument("--crop-threshold", type=int, default=Options.window_threshold)
     ap.add_argument("--no-windows", action="store_true", help="index full frame + mirror only (2 hashes/item)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
@@ -103,11 +112,12 @@ def main() -> None:
     if args.one:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-        print(json.dumps(run_one(args.one, args.threshold, windows)))
+        print(json.dumps(run_one(args.one, args.threshold, args.crop_threshold, windows)))
         return
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
-        cmd = [sys.executable, __file__, "--one", str(n), "--threshold", str(args.threshold)]
+        cmd = [sys.executable, __file__, "--one", str(n), "--threshold", str(args.threshold),
+               "--crop-threshold", str(args.crop_threshold)]
         if not windows:
             cmd.append("--no-windows")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -127,8 +137,8 @@ def main() -> None:
         rows.append([f"{r['n']:,}", f"{r['index_entries']:,}", r["wall_s"], r["cpu_s"], growth, r["maxrss_mb"],
                      r["traced_peak_mb"], f"{r['planted_found']:.4f}", f"{r['planted_grouped']:.4f}", r["edges"]])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print_wide_table(f"dedup grouping at scale: threshold {args.threshold}, {'with' if windows else 'without'} crop "
-                f"windows, one core (load average {load:.1f} on {os.cpu_count()} CPUs)",
+    crops = f"with crop windows at {args.crop_threshold}" if windows else "without crop windows"
+    print_wide_table(f"dedup grouping at scale: threshold {args.threshold}, {crops}, one core (load average {load:.1f} on {os.cpu_count()} CPUs)",
                 ["items", "index entries", "wall s", "CPU s", "CPU ~ N^x", "peak RSS MB", "traced MB",
                  "planted found", "planted grouped", "edges"], rows)
 

@@ -190,7 +190,17 @@ _V5_REVIEW = """
     CREATE TRIGGER review_log_no_delete BEFORE DELETE ON review_log BEGIN SELECT RAISE(ABORT, 'append-only'); END;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_DEDUP, _V3_CRAWL, _V4_RULES, _V5_REVIEW)
+_V6_DEDUP_WINDOWS = """
+    -- dedup hashes four crop windows per photo instead of one central window (off-centre trims). The cached
+    -- fingerprints are of the old kind (their algo key names an older fingerprint version): drop them, the next
+    -- dedup run hashes again.
+    DELETE FROM dedup_hashes;
+    ALTER TABLE dedup_hashes DROP COLUMN window;
+    ALTER TABLE dedup_hashes DROP COLUMN window_flip;
+    ALTER TABLE dedup_hashes ADD COLUMN windows BLOB;   -- each window's hash, then each mirror's: 8 bytes big-endian
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_DEDUP, _V3_CRAWL, _V4_RULES, _V5_REVIEW, _V6_DEDUP_WINDOWS)
 
 IMAGE_COLUMNS = "id, sha256, path, format, width, height, bytes, label, crop_state"
 RUN_COLUMNS = "id, query_id, engine, state, cursor, target, empty_pages, started_at, finished_at, error, saved_page"
@@ -610,7 +620,7 @@ class Catalog:
 
     # -- dedup stage --------------------------------------------------------------------------------
 
-    DEDUP_HASH_COLUMNS = ("path", "algo", "stamp", "hash", "hash_flip", "window", "window_flip", "pixels",
+    DEDUP_HASH_COLUMNS = ("path", "algo", "stamp", "hash", "hash_flip", "windows", "pixels",
                            "thumb", "sharpness", "jpeg_quality", "error", "hashed_at")
 
     def dedup_image_rows(self, algo: str) -> Iterator[sqlite3.Row]:
@@ -618,7 +628,7 @@ class Catalog:
         a million-image catalog is read row by row, never held as rows."""
         return self.conn.execute(
             "SELECT i.id, i.sha256, i.path, i.width, i.height, i.bytes, i.dup_group, i.dup_of, i.dup_distance, "
-            "i.dup_transform, i.dup_kind, h.stamp, h.hash, h.hash_flip, h.window, h.window_flip, h.pixels, "
+            "i.dup_transform, i.dup_kind, h.stamp, h.hash, h.hash_flip, h.windows, h.pixels, "
             "h.sharpness, h.jpeg_quality, h.error FROM images i "
             "LEFT JOIN dedup_hashes h ON h.path = i.path AND h.algo = ? ORDER BY i.id", (algo,))
 
@@ -628,7 +638,7 @@ class Catalog:
             "SELECT f.id, f.image_id, f.face_index, f.crop_path, f.quad, f.status, f.reasons, f.dup_group, "
             "f.dup_of, f.dup_distance, f.dup_transform, f.dup_kind, i.sha256, i.bytes AS image_bytes, "
             "hi.jpeg_quality AS image_jpeg_quality, "
-            "h.stamp, h.hash, h.hash_flip, h.window, h.window_flip, h.pixels, h.sharpness, h.error FROM faces f "
+            "h.stamp, h.hash, h.hash_flip, h.windows, h.pixels, h.sharpness, h.error FROM faces f "
             "JOIN images i ON i.id = f.image_id "
             "LEFT JOIN dedup_hashes h ON h.path = f.crop_path AND h.algo = ? "
             "LEFT JOIN dedup_hashes hi ON hi.path = i.path AND hi.algo = ? "

@@ -92,8 +92,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Aligned correlation of 24-px thumbnails that confirms a candidate (copies score 0.94+, different "
             "aligned faces up to ~0.92); 0 trusts the hash alone."),
     Setting("dedup", "crop_window", 0.95,
-            "Also hash each photo's central window of this share per side, so copies trimmed ~5% match; "
-            "0 turns it off and halves the search."),
+            "Also hash four windows of this share per side (a 2x2 grid of placements), so copies trimmed ~5%, "
+            "evenly or all off one side, match; 0 turns them off."),
+    Setting("dedup", "crop_threshold", 6,
+            "Hash bits within which a photo matches one of another photo's crop windows (pHash distances are "
+            "even: 6 and 7 are the same); tighter than threshold because each photo has eight window hashes."),
     Setting("dedup", "keeper", "resolution,jpeg_quality,bytes,sharpness",
             "Which copy is kept: criteria in order from resolution, jpeg_quality, bytes, sharpness, first_seen; "
             "remaining ties go to the smaller sha256."),

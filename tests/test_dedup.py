@@ -92,8 +92,8 @@ def _items(images: list[Image.Image], quality: dict[str, list[float]] | None = N
                   flips=np.array([f.hash_flip for f in fps], dtype=np.uint64),
                   pixels=np.array([f.pixels for f in fps]), quality=q,
                   tiebreak=np.array([f"{i:04d}" for i in range(n)]),
-                  windows=np.array([f.window for f in fps], dtype=np.uint64),
-                  window_flips=np.array([f.window_flip for f in fps], dtype=np.uint64))
+                  windows=np.array([f.windows for f in fps], dtype=np.uint64),
+                  window_flips=np.array([f.window_flips for f in fps], dtype=np.uint64))
     return items, thumbs_from_bytes([f.thumb for f in fps])
 
 
@@ -368,7 +368,8 @@ def test_reduced_jpeg_decode_hashes_like_the_full_decode_and_only_collisions_dec
     assert not is_exact(reduced.digest) and min(reduced.gray.size) < min(im.size)  # drafted, not decoded in full
     full = fingerprint(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
     fast = fingerprint_gray(reduced.gray, reduced.digest)
-    assert hamming(fast.hash, full.hash) <= 4 and hamming(fast.window, full.window) <= 4
+    assert hamming(fast.hash, full.hash) <= 4
+    assert max(hamming(a, b) for a, b in zip(fast.windows, full.windows, strict=True)) <= 4
     assert full_digest(data, "obama2.jpg", 10**8) == full.pixels and is_exact(full.pixels)
     keys = np.array([1, 1, 2, 3, 4], dtype=np.uint64)                 # items 0 and 1 share a reduced digest
     exact = np.array([False, False, False, True, False])
@@ -396,7 +397,6 @@ def test_identical_pixels_in_a_jpeg_and_its_lossless_copy_and_a_retagged_jpeg_ar
     assert again.photos.hashed == 0 and again.photos.stats["full_decodes"] == 0  # full digests are cached
 
 
-@pytest.mark.xfail(reason="off-centre trims sit 9-12 bits from the central window: not caught yet", strict=True)
 def test_off_centre_and_mirrored_trims_of_bundled_photos_are_caught_and_others_are_not():
     """The bench's hardest edits on the bundled photos: 5% trimmed all on one side (both axes), mirrored too."""
     extra, truth = [], []
@@ -425,8 +425,8 @@ def test_rerun_uses_the_cache_and_a_better_copy_takes_over(photo_ws, tmp_path: P
     q30 = catalog.conn.execute("SELECT i.path FROM images i JOIN sources s ON s.image_id=i.id "
                                "WHERE s.location LIKE '%obama_q30.jpg'").fetchone()[0]
     with catalog.transaction():
-        catalog.conn.execute("UPDATE dedup_hashes SET hash=?, hash_flip=?, window=?, window_flip=? WHERE path=?",
-                             (0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, q30))
+        catalog.conn.execute("UPDATE dedup_hashes SET hash=?, hash_flip=?, windows=? WHERE path=?",
+                             (0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, bytes.fromhex("0F") * 64, q30))
     tampered = run_dedup(ws, catalog, opts)
     assert tampered.photos.hashed == 0 and _dups(catalog)["obama_q30.jpg"][2] is None
     redo = run_dedup(ws, catalog, opts, redo=True)

@@ -36,7 +36,7 @@ class Items:
     pixels: np.ndarray                    # (N,) str: decoded-pixel digests
     quality: dict[str, np.ndarray]        # criterion name -> (N,) values (see groups.KEEPER_CRITERIA)
     tiebreak: np.ndarray                  # (N,) str: stable last criterion (content hash)
-    windows: np.ndarray | None = None     # uint64 (N,) or None when crop windows are off
+    windows: np.ndarray | None = None     # uint64 (N, K): K crop windows per item, or None when they are off
     window_flips: np.ndarray | None = None
     can_lead: np.ndarray | None = None    # bool (N,): False = may be grouped, never a keeper
 
@@ -49,6 +49,7 @@ class Options:
     threshold: int = 8                   # Hamming bits (of 64) for a candidate
     min_similarity: float = 0.93         # aligned thumbnail correlation that confirms one; 0 = trust the hash
     policy: tuple[str, ...] = ("resolution", "jpeg_quality", "bytes", "sharpness")
+    window_threshold: int = 6            # bits for a full frame against another item's crop window
 
 
 @dataclass
@@ -135,7 +136,8 @@ def find_groups(items: Items, options: Options, thumbs: ThumbLoader) -> Result:
     # 2. Near: hash candidates among representatives, confirmed on thumbnails.
     win = items.windows[reps] if items.windows is not None else None
     winf = items.window_flips[reps] if items.window_flips is not None else None
-    edges = candidate_edges(items.hashes[reps], items.flips[reps], options.threshold, win, winf)
+    edges = candidate_edges(items.hashes[reps], items.flips[reps], options.threshold, win, winf,
+                            options.window_threshold)
     kept, _ = verify_edges(edges, lambda idx: thumbs(reps[idx]), options.min_similarity)
     grouping = group_around_keepers(reps.size, kept, rank[reps], lead[reps])
     keeper = np.full(n, -1, dtype=np.int64)

@@ -49,37 +49,44 @@ class Edges:
         return Edges(z, z, np.zeros(0, np.int16), np.zeros(0, np.int8))
 
 
-def index_entries(hashes: np.ndarray, flips: np.ndarray, windows: np.ndarray | None = None,
-                  window_flips: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The index: every item's full-frame hash, its mirror, and (optionally) its central window and mirror.
-
-    Queries are the full-frame hashes only: a mirrored copy's hash meets the original's mirror entry, and a
-    cropped copy's hash meets the original's window entry, so one query per item covers all four cases.
-    Returns (hash, owner item, entry kind).
-    """
-    n = hashes.size
-    parts = [(hashes, FULL), (flips, FLIP)]
-    if windows is not None and window_flips is not None:
-        parts += [(windows, WINDOW), (window_flips, WINDOW_FLIP)]
-    owner = np.tile(np.arange(n, dtype=np.int64), len(parts))
-    kind = np.repeat(np.array([k for _, k in parts], dtype=np.int8), n)
-    return np.concatenate([p for p, _ in parts]).astype(np.uint64), owner, kind
+def index_entries(*parts: tuple[np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One search index over hash columns: ``parts`` are ((N,) or (N, K) hashes, entry kind). Returns every
+    entry's (hash, owner item, kind)."""
+    hashes, owners, kinds = [], [], []
+    for values, kind in parts:
+        cols = values.reshape(values.shape[0], -1)
+        hashes.append(cols.T.ravel())
+        owners.append(np.tile(np.arange(cols.shape[0], dtype=np.int64), cols.shape[1]))
+        kinds.append(np.full(cols.size, kind, dtype=np.int8))
+    return np.concatenate(hashes).astype(np.uint64), np.concatenate(owners), np.concatenate(kinds)
 
 
 def candidate_edges(hashes: np.ndarray, flips: np.ndarray, threshold: int, windows: np.ndarray | None = None,
-                    window_flips: np.ndarray | None = None) -> Edges:
-    """All item pairs within ``threshold`` bits by any of the four matchings, best matching per pair."""
+                    window_flips: np.ndarray | None = None, window_threshold: int | None = None) -> Edges:
+    """All item pairs within reach by any of the four matchings, best matching per pair.
+
+    Queries are the full-frame hashes only: a mirrored copy's hash meets the original's mirror entry, and a
+    trimmed copy's frame meets one of the original's (N, K) crop windows or their mirrors. The windows are
+    searched in a second pass at ``window_threshold`` (default: ``threshold``): an item has 2K window entries
+    against one full-frame entry, so a looser bound there would mostly add strangers (and search time).
+    """
     n = hashes.size
     if n < 2:
         return Edges.empty()
-    entries, owner, kind = index_entries(hashes, flips, windows, window_flips)
-    found: Matches = mih_search(entries, hashes, threshold)
-    i = found.query
-    j = owner[found.index]
-    k = kind[found.index]
-    keep = i != j
-    i, j, k, d = i[keep], j[keep], k[keep], found.distance[keep].astype(np.int16)
-    return best_per_pair(np.minimum(i, j), np.maximum(i, j), d, k, n)
+    searches = [(index_entries((hashes, FULL), (flips, FLIP)), threshold)]
+    if windows is not None and window_flips is not None:
+        bound = threshold if window_threshold is None else window_threshold
+        searches.append((index_entries((windows, WINDOW), (window_flips, WINDOW_FLIP)), bound))
+    found_i, found_j, found_k, found_d = [], [], [], []
+    for (entries, owner, kind), bound in searches:
+        found: Matches = mih_search(entries, hashes, bound)
+        keep = found.query != owner[found.index]
+        found_i.append(found.query[keep])
+        found_j.append(owner[found.index[keep]])
+        found_k.append(kind[found.index[keep]])
+        found_d.append(found.distance[keep].astype(np.int16))
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    return best_per_pair(np.minimum(i, j), np.maximum(i, j), np.concatenate(found_d), np.concatenate(found_k), n)
 
 
 def best_per_pair(a: np.ndarray, b: np.ndarray, distance: np.ndarray, transform: np.ndarray, n: int) -> Edges:

@@ -42,7 +42,7 @@ from facecurate.catalog import Catalog, utc_now
 from facecurate.dedup.core import Items, Options, Result, find_groups, twin_candidates
 from facecurate.dedup.decode import REDUCED_PREFIX, decode_reduced, full_digest, is_exact
 from facecurate.dedup.groups import FLIP, TRANSFORMS, parse_policy
-from facecurate.dedup.hashing import THUMB_SIZE, fingerprint_gray, to_signed
+from facecurate.dedup.hashing import THUMB_SIZE, fingerprint_gray, to_signed, windows_from_bytes, windows_to_bytes
 from facecurate.dedup.search import as_u64, popcount64
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
@@ -53,7 +53,7 @@ AHEAD = 4            # chunks queued per worker ahead of the one being consumed
 CHUNK = 16           # files per task sent to a worker: small enough to balance, big enough to amortise the IPC
 WORKERS = max(1, min(8, os.cpu_count() or 1))  # fingerprinting processes
 KIND_IMAGE = "image"  # a face whose photo is a duplicate photo
-FINGERPRINT_VERSION = "v2"  # v2: reduced grayscale JPEG decodes, reduced digests (see dedup.decode)
+FINGERPRINT_VERSION = "v3"  # v2: reduced grayscale JPEG decodes, reduced digests; v3: four crop windows
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class DedupOptions:
     threshold: int = 8
     min_similarity: float = 0.93
     crop_window: float = 0.95
+    crop_threshold: int = 6
     keeper: str = "resolution,jpeg_quality,bytes,sharpness"
     faces: bool = True
     face_threshold: int = 8
@@ -82,7 +83,7 @@ class DedupOptions:
             parse_policy(self.keeper)
         except ValueError as exc:
             raise ConfigError(f"{where}: [dedup] keeper: {exc}.") from None
-        for name in ("threshold", "face_threshold"):
+        for name in ("threshold", "crop_threshold", "face_threshold"):
             if not 0 <= getattr(self, name) <= 32:
                 raise ConfigError(f"{where}: [dedup] {name} = {getattr(self, name)} is outside 0..32 bits; "
                                   f"half the hash differs between unrelated photos, so use 4-12.")
@@ -175,9 +176,7 @@ def _fingerprint_row(job: _Job, rel: str, stamp: str) -> dict[str, Any]:
         row["error"] = str(exc)
         return row
     row.update(hash=to_signed(fp.hash), hash_flip=to_signed(fp.hash_flip),
-               window=None if fp.window is None else to_signed(fp.window),
-               window_flip=None if fp.window_flip is None else to_signed(fp.window_flip),
-               pixels=fp.pixels, thumb=fp.thumb, sharpness=fp.sharpness, jpeg_quality=fp.jpeg_quality)
+               windows=windows_to_bytes(fp.windows, fp.window_flips), pixels=fp.pixels, thumb=fp.thumb, sharpness=fp.sharpness, jpeg_quality=fp.jpeg_quality)
     return row
 
 
@@ -286,8 +285,7 @@ class _Columns:
     paths: list[str] = field(default_factory=list)
     hashes: list[int] = field(default_factory=list)
     flips: list[int] = field(default_factory=list)
-    windows: list[int | None] = field(default_factory=list)
-    window_flips: list[int | None] = field(default_factory=list)
+    windows: list[bytes | None] = field(default_factory=list)   # catalog blobs (hashing.windows_to_bytes)
     pixels: list[int] = field(default_factory=list)
     exact: list[bool] = field(default_factory=list)     # pixels is a full-decode digest (else a reduced one)
     dims: list[int] = field(default_factory=list)       # width << 32 | height where known (0 for crops)
@@ -302,8 +300,7 @@ class _Columns:
         self.paths.append(path)
         self.hashes.append(fp["hash"])
         self.flips.append(fp["hash_flip"])
-        self.windows.append(fp["window"])
-        self.window_flips.append(fp["window_flip"])
+        self.windows.append(fp["windows"])
         self.pixels.append(_digest64(fp["pixels"]))
         self.exact.append(is_exact(fp["pixels"]))
         self.dims.append(dims)
@@ -312,13 +309,14 @@ class _Columns:
             self.quality[k].append(v)
 
     def items(self, use_windows: bool, can_lead: np.ndarray | None = None) -> Items:
-        windows = use_windows and bool(self.ids) and all(w is not None for w in self.windows)
+        windows = flips = None
+        if use_windows and self.ids and all(w is not None for w in self.windows):
+            windows, flips = windows_from_bytes(self.windows)  # type: ignore[arg-type]
         return Items(hashes=as_u64(self.hashes), flips=as_u64(self.flips),
                      pixels=np.array(self.pixels, dtype=np.uint64),
                      quality={k: np.asarray(v, dtype=np.float64) for k, v in self.quality.items()},
                      tiebreak=np.array(self.tiebreak, dtype=np.uint64),
-                     windows=as_u64(self.windows) if windows else None,
-                     window_flips=as_u64(self.window_flips) if windows else None, can_lead=can_lead)
+                     windows=windows, window_flips=flips, can_lead=can_lead)
 
 
 def _overlay(row: Any, fresh: dict[str, dict[str, Any]], path: str) -> Any:
@@ -399,7 +397,8 @@ def _dedup_photos(ws: Workspace, catalog: Catalog, opts: DedupOptions, dry_run: 
     if cols.ids:
         full_decodes = _resolve_twins(ws, catalog, cols, algo, fresh, dry_run)
         found = find_groups(cols.items(opts.crop_window > 0),
-                            Options(opts.threshold, opts.min_similarity, parse_policy(opts.keeper)),
+                            Options(opts.threshold, opts.min_similarity, parse_policy(opts.keeper),
+                                    opts.crop_threshold),
                             _thumb_loader(catalog, cols.paths, algo, fresh))
         level.stats = {**found.stats, "full_decodes": full_decodes}
         ids = np.array(cols.ids, dtype=np.int64)
