@@ -92,7 +92,8 @@ def run_one(n: int, threshold: int, crop_threshold: int, windows: bool) -> dict[
     found = set(zip(edges.a.tolist(), edges.b.tolist(), strict=True))
     pairs = {(min(a, b), max(a, b)) for a, b in zip(data["src"].tolist(), data["dst"].tolist(), strict=True)}
     together = grouping.keeper[data["src"]] == grouping.keeper[data["dst"]]
-    return {"n": n, "index_entries": n * (2 + 2 * len(WINDOW_PLACES) if windows else 2), "wall_s": wall, "cpu_s": cpu, "search_s": t_search,
+    entries = n * (2 + 2 * len(WINDOW_PLACES) if windows else 2)
+    return {"n": n, "index_entries": entries, "wall_s": wall, "cpu_s": cpu, "search_s": t_search,
             "edges": len(edges), "planted": len(pairs), "planted_found": len(pairs & found) / len(pairs),
             "planted_grouped": float(np.mean(together & (grouping.keeper[data["src"]] >= 0))),
             "groups": int(grouping.keepers().size), "traced_peak_mb": traced / 2**20,
@@ -138,7 +139,8 @@ def main() -> None:
                      r["traced_peak_mb"], f"{r['planted_found']:.4f}", f"{r['planted_grouped']:.4f}", r["edges"]])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     crops = f"with crop windows at {args.crop_threshold}" if windows else "without crop windows"
-    print_wide_table(f"dedup grouping at scale: threshold {args.threshold}, {crops}, one core (load average {load:.1f} on {os.cpu_count()} CPUs)",
+    print_wide_table(f"dedup grouping at scale: threshold {args.threshold}, {crops}, one core "
+                     f"(load average {load:.1f} on {os.cpu_count()} CPUs)",
                 ["items", "index entries", "wall s", "CPU s", "CPU ~ N^x", "peak RSS MB", "traced MB",
                  "planted found", "planted grouped", "edges"], rows)
 

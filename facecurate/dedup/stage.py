@@ -176,7 +176,8 @@ def _fingerprint_row(job: _Job, rel: str, stamp: str) -> dict[str, Any]:
         row["error"] = str(exc)
         return row
     row.update(hash=to_signed(fp.hash), hash_flip=to_signed(fp.hash_flip),
-               windows=windows_to_bytes(fp.windows, fp.window_flips), pixels=fp.pixels, thumb=fp.thumb, sharpness=fp.sharpness, jpeg_quality=fp.jpeg_quality)
+               windows=windows_to_bytes(fp.windows, fp.window_flips), pixels=fp.pixels, thumb=fp.thumb,
+               sharpness=fp.sharpness, jpeg_quality=fp.jpeg_quality)
     return row
 
 
