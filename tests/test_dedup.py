@@ -13,6 +13,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pytest
+import scipy.fftpack
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from typer.testing import CliRunner
 
@@ -23,7 +24,16 @@ from facecurate.dedup import stage as dedup_stage
 from facecurate.dedup.core import Items, Options, find_groups, twin_candidates
 from facecurate.dedup.decode import decode_reduced, full_digest, is_exact
 from facecurate.dedup.groups import FLIP, Edges, group_around_keepers, keeper_rank, parse_policy
-from facecurate.dedup.hashing import fingerprint, fingerprint_gray, hash_to_int, jpeg_quality
+from facecurate.dedup.hashing import (
+    WINDOW_PLACES,
+    base_array,
+    fingerprint,
+    fingerprint_gray,
+    hash_to_int,
+    jpeg_quality,
+    lanczos_matrix,
+    window_box,
+)
 from facecurate.dedup.search import brute_force, hamming, mih_plan, mih_search, plan_search, popcount64
 from facecurate.dedup.verify import similarity, thumbs_from_bytes
 from facecurate.errors import ConfigError
@@ -132,16 +142,31 @@ def test_popcount_and_hamming_agree_with_python():
     assert hamming(-1, 0) == 64 and hamming(0b1011, 0b0001) == 2
 
 
-def test_stored_hash_is_imagehash_phash_and_the_flip_is_the_mirror_hash():
+def test_stored_hashes_are_phash_of_the_frame_and_windows_and_the_flip_is_the_mirror_hash():
+    """imagehash's pHash rule (scipy DCT of the 32 px reduction, low 8x8 block > its median) on the frame and on
+    each crop window of the base; within 2 bits of imagehash.phash itself, which rounds its reduction to 8 bits."""
     im = _small("obama2")
-    fp = fingerprint(np.asarray(im))
-    base = im.convert("L").resize((64, 64), Image.Resampling.LANCZOS)  # the one reduction every hash uses
-    assert fp.hash == hash_to_int(imagehash.phash(base))
-    assert fp.hash_flip == hash_to_int(imagehash.phash(base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    fp = fingerprint(np.asarray(im), window=0.95)
+    base = base_array(np.asarray(im.convert("L")))
+
+    def phash_of(box: tuple[float, float, float, float]) -> tuple[int, int]:
+        rows, cols = lanczos_matrix(64, box[1], box[3], 32), lanczos_matrix(64, box[0], box[2], 32)
+        out = []
+        for small in (rows @ base @ cols.T, (rows @ base @ cols.T)[:, ::-1]):
+            dct = scipy.fftpack.dct(scipy.fftpack.dct(small, axis=0), axis=1)[:8, :8]
+            out.append(hash_to_int(imagehash.ImageHash(dct > np.median(dct))))
+        return out[0], out[1]
+
+    assert (fp.hash, fp.hash_flip) == phash_of((0, 0, 64, 64))
+    assert [phash_of(window_box(64, 0.95, p)) for p in WINDOW_PLACES] == list(zip(fp.windows, fp.window_flips))
+    assert len(set(fp.windows)) == len(WINDOW_PLACES)  # four different windows, not one repeated
+    pil_base = Image.fromarray(np.rint(base).astype(np.uint8))
+    assert hamming(fp.hash, hash_to_int(imagehash.phash(pil_base))) <= 2
     assert hamming(fp.hash, hash_to_int(imagehash.phash(im))) <= 4  # and it is pHash of the photo itself
     mirrored = fingerprint(np.asarray(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
     assert hamming(fp.hash, mirrored.hash) > 20          # why plain pHash misses mirrored copies
     assert hamming(fp.hash, mirrored.hash_flip) <= 2     # and why hashing the flip catches them
+    assert fingerprint(np.asarray(im), window=0).windows == ()
 
 
 def test_jpeg_quality_is_read_from_the_quantisation_table():

@@ -67,15 +67,16 @@ def candidate_edges(hashes: np.ndarray, flips: np.ndarray, threshold: int, windo
 
     Queries are the full-frame hashes only: a mirrored copy's hash meets the original's mirror entry, and a
     trimmed copy's frame meets one of the original's (N, K) crop windows or their mirrors. The windows are
-    searched in a second pass at ``window_threshold`` (default: ``threshold``): an item has 2K window entries
-    against one full-frame entry, so a looser bound there would mostly add strangers (and search time).
+    searched in a second pass at ``window_threshold`` (never looser than ``threshold``; default: the same): an
+    item has 2K window entries against one full-frame entry, so a loose bound there mostly adds strangers (and
+    search time).
     """
     n = hashes.size
     if n < 2:
         return Edges.empty()
     searches = [(index_entries((hashes, FULL), (flips, FLIP)), threshold)]
     if windows is not None and window_flips is not None:
-        bound = threshold if window_threshold is None else window_threshold
+        bound = threshold if window_threshold is None else min(threshold, window_threshold)
         searches.append((index_entries((windows, WINDOW), (window_flips, WINDOW_FLIP)), bound))
     found_i, found_j, found_k, found_d = [], [], [], []
     for (entries, owner, kind), bound in searches:

@@ -6,9 +6,10 @@ view here, and the catalog caches the result so a re-run hashes only new files.
 
 Why each part exists:
 
-- ``hash``: a 64-bit perceptual hash (pHash by default) of the whole frame, computed by ``imagehash`` on
-  one 64x64 LANCZOS reduction of the grayscale image (every hash and the thumbnail reuse that reduction, so
-  the pixels are swept once). It survives resizing, recompression, brightness changes and small overlays.
+- ``hash``: a 64-bit perceptual hash (pHash by default) of the whole frame, taken from one 64x64 area
+  reduction of the grayscale image (every hash and the thumbnail reuse it, so the pixels are swept once).
+  pHash is imagehash's rule computed as matrix products (:func:`phash_blocks`); the other algorithms call
+  imagehash. It survives resizing, recompression, brightness changes and small overlays.
 - ``hash_flip``: the same hash of the horizontal mirror. Faces are re-posted mirrored all the time and a
   plain pHash of a mirrored copy sits about 30 bits away; matching against the flip catches them.
 - ``windows`` / ``window_flips``: hashes of four windows covering the ``crop_window`` share of each side (and
@@ -19,8 +20,7 @@ Why each part exists:
   each axis) leave any split within 1.75% of a side of one of them. On 290 dev copies (ordinary_faces, half of
   them mirrored) trimmed 5% with the split at random, 97.9% match (frame within 8 bits or a window within 6);
   with the whole trim in one corner, 98.6%. Placements at 20/80 gave 98.3% and 92.4%: corners matter, as
-  crawled copies often lose a caption strip or a border on one side. For pHash the windows are matrix
-  products on the 64x64 base, no resampling pass.
+  crawled copies often lose a caption strip or a border on one side.
 - ``pixels``: sha256 over the decoded RGB pixels and their shape: the same picture saved as PNG and as
   lossless WebP, or with different EXIF, has different file bytes but identical pixels. (For a JPEG read at
   reduced scale it is a digest of that reduced decode, marked ``r``: the stage decodes in full only where
@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import imagehash
 import numpy as np
 from PIL import Image
@@ -162,16 +163,13 @@ def _format(data: bytes) -> str | None:
     return None
 
 
-def sharpness(gray: Image.Image) -> float:
+def sharpness(gray: np.ndarray) -> float:
     """Variance of the Laplacian at a fixed long side: higher is crisper (blurred or upscaled copies lose)."""
-    import cv2
-
-    arr = np.asarray(gray)
-    scale = SHARPNESS_SIDE / max(arr.shape)
+    scale = SHARPNESS_SIDE / max(gray.shape)
     if scale < 1:
-        arr = cv2.resize(arr, (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale))),
-                         interpolation=cv2.INTER_AREA)
-    _, std = cv2.meanStdDev(cv2.Laplacian(arr, cv2.CV_32F))
+        gray = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    _, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
     return float(std[0, 0]) ** 2
 
 
@@ -185,33 +183,6 @@ _DCT = _dct_rows()
 _MIRROR_SIGN = (-1.0) ** np.arange(HASH_SIZE)   # DCT of a mirrored row: coefficient k changes sign when k is odd
 
 
-def _bits_to_int(bits: np.ndarray) -> int:
-    return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
-
-
-def phash_pair(small: Image.Image) -> tuple[int, int]:
-    """imagehash.phash of a 32x32 grayscale image and of its mirror, from one DCT.
-
-    Why not call imagehash twice: it runs two scipy DCTs per call, which cost more than the rest of the
-    fingerprint; only the 8x8 low-frequency corner is used, and mirroring a row flips the sign of its odd
-    coefficients, so one 8x32 @ 32x32 @ 32x8 product gives both hashes (the same bits as imagehash; tested).
-    """
-    pixels = np.asarray(small, dtype=np.float64)
-    low = _DCT @ pixels @ _DCT.T
-    mirror = low * _MIRROR_SIGN[None, :]
-    return _bits_to_int(low > np.median(low)), _bits_to_int(mirror > np.median(mirror))
-
-
-def frame_hashes(gray: Image.Image, algorithm: str) -> tuple[int, int]:
-    """(hash, hash of the horizontal mirror) of a grayscale image (the 64x64 base, or a window of it)."""
-    if algorithm == "phash":
-        side = HASH_SIZE * 4   # imagehash.phash reduces to 32x32 itself: the same reduction, done once here
-        return phash_pair(gray.resize((side, side), _LANCZOS))
-    fn = ALGORITHMS[algorithm]
-    mirror = gray.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return hash_to_int(fn(gray, hash_size=HASH_SIZE)), hash_to_int(fn(mirror, hash_size=HASH_SIZE))
-
-
 def window_box(side: int, fraction: float, place: tuple[float, float]) -> tuple[float, float, float, float]:
     """(left, top, right, bottom) of a window covering ``fraction`` of each side of a ``side``-px square, with
     ``place`` = the share of the slack left of and above it (0.5, 0.5 is centred)."""
@@ -220,9 +191,9 @@ def window_box(side: int, fraction: float, place: tuple[float, float]) -> tuple[
     return left, top, left + side * fraction, top + side * fraction
 
 
-def _lanczos_matrix(size: int, start: float, stop: float, out: int) -> np.ndarray:
-    """(out, size) weights of Pillow's LANCZOS resampling of [start, stop) to ``out`` px, in float (Pillow's
-    own pass rounds to 8 bits in between; a gray level off moves no hash bit in practice, and is tested)."""
+def lanczos_matrix(size: int, start: float, stop: float, out: int) -> np.ndarray:
+    """(out, size) weights of Pillow's LANCZOS resampling of [start, stop) to ``out`` px, kept in float
+    (Pillow rounds to 8 bits after each pass; the hashes barely notice, see the tests)."""
     scale = (stop - start) / out
     support_scale = max(scale, 1.0)
     support = 3.0 * support_scale
@@ -237,43 +208,54 @@ def _lanczos_matrix(size: int, start: float, stop: float, out: int) -> np.ndarra
 
 
 @lru_cache(maxsize=8)
-def _window_operators(fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per window, (8, 64) row and column operators: the 32 px Lanczos reduction of the window followed by the
-    first 8 DCT rows, so a window's low-frequency block is ``rows @ base @ cols.T``."""
+def phash_operators(fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols), each (1 + K, 8, 64): for the full frame and then each crop window (none when
+    ``fraction`` is 0), pHash's 32 px Lanczos reduction followed by the first 8 DCT-II rows, so that block k's
+    low frequencies are ``rows[k] @ base @ cols[k].T``: every hash of a photo in two batched products."""
     side, small = BASE_SIDE, HASH_SIZE * 4
-    rows, cols = [], []
-    for place in WINDOW_PLACES:
-        left, top, right, bottom = window_box(side, fraction, place)
-        cols.append(_DCT @ _lanczos_matrix(side, left, right, small))
-        rows.append(_DCT @ _lanczos_matrix(side, top, bottom, small))
-    out = np.stack(rows), np.stack(cols)
-    for a in out:
+    boxes = [(0.0, 0.0, float(side), float(side))]
+    if 0 < fraction < 1:
+        boxes += [window_box(side, fraction, place) for place in WINDOW_PLACES]
+    rows = np.stack([_DCT @ lanczos_matrix(side, top, bottom, small) for _, top, _, bottom in boxes])
+    cols = np.stack([_DCT @ lanczos_matrix(side, left, right, small) for left, _, right, _ in boxes])
+    for a in (rows, cols):
         a.flags.writeable = False
-    return out
+    return rows, cols
 
 
-def window_hashes(base: Image.Image, fraction: float, algorithm: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(hashes, mirror hashes) of the WINDOW_PLACES windows covering ``fraction`` of each side of the base.
+def phash_blocks(base: np.ndarray, fraction: float) -> tuple[list[int], list[int]]:
+    """pHash (imagehash's rule: low-frequency DCT block > its median) of the full frame and of each crop
+    window, and of their mirrors, as two lists (full frame first).
 
-    For pHash all four come from two batched matrix products on the base (see ``_window_operators``); the
-    mirror of a window flips the sign of its odd horizontal coefficients, as in :func:`phash_pair`."""
-    if algorithm == "phash":
-        rows, cols = _window_operators(fraction)
-        low = (rows @ np.asarray(base, dtype=np.float64) @ cols.transpose(0, 2, 1)).reshape(len(WINDOW_PLACES), -1)
-        mirror = (low.reshape(-1, HASH_SIZE, HASH_SIZE) * _MIRROR_SIGN).reshape(low.shape)
-        both = np.concatenate([low, mirror])
-        bits = both > np.median(both, axis=1, keepdims=True)
-        words = np.packbits(bits, axis=1).view(">u8").ravel().tolist()
-        k = len(WINDOW_PLACES)
-        return tuple(words[:k]), tuple(words[k:])
-    pairs = [frame_hashes(base.resize(base.size, _LANCZOS, box=window_box(base.width, fraction, place)), algorithm)
-             for place in WINDOW_PLACES]
-    return tuple(h for h, _ in pairs), tuple(f for _, f in pairs)
+    Why not imagehash itself: it runs two scipy DCTs per call and one resampling pass per window, which cost
+    more than the rest of the fingerprint; only the 8x8 corner is used, and mirroring a row only flips the sign
+    of its odd coefficients, so two batched matrix products give all ten hashes (same bits; tested)."""
+    rows, cols = phash_operators(fraction)
+    low = (rows @ base.astype(np.float64) @ cols.transpose(0, 2, 1)).reshape(rows.shape[0], -1)
+    both = np.concatenate([low, (low.reshape(-1, HASH_SIZE, HASH_SIZE) * _MIRROR_SIGN).reshape(low.shape)])
+    ordered = np.sort(both, axis=1)
+    half = both.shape[1] // 2
+    median = (ordered[:, half - 1] + ordered[:, half]) * 0.5
+    words = np.packbits(both > median[:, None], axis=1).view(">u8").ravel().tolist()
+    return words[:rows.shape[0]], words[rows.shape[0]:]
+
+
+def _imagehash_blocks(base: np.ndarray, fraction: float, algorithm: str) -> tuple[list[int], list[int]]:
+    """dHash, aHash or wHash of the full frame and each crop window, through imagehash and Pillow."""
+    image = Image.fromarray(np.clip(np.rint(base), 0, 255).astype(np.uint8))
+    frames = [image]
+    if 0 < fraction < 1:
+        frames += [image.resize(image.size, _LANCZOS, box=window_box(image.width, fraction, place))
+                   for place in WINDOW_PLACES]
+    fn = ALGORITHMS[algorithm]
+    plain = [hash_to_int(fn(f, hash_size=HASH_SIZE)) for f in frames]
+    mirror = [hash_to_int(fn(f.transpose(Image.Transpose.FLIP_LEFT_RIGHT), hash_size=HASH_SIZE)) for f in frames]
+    return plain, mirror
 
 
 def gray_image(pixels: np.ndarray) -> Image.Image:
     """RGB pixels to Pillow grayscale (ITU-R 601, as imagehash converts). Big photos are first box-reduced
-    by an integer factor to about PREREDUCE_SIDE: the 64-px hashes and the 256-px sharpness cannot tell, and
+    by an integer factor to about PREREDUCE_SIDE: the 64-px hashes and the 128-px sharpness cannot tell, and
     every later pass then touches a fraction of the pixels."""
     im = Image.fromarray(pixels)
     factor = max(im.size) // PREREDUCE_SIDE
@@ -282,13 +264,21 @@ def gray_image(pixels: np.ndarray) -> Image.Image:
     return im.convert("L")
 
 
-def base_image(gray: Image.Image) -> Image.Image:
-    """The 64x64 reduction every hash is taken from (pHash then reduces it to its own 32x32)."""
-    return gray.resize((BASE_SIDE, BASE_SIDE), _LANCZOS)
+def base_array(gray: np.ndarray) -> np.ndarray:
+    """The 64x64 float reduction every hash and the thumbnail are taken from (area averaging: each base pixel
+    is the mean of the source pixels under it, which is all a 32 px hash needs and ten times cheaper than a
+    Lanczos pass)."""
+    return cv2.resize(gray.astype(np.float32), (BASE_SIDE, BASE_SIDE), interpolation=cv2.INTER_AREA)
 
 
-def thumbnail(base: Image.Image) -> bytes:
-    return np.asarray(base.resize((THUMB_SIZE, THUMB_SIZE), _LANCZOS), dtype=np.uint8).tobytes()
+@lru_cache(maxsize=1)
+def _thumb_operator() -> np.ndarray:
+    return lanczos_matrix(BASE_SIDE, 0.0, float(BASE_SIDE), THUMB_SIZE)
+
+
+def thumbnail(base: np.ndarray) -> bytes:
+    r = _thumb_operator()
+    return np.clip(np.rint(r @ base @ r.T), 0, 255).astype(np.uint8).tobytes()
 
 
 def fingerprint(pixels: np.ndarray, algorithm: str = "phash", window: float = 0.95,
@@ -303,14 +293,14 @@ def fingerprint_gray(gray: Image.Image, digest: str, algorithm: str = "phash", w
     and the digest that goes with it."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown hash algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
-    base = base_image(gray)
-    h, hf = frame_hashes(base, algorithm)
-    w: tuple[int, ...] = ()
-    wf: tuple[int, ...] = ()
-    if 0 < window < 1:
-        w, wf = window_hashes(base, window, algorithm)
-    return Fingerprint(hash=h, hash_flip=hf, windows=w, window_flips=wf, pixels=digest,
-                       thumb=thumbnail(base), sharpness=sharpness(gray),
+    pixels = np.asarray(gray)
+    base = base_array(pixels)
+    if algorithm == "phash":
+        plain, mirror = phash_blocks(base, window)
+    else:
+        plain, mirror = _imagehash_blocks(base, window, algorithm)
+    return Fingerprint(hash=plain[0], hash_flip=mirror[0], windows=tuple(plain[1:]), window_flips=tuple(mirror[1:]),
+                       pixels=digest, thumb=thumbnail(base), sharpness=sharpness(pixels),
                        jpeg_quality=jpeg_quality(data) if data is not None else UNKNOWN_QUALITY)
 
 

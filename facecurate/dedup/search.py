@@ -23,6 +23,7 @@ import numpy as np
 
 HASH_BITS = 64
 MAX_CHUNK_BITS = 24       # a dense offsets table of 2**24 int32 is 64 MiB: the largest we allow per chunk
+WALK_DEPTHS = 3           # bucket depths walked one numpy pass each before the rest is expanded in one go
 BRUTE_BLOCK = 1 << 21     # pairs per brute-force block: bounds the temporaries at a few tens of MiB
 
 # Rough per-element costs (ns) of the vectorised kernels on one core, used only to pick a plan.
@@ -231,8 +232,15 @@ def _probe_chunk(index: np.ndarray, queries: np.ndarray, shift: int, bits: int, 
         pos = np.take(starts, pkey)
         left = np.take(counts, pkey)
         qh = np.take(qhash, hit)
-        # Buckets hold a handful of hashes: walk them by depth rather than materialising repeat/arange.
-        while True:
+        # Buckets of random hashes hold one or two entries: walk them a depth per numpy pass. Real photo sets
+        # crowd a few buckets with a copy's whole family, where each further depth would cost a dozen numpy
+        # calls for a handful of entries: after WALK_DEPTHS, the rest of every bucket is expanded at once.
+        for depth in range(WALK_DEPTHS + 1):
+            if depth == WALK_DEPTHS:
+                ends = np.cumsum(left)
+                owner = np.repeat(np.arange(hit.size, dtype=np.int32), left)
+                pos = np.arange(int(ends[-1]), dtype=np.int32) - np.repeat(ends - left, left) + np.repeat(pos, left)
+                hit, qh = np.take(hit, owner), np.take(qh, owner)
             x = np.take(sorted_hash, pos) ^ qh
             # Nearly every candidate is a random stranger ~32 bits away: two 16-bit words outside this chunk
             # already exceed the threshold for >99% of them, so only the rest get a full popcount.
@@ -246,6 +254,8 @@ def _probe_chunk(index: np.ndarray, queries: np.ndarray, shift: int, bits: int, 
                     out_q.append(np.take(qorder, np.take(hit, ok)))
                     out_i.append(np.take(order, np.take(pos, ok)))
                     out_d.append(np.take(d, good))
+            if depth == WALK_DEPTHS:
+                break
             left -= 1
             more = np.flatnonzero(left)
             if more.size == 0:

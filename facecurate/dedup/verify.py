@@ -18,7 +18,7 @@ import numpy as np
 
 from facecurate.dedup.hashing import THUMB_SIZE
 
-BATCH = 4096          # pairs per vectorised block: bounds temporaries to a few tens of MiB
+BATCH = 512          # pairs per vectorised block: bounds temporaries to a few tens of MiB
 _CROP_SHARES = (0.05, 0.0375, 0.025, 0.0125)   # trims per axis the search undoes (either image cropped)
 _OFFSETS = 5                                    # positions of the trimmed window tried per share
 ACCEPT_UNWARPED = 0.97   # an unwarped correlation this high is the best alignment already: skip the search
@@ -51,15 +51,17 @@ def warp_options(size: int = THUMB_SIZE) -> np.ndarray:
     return out
 
 
-def _ncc(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
-    a = a - a.mean(axis=axis, keepdims=True)
-    b = b - b.mean(axis=axis, keepdims=True)
-    den = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
-    num = (a * b).sum(axis=axis)
+def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation over the last axis, broadcasting over the others (einsum: no temporaries
+    for the three sums of products)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    aa, bb = np.einsum("...i,...i->...", a, a), np.einsum("...i,...i->...", b, b)
+    ab = np.einsum("...i,...i->...", a, b)
     # Flat thumbnails (a blank frame) correlate with nothing except another flat one.
-    flat = den < 1e-3
-    return np.where(flat, np.where(np.abs(a).sum(axis=axis) + np.abs(b).sum(axis=axis) < 1e-3, 1.0, 0.0),
-                    num / np.maximum(den, 1e-12)).astype(np.float32)
+    flat_a, flat_b = aa < 1e-6, bb < 1e-6
+    out = ab / np.sqrt(np.maximum(aa * bb, 1e-24))
+    return np.where(flat_a | flat_b, flat_a & flat_b, out).astype(np.float32)
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -83,7 +85,7 @@ def _similarity_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     p, size, _ = a.shape
     m = max(1, round(size * 0.06))
     inner = slice(m, size - m)
-    out = _ncc(a[:, inner, inner].reshape(p, -1), b[:, inner, inner].reshape(p, -1), axis=1)
+    out = _ncc(a[:, inner, inner].reshape(p, -1), b[:, inner, inner].reshape(p, -1))
     rest = np.flatnonzero(out < ACCEPT_UNWARPED)
     if rest.size:
         out[rest] = np.maximum(out[rest], _warped_ncc(a[rest], b[rest], inner))
@@ -99,10 +101,10 @@ def _warped_ncc(a: np.ndarray, b: np.ndarray, inner: slice) -> np.ndarray:
     for axis in (1, 2):
         pa, pb = a.mean(axis=axis), b.mean(axis=axis)
         warped = (pb @ flat).reshape(p, r.shape[0], size)
-        best.append(_ncc(pa[:, None, inner], warped[:, :, inner], axis=2).argmax(axis=1))
+        best.append(_ncc(pa[:, None, inner], warped[:, :, inner]).argmax(axis=1))
     kx, ky = best
     w = r[ky] @ b @ r[kx].transpose(0, 2, 1)
-    return _ncc(a[:, inner, inner].reshape(p, -1), w[:, inner, inner].reshape(p, -1), axis=1)
+    return _ncc(a[:, inner, inner].reshape(p, -1), w[:, inner, inner].reshape(p, -1))
 
 
 def thumbs_from_bytes(blobs: list[bytes], size: int = THUMB_SIZE) -> np.ndarray:
