@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,26 @@ class Decoded:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def jpeg_segments(data: bytes, limit: int | None = None) -> Iterator[tuple[int, int, int]]:
+    """(marker, payload start, payload length) of each header segment of a JPEG, up to the first scan, read
+    without decoding; stops quietly at anything malformed (the decoder is the judge of that)."""
+    if not data.startswith(b"\xff\xd8"):
+        return
+    i, end = 2, len(data) if limit is None else min(len(data), limit)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            return
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            return
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        yield marker, i + 4, length - 2
+        i += 2 + length
 
 
 def read_limited(path: Path, max_bytes: int) -> bytes:

@@ -96,7 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
             "evenly or all off one side, match; 0 turns them off."),
     Setting("dedup", "crop_threshold", 6,
             "Hash bits within which a photo matches one of another photo's crop windows (pHash distances are "
-            "even: 6 and 7 are the same); tighter than threshold (and never looser) as each photo has eight window hashes."),
+            "even: 6 and 7 are the same); never looser than threshold, as each photo has eight window hashes."),
     Setting("dedup", "keeper", "resolution,jpeg_quality,bytes,sharpness",
             "Which copy is kept: criteria in order from resolution, jpeg_quality, bytes, sharpness, first_seen; "
             "remaining ties go to the smaller sha256."),

@@ -36,7 +36,7 @@ from facecurate.dedup.hashing import (
 )
 from facecurate.dedup.search import brute_force, hamming, mih_plan, mih_search, plan_search, popcount64
 from facecurate.dedup.verify import similarity, thumbs_from_bytes
-from facecurate.errors import ConfigError
+from facecurate.errors import ConfigError, ImageError
 from facecurate.export import export
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
@@ -158,7 +158,8 @@ def test_stored_hashes_are_phash_of_the_frame_and_windows_and_the_flip_is_the_mi
         return out[0], out[1]
 
     assert (fp.hash, fp.hash_flip) == phash_of((0, 0, 64, 64))
-    assert [phash_of(window_box(64, 0.95, p)) for p in WINDOW_PLACES] == list(zip(fp.windows, fp.window_flips))
+    windows = [phash_of(window_box(64, 0.95, p)) for p in WINDOW_PLACES]
+    assert windows == list(zip(fp.windows, fp.window_flips, strict=True))
     assert len(set(fp.windows)) == len(WINDOW_PLACES)  # four different windows, not one repeated
     pil_base = Image.fromarray(np.rint(base).astype(np.uint8))
     assert hamming(fp.hash, hash_to_int(imagehash.phash(pil_base))) <= 2
@@ -390,7 +391,7 @@ def test_reduced_jpeg_decode_hashes_like_the_full_decode_and_only_collisions_dec
     im.save(buf, "JPEG", quality=90)
     data = buf.getvalue()
     reduced = decode_reduced(data, "obama2.jpg", 10**8)
-    assert not is_exact(reduced.digest) and min(reduced.gray.size) < min(im.size)  # drafted, not decoded in full
+    assert not is_exact(reduced.digest) and min(reduced.gray.shape) < min(im.size)  # reduced, not decoded in full
     full = fingerprint(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
     fast = fingerprint_gray(reduced.gray, reduced.digest)
     assert hamming(fast.hash, full.hash) <= 4
@@ -401,6 +402,29 @@ def test_reduced_jpeg_decode_hashes_like_the_full_decode_and_only_collisions_dec
     dims = np.array([7, 7, 7, 7, 9])
     hashes = np.array([0, 0, 0b11, 0, 0], dtype=np.uint64)          # item 2 is 2 bits from exact item 3
     assert twin_candidates(keys, exact, dims, hashes).tolist() == [0, 1, 2]  # item 4: another size
+
+
+def test_reduced_jpeg_path_applies_exif_orientation_and_hands_odd_files_to_the_checked_decode():
+    """OpenCV decodes ordinary JPEGs at reduced scale; a turned EXIF tag is honoured there, and CMYK, truncated
+    and over-the-limit files go to media.decode, which hashes the first and refuses the others by name."""
+    im = _small("obama2", 400)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown turned a quarter clockwise
+    buf = io.BytesIO()
+    im.transpose(Image.Transpose.ROTATE_90).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    turned = decode_reduced(buf.getvalue(), "turned.jpg", 10**8)
+    assert not is_exact(turned.digest) and turned.gray.shape[0] > turned.gray.shape[1]  # upright, like im
+    upright = fingerprint(np.asarray(im))
+    assert hamming(fingerprint_gray(turned.gray, turned.digest).hash, upright.hash) <= 4
+    cmyk = io.BytesIO()
+    im.convert("CMYK").save(cmyk, "JPEG", quality=90)
+    assert is_exact(decode_reduced(cmyk.getvalue(), "cmyk.jpg", 10**8).digest)  # the full, checked path
+    plain = io.BytesIO()
+    im.save(plain, "JPEG", quality=90)
+    with pytest.raises(ImageError, match=r"cut\.jpg"):
+        decode_reduced(plain.getvalue()[: len(plain.getvalue()) // 2], "cut.jpg", 10**8)
+    with pytest.raises(ImageError, match="over the 1,000-pixel limit"):
+        decode_reduced(plain.getvalue(), "big.jpg", 1000)
 
 
 def test_identical_pixels_in_a_jpeg_and_its_lossless_copy_and_a_retagged_jpeg_are_pixel_twins(ws, catalog,

@@ -2,8 +2,9 @@
 
 Why: every dedup fact about a photo is taken at 64 px (hashes, thumbnail) or at most 128 px (sharpness), yet a full
 decode of a 12-megapixel JPEG to RGB costs tens of milliseconds. libjpeg can run its inverse DCT at 1/2, 1/4
-or 1/8 scale and emit only the luma channel (Pillow's ``Image.draft``), so a reduced grayscale decode costs a
-fraction of that and every hash reads the same few pixels.
+or 1/8 scale and emit only the luma channel (OpenCV's ``IMREAD_REDUCED_GRAYSCALE_*``, one C call that also applies
+the EXIF orientation), so a reduced grayscale decode costs a fraction of that and every hash reads the same few
+pixels.
 
 The one fact that needs the full picture is "identical pixels" (issue 4, must-have 1). A reduced decode
 cannot prove it, so its digest is marked *reduced* (prefix ``r``): two files whose reduced digests differ
@@ -16,25 +17,23 @@ Everything else — PNG, WebP, GIF, CMYK or odd JPEGs, and any file the fast pat
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+import cv2
+import numpy as np
 
 from facecurate import media
 from facecurate.dedup.hashing import gray_image, pixel_digest
 
 REDUCED_SIDE = 64           # the draft keeps at least this many pixels per side (the hashes work at 64 px)
 REDUCED_PREFIX = "r"        # a digest of a reduced decode: equal pixels imply equal digests, not the reverse
-_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
 class Reduced:
     """A grayscale view of a file (at least REDUCED_SIDE per side when the file is that big) and its digest."""
 
-    gray: Image.Image
+    gray: np.ndarray       # (H, W) uint8
     digest: str            # pixel_digest of the full RGB decode, or REDUCED_PREFIX + digest of the reduced one
 
 
@@ -45,11 +44,11 @@ def is_exact(digest: str) -> bool:
 
 def decode_reduced(data: bytes, name: str, max_pixels: int) -> Reduced:
     """The fingerprint's view of a file: a JPEG drafted to grayscale at reduced scale, else a full decode."""
-    fast = _jpeg_draft(data, max_pixels)
+    fast = _jpeg_reduced(data, max_pixels)
     if fast is not None:
         return fast
     decoded = media.decode(data, name, max_pixels)
-    return Reduced(gray=gray_image(decoded.pixels), digest=pixel_digest(decoded.pixels))
+    return Reduced(gray=np.asarray(gray_image(decoded.pixels)), digest=pixel_digest(decoded.pixels))
 
 
 def full_digest(data: bytes, name: str, max_pixels: int) -> str:
@@ -57,30 +56,42 @@ def full_digest(data: bytes, name: str, max_pixels: int) -> str:
     return pixel_digest(media.decode(data, name, max_pixels).pixels)
 
 
-def _jpeg_draft(data: bytes, max_pixels: int) -> Reduced | None:
-    """Baseline/progressive YCbCr or grayscale JPEGs only; None sends the file down the full, checked path
-    (anything unusual, over the pixel limit, or failing here is media.decode's to judge and report)."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
-            if im.format != "JPEG" or im.mode not in ("RGB", "L") or im.width * im.height > max_pixels:
-                return None
-            full = im.size
-            im.draft("L", (min(REDUCED_SIDE, im.width), min(REDUCED_SIDE, im.height)))
-            im.load()
-            if im.mode != "L":
-                return None
-            orientation = im.getexif().get(_ORIENTATION, 1)
-            if orientation in range(2, 9):
-                im = ImageOps.exif_transpose(im)
-                if orientation >= 5:  # a quarter turn: the displayed width is the stored height
-                    full = (full[1], full[0])
-    except Exception:
-        return None
-    h = hashlib.sha256(f"{full}|{im.size}|".encode())
-    h.update(im.tobytes())
-    return Reduced(gray=im, digest=REDUCED_PREFIX + h.hexdigest())
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                  (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))
 
+
+def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from a JPEG's frame header, read without decoding; None if not found."""
+    for marker, at, length in media.jpeg_segments(data):
+        if marker in _SOF and length >= 6 and at + 6 <= len(data):
+            return int.from_bytes(data[at + 3:at + 5], "big"), int.from_bytes(data[at + 1:at + 3], "big"), data[at + 5]
+    return None
+
+
+def _jpeg_reduced(data: bytes, max_pixels: int) -> Reduced | None:
+    """Baseline/progressive YCbCr or grayscale JPEGs within the pixel limit, decoded by libjpeg-turbo (OpenCV)
+    straight to luma at 1/2, 1/4 or 1/8 scale with the EXIF orientation applied; None sends the file down the
+    full, checked path (CMYK, anything odd, and anything OpenCV refuses: it returns nothing for a truncated
+    or corrupt stream, so media.decode judges and reports those)."""
+    header = jpeg_header(data)
+    if header is None:
+        return None
+    width, height, components = header
+    if components not in (1, 3) or not 0 < width * height <= max_pixels:
+        return None
+    short = min(width, height, REDUCED_SIDE)
+    flag = next((f for k, f in _REDUCED_FLAGS if -(-width // k) >= short and -(-height // k) >= short),
+                cv2.IMREAD_GRAYSCALE)
+    try:
+        gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error:
+        return None
+    if gray is None or gray.ndim != 2 or gray.size == 0:
+        return None
+    # A quarter-turn EXIF orientation shows the stored height as the width.
+    turned = (gray.shape[0] > gray.shape[1]) != (height > width) and width != height
+    full = (height, width) if turned else (width, height)
+    h = hashlib.sha256(f"{full}|{gray.shape[::-1]}|".encode())
+    h.update(gray.tobytes())
+    return Reduced(gray=gray, digest=REDUCED_PREFIX + h.hexdigest())

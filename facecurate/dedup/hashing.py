@@ -43,6 +43,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from facecurate.media import jpeg_segments
+
 HASH_SIZE = 8                 # 8x8 = 64 bits: what the search index is built for
 THUMB_SIZE = 24               # verification thumbnail side: big enough to tell aligned faces apart, 576 bytes
 SHARPNESS_SIDE = 128          # sharpness is measured at this long side so copies of any size compare fairly
@@ -110,30 +112,18 @@ def pixel_digest(pixels: np.ndarray) -> str:
 
 def _jpeg_luma_table(data: bytes) -> list[int] | None:
     """The first quantisation table (luminance) of a JPEG, read from its DQT segment without decoding."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    i, end = 2, min(len(data), 1 << 18)
-    while i + 4 <= end:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
+    for marker, at, length in jpeg_segments(data, limit=1 << 18):
+        if marker != 0xDB:
             continue
-        if marker in (0xD9, 0xDA):  # end of image, start of scan: no table before it
-            return None
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker == 0xDB:
-            j, seg_end = i + 4, i + 2 + length
-            while j < seg_end:
-                precision, table = data[j] >> 4, data[j] & 0x0F
-                size = 128 if precision else 64
-                values = data[j + 1:j + 1 + size]
-                if table == 0 and len(values) == size:
-                    return list(values) if not precision else [int.from_bytes(values[k:k + 2], "big")
-                                                                 for k in range(0, size, 2)]
-                j += 1 + size
-        i += 2 + length
+        j, seg_end = at, at + length
+        while j < seg_end:
+            precision, table = data[j] >> 4, data[j] & 0x0F
+            size = 128 if precision else 64
+            values = data[j + 1:j + 1 + size]
+            if table == 0 and len(values) == size:
+                return list(values) if not precision else [int.from_bytes(values[k:k + 2], "big")
+                                                             for k in range(0, size, 2)]
+            j += 1 + size
     return None
 
 
@@ -284,23 +274,22 @@ def thumbnail(base: np.ndarray) -> bytes:
 def fingerprint(pixels: np.ndarray, algorithm: str = "phash", window: float = 0.95,
                 data: bytes | None = None) -> Fingerprint:
     """Every dedup fact about one decoded image; ``data`` (the file bytes) only feeds the JPEG quality cue."""
-    return fingerprint_gray(gray_image(pixels), pixel_digest(pixels), algorithm, window, data)
+    return fingerprint_gray(np.asarray(gray_image(pixels)), pixel_digest(pixels), algorithm, window, data)
 
 
-def fingerprint_gray(gray: Image.Image, digest: str, algorithm: str = "phash", window: float = 0.95,
+def fingerprint_gray(gray: np.ndarray, digest: str, algorithm: str = "phash", window: float = 0.95,
                      data: bytes | None = None) -> Fingerprint:
     """The fingerprint from a grayscale view (a full or a reduced decode, see :mod:`facecurate.dedup.decode`)
     and the digest that goes with it."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown hash algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
-    pixels = np.asarray(gray)
-    base = base_array(pixels)
+    base = base_array(gray)
     if algorithm == "phash":
         plain, mirror = phash_blocks(base, window)
     else:
         plain, mirror = _imagehash_blocks(base, window, algorithm)
     return Fingerprint(hash=plain[0], hash_flip=mirror[0], windows=tuple(plain[1:]), window_flips=tuple(mirror[1:]),
-                       pixels=digest, thumb=thumbnail(base), sharpness=sharpness(pixels),
+                       pixels=digest, thumb=thumbnail(base), sharpness=sharpness(gray),
                        jpeg_quality=jpeg_quality(data) if data is not None else UNKNOWN_QUALITY)
 
 
