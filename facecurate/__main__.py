@@ -2,4 +2,5 @@
 
 from facecurate.cli import main
 
-main()
+if __name__ == "__main__":  # a process started with "spawn" imports this module again: it must not run the CLI
+    main()

@@ -40,10 +40,10 @@ QUERIES: dict[str, str] = {"official": "official portrait", "press": "press phot
 # detector: the photos never change, and the edits only need to know where the eyes and mouth are. Saves
 # loading the detector twice; tests/test_demo.py checks them against the crop stage's own detections.
 LANDMARKS: dict[str, tuple[tuple[float, float], ...]] = {
-    "obama.jpg": ((443.7, 213.9), (550.5, 211.2), (496.1, 279.2), (437.5, 319.2), (555.5, 315.4)),
-    "obama2.jpg": ((250.5, 366.6), (371.9, 381.2), (284.7, 444.7), (249.3, 520.9), (350.7, 527.6)),
-    "obama3.jpg": ((740.3, 385.0), (860.7, 399.6), (810.8, 443.5), (736.0, 511.2), (847.2, 528.3)),
-    "biden.jpg": ((536.3, 320.1), (661.6, 345.9), (603.6, 407.7), (508.8, 470.5), (626.6, 486.8)),
+    "obama.jpg": ((443.6, 215.6), (551.8, 212.5), (497.7, 279.7), (438.8, 320.9), (555.8, 317.6)),
+    "obama2.jpg": ((250.7, 366.9), (373.9, 381.1), (287.5, 445.2), (248.3, 517.5), (351.4, 525.7)),
+    "obama3.jpg": ((738.0, 384.6), (860.3, 399.6), (810.3, 441.7), (735.9, 510.7), (846.4, 527.3)),
+    "biden.jpg": ((536.3, 320.6), (655.4, 348.6), (596.1, 410.7), (517.0, 467.4), (623.5, 486.4)),
 }
 
 Photos = dict[str, tuple[np.ndarray, np.ndarray]]  # bundled file name -> (pixels, landmarks)
