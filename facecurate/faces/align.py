@@ -182,15 +182,23 @@ def _blend_padding(region: np.ndarray, origin: np.ndarray, scale: np.ndarray, qu
     return cv2.convertScaleAbs(cv2.blendLinear(fill, img, fade_w, 1.0 - fade_w))  # rounds and saturates
 
 
+def _resized(region: np.ndarray, span_x: int, span_y: int, factor: float,
+             interpolation: int) -> tuple[np.ndarray, np.ndarray]:
+    """``region`` (covering span_x x span_y source px) resized by ``factor``, and its new source px per pixel."""
+    shape = (max(1, round(span_x * factor)), max(1, round(span_y * factor)))
+    return cv2.resize(region, shape, interpolation=interpolation), np.array([span_x / shape[0], span_y / shape[1]])
+
+
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 512, headroom: float = 0.0,
                padding: PaddingMode = "reflect_blur") -> Alignment:
     """Cut the FFHQ square out of ``image`` (H, W, 3 uint8 RGB) as a ``size`` x ``size`` crop.
 
-    Only the quad's bounding box (plus a margin) is touched. When the quad is larger than the crop, that box
-    is first area-averaged (cv2.INTER_AREA, FFHQ's shrink step) to about one source pixel per crop pixel,
-    so the final rotation neither aliases nor wastes time on a huge image. The rotation is bilinear, as in
-    FFHQ's own script (``PIL.Image.QUAD`` with ``BILINEAR``): OpenCV's bicubic warp has no vectorised path
-    and cost 4x as much, most of a crop's time.
+    Only the quad's bounding box (plus a margin) is touched, and it is first brought to about one pixel per
+    crop pixel: area-averaged when the quad is larger than the crop (cv2.INTER_AREA, FFHQ's shrink step), so
+    the rotation neither aliases nor wastes time on a huge image, and enlarged bicubically when it is smaller.
+    The rotation itself is then bilinear, as in FFHQ's own script (``PIL.Image.QUAD`` with ``BILINEAR``):
+    OpenCV's bicubic warp has no vectorised path and cost 4x as much, most of a crop's time, while its
+    bicubic resize is cheap.
     """
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -216,13 +224,13 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 512, headro
     region = cv2.copyMakeBorder(inner, max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0), mode)
     origin, scale = np.array([x0, y0], dtype=np.float64), np.ones(2)
     if qsize > size:
-        shrunk = (max(1, round((x1 - x0) * size / qsize)), max(1, round((y1 - y0) * size / qsize)))
-        region = cv2.resize(region, shrunk, interpolation=cv2.INTER_AREA)
-        scale = np.array([(x1 - x0) / shrunk[0], (y1 - y0) / shrunk[1]])
+        region, scale = _resized(region, x1 - x0, y1 - y0, size / qsize, cv2.INTER_AREA)
 
     leaves_image = bool(((quad < 0) | (quad > [width, height])).any())  # convex: a corner must be outside
     if padding == "reflect_blur" and leaves_image:
         region = _blend_padding(region, origin, scale, quad, qsize, width, height)
+    if qsize < size:  # enlarge bicubically (a vectorised resize) so the bilinear rotation runs at ~1:1
+        region, scale = _resized(region, x1 - x0, y1 - y0, size / qsize, cv2.INTER_CUBIC)
     crop = cv2.warpAffine(region, _cv_matrix(crop_matrix, origin, scale), (size, size),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if padding == "constant" and leaves_image:
