@@ -17,6 +17,7 @@ import scipy.fftpack
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from typer.testing import CliRunner
 
+from facecurate import catalog as catalog_mod
 from facecurate.catalog import Catalog
 from facecurate.cli import app
 from facecurate.dedup import DedupOptions, run_dedup
@@ -489,6 +490,29 @@ def test_rerun_uses_the_cache_and_a_better_copy_takes_over(photo_ws, tmp_path: P
     assert later.photos.hashed == 1
     assert d["obama_large.jpg"][1:3] == (d["obama_large.jpg"][0], None)
     assert d["obama.jpg"][2] == d["obama_large.jpg"][0] and d["obama_half.jpg"][2] == d["obama_large.jpg"][0]
+
+
+def test_a_catalog_from_before_the_four_windows_is_migrated_and_hashed_again(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    """v6 drops the one-window fingerprint columns and the rows cached with them; the next run hashes again."""
+    _save(tmp_path / "in", "obama.jpg", _small("obama"), 90)
+    _save(tmp_path / "in", "obama_mirrored.jpg", _small("obama").transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90)
+    with monkeypatch.context() as m:
+        m.setattr(catalog_mod, "MIGRATIONS", catalog_mod.MIGRATIONS[:5])
+        ws = init_workspace(tmp_path / "old")
+        with Catalog.open(ws.catalog_path) as old:
+            import_paths(ws, old, [tmp_path / "in"])
+            with old.transaction():
+                old.conn.execute("INSERT INTO dedup_hashes (path, algo, stamp, hash, window, window_flip, hashed_at) "
+                                 "SELECT path, 'phash/w95/v2', sha256, 1, 2, 3, 'then' FROM images")
+    with Catalog.open(ws.catalog_path) as cat:
+        assert cat.schema_version == len(catalog_mod.MIGRATIONS)
+        cols = {r[1] for r in cat.conn.execute("PRAGMA table_info(dedup_hashes)")}
+        assert "windows" in cols and not {"window", "window_flip"} & cols
+        assert cat.conn.execute("SELECT COUNT(*) FROM dedup_hashes").fetchone()[0] == 0
+        summary = run_dedup(ws, cat, DedupOptions.from_config(ws, faces=False))
+        assert summary.photos.hashed == 2 and summary.photos.duplicates == 1
+        assert summary.photos.by_transform == {"hflip": 1}
 
 
 def test_dry_run_writes_nothing(photo_ws):

@@ -25,7 +25,7 @@ import numpy as np
 from facecurate import media
 from facecurate.dedup.hashing import gray_image, pixel_digest
 
-REDUCED_SIDE = 64           # the draft keeps at least this many pixels per side (the hashes work at 64 px)
+REDUCED_SIDE = 64           # a reduced decode keeps at least this many pixels per side (the hashes work at 64 px)
 REDUCED_PREFIX = "r"        # a digest of a reduced decode: equal pixels imply equal digests, not the reverse
 
 
@@ -43,7 +43,7 @@ def is_exact(digest: str) -> bool:
 
 
 def decode_reduced(data: bytes, name: str, max_pixels: int) -> Reduced:
-    """The fingerprint's view of a file: a JPEG drafted to grayscale at reduced scale, else a full decode."""
+    """The fingerprint's view of a file: a JPEG decoded to grayscale at reduced scale, else a full decode."""
     fast = _jpeg_reduced(data, max_pixels)
     if fast is not None:
         return fast
