@@ -112,9 +112,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("crop", "detect_max_side", 1024,
             "Photos are downscaled to this long side for detection only; crops come from the full image."),
     Setting("crop", "min_face_size", 40,
-            "Smallest face MTCNN looks for, in detection pixels (photo pixels up to detect_max_side). A 40 px "
-            "face would be enlarged ~8x into a 512 crop, which the small_face rule rejects past 2x, and each "
-            "halving of this size makes detection ~2x slower; lower it for small crops of small faces."),
+            "Face size MTCNN's pyramid starts at, in detection pixels (photo pixels up to detect_max_side); "
+            "it still finds some faces down to about half of it. A 40 px face would be enlarged ~8x into a "
+            "512 crop, which the small_face rule rejects past 2x, and each halving of this size makes detection "
+            "~2x slower; lower it for small crops of small faces."),
     Setting("crop", "min_prob", 0.9, "Detections below this MTCNN probability are not treated as faces."),
     Setting("crop", "headroom", 0.0,
             "Widen the FFHQ square upwards by this share of its half-size (0 = FFHQ exactly)."),
