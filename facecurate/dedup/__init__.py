@@ -3,8 +3,9 @@ a keeper chosen by quality, for photos and, after ``crop``, for the aligned face
 
 Modules, pure maths first:
 
-- :mod:`~facecurate.dedup.hashing` — fingerprints of decoded pixels (imagehash + pixel sha256 + quality cues)
-- :mod:`~facecurate.dedup.decode`  — reduced grayscale JPEG decodes (Image.draft) and full-decode digests
+- :mod:`~facecurate.dedup.hashing` — fingerprints of decoded pixels (pHash of the frame, its mirror and four crop
+  windows as matrix products; pixel sha256; quality cues)
+- :mod:`~facecurate.dedup.decode`  — reduced grayscale JPEG decodes (OpenCV, 1/2-1/8 scale) and full-decode digests
 - :mod:`~facecurate.dedup.search`  — exact sub-quadratic Hamming search (multi-index hashing in numpy)
 - :mod:`~facecurate.dedup.verify`  — aligned thumbnail correlation that confirms hash candidates
 - :mod:`~facecurate.dedup.groups`  — candidate edges, keeper order, grouping around keepers (no chaining)
