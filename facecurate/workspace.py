@@ -6,11 +6,13 @@ Every default lives in SETTINGS, once, with the one-line reason a user reads in 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from facecurate.errors import ConfigError, WorkspaceError
 
@@ -248,6 +250,38 @@ def _check(setting: Setting, value: Any, path: Path) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=16)
+def _load_config(path: Path, stamp: tuple[int, int] | None) -> Config:
+    return Config.load(path)
+
+
+def setting(section: str, key: str) -> Setting:
+    for s in SETTINGS:
+        if s.section == section and s.key == key:
+            return s
+    raise KeyError(f"no setting [{section}] {key}")
+
+
+def check_choice(section: str, key: str, value: str, flag: str) -> str:
+    """A command-line value of a setting with choices (``--device``, ``--format``), checked against the table."""
+    choices = setting(section, key).choices
+    if value not in choices:
+        raise ConfigError(f"Unknown {flag} value {value!r}: use {', '.join(choices)}.")
+    return value
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+def options_from(cls: type[OptionsT], cfg: Config, section: str, **overrides: Any) -> OptionsT:
+    """An options record from one settings section: every field is a setting of ``section`` (the table holds its
+    default), and an override of None means "not given on the command line"."""
+    values = cfg.section(section)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{k: values[k] for k in fields})
+
+
 @dataclass(frozen=True)
 class Workspace:
     """A folder holding facecurate.toml, the catalog and the content-addressed files."""
@@ -284,7 +318,13 @@ class Workspace:
         return self.root / ".tmp"
 
     def config(self) -> Config:
-        return Config.load(self.config_path)
+        """The settings, parsed once per command (again only when the file changed since)."""
+        try:
+            st = self.config_path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        return _load_config(self.config_path, stamp)
 
     def resolve(self, relative: str) -> Path:
         return self.root / relative

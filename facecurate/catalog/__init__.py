@@ -1,0 +1,25 @@
+"""The SQLite catalog: the single source of truth, and the only code that speaks SQL.
+
+One module per concern (schema and migrations, images and sources, faces, dedup, review log, queries and crawl
+state), each returning typed records with JSON columns parsed; :mod:`facecurate.catalog.state` is the one
+definition of an item's state in force. Files on disk are content-addressed and only referenced from here.
+"""
+
+from __future__ import annotations
+
+from facecurate.catalog.base import utc_now
+from facecurate.catalog.counts import CountsMixin
+from facecurate.catalog.faces import FaceRecord, FaceRow, FacesMixin
+from facecurate.catalog.images import ImageRow, ImagesMixin
+from facecurate.catalog.queries import DownloadRow, QueriesMixin, QueryRow, RunRow
+from facecurate.catalog.review import ReviewMixin
+from facecurate.catalog.schema import MIGRATIONS, SCHEMA_VERSION
+from facecurate.catalog.state import Decision, State, state_of
+
+
+class Catalog(CountsMixin, ImagesMixin, FacesMixin, QueriesMixin, ReviewMixin):
+    """A connection to one workspace's catalog, with every concern's queries."""
+
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Catalog", "Decision", "DownloadRow", "FaceRecord", "FaceRow",
+           "ImageRow", "QueryRow", "RunRow", "State", "state_of", "utc_now"]

@@ -1,0 +1,40 @@
+"""Counts for `status`: per stage, per state in force, per reason and per label."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facecurate.catalog.dedup import DedupMixin
+
+
+class CountsMixin(DedupMixin):
+    def counts(self) -> dict[str, Any]:
+        """Everything ``status`` shows; face states are the states in force (review decisions included)."""
+        one = self._scalar
+        by_label: dict[str, dict[str, int]] = {}
+        for row in self.conn.execute(
+                "SELECT COALESCE(label, '') AS label, COUNT(*) AS images, "
+                "SUM(crop_state IS NULL) AS pending, SUM(crop_state='done') AS with_face, "
+                "SUM(crop_state='no_face') AS no_face, SUM(crop_state='failed') AS failed "
+                "FROM images GROUP BY 1 ORDER BY 1"):
+            by_label[row["label"]] = {k: int(row[k] or 0) for k in
+                                      ("images", "pending", "with_face", "no_face", "failed")}
+        for row in self.conn.execute(
+                "SELECT COALESCE(i.label, '') AS label, s.state, COUNT(*) AS n FROM item_state s "
+                "JOIN images i ON i.id = s.image_id WHERE s.face_id IS NOT NULL GROUP BY 1, 2"):
+            by_label.setdefault(row["label"], {})[f"faces_{row['state']}"] = int(row["n"])
+        return {
+            "sources": {"ok": one("SELECT COUNT(*) FROM sources WHERE status='ok'"),
+                        "failed": one("SELECT COUNT(*) FROM sources WHERE status='failed'")},
+            "images": one("SELECT COUNT(*) FROM images"),
+            "crop": {"pending": one("SELECT COUNT(*) FROM images WHERE crop_state IS NULL"),
+                     "done": one("SELECT COUNT(*) FROM images WHERE crop_state='done'"),
+                     "no_face": one("SELECT COUNT(*) FROM images WHERE crop_state='no_face'"),
+                     "failed": one("SELECT COUNT(*) FROM images WHERE crop_state='failed'")},
+            "faces": {row["state"]: int(row["n"]) for row in self.conn.execute(
+                "SELECT state, COUNT(*) AS n FROM item_state WHERE face_id IS NOT NULL GROUP BY state")},
+            "by_label": by_label,
+            "reasons": {r[0]: int(r[1]) for r in self.conn.execute(
+                "SELECT j.value, COUNT(*) FROM faces f, json_each(f.reasons) j GROUP BY 1 ORDER BY 2 DESC, 1")},
+            "dedup": self.dedup_counts(),
+        }
