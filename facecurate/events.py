@@ -7,7 +7,18 @@ own sink. One protocol for every stage, so ``run`` and the single commands draw 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One item a stage could not process: the file, crop or URL, and the message naming the fix.
+
+    Every summary lists its failures as these, so ``failed`` has one shape in every command's ``--json``."""
+
+    item: str
+    error: str
 
 
 class Progress(Protocol):
