@@ -24,6 +24,31 @@ class ImageRow:
     crop_state: str | None
 
 
+@dataclass(frozen=True)
+class SourceRow:
+    """One path or URL and the provenance it came with."""
+
+    id: int
+    image_id: int | None
+    kind: str                   # file | url
+    location: str
+    label: str | None
+    page_url: str | None
+    title: str | None
+    engine: str | None
+    query: str | None
+    rank: int | None
+    license: str | None
+    author: str | None
+    retrieved_at: str
+    status: str                 # ok | failed
+    error: str | None           # reason code when failed
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> SourceRow:
+        return cls(**{f: r[f] for f in cls.__dataclass_fields__})
+
+
 class ImagesMixin(CatalogBase):
     def source_state(self, kind: str, location: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.conn.execute(
@@ -66,15 +91,20 @@ class ImagesMixin(CatalogBase):
     def image_count(self) -> int:
         return self._scalar("SELECT COUNT(*) FROM images")
 
-    def first_sources(self, image_ids: list[int] | None = None) -> dict[int, sqlite3.Row]:
+    def first_sources(self, image_ids: list[int] | None = None) -> dict[int, SourceRow]:
         """The first source that brought each image (its provenance in the manifest and the gallery)."""
         sql = ("SELECT * FROM sources WHERE id IN "
                "(SELECT MIN(id) FROM sources WHERE status='ok' {where} GROUP BY image_id)")
         if image_ids is None:
-            return {r["image_id"]: r for r in self.conn.execute(sql.format(where=""))}
-        out: dict[int, sqlite3.Row] = {}
+            return {r["image_id"]: SourceRow.from_row(r) for r in self.conn.execute(sql.format(where=""))}
+        out: dict[int, SourceRow] = {}
         for start in range(0, len(image_ids), 500):
             chunk = image_ids[start:start + 500]
             for r in self.conn.execute(sql.format(where=f"AND image_id IN ({placeholders(len(chunk))})"), chunk):
-                out[r["image_id"]] = r
+                out[r["image_id"]] = SourceRow.from_row(r)
         return out
+
+    def failed_sources(self) -> list[SourceRow]:
+        """Paths and URLs that never became an image (download or decode failures), oldest first."""
+        return [SourceRow.from_row(r) for r in self.conn.execute("SELECT * FROM sources WHERE status='failed' "
+                                                                 "ORDER BY id")]
