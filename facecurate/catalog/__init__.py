@@ -10,16 +10,17 @@ from __future__ import annotations
 from facecurate.catalog.base import utc_now
 from facecurate.catalog.counts import CountsMixin
 from facecurate.catalog.faces import FaceRecord, FaceRow, FacesMixin
-from facecurate.catalog.images import ImageRow, ImagesMixin
+from facecurate.catalog.images import ImageRow, ImagesMixin, SourceRow
+from facecurate.catalog.items import ImageFacts, ItemsMixin, ItemState
 from facecurate.catalog.queries import DownloadRow, QueriesMixin, QueryRow, RunRow
 from facecurate.catalog.review import ReviewMixin
 from facecurate.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from facecurate.catalog.state import Decision, State, state_of
 
 
-class Catalog(CountsMixin, ImagesMixin, FacesMixin, QueriesMixin, ReviewMixin):
+class Catalog(CountsMixin, ImagesMixin, ItemsMixin, FacesMixin, QueriesMixin, ReviewMixin):
     """A connection to one workspace's catalog, with every concern's queries."""
 
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Catalog", "Decision", "DownloadRow", "FaceRecord", "FaceRow",
-           "ImageRow", "QueryRow", "RunRow", "State", "state_of", "utc_now"]
+           "ImageFacts", "ImageRow", "ItemState", "QueryRow", "RunRow", "SourceRow", "State", "state_of", "utc_now"]
