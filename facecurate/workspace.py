@@ -149,17 +149,44 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def _rule_settings() -> tuple[Setting, ...]:
-    """Rule thresholds come from the rule registry, which holds each default beside the rule it tunes."""
-    from facecurate.rules.registry import RULES
-
-    enabled = Setting("rules", "enabled", "all", "Rules that may reject a face: all, or a comma list of names.")
-    when = {"below": "below", "above": "at or above"}
-    return (enabled, *(Setting("rules", r.name, r.default, f"{r.doc} (fires {when[r.direction]} this)")
-                       for r in RULES if r.family != "image"))
+def _threshold(rule: str, default: float, fires: str, doc: str) -> Setting:
+    """One rule's threshold; ``fires`` ("below" or "at or above") must match the rule's direction in
+    facecurate.rules.registry (tests/test_rules.py checks it), so the line in facecurate.toml tells the truth."""
+    return Setting("rules", rule, default, f"{doc} (fires {fires} this)")
 
 
-SETTINGS = SETTINGS + _rule_settings()
+# Every rule's threshold, read by the rule registry (facecurate.rules.registry) as its default and its doc.
+RULE_SETTINGS: tuple[Setting, ...] = (
+    Setting("rules", "enabled", "all", "Rules that may reject a face: all, or a comma list of names."),
+    _threshold("closed_eyes", 0.18, "below",
+               "Mean FaceMesh eye aspect ratio of both eyes below this: eyes shut (open eyes read 0.22-0.39)."),
+    _threshold("wink", 0.18, "below",
+               "One eye's aspect ratio below this while the other is open (seen by the eye cascade, or read "
+               "wide): a wink."),
+    _threshold("occluded_eyes", 1.0, "at or above",
+               "Eyes the landmarks call open but no eye is visible (Haar eye cascade finds none; skin breaks "
+               "ties): sunglasses, bangs, hands."),
+    _threshold("mirroring", 0.08, "at or above",
+               "Share of the crop filled by reflect padding beside or below the face (smeared hair and skin)."),
+    _threshold("no_headroom", 0.0, "below",
+               "Estimated top of the skull (1.8 eye-to-mouth distances above the eyes) this many eye distances "
+               "inside the photo's top edge; below 0 the head is cut."),
+    _threshold("small_face", 2.0, "at or above",
+               "The crop would enlarge the photo more than this factor: too little real detail."),
+    _threshold("extreme_pose", 1.0, "at or above",
+               "Yaw ~60°, strong pitch or a face lying sideways (1.0 = the extreme on the worst axis)."),
+    _threshold("multiple_faces", 0.5, "at or above",
+               "Another confident face at least this fraction as wide stands next to the main one."),
+    _threshold("product_shot", 0.01, "below",
+               "First heuristic: the face covers under this share of a colourful frame (ads, packshots)."),
+    _threshold("blurry", 6.0, "below",
+               "Variance of the Laplacian of the face, read at the photo's own resolution, below this: out of "
+               "focus."),
+    _threshold("grayscale", 3.0, "below",
+               "Mean per-pixel colour spread below this many levels: a black-and-white photo."),
+)
+
+SETTINGS = SETTINGS + RULE_SETTINGS
 
 
 def default_config() -> dict[str, dict[str, Any]]:

@@ -1,8 +1,10 @@
-"""The rule registry: every rejection rule, its reason code, its score, its threshold and why.
+"""The rule registry: every rejection rule, its reason code, its score and when it fires.
 
 A rule reads one measure (a number stored per face in ``faces.scores``) and fires when that number is
 past its threshold. Measures are computed once and kept; thresholds are applied at decision time, so
-changing one in facecurate.toml re-decides every face without recomputing anything.
+changing one in facecurate.toml re-decides every face without recomputing anything. The thresholds' defaults
+and their one-line docs are settings (``[rules]`` in facecurate.workspace), so they are written once, where
+facecurate.toml is generated from.
 Some rules apply only where another does not (a wink is not also 'closed'; covered eyes are looked for
 only on eyes the landmarks call open): ``applies`` says so.
 """
@@ -13,19 +15,35 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from facecurate.workspace import setting
+
 Measures = Mapping[str, float | None]
 Thresholds = Mapping[str, float]
+# The reason codes written to the catalog and the manifest: one per rule, in registry order.
+Reason = Literal["no_face", "closed_eyes", "wink", "occluded_eyes", "mirroring", "no_headroom", "small_face",
+                 "extreme_pose", "multiple_faces", "product_shot", "blurry", "grayscale"]
+Family = Literal["eyes", "geometry", "pixels", "image"]
+Direction = Literal["below", "above"]
 
 
 @dataclass(frozen=True)
 class Rule:
-    name: str                     # also the reason code written to the catalog and the manifest
-    family: Literal["eyes", "geometry", "pixels", "image"]
+    name: Reason
+    family: Family                # "image": a reason about the photo, set by a stage, with no threshold to tune
     measure: str                  # key in faces.scores
-    direction: Literal["below", "above"]
-    default: float
-    doc: str                      # one line: what it catches and why this default
+    direction: Direction
     applies: Callable[[Measures, Thresholds], bool] | None = None
+    about: str = ""               # the doc of an image-level rule, which has no setting to hold one
+
+    @property
+    def default(self) -> float:
+        """The threshold facecurate.toml starts with; an image-level rule fires on its flag (1.0)."""
+        return 1.0 if self.family == "image" else float(setting("rules", self.name).default)
+
+    @property
+    def doc(self) -> str:
+        """One line: what the rule catches and why its default."""
+        return self.about if self.family == "image" else setting("rules", self.name).doc
 
     def fires(self, measures: Measures, thresholds: Thresholds) -> bool:
         value = measures.get(self.measure)
@@ -84,35 +102,19 @@ def _colourful_frame(m: Measures, t: Thresholds) -> bool:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("no_face", "image", "no_face", "above", 1.0,
-         "MTCNN found no face at crop.min_prob; set by the crop stage (an image-level reason)."),
-    Rule("closed_eyes", "eyes", "ear_mean", "below", 0.18,
-         "Mean FaceMesh eye aspect ratio of both eyes below this: eyes shut (open eyes read 0.22-0.39).",
-         _closed_not_wink),
-    Rule("wink", "eyes", "ear_min", "below", 0.18,
-         "One eye's aspect ratio below this while the other is open (seen by the eye cascade, or read wide): a wink.",
-         _is_wink),
-    Rule("occluded_eyes", "eyes", "occlusion", "above", 1.0,
-         "Eyes the landmarks call open but no eye is visible (Haar eye cascade finds none; skin breaks ties): "
-         "sunglasses, bangs, hands.", _not_closed),
-    Rule("mirroring", "geometry", "mirroring", "above", 0.08,
-         "Share of the crop filled by reflect padding beside or below the face (smeared hair and skin)."),
-    Rule("no_headroom", "geometry", "headroom_iod", "below", 0.0,
-         "Estimated top of the skull (1.8 eye-to-mouth distances above the eyes) this many eye distances "
-         "inside the photo's top edge; below 0 the head is cut."),
-    Rule("small_face", "geometry", "upscale", "above", 2.0,
-         "The crop would enlarge the photo more than this factor: too little real detail."),
-    Rule("extreme_pose", "geometry", "extreme_pose", "above", 1.0,
-         "Yaw ~60°, strong pitch or a face lying sideways (1.0 = the extreme on the worst axis)."),
-    Rule("multiple_faces", "geometry", "other_face", "above", 0.5,
-         "Another confident face at least this fraction as wide stands next to the main one."),
-    Rule("product_shot", "pixels", "face_share", "below", 0.01,
-         "First heuristic: the face covers under this share of a colourful frame (ads, packshots).",
-         _colourful_frame),
-    Rule("blurry", "pixels", "sharpness", "below", 6.0,
-         "Variance of the Laplacian of the face, read at the photo's own resolution, below this: out of focus."),
-    Rule("grayscale", "pixels", "chroma", "below", 3.0,
-         "Mean per-pixel colour spread below this many levels: a black-and-white photo."),
+    Rule("no_face", "image", "no_face", "above",
+         about="MTCNN found no face at crop.min_prob; set by the crop stage (an image-level reason)."),
+    Rule("closed_eyes", "eyes", "ear_mean", "below", _closed_not_wink),
+    Rule("wink", "eyes", "ear_min", "below", _is_wink),
+    Rule("occluded_eyes", "eyes", "occlusion", "above", _not_closed),
+    Rule("mirroring", "geometry", "mirroring", "above"),
+    Rule("no_headroom", "geometry", "headroom_iod", "below"),
+    Rule("small_face", "geometry", "upscale", "above"),
+    Rule("extreme_pose", "geometry", "extreme_pose", "above"),
+    Rule("multiple_faces", "geometry", "other_face", "above"),
+    Rule("product_shot", "pixels", "face_share", "below", _colourful_frame),
+    Rule("blurry", "pixels", "sharpness", "below"),
+    Rule("grayscale", "pixels", "chroma", "below"),
 )
 BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
 
@@ -128,6 +130,6 @@ def select(names: str | list[str] | None) -> list[Rule]:
     return [BY_NAME[n] for n in wanted]
 
 
-def decide(measures: Measures, thresholds: Thresholds, rules: list[Rule]) -> list[str]:
+def decide(measures: Measures, thresholds: Thresholds, rules: list[Rule]) -> list[Reason]:
     """Reason codes of the rules that fire, in registry order."""
     return [r.name for r in rules if r.fires(measures, thresholds)]
