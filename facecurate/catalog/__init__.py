@@ -8,7 +8,7 @@ definition of an item's state in force. Files on disk are content-addressed and 
 from __future__ import annotations
 
 from facecurate.catalog.base import utc_now
-from facecurate.catalog.counts import CountsMixin
+from facecurate.catalog.counts import CountsMixin, DedupCounts, StatusReport
 from facecurate.catalog.faces import FaceRecord, FaceRow, FacesMixin
 from facecurate.catalog.images import ImageRow, ImagesMixin, SourceRow
 from facecurate.catalog.items import ImageFacts, ItemsMixin, ItemState
@@ -22,5 +22,23 @@ class Catalog(CountsMixin, ImagesMixin, ItemsMixin, FacesMixin, QueriesMixin, Re
     """A connection to one workspace's catalog, with every concern's queries."""
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Catalog", "Decision", "DownloadRow", "FaceRecord", "FaceRow",
-           "ImageFacts", "ImageRow", "ItemState", "QueryRow", "RunRow", "SourceRow", "State", "state_of", "utc_now"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Catalog",
+    "Decision",
+    "DedupCounts",
+    "DownloadRow",
+    "FaceRecord",
+    "FaceRow",
+    "ImageFacts",
+    "ImageRow",
+    "ItemState",
+    "QueryRow",
+    "RunRow",
+    "SourceRow",
+    "State",
+    "StatusReport",
+    "state_of",
+    "utc_now",
+]
