@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
 
 from facecurate.catalog import Catalog
-from facecurate.queries import add_terms
+from facecurate.crawl.queries import add_terms
 from facecurate.workspace import init_workspace
 
 TERM = "benchmark faces"

@@ -1,13 +1,15 @@
-"""Bring image bytes into the workspace: content-addressed storage plus one source row per origin.
+"""``import``: bring local folders into the workspace, one source row per file, content stored once.
 
-``import`` uses it for local folders and the crawler (later) for downloads, so both paths share one way
-of validating, storing and counting images.
+Files are validated by decoding them (through :mod:`facecurate.media`) and stored through
+:mod:`facecurate.storage`, the store the crawler uses too, so imported and downloaded images are deduplicated
+and counted the same way.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,25 +17,24 @@ from pathlib import Path
 from facecurate import media
 from facecurate.catalog import Catalog
 from facecurate.errors import FacecurateError, ImageError
+from facecurate.events import SILENT, Failure, Progress
+from facecurate.storage import store
 from facecurate.workspace import Workspace
 
 BATCH = 64  # files per transaction: a crash redoes at most this many cheap imports
 
 
 @dataclass
-class Failure:
-    location: str
-    reason: str
-    message: str
-
-
-@dataclass
 class ImportSummary:
+    """What one ``import`` did; ``failed_by_reason`` counts the failures by their reason code (as stored in
+    the catalog's ``sources.error``)."""
+
     found: int = 0
     new: int = 0
     duplicate: int = 0      # content already in the workspace (exact duplicate, counted not stored)
     unchanged: int = 0      # this path was imported before and has not changed
     failed: list[Failure] = field(default_factory=list)
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,24 +51,6 @@ class Checked:
     width: int = 0
     height: int = 0
     error: ImageError | None = None
-
-
-def raw_relpath(sha256: str, ext: str) -> str:
-    return f"raw/{sha256[:2]}/{sha256}.{ext}"
-
-
-def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, ext: str, width: int,
-          height: int, label: str | None) -> tuple[int, bool]:
-    """Store new content (atomically) or find it; returns (image_id, is_new). Call inside a transaction."""
-    existing = catalog.image_by_sha(sha256)
-    if existing is not None:
-        return existing.id, False
-    rel = raw_relpath(sha256, ext)
-    target = ws.resolve(rel)
-    if not target.exists():
-        media.atomic_write(target, data, ws.tmp_dir)
-    return catalog.add_image(sha256=sha256, path=rel, format=fmt, width=width, height=height,
-                             size=len(data), label=label), True
 
 
 def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -101,49 +84,55 @@ def _check(path: Path, max_bytes: int, max_pixels: int, min_side: int) -> Checke
 
 
 def import_paths(ws: Workspace, catalog: Catalog, paths: list[Path], label: str | None = None,
-                 on_found: Callable[[int], None] | None = None,
-                 on_progress: Callable[[int], None] | None = None, workers: int = 4) -> ImportSummary:
+                 progress: Progress = SILENT, workers: int = 4) -> ImportSummary:
     """Import image files under ``paths``; re-importing the same files adds nothing."""
     cfg = ws.config()
-    max_bytes, max_pixels = cfg.get("media", "max_bytes"), cfg.get("media", "max_pixels")
-    min_side = cfg.get("media", "min_side")
+    max_bytes, max_pixels = int(cfg.get("media", "max_bytes")), int(cfg.get("media", "max_pixels"))
+    min_side = int(cfg.get("media", "min_side"))
     summary = ImportSummary()
+    progress.start("import", None, "files")  # walking big trees takes a while before the total is known
     todo: list[Path] = []
     for f in iter_image_files(paths):
         summary.found += 1
-        state = catalog.source_state("file", str(f))
-        if state is not None and state["status"] == "ok":
+        known = catalog.source_status("file", str(f))
+        if known is not None and known.status == "ok":
             st = f.stat()
-            if state["file_size"] == st.st_size and state["file_mtime"] == st.st_mtime:
+            if known.file_size == st.st_size and known.file_mtime == st.st_mtime:
                 summary.unchanged += 1
                 continue
         todo.append(f)
-    if on_found:
-        on_found(len(todo))
+    progress.start("import", len(todo), "files")
+    reasons: Counter[str] = Counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(todo), BATCH):
             checked = list(pool.map(lambda p: _check(p, max_bytes, max_pixels, min_side),
                                     todo[start:start + BATCH]))
             with catalog.transaction():
                 for c in checked:
-                    _record(ws, catalog, c, label, summary)
-            if on_progress:
-                on_progress(len(checked))
+                    reason = _record(ws, catalog, c, label, summary)
+                    if reason is not None:
+                        reasons[reason] += 1
+            progress.advance(len(checked))
+    progress.finish()
+    summary.failed_by_reason = dict(reasons.most_common())
     return summary
 
 
-def _record(ws: Workspace, catalog: Catalog, c: Checked, label: str | None, summary: ImportSummary) -> None:
-    common = {"kind": "file", "location": str(c.path), "label": label, "file_size": c.size,
-              "file_mtime": c.mtime}
+def _record(ws: Workspace, catalog: Catalog, c: Checked, label: str | None, summary: ImportSummary) -> str | None:
+    """Store one checked file and its source row; returns the failure's reason code, or None."""
+    location = str(c.path)
     if c.error is not None or c.data is None or c.sha256 is None:
         err = c.error or ImageError(f"{c.path} could not be checked.", "unreadable")
-        catalog.record_source(status="failed", error=err.reason, detail=str(err), **common)
-        summary.failed.append(Failure(str(c.path), err.reason, str(err)))
-        return
+        catalog.record_source(kind="file", location=location, label=label, status="failed", error=err.reason,
+                              detail=str(err), file_size=c.size, file_mtime=c.mtime)
+        summary.failed.append(Failure(location, str(err)))
+        return err.reason
     image_id, is_new = store(ws, catalog, c.data, c.sha256, c.decoded_format or "", c.ext or "bin",
                              c.width, c.height, label)
-    catalog.record_source(status="ok", image_id=image_id, **common)
+    catalog.record_source(kind="file", location=location, label=label, status="ok", image_id=image_id,
+                          file_size=c.size, file_mtime=c.mtime)
     if is_new:
         summary.new += 1
     else:
         summary.duplicate += 1
+    return None

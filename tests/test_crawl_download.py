@@ -11,8 +11,8 @@ from facecurate.catalog import Catalog, DownloadRow
 from facecurate.crawl import run_crawl
 from facecurate.crawl.download import Downloader
 from facecurate.crawl.http import HostGate, Http, HttpSettings
-from facecurate.queries import add_terms
-from facecurate.workspace import Workspace
+from facecurate.crawl.queries import add_terms
+from facecurate.workspace import Config, Workspace, default_config, options_from
 from tests.fakeweb import FakeEngines, ImageHost, Item, write_config
 
 # fault -> (stored?, reason when not)
@@ -39,11 +39,11 @@ FAULTS: dict[str, tuple[bool, str | None]] = {
 
 
 def _settings(**kw: object) -> HttpSettings:
-    base: dict[str, object] = {"user_agent": "facecurate-test (contact: t@example.org)", "per_host_rate": 1000.0,
+    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0,
                                "backoff": 0.01, "backoff_max": 0.05, "read_timeout": 2.0, "total_timeout": 5.0,
                                "retries": 2}
     base.update(kw)
-    return HttpSettings(**base)  # type: ignore[arg-type]
+    return options_from(HttpSettings, Config(default_config()), "crawl", **base)
 
 
 def _row(i: int, url: str, page: str | None = None) -> DownloadRow:
@@ -66,7 +66,7 @@ def test_fault_matrix_through_a_whole_crawl(ws: Workspace, catalog: Catalog):
             write_config(ws.root, engines.server.base, max_bytes=200_000, total_timeout=1.5, read_timeout=5.0,
                          retries=2)
             add_terms(ws, catalog, "test", ["faults"])
-            (report,) = run_crawl(ws, catalog, ["bing"], limit=100)
+            (report,) = run_crawl(ws, catalog, ["bing"], limit=100).searches
     assert report.state == "done"
     stored = {r["title"]: r for r in catalog.conn.execute("SELECT * FROM sources WHERE status='ok'")}
     failed = {r["title"]: r for r in catalog.conn.execute("SELECT * FROM sources WHERE status='failed'")}
@@ -82,9 +82,11 @@ def test_fault_matrix_through_a_whole_crawl(ws: Workspace, catalog: Catalog):
     assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == recoverable + 1
     assert set(stored) == {k for k, (ok, _) in FAULTS.items() if ok} | {"a", "b"}
     assert stored["a"]["image_id"] == stored["b"]["image_id"]  # identical bytes, one image, two sources
-    assert report.counts["found"] == len(FAULTS) + 2  # the #again variant is the same URL
-    assert report.counts["new"] + report.counts["duplicate"] == recoverable + 2
-    assert report.counts["failed"] == len(FAULTS) - recoverable
+    assert report.counts.found == len(FAULTS) + 2  # the #again variant is the same URL
+    assert report.counts.new + report.counts.duplicate == recoverable + 2
+    assert report.counts.failed == len(FAULTS) - recoverable
+    assert len(report.failed) == report.counts.failed  # each failed URL listed, its message naming it
+    assert all(f.item.startswith(host.server.base) and f.item in f.error for f in report.failed)
     # politeness: the 429 host was asked twice, a 404 once (never retried), the image URL once
     assert host.server.hits("/fault/429-once/100.jpg") == 2
     assert host.server.hits(f"/fault/404/{100 + list(FAULTS).index('404')}.jpg") == 1
@@ -129,7 +131,7 @@ def test_backoff_grows_between_attempts():
 def test_identifiable_user_agent_and_referer_are_sent():
     host = ImageHost()
     with host.server:
-        http = Http(_settings(user_agent="facecurate/0.1 (contact: me@example.org)"))
+        http = Http(_settings(contact="me@example.org"))
         Downloader(http, 10**8, 32, workers=1).fetch(_row(1, host.server.url("/img/3.jpg"), "http://example.org/p"))
     (req,) = host.server.requests
     assert "me@example.org" in req.headers["user-agent"]

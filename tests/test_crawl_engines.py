@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from facecurate.catalog import Catalog
 from facecurate.cli import app
-from facecurate.crawl import Callbacks, run_crawl
-from facecurate.queries import add_terms, list_status
+from facecurate.crawl import run_crawl
+from facecurate.crawl.queries import add_terms, list_status
+from facecurate.events import Silent
 from facecurate.workspace import Workspace
 from tests.fakeweb import BLOCKED_TERM, CHANGED_TERM, STUCK_TERM, FakeEngines, ImageHost, items_for, write_config
 
@@ -43,9 +44,9 @@ def test_engine_pages_until_the_limit(engine: str, ws: Workspace, catalog: Catal
     _, engines = web
     write_config(ws.root, engines.server.base)
     add_terms(ws, catalog, "faces", ["many faces"])
-    (report,) = run_crawl(ws, catalog, [engine], limit=60)
+    (report,) = run_crawl(ws, catalog, [engine], limit=60).searches
     assert report.state == "done", report.stopped
-    assert report.counts["found"] == 60 and report.counts["new"] == 60 and report.counts["failed"] == 0
+    assert report.counts.found == 60 and report.counts.new == 60 and report.counts.failed == 0
     ranks = [r[0] for r in catalog.conn.execute("SELECT rank FROM sources ORDER BY rank")]
     assert ranks == list(range(1, 61))
     for row in catalog.conn.execute("SELECT * FROM sources"):
@@ -66,8 +67,8 @@ def test_engine_stops_at_the_end_of_results(engine: str, ws: Workspace, catalog:
     _, engines = web
     write_config(ws.root, engines.server.base)
     add_terms(ws, catalog, "faces", ["few faces", "nothing"])
-    reports = run_crawl(ws, catalog, [engine], limit=50)
-    assert [(r.term, r.state, r.counts["found"]) for r in reports] == [("few faces", "done", 3),
+    reports = run_crawl(ws, catalog, [engine], limit=50).searches
+    assert [(r.term, r.state, r.counts.found) for r in reports] == [("few faces", "done", 3),
                                                                       ("nothing", "done", 0)]
 
 
@@ -76,7 +77,7 @@ def test_block_and_changed_pages_are_reported_not_done(engine: str, ws: Workspac
     _, engines = web
     write_config(ws.root, engines.server.base)
     add_terms(ws, catalog, "faces", [BLOCKED_TERM, CHANGED_TERM, "few faces"])
-    reports = {r.term: r for r in run_crawl(ws, catalog, [engine], limit=10)}
+    reports = {r.term: r for r in run_crawl(ws, catalog, [engine], limit=10).searches}
     blocked, changed = reports[BLOCKED_TERM], reports[CHANGED_TERM]
     assert blocked.state == "blocked" and blocked.stopped is not None and blocked.stopped.kind == "captcha"
     assert changed.state == "blocked" and changed.stopped is not None
@@ -86,7 +87,7 @@ def test_block_and_changed_pages_are_reported_not_done(engine: str, ws: Workspac
         assert saved.is_file() and saved.is_relative_to(ws.root)
         assert str(saved) in str(r.stopped) and r.stopped.url in str(r.stopped)
     assert reports["few faces"].state == "done"  # one blocked query does not stop the others
-    _, statuses = list_status(ws, catalog, engines=[engine])
+    statuses = list_status(ws, catalog, engines=[engine]).queries
     state = {s.term: s.pairs[0].state for s in statuses}
     assert state == {BLOCKED_TERM: "blocked", CHANGED_TERM: "blocked", "few faces": "used"}
 
@@ -128,8 +129,9 @@ def test_same_url_from_two_queries_is_fetched_once(ws: Workspace, catalog: Catal
     host, engines = web
     write_config(ws.root, engines.server.base)
     add_terms(ws, catalog, "faces", ["many faces", "overlap"])
-    reports = {r.term: r for r in run_crawl(ws, catalog, ["bing"], limit=5)}
-    assert reports["overlap"].counts == {**reports["overlap"].counts, "found": 3, "new": 1, "duplicate": 2}
+    reports = {r.term: r for r in run_crawl(ws, catalog, ["bing"], limit=5).searches}
+    overlap = reports["overlap"].counts
+    assert (overlap.found, overlap.new, overlap.duplicate) == (3, 1, 2)
     assert host.server.hits("/img/1.jpg") == 1
     hits = catalog.conn.execute("SELECT COUNT(*) FROM hits h JOIN frontier f ON f.id=h.url_id "
                                 "WHERE f.url LIKE '%/img/1.jpg'").fetchone()[0]
@@ -153,28 +155,30 @@ def test_an_interrupted_query_stays_pending_and_resumes_where_it_stopped(ws: Wor
     host, engines = web
     write_config(ws.root, engines.server.base)
     add_terms(ws, catalog, "faces", ["many faces"])
-    settled = [0]
 
-    def advance(n: int) -> None:
-        settled[0] += n
-        if settled[0] >= 40:
-            raise KeyboardInterrupt
+    class InterruptAt40(Silent):
+        settled = 0
+
+        def advance(self, n: int = 1) -> None:
+            self.settled += n
+            if self.settled >= 40:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_crawl(ws, catalog, ["bing"], limit=100, callbacks=Callbacks(advance=advance))
-    _, (status,) = list_status(ws, catalog, engines=["bing"])
+        run_crawl(ws, catalog, ["bing"], limit=100, progress=InterruptAt40())
+    (status,) = list_status(ws, catalog, engines=["bing"]).queries
     assert status.pending and status.pairs[0].state == "running"
     before = {r[0] for r in catalog.conn.execute("SELECT location FROM sources")}
     assert 0 < len(before) < 100
     pages_before = len(_requests(engines, "/images/async"))
-    (report,) = run_crawl(ws, catalog, ["bing"], limit=100)
-    assert report.state == "done" and report.counts["found"] == 100 and report.counts["new"] == 100
+    (report,) = run_crawl(ws, catalog, ["bing"], limit=100).searches
+    assert report.state == "done" and report.counts.found == 100 and report.counts.new == 100
     firsts = [q["first"] for q in _requests(engines, "/images/async")][pages_before:]
     assert "1" not in firsts  # it went on from its cursor instead of starting over
     for url in before:  # what was stored before the interruption is not fetched again
         assert host.server.hits(url.removeprefix(host.server.base)) == 1, url
     assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 100
-    _, (status,) = list_status(ws, catalog, engines=["bing"])
+    (status,) = list_status(ws, catalog, engines=["bing"]).queries
     assert not status.pending
 
 
@@ -182,6 +186,6 @@ def test_repeated_all_seen_pages_end_the_query(ws: Workspace, catalog: Catalog, 
     _, engines = web
     write_config(ws.root, engines.server.base, empty_pages=2)
     add_terms(ws, catalog, "faces", [STUCK_TERM])
-    (report,) = run_crawl(ws, catalog, ["bing"], limit=100)
-    assert report.state == "done" and report.counts["found"] == 35  # one real page, then two repeats
+    (report,) = run_crawl(ws, catalog, ["bing"], limit=100).searches
+    assert report.state == "done" and report.counts.found == 35  # one real page, then two repeats
     assert len(_requests(engines, "/images/async")) == 3

@@ -14,7 +14,7 @@ import pytest
 
 from facecurate.catalog import Catalog
 from facecurate.crawl import run_crawl
-from facecurate.queries import add_terms
+from facecurate.crawl.queries import add_terms
 from facecurate.workspace import Workspace
 from tests.fakeweb import BLOCKED_TERM, FakeEngines, ImageHost, items_for, write_config
 
@@ -47,11 +47,11 @@ def test_google_scrolls_clicks_and_takes_full_size_images(ws: Workspace, catalog
     _, engines = web
     write_config(ws.root, engines.server.base, chromium=CHROMIUM, chromedriver=CHROMEDRIVER)
     add_terms(ws, catalog, "faces", ["smiling face", "two faces", BLOCKED_TERM])
-    reports = {r.term: r for r in run_crawl(ws, catalog, ["google"], limit=30)}
+    reports = {r.term: r for r in run_crawl(ws, catalog, ["google"], limit=30).searches}
     main = reports["smiling face"]
     assert main.state == "done", main.stopped
     # 30 results need more than the 20 thumbnails of the first screen: lazy loading on scroll worked
-    assert main.counts["found"] == 30 and main.counts["new"] == 30
+    assert main.counts.found == 30 and main.counts.new == 30
     rows = catalog.conn.execute("SELECT location, page_url, title, rank FROM sources WHERE query='smiling face' "
                                 "ORDER BY rank").fetchall()
     assert [r["rank"] for r in rows] == list(range(1, 31))
@@ -60,8 +60,8 @@ def test_google_scrolls_clicks_and_takes_full_size_images(ws: Workspace, catalog
         seed = r["location"].rsplit("/", 1)[1].split(".")[0]
         assert r["page_url"] == f"http://example.org/page/{seed}" and r["title"] == f"photo {seed}"
     second = reports["two faces"]
-    assert second.state == "done" and second.counts["found"] == 2
-    assert second.counts["duplicate"] == 1 and second.counts["new"] == 1  # image 7 was already stored
+    assert second.state == "done" and second.counts.found == 2
+    assert second.counts.duplicate == 1 and second.counts.new == 1  # image 7 was already stored
     blocked = reports[BLOCKED_TERM]
     assert blocked.state == "blocked" and blocked.stopped is not None and blocked.stopped.kind == "captcha"
     assert Path(blocked.stopped.saved_page or "").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,10 @@ def test_odd_files_never_crash_and_are_reported(ws: Workspace, catalog: Catalog,
     assert summary.found == len(odd_images) - 1
     assert summary.new == len(GOOD_KINDS)
     assert summary.duplicate == 1  # nested/deeper/copy_of_good.jpg
-    reasons = {Path(f.location).name: f.reason for f in summary.failed}
-    assert reasons == BAD_REASONS
+    assert {Path(f.item).name for f in summary.failed} == set(BAD_REASONS)
+    assert summary.failed_by_reason == dict(Counter(BAD_REASONS.values()))
     for f in summary.failed:
-        assert f.location in f.message  # the message names the file
+        assert f.item in f.error  # the message names the file
     failed_rows = catalog.conn.execute("SELECT location, error FROM sources WHERE status='failed'").fetchall()
     assert {Path(r["location"]).name: r["error"] for r in failed_rows} == BAD_REASONS
 
@@ -54,7 +55,7 @@ def test_reimport_adds_nothing(ws: Workspace, catalog: Catalog, odd_images):
     assert again.new == 0 and again.duplicate == 0
     assert again.unchanged == first.new + first.duplicate
     # failures are retried (the user may have fixed them) and still reported
-    assert {Path(f.location).name for f in again.failed} == set(BAD_REASONS)
+    assert {Path(f.item).name for f in again.failed} == set(BAD_REASONS)
 
 
 def test_decoded_modes_become_rgb(odd_images):

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from facecurate.catalog import Catalog
 from facecurate.cli import app
+from facecurate.crawl.queries import add_terms, list_status, mirror_path, parse_terms, remove_terms
 from facecurate.errors import FacecurateError
-from facecurate.queries import add_terms, list_status, mirror_path, parse_terms, remove_terms
 from facecurate.workspace import Workspace
 
 runner = CliRunner()
@@ -41,14 +41,14 @@ def test_hand_edits_to_the_mirror_are_picked_up(ws: Workspace, catalog: Catalog)
     add_terms(ws, catalog, "makeup", ["a", "b", "c"])
     path = mirror_path(ws, "makeup")
     path.write_text(path.read_text(encoding="utf-8").replace("b\n", "") + "d\n# a comment\n\n", encoding="utf-8")
-    _, statuses = list_status(ws, catalog)
+    statuses = list_status(ws, catalog).queries
     assert [s.term for s in statuses] == ["a", "c", "d"]
     assert _mirror_terms(ws, "makeup") == ["a", "c", "d"]
 
 
 def test_a_new_keyword_file_in_queries_becomes_a_label(ws: Workspace, catalog: Catalog):
     (ws.queries_dir / "nomakeup.txt").write_text("# my list\nno makeup face\nbare skin\n", encoding="utf-8")
-    _, statuses = list_status(ws, catalog)
+    statuses = list_status(ws, catalog).queries
     assert {(s.label, s.term) for s in statuses} == {("nomakeup", "no makeup face"), ("nomakeup", "bare skin")}
 
 
@@ -67,17 +67,18 @@ def test_pending_until_a_run_finishes_per_engine(ws: Workspace, catalog: Catalog
     (q,) = catalog.tracked_queries("m")
     with catalog.transaction():
         run = catalog.start_run(q.id, "bing", 10)
-    engines, (status,) = list_status(ws, catalog)
+    listing = list_status(ws, catalog)
+    engines, (status,) = listing.engines, listing.queries
     assert engines == ["bing", "wikimedia"]
     assert [p.state for p in status.pairs] == ["running", "pending"]
     with catalog.transaction():
         catalog.finish_run(run.id, "done")
         catalog.finish_run(catalog.start_run(q.id, "wikimedia", 10).id, "done")
-    _, (status,) = list_status(ws, catalog)
+    (status,) = list_status(ws, catalog).queries
     assert [p.state for p in status.pairs] == ["used", "used"] and not status.pending
-    assert status.pairs[0].date and status.pairs[0].counts["found"] == 0
+    assert status.pairs[0].date and status.pairs[0].counts.found == 0
     with catalog.transaction():
-        from facecurate.queries import write_mirror
+        from facecurate.crawl.queries import write_mirror
 
         write_mirror(ws, catalog, "m", ["bing", "wikimedia"])
     assert _mirror_terms(ws, "m") == []  # used terms leave the editable list

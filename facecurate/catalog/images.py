@@ -49,12 +49,29 @@ class SourceRow:
         return cls(**{f: r[f] for f in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True)
+class SourceStatus:
+    """What the catalog knows of one path or URL: enough for import to skip a file that has not changed."""
+
+    id: int
+    status: str                 # ok | failed
+    file_size: int | None
+    file_mtime: float | None
+    image_id: int | None
+
+
 class ImagesMixin(CatalogBase):
     def source_state(self, kind: str, location: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.conn.execute(
             "SELECT id, status, file_size, file_mtime, image_id FROM sources WHERE kind=? AND location=?",
             (kind, location)).fetchone()
         return row
+
+    def source_status(self, kind: str, location: str) -> SourceStatus | None:
+        row = self.conn.execute(
+            "SELECT id, status, file_size, file_mtime, image_id FROM sources WHERE kind=? AND location=?",
+            (kind, location)).fetchone()
+        return SourceStatus(**row) if row else None
 
     def image_by_sha(self, sha256: str) -> ImageRow | None:
         row = self.conn.execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE sha256=?", (sha256,)).fetchone()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from facecurate.catalog.base import CatalogBase, utc_now
+
+RunState = Literal["running", "done", "blocked"]
+UrlState = Literal["ok", "failed"]
 
 RUN_COLUMNS = "id, query_id, engine, state, cursor, target, empty_pages, started_at, finished_at, error, saved_page"
 
@@ -27,14 +31,43 @@ class RunRow:
     id: int
     query_id: int
     engine: str
-    state: str
-    cursor: str
+    state: RunState
+    cursor: dict[str, Any]
     target: int
     empty_pages: int
     started_at: str
     finished_at: str | None
     error: str | None
     saved_page: str | None
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """What one run's hits came to, read back from the catalog (so a resumed run reports all of it)."""
+
+    found: int = 0
+    new: int = 0
+    duplicate: int = 0
+    pending: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failed_by_reason.values())
+
+
+@dataclass(frozen=True)
+class UrlFailure:
+    """A hit of a run whose URL could not be stored: the URL and the message recorded for it."""
+
+    url: str
+    message: str
+
+
+def _run(row: sqlite3.Row) -> RunRow:
+    values = dict(row)
+    values["cursor"] = json.loads(values["cursor"] or "{}")
+    return RunRow(**values)
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,13 @@ class QueriesMixin(CatalogBase):
                                  f"ORDER BY label, id", params).fetchall()
         return [QueryRow(**r) for r in rows]
 
+    def removed_queries(self, label: str) -> dict[str, QueryRow]:
+        """Terms of ``label`` that were tracked once and removed, by term: adding one back brings back its
+        id, date and runs, so a preview of the edit must show those."""
+        rows = self.conn.execute("SELECT id, label, term, added_at FROM queries WHERE label=? AND removed_at IS "
+                                 "NOT NULL ORDER BY id", (label,)).fetchall()
+        return {r["term"]: QueryRow(**r) for r in rows}
+
     def query_labels(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT label FROM queries ORDER BY label")]
 
@@ -94,7 +134,7 @@ class QueriesMixin(CatalogBase):
             f"SELECT {RUN_COLUMNS} FROM query_runs WHERE id IN "
             "(SELECT MAX(id) FROM query_runs GROUP BY query_id, engine)").fetchall()
         wanted = set(query_ids) if query_ids is not None else None
-        return {(r["query_id"], r["engine"]): RunRow(**r) for r in rows
+        return {(r["query_id"], r["engine"]): _run(r) for r in rows
                 if wanted is None or r["query_id"] in wanted}
 
     def start_run(self, query_id: int, engine: str, target: int) -> RunRow:
@@ -104,7 +144,7 @@ class QueriesMixin(CatalogBase):
         return self.run(int(cur.lastrowid or 0))
 
     def run(self, run_id: int) -> RunRow:
-        return RunRow(**self.conn.execute(f"SELECT {RUN_COLUMNS} FROM query_runs WHERE id=?", (run_id,)).fetchone())
+        return _run(self.conn.execute(f"SELECT {RUN_COLUMNS} FROM query_runs WHERE id=?", (run_id,)).fetchone())
 
     def resume_run(self, run_id: int, target: int) -> RunRow:
         """An interrupted or blocked run continues from its cursor, with the current --limit."""
@@ -116,7 +156,7 @@ class QueriesMixin(CatalogBase):
         self.conn.execute("UPDATE query_runs SET cursor=?, empty_pages=? WHERE id=?",
                           (json.dumps(cursor, ensure_ascii=False), empty_pages, run_id))
 
-    def finish_run(self, run_id: int, state: str, error: str | None = None, saved_page: str | None = None) -> None:
+    def finish_run(self, run_id: int, state: RunState, error: str | None = None, saved_page: str | None = None) -> None:
         self.conn.execute("UPDATE query_runs SET state=?, error=?, saved_page=?, finished_at=? WHERE id=?",
                           (state, error, saved_page, utc_now(), run_id))
 
@@ -153,7 +193,7 @@ class QueriesMixin(CatalogBase):
             "WHERE h.run_id=? AND h.outcome IS NULL AND f.state='pending' ORDER BY h.rank", (run_id,)).fetchall()
         return [DownloadRow(**r) for r in rows]
 
-    def settle_url(self, url_id: int, *, state: str, image_id: int | None, is_new: bool, error: str | None,
+    def settle_url(self, url_id: int, *, state: UrlState, image_id: int | None, is_new: bool, error: str | None,
                    http_status: int | None) -> None:
         """Mark a fetched URL ok or failed and settle every hit still waiting on it; call inside a transaction."""
         self.conn.execute("UPDATE frontier SET state=?, image_id=?, error=?, http_status=?, attempts=attempts+1, "
@@ -166,7 +206,7 @@ class QueriesMixin(CatalogBase):
         else:
             self.conn.execute("UPDATE hits SET outcome='failed' WHERE url_id=? AND outcome IS NULL", (url_id,))
 
-    def run_counts(self, run_id: int) -> dict[str, Any]:
+    def run_counts(self, run_id: int) -> RunCounts:
         """found / new / duplicate / pending and failures by reason, from the hits (right after a resume too)."""
         row = self.conn.execute(
             "SELECT COUNT(*) AS found, SUM(outcome='new') AS new, SUM(outcome='duplicate') AS duplicate, "
@@ -174,6 +214,15 @@ class QueriesMixin(CatalogBase):
         reasons = {r["error"] or "failed": int(r["n"]) for r in self.conn.execute(
             "SELECT f.error, COUNT(*) AS n FROM hits h JOIN frontier f ON f.id=h.url_id "
             "WHERE h.run_id=? AND h.outcome='failed' GROUP BY f.error ORDER BY n DESC", (run_id,))}
-        return {"found": int(row["found"] or 0), "new": int(row["new"] or 0),
-                "duplicate": int(row["duplicate"] or 0), "pending": int(row["pending"] or 0),
-                "failed": sum(reasons.values()), "failed_by_reason": reasons}
+        return RunCounts(found=int(row["found"] or 0), new=int(row["new"] or 0),
+                         duplicate=int(row["duplicate"] or 0), pending=int(row["pending"] or 0),
+                         failed_by_reason=reasons)
+
+    def run_failures(self, run_id: int) -> list[UrlFailure]:
+        """The failed hits of a run in rank order, with the message stored when their URL failed (this run or
+        an earlier one: a URL that failed for good is not fetched again)."""
+        rows = self.conn.execute(
+            "SELECT f.url, COALESCE(s.detail, f.error, 'failed') AS message FROM hits h "
+            "JOIN frontier f ON f.id=h.url_id LEFT JOIN sources s ON s.kind='url' AND s.location=f.url "
+            "WHERE h.run_id=? AND h.outcome='failed' ORDER BY h.rank", (run_id,)).fetchall()
+        return [UrlFailure(str(r["url"]), str(r["message"])) for r in rows]

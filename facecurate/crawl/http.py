@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 
 from facecurate import __version__
 from facecurate.crawl.urls import host_key
-from facecurate.workspace import Config
+from facecurate.workspace import Workspace, options_from
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Failures worth another try on a later crawl; the rest (404, robots, not an image…) are final.
@@ -43,25 +43,30 @@ def identifiable_user_agent(contact: str) -> str:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    user_agent: str
-    concurrency: int = 16
-    per_host: int = 4
-    per_host_rate: float = 8.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-    total_timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 0.5
-    backoff_max: float = 30.0
-    retry_after_max: float = 120.0
-    max_bytes: int = 25 * 1024 * 1024
-    max_redirects: int = 5
+    """The [crawl] settings the client obeys; each default and its reason live in the settings table."""
+
+    contact: str
+    concurrency: int
+    per_host: int
+    per_host_rate: float
+    connect_timeout: float
+    read_timeout: float
+    total_timeout: float
+    retries: int
+    backoff: float
+    backoff_max: float
+    retry_after_max: float
+    max_bytes: int
+    max_redirects: int
+
+    @property
+    def user_agent(self) -> str:
+        return identifiable_user_agent(self.contact)
 
     @classmethod
-    def from_config(cls, cfg: Config) -> HttpSettings:
-        c = cfg.section("crawl")
-        names = [f for f in cls.__dataclass_fields__ if f != "user_agent"]
-        return cls(user_agent=identifiable_user_agent(c["contact"]), **{k: c[k] for k in names})
+    def from_config(cls, ws: Workspace, **overrides: object) -> HttpSettings:
+        """A workspace's [crawl] settings, with overrides on top (None: not given)."""
+        return options_from(cls, ws.config(), "crawl", **overrides)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -75,14 +80,12 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when is None:
-        return None
     return max(0.0, when.timestamp() - now)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, jitter: float) -> float:
     """Exponential backoff with jitter in [0.5, 1.0) of the step, so retrying clients spread out."""
-    return min(cap, base * (2 ** attempt)) * (0.5 + 0.5 * jitter)
+    return min(cap, base * 2.0 ** attempt) * (0.5 + 0.5 * jitter)
 
 
 def robots_opt_out(header: str | None) -> str | None:
@@ -246,25 +249,25 @@ class Http:
     def _read(self, url: str, resp: requests.Response, cap: int, respect_robots: bool) -> Fetched:
         s = self.settings
         head = {k.lower(): v for k, v in resp.headers.items()}
-        base = {"url": url, "status": resp.status_code, "final_url": resp.url, "headers": head}
+        base = Fetched(url, status=resp.status_code, final_url=resp.url, headers=head)
         if resp.status_code in RETRY_STATUS:
             wait = parse_retry_after(head.get("retry-after"), time.time()) \
                 if resp.status_code in (429, 503) else None
-            raise _Retry(Fetched(**base, reason=f"http_{resp.status_code}",
+            raise _Retry(replace(base, reason=f"http_{resp.status_code}",
                                  message=f"{url}: HTTP {resp.status_code} {resp.reason} (server busy or failing)."),
                          wait)
         if not 200 <= resp.status_code < 300:
             hint = {403: " even with the result page as Referer (hot-link protection or a blocked agent)",
                     404: " (the image was removed)", 410: " (the image was removed)"}.get(resp.status_code, "")
-            return Fetched(**base, reason=f"http_{resp.status_code}",
+            return replace(base, reason=f"http_{resp.status_code}",
                            message=f"{url}: HTTP {resp.status_code} {resp.reason}{hint}.")
         directive = robots_opt_out(head.get("x-robots-tag")) if respect_robots else None
         if directive:
-            return Fetched(**base, reason="robots", message=f"{url}: X-Robots-Tag: {directive}: the owner opts "
+            return replace(base, reason="robots", message=f"{url}: X-Robots-Tag: {directive}: the owner opts "
                            f"out of AI use; skipped and recorded, as asked.")
         declared = head.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
-            return Fetched(**base, reason="too_large", message=f"{url}: {int(declared):,} bytes announced, over "
+            return replace(base, reason="too_large", message=f"{url}: {int(declared):,} bytes announced, over "
                            f"the {cap:,}-byte cap ([crawl] max_bytes); not downloaded.")
         deadline = time.monotonic() + s.total_timeout
         chunks: list[bytes] = []
@@ -275,19 +278,19 @@ class Http:
             while chunk := resp.raw.read1(CHUNK, decode_content=True):
                 size += len(chunk)
                 if size > cap:
-                    return Fetched(**base, reason="too_large", message=f"{url}: body passed the {cap:,}-byte cap "
+                    return replace(base, reason="too_large", message=f"{url}: body passed the {cap:,}-byte cap "
                                    f"([crawl] max_bytes); cut off and not stored.")
                 chunks.append(chunk)
                 if time.monotonic() > deadline:
-                    raise _Retry(Fetched(**base, reason="timeout", message=f"{url}: body not complete within "
+                    raise _Retry(replace(base, reason="timeout", message=f"{url}: body not complete within "
                                          f"{s.total_timeout:g} s ([crawl] total_timeout)."))
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-            raise _Retry(Fetched(**base, reason="timeout", message=f"{url}: the body stalled after {size:,} bytes "
+            raise _Retry(replace(base, reason="timeout", message=f"{url}: the body stalled after {size:,} bytes "
                                  f"for {s.read_timeout:g} s ([crawl] read_timeout) ({_short(exc)}).")) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # IncompleteRead, reset, bad chunking or gzip
-            raise _Retry(Fetched(**base, reason="truncated", message=f"{url}: the body stopped after {size:,} "
+            raise _Retry(replace(base, reason="truncated", message=f"{url}: the body stopped after {size:,} "
                                  f"bytes ({_short(exc)}).")) from None
-        return Fetched(**base, body=b"".join(chunks))
+        return replace(base, body=b"".join(chunks))
 
 
 def _short(exc: BaseException) -> str:

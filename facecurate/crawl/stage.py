@@ -8,25 +8,26 @@ is marked used only when its run finishes; a blocked search stays pending, with 
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from facecurate import media
 from facecurate.catalog import Catalog, QueryRow, RunRow
+from facecurate.catalog.queries import RunCounts
 from facecurate.crawl.download import Downloaded, Downloader
-from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Result, SearchStopped
+from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Result, SearchStopped
+from facecurate.crawl.engines.base import BrowserSettings
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
+from facecurate.crawl.queries import configured_engines, is_pending, sync_from_files, write_mirror
 from facecurate.crawl.urls import is_fetchable, normalise
 from facecurate.errors import FacecurateError
-from facecurate.ingest import raw_relpath, store
-from facecurate.queries import configured_engines, is_pending, sync_from_files, write_mirror
-from facecurate.workspace import Workspace
+from facecurate.events import SILENT, Failure, Progress
+from facecurate.storage import put_raw, store
+from facecurate.workspace import Workspace, options_from
 
 COMMIT_EVERY = 32          # downloads per transaction: a kill loses at most this many fetches
 COMMIT_SECONDS = 1.0       # …or this much time, so slow hosts do not hold finished work in memory
@@ -40,27 +41,58 @@ class Pair:
     run: RunRow | None   # the run to resume, or None to start one
 
 
+PairOutcome = Literal["done", "blocked", "dry-run"]
+
+
 @dataclass
 class PairReport:
-    """The closing line of one (query, engine): counts from the catalog, so a resumed run reports it all."""
+    """The closing line of one (query, engine): counts and failures from the catalog, so a resumed run
+    reports all of it. ``stopped`` says why a blocked search stopped (the CLI raises it for exit code 3)."""
 
     label: str
     term: str
     engine: str
-    state: str                                  # done | blocked | dry-run
-    counts: dict[str, Any] = field(default_factory=dict)
+    state: PairOutcome
+    counts: RunCounts = field(default_factory=RunCounts)
+    failed: list[Failure] = field(default_factory=list)
     stopped: SearchStopped | None = None
     urls: list[Result] = field(default_factory=list)  # --dry-run only
 
 
 @dataclass
-class Callbacks:
-    """How the CLI follows along: a bar per pair, advanced as URLs are settled."""
+class CrawlSummary:
+    """One ``crawl``: a report per (query, engine) search in the order they ran; the totals add them up."""
 
-    start: Callable[[str, str, int, int], None] = lambda term, engine, total, done: None
-    advance: Callable[[int], None] = lambda n: None
-    found: Callable[[Result], None] = lambda r: None
-    finish: Callable[[PairReport], None] = lambda report: None
+    searches: list[PairReport] = field(default_factory=list)
+
+    @property
+    def found(self) -> int:
+        return sum(s.counts.found for s in self.searches)
+
+    @property
+    def new(self) -> int:
+        return sum(s.counts.new for s in self.searches)
+
+    @property
+    def duplicate(self) -> int:
+        return sum(s.counts.duplicate for s in self.searches)
+
+    @property
+    def failed(self) -> list[Failure]:
+        return [f for s in self.searches for f in s.failed]
+
+    @property
+    def failed_count(self) -> int:
+        return sum(s.counts.failed for s in self.searches)
+
+    @property
+    def stopped(self) -> list[PairReport]:
+        """The searches a block, CAPTCHA or changed layout stopped (they stay pending and resume)."""
+        return [s for s in self.searches if s.stopped is not None]
+
+
+def task_name(term: str, engine: str) -> str:
+    return f"crawl {term} · {engine}"
 
 
 def plan(ws: Workspace, catalog: Catalog, engines: list[str] | None, label: str | None = None,
@@ -88,25 +120,26 @@ def plan(ws: Workspace, catalog: Catalog, engines: list[str] | None, label: str 
 
 def make_engine(ws: Workspace, name: str, http: Http) -> Engine:
     cfg = ws.config()
-    crawl = cfg.section("crawl")
     ctx = EngineContext(http=http, base_url=str(cfg.engine(name)["base_url"]),
-                        search_user_agent=crawl["search_user_agent"],
-                        identifiable_user_agent=http.settings.user_agent, settings=crawl)
+                        search_user_agent=str(cfg.get("crawl", "search_user_agent")),
+                        identifiable_user_agent=http.settings.user_agent,
+                        browser=options_from(BrowserSettings, cfg, "crawl"))
     return ENGINES[name](ctx)
 
 
 class Crawl:
     """One `facecurate crawl` invocation: shared HTTP client, downloader and engines, over many pairs."""
 
-    def __init__(self, ws: Workspace, catalog: Catalog, callbacks: Callbacks | None = None,
+    def __init__(self, ws: Workspace, catalog: Catalog, progress: Progress = SILENT,
                  http: Http | None = None) -> None:
         self.ws, self.catalog = ws, catalog
         cfg = ws.config()
-        self.cfg = cfg.section("crawl")
-        self.http = http or Http(HttpSettings.from_config(cfg))
-        self.downloader = Downloader(self.http, cfg.get("media", "max_pixels"), cfg.get("media", "min_side"),
-                                     prewrite=self._prewrite)
-        self.cb = callbacks or Callbacks()
+        self.page_delay = float(cfg.get("crawl", "page_delay"))
+        self.empty_pages = int(cfg.get("crawl", "empty_pages"))
+        self.http = http or Http(HttpSettings.from_config(ws))
+        self.downloader = Downloader(self.http, int(cfg.get("media", "max_pixels")),
+                                     int(cfg.get("media", "min_side")), prewrite=self._prewrite)
+        self.progress = progress
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}
 
@@ -126,18 +159,16 @@ class Crawl:
         A kill before the record leaves a whole file that the re-run's store() finds and records."""
         if d.data is None or not d.sha256:
             return
-        target = self.ws.resolve(raw_relpath(d.sha256, d.ext or "bin"))
-        if not target.exists():
-            media.atomic_write(target, d.data, self.ws.tmp_dir)
+        put_raw(self.ws, d.data, d.sha256, d.ext or "bin")
 
     def engine(self, name: str) -> Engine:
         if name not in self.engines:
             self.engines[name] = make_engine(self.ws, name, self.http)
         return self.engines[name]
 
-    def _search(self, engine: Engine, term: str, cursor: dict[str, Any]) -> Any:
+    def _search(self, engine: Engine, term: str, cursor: dict[str, Any]) -> Page:
         """One result page, spaced from the engine's previous one by [crawl] page_delay."""
-        delay = float(self.cfg["page_delay"])
+        delay = self.page_delay
         last = self._last_page.get(engine.name)
         if last is not None and delay > 0:
             time.sleep(max(0.0, last + delay - time.monotonic()))
@@ -150,20 +181,21 @@ class Crawl:
 
     def dry_run(self, pair: Pair, limit: int) -> PairReport:
         """Search only: list the URLs a crawl would fetch; nothing is downloaded or recorded."""
-        engine, cursor = self.engine(pair.engine), {}
+        engine = self.engine(pair.engine)
+        cursor: dict[str, Any] = {}
         report = PairReport(pair.query.label, pair.query.term, pair.engine, "dry-run")
-        self.cb.start(pair.query.term, pair.engine, limit, 0)
+        self.progress.start(task_name(pair.query.term, pair.engine), limit, "URLs", 0)
         seen: set[str] = set()
         empty = 0
         try:
-            while len(report.urls) < limit and empty < int(self.cfg["empty_pages"]):
+            while len(report.urls) < limit and empty < self.empty_pages:
                 page = self._search(engine, pair.query.term, cursor)
                 fresh = [r for r in page.results if is_fetchable(r.url) and normalise(r.url) not in seen]
                 for r in fresh[:limit - len(report.urls)]:
                     seen.add(normalise(r.url))
                     report.urls.append(r)
-                    self.cb.found(r)
-                    self.cb.advance(1)
+                    self.progress.note(f"{r.url}\t{r.page_url or ''}")
+                    self.progress.advance(1)
                 empty = 0 if fresh else empty + 1
                 cursor = page.cursor
                 if page.end:
@@ -171,7 +203,7 @@ class Crawl:
         except SearchStopped as stop:
             report.state, report.stopped = "blocked", stop
             self._save_page(stop, pair, None)
-        report.counts = {"found": len(report.urls)}
+        report.counts = RunCounts(found=len(report.urls))
         return report
 
     # -- a real run ------------------------------------------------------------------------------------
@@ -183,7 +215,8 @@ class Crawl:
                 catalog.start_run(pair.query.id, pair.engine, limit)
         report = PairReport(pair.query.label, pair.query.term, pair.engine, "done")
         counts = catalog.run_counts(run.id)
-        self.cb.start(pair.query.term, pair.engine, max(limit, counts["found"]), counts["found"] - counts["pending"])
+        self.progress.start(task_name(pair.query.term, pair.engine), max(limit, counts.found), "URLs",
+                            counts.found - counts.pending)
         inflight: dict[int, Future[Downloaded]] = {}
         try:
             self._submit_pending(run.id, inflight)
@@ -204,16 +237,17 @@ class Crawl:
             for f in inflight.values():
                 f.cancel()
         report.counts = catalog.run_counts(run.id)
+        report.failed = [Failure(f.url, f.message) for f in catalog.run_failures(run.id)]
         return report
 
     def _search_loop(self, pair: Pair, run: RunRow, limit: int, inflight: dict[int, Future[Downloaded]]) -> None:
         catalog, engine = self.catalog, self.engine(pair.engine)
-        cursor: dict[str, Any] = json.loads(run.cursor or "{}")
+        cursor = run.cursor
         if cursor.get("_end"):
             return
         empty = run.empty_pages
         hits = catalog.run_hit_count(run.id)
-        while hits < limit and empty < int(self.cfg["empty_pages"]):
+        while hits < limit and empty < self.empty_pages:
             page = self._search(engine, pair.query.term, cursor)
             seen = int(cursor.get("_seen", 0))
             added = 0
@@ -230,7 +264,7 @@ class Crawl:
                     hits += 1
                     added += 1
                     if state != "pending":
-                        self.cb.advance(1)
+                        self.progress.advance(1)
                 empty = 0 if added else empty + 1
                 cursor = {**page.cursor, "_seen": seen + len(page.results), "_end": page.end}
                 catalog.save_cursor(run.id, cursor, empty)
@@ -268,20 +302,22 @@ class Crawl:
         with catalog.transaction():
             for d in batch:
                 row = d.row
-                provenance = {"kind": "url", "location": row.url, "label": row.label, "page_url": row.page_url,
-                              "title": row.title, "engine": row.engine, "query": row.query, "rank": row.rank,
-                              "license": row.license, "author": row.author, "http_status": d.fetched.status}
+                provenance: dict[str, Any] = {
+                    "page_url": row.page_url, "title": row.title, "engine": row.engine, "query": row.query,
+                    "rank": row.rank, "license": row.license, "author": row.author, "http_status": d.fetched.status}
                 if d.ok and d.data is not None and d.sha256:
                     image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "", d.ext or "bin",
                                              d.width, d.height, row.label)
-                    catalog.record_source(status="ok", image_id=image_id, **provenance)
+                    catalog.record_source(kind="url", location=row.url, label=row.label, status="ok",
+                                          image_id=image_id, **provenance)
                     catalog.settle_url(row.url_id, state="ok", image_id=image_id, is_new=is_new, error=None,
                                        http_status=d.fetched.status)
                 else:
-                    catalog.record_source(status="failed", error=d.reason, detail=d.message, **provenance)
+                    catalog.record_source(kind="url", location=row.url, label=row.label, status="failed",
+                                          error=d.reason, detail=d.message, **provenance)
                     catalog.settle_url(row.url_id, state="failed", image_id=None, is_new=False, error=d.reason,
                                        http_status=d.fetched.status)
-        self.cb.advance(len(batch))
+        self.progress.advance(len(batch))
 
     def _save_page(self, stop: SearchStopped, pair: Pair, run_id: int | None) -> str | None:
         """Keep the page that stopped the search under the workspace, for a person (or a bug report)."""
@@ -298,18 +334,22 @@ class Crawl:
 
 def run_crawl(ws: Workspace, catalog: Catalog, engines: list[str] | None = None, limit: int | None = None,
               label: str | None = None, again: bool = False, dry_run: bool = False,
-              callbacks: Callbacks | None = None, terms: list[str] | None = None) -> list[PairReport]:
-    """Run every pending pair (or every pair with ``again``); returns one report per pair, blocked ones too."""
+              progress: Progress = SILENT, terms: list[str] | None = None) -> CrawlSummary:
+    """Run every pending pair (or every pair with ``again``); returns one report per pair, blocked ones too.
+
+    ``progress`` gets one task per pair (see :func:`task_name`), counted in URLs settled; a dry run also
+    notes each URL it would fetch (``url<TAB>page_url``)."""
     limit = limit or int(ws.config().get("crawl", "limit"))
     pairs = plan(ws, catalog, engines, label, again, terms)
-    reports = []
-    with Crawl(ws, catalog, callbacks) as crawl:
+    summary = CrawlSummary()
+    with Crawl(ws, catalog, progress) as crawl:
         for pair in pairs:
-            reports.append(crawl.dry_run(pair, limit) if dry_run else crawl.run_pair(pair, limit))
-            crawl.cb.finish(reports[-1])
+            report = crawl.dry_run(pair, limit) if dry_run else crawl.run_pair(pair, limit)
+            summary.searches.append(report)
+            progress.finish(report.counts.found)
     if not dry_run:
         configured = configured_engines(ws.config())
         for lab in sorted({p.query.label for p in pairs}):
             with catalog.transaction():
                 write_mirror(ws, catalog, lab, configured)
-    return reports
+    return summary

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from facecurate.crawl.http import Fetched, Http, browser_headers
@@ -84,6 +84,16 @@ class SearchStopped(FacecurateError):
         return f"{self.engine}: {self.what} ({self.kind}) at {self.url}.{saved} {self.fix}"
 
 
+@dataclass(frozen=True)
+class BrowserSettings:
+    """The [crawl] settings of engines that drive Chromium (google); defaults live in the settings table."""
+
+    chromium: str
+    chromedriver: str
+    browser_timeout: float
+    scroll_wait: float
+
+
 @dataclass
 class EngineContext:
     """What an engine needs from the crawl: the shared HTTP client and its settings."""
@@ -92,7 +102,7 @@ class EngineContext:
     base_url: str
     search_user_agent: str
     identifiable_user_agent: str
-    settings: dict[str, Any] = field(default_factory=dict)  # [crawl] section (browser paths, timeouts)
+    browser: BrowserSettings
 
 
 class Engine(ABC):

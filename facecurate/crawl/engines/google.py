@@ -15,13 +15,16 @@ import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 from bs4 import BeautifulSoup
 
 from facecurate.crawl.engines.base import Engine, EngineContext, Page, Result, as_int, looks_blocked, strip_tags
+
+T = TypeVar("T")
 
 PAGE_SIZE = 20
 # One table of selectors, newest first; each list is tried in order.
@@ -84,8 +87,8 @@ class Google(Engine):
         self._driver: Any = None
         self._profile: str | None = None
         self._term: str | None = None
-        self.timeout = float(ctx.settings.get("browser_timeout", 10.0))
-        self.scroll_wait = float(ctx.settings.get("scroll_wait", 1.5))
+        self.timeout = ctx.browser.browser_timeout
+        self.scroll_wait = ctx.browser.scroll_wait
 
     def page_url(self, term: str) -> str:
         return f"{self.base_url}/search?{urlencode({'q': term, 'tbm': 'isch', 'hl': 'en'})}"
@@ -97,8 +100,7 @@ class Google(Engine):
         from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.chrome.service import Service
 
-        chromium = str(self.ctx.settings.get("chromium", "/usr/bin/chromium"))
-        driver_path = str(self.ctx.settings.get("chromedriver", "/usr/bin/chromedriver"))
+        chromium, driver_path = self.ctx.browser.chromium, self.ctx.browser.chromedriver
         for path, what in ((chromium, "chromium"), (driver_path, "chromedriver")):
             if not Path(path).is_file():
                 raise self.stopped("browser", f"{what} not found at {path} ([crawl] {what})", self.base_url, None)
@@ -134,7 +136,7 @@ class Google(Engine):
                 return list(found)
         return []
 
-    def _wait(self, condition: Any, timeout: float) -> Any:
+    def _wait(self, condition: Callable[[], T], timeout: float) -> T:
         deadline = time.monotonic() + timeout
         while True:
             value = condition()
@@ -179,7 +181,11 @@ class Google(Engine):
             for button in self._find("more_button"):
                 if button.is_displayed():
                     button.click()
-            grown = self._wait(lambda b=before: len(self._find("grid_item")) > b, self.scroll_wait)
+
+            def grew(b: int = before) -> bool:
+                return len(self._find("grid_item")) > b
+
+            grown = self._wait(grew, self.scroll_wait)
             items = self._find("grid_item")
             if not grown:
                 break

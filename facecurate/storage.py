@@ -1,0 +1,42 @@
+"""The content-addressed store of originals: one file per distinct content, ``raw/ab/abcdef….ext`` by sha256.
+
+``import`` and the crawler's downloader both bring bytes in; keeping the address and the write-then-record order
+here (below both stages) means they store, deduplicate and count content the same way without importing each
+other.
+"""
+
+from __future__ import annotations
+
+from facecurate import media
+from facecurate.catalog import Catalog
+from facecurate.workspace import Workspace
+
+
+def raw_relpath(sha256: str, ext: str) -> str:
+    """Where content lives, relative to the workspace: the first two hex digits fan the files out."""
+    return f"raw/{sha256[:2]}/{sha256}.{ext}"
+
+
+def put_raw(ws: Workspace, data: bytes, sha256: str, ext: str) -> str:
+    """Write the bytes at their address unless a whole file is already there; returns the relative path.
+
+    Safe from any thread and before the catalog knows the file: the write is atomic (temp name, fsync, rename),
+    so a kill leaves either nothing or a whole file that a later :func:`store` finds and records."""
+    rel = raw_relpath(sha256, ext)
+    target = ws.resolve(rel)
+    if not target.exists():
+        media.atomic_write(target, data, ws.tmp_dir)
+    return rel
+
+
+def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, ext: str, width: int,
+          height: int, label: str | None) -> tuple[int, bool]:
+    """Record new content (writing its file if absent) or find it; returns (image_id, is_new).
+
+    Call inside a transaction: the image row and the file appear together for every reader."""
+    existing = catalog.image_by_sha(sha256)
+    if existing is not None:
+        return existing.id, False
+    rel = put_raw(ws, data, sha256, ext)
+    return catalog.add_image(sha256=sha256, path=rel, format=fmt, width=width, height=height,
+                             size=len(data), label=label), True
