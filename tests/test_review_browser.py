@@ -111,10 +111,14 @@ def test_gallery_filters_decides_with_keys_and_remembers(driver: Any, gallery: t
     assert "focus" in _cells(driver)[2]["cls"]
     assert _decisions(ws) == {**dict.fromkeys(by_key.values(), "none"), names[0]: "kept", names[1]: "rejected"}
 
-    driver.refresh()  # a reload shows the decisions (and keeps the filter from the URL)
-    _open(driver, driver.current_url)
-    classes = [c["cls"] for c in _cells(driver)]
-    assert "dec-kept" in classes[0] and "dec-rejected" in classes[1] and "dec-none" in classes[2]
+    driver.refresh()  # a reload shows the decisions and keeps the filter from the URL; the status filter is on
+    _open(driver, driver.current_url)  # the state in force, so the face a person kept has left the rejects
+    cells = _cells(driver)
+    assert [by_key[c["key"]] for c in cells] == names[1:]
+    assert "dec-rejected" in cells[0]["cls"] and "dec-none" in cells[1]["cls"]
+    _open(driver, f"{base}/#status=keep&decision=kept")
+    cells = _cells(driver)
+    assert [by_key[c["key"]] for c in cells] == names[:1] and "dec-kept" in cells[0]["cls"]
 
     with Catalog.open(ws.catalog_path) as cat:
         manifest = export(ws, cat, out_dir=tmp_path / "out").manifest

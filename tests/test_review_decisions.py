@@ -32,8 +32,8 @@ def cat(rws: Workspace):
 
 
 def _target(catalog: Catalog, name: str) -> Target:
-    face = faces_by_name(catalog)[name]
-    return Target(f"f{face['id']}", face["image_id"], face["face_index"], face["status"])
+    targets, _ = resolve_targets(catalog, [f"f{faces_by_name(catalog)[name]['id']}"])
+    return targets[0]
 
 
 def _decision(catalog: Catalog, name: str) -> str:

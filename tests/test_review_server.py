@@ -104,18 +104,14 @@ def test_items_and_detail_carry_what_the_views_draw(client: FlaskClient, rws: Wo
 
 def test_duplicate_group_shows_keeper_and_members(client: FlaskClient, rws: Workspace):
     with Catalog.open(rws.catalog_path) as cat, cat.transaction():
-        have = cat.table_columns("faces")
-        for col, kind in (("dup_group", "INTEGER"), ("dup_of", "INTEGER"), ("dup_distance", "REAL")):
-            if col not in have:
-                cat.conn.execute(f"ALTER TABLE faces ADD COLUMN {col} {kind}")
         faces = faces_by_name(cat)
         keeper, copy = faces["obama.jpg"]["id"], faces["obama2.jpg"]["id"]
-        cat.conn.execute("UPDATE faces SET dup_group=1 WHERE id=?", (keeper,))
-        cat.conn.execute("UPDATE faces SET dup_group=1, dup_of=?, dup_distance=6, status='duplicate' WHERE id=?",
-                         (keeper, copy))
+        cat.dedup_set_faces([(1, None, None, None, None, keeper),
+                             (1, keeper, 6, None, "perceptual", copy)])
     group = client.get(f"/api/item/f{copy}").json["duplicates"]
     assert [(m["key"], m["keeper"], m["distance"]) for m in group["members"]] == [
         (f"f{keeper}", True, None), (f"f{copy}", False, 6)]
+    assert [m["status"] for m in group["members"]] == ["keep", "duplicate"]
     assert [m["current"] for m in group["members"]] == [False, True]
 
 
@@ -156,9 +152,10 @@ def test_writes_need_the_token_and_the_same_origin(client: FlaskClient, rws: Wor
         assert cat.conn.execute("SELECT COUNT(*) FROM review_log").fetchone()[0] == 0
     ok = _decide(client, [key], "kept", Origin="http://localhost")
     assert ok.status_code == 200 and ok.json["changed"] == [
-        {"key": key, "review": {"decision": "kept", "by": "tester", "at": ok.json["changed"][0]["review"]["at"]}}]
+        {"key": key, "review": {"decision": "kept", "by": "tester", "at": ok.json["changed"][0]["review"]["at"]},
+         "status": "keep"}]  # the state in force: the person's keep over the rules' reject
     undo = client.post("/api/undo", json={}, headers={TOKEN_HEADER: "t0ken"})
-    assert undo.json["changed"][0]["review"]["decision"] == "none"
+    assert undo.json["changed"][0]["review"]["decision"] == "none" and undo.json["changed"][0]["status"] == "reject"
     # a DNS-rebinding page reaches us under its own name: refused before any route runs
     assert client.get("/", headers={"Host": "attacker.example:8377"}).status_code == 403
     assert client.get("/api/facets", headers={"Host": "127.0.0.1:8377"}).status_code == 200

@@ -1,5 +1,6 @@
 """Shared helpers for the review tests (no tests here): a cropped demo workspace with rule verdicts set the way
-the filter stage writes them, the gallery served on a loopback port, and a headless Chromium from Debian.
+the filter stage writes them (scores, reasons, filtered_at: a face with reasons is a reject), the gallery served
+on a loopback port, and a headless Chromium from Debian.
 
 The demo photos are cropped once per test session (MTCNN on the CPU takes a while); each test gets its own
 copy of that workspace, so decisions never leak between tests.
@@ -21,7 +22,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from facecurate.catalog import Catalog
+from facecurate.catalog import Catalog, utc_now
 from facecurate.demo import DEMO_DATA
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
@@ -30,22 +31,22 @@ from facecurate.workspace import Workspace, init_workspace
 XSS = "<img src=x onerror=alert(1)>"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
-# What the rules stage would have written, by source photo: (status, reasons, scores, extra source fields).
-# Score keys are the registry's measures: ear_mean (closed_eyes, fires below), mirroring (fires above),
-# headroom_iod (no_headroom, fires below).
-VERDICTS: dict[str, tuple[str, list[str], dict[str, float], dict[str, Any]]] = {
-    "obama_partial_face.jpg": ("reject", ["mirroring", "no_headroom"],
+# What the rules stage would have written, by source photo: (reasons, scores, extra source fields); no reason
+# means the rules keep it. Score keys are the registry's measures: ear_mean (closed_eyes, fires below),
+# mirroring (fires above), headroom_iod (no_headroom, fires below).
+VERDICTS: dict[str, tuple[list[str], dict[str, float], dict[str, Any]]] = {
+    "obama_partial_face.jpg": (["mirroring", "no_headroom"],
                                {"ear_mean": 0.30, "mirroring": 0.31, "headroom_iod": 0.10},
                                {"title": XSS, "query": "obama", "engine": "bing",
                                 "page_url": "https://example.org/page?id=1", "license": "CC BY 4.0",
                                 "author": "<b>Jane</b>"}),
-    "biden.jpg": ("reject", ["mirroring"], {"ear_mean": 0.28, "mirroring": 0.12, "headroom_iod": 0.9},
+    "biden.jpg": (["mirroring"], {"ear_mean": 0.28, "mirroring": 0.12, "headroom_iod": 0.9},
                   {"title": "Joe Biden", "query": "biden", "engine": "bing", "page_url": "javascript:alert(2)"}),
-    "obama3.jpg": ("reject", ["closed_eyes"], {"ear_mean": 0.12, "mirroring": 0.0, "headroom_iod": 1.4},
+    "obama3.jpg": (["closed_eyes"], {"ear_mean": 0.12, "mirroring": 0.0, "headroom_iod": 1.4},
                    {"query": "obama", "engine": "duckduckgo"}),
-    "obama.jpg": ("keep", [], {"ear_mean": 0.29, "mirroring": 0.0, "headroom_iod": 1.2}, {"query": "obama"}),
-    "obama2.jpg": ("keep", [], {"ear_mean": 0.31, "mirroring": 0.01, "headroom_iod": 1.1}, {}),
-    "astronaut.jpg": ("keep", [], {"ear_mean": 0.33, "mirroring": 0.0, "headroom_iod": 1.0}, {}),
+    "obama.jpg": ([], {"ear_mean": 0.29, "mirroring": 0.0, "headroom_iod": 1.2}, {"query": "obama"}),
+    "obama2.jpg": ([], {"ear_mean": 0.31, "mirroring": 0.01, "headroom_iod": 1.1}, {}),
+    "astronaut.jpg": ([], {"ear_mean": 0.33, "mirroring": 0.0, "headroom_iod": 1.0}, {}),
 }
 
 _TEMPLATE: dict[str, Path] = {}
@@ -80,9 +81,9 @@ def reviewed_workspace(factory: pytest.TempPathFactory, dest: Path) -> Workspace
     _set_reviewer(ws)
     with Catalog.open(ws.catalog_path) as catalog, catalog.transaction():
         for name, face in faces_by_name(catalog).items():
-            status, reasons, scores, source = VERDICTS[name]
-            catalog.conn.execute("UPDATE faces SET status=?, reasons=?, scores=? WHERE id=?",
-                                 (status, json.dumps(reasons), json.dumps(scores), face["id"]))
+            reasons, scores, source = VERDICTS[name]
+            catalog.conn.execute("UPDATE faces SET reasons=?, scores=?, filtered_at=? WHERE id=?",
+                                 (json.dumps(reasons), json.dumps(scores), utc_now(), face["id"]))
             for key, value in source.items():
                 catalog.conn.execute(f"UPDATE sources SET {key}=? WHERE image_id=?", (value, face["image_id"]))
     return ws

@@ -1,27 +1,76 @@
-"""The append-only review log: one row per item per key press, undo included."""
+"""The append-only review log: one row per item per key press, undo included.
+
+An item is (image_id, face_index), not faces.id: crop --redo replaces face rows, a decision must survive it.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from facecurate.catalog.base import CatalogBase, utc_now
+from facecurate.catalog.base import utc_now
+from facecurate.catalog.gallery import GalleryMixin
+from facecurate.catalog.state import Decision, State
+
+Action = Literal["keep", "reject", "undo"]
+_LOG_COLUMNS = ("id, image_id, face_index, batch, action, decision_before, decision_after, rule_status, undoes, "
+                "reviewer, session, decided_at")
 
 
-class ReviewMixin(CatalogBase):
+@dataclass(frozen=True)
+class LogEntry:
+    """One item's change in a batch about to be appended."""
+
+    image_id: int
+    face_index: int
+    before: Decision
+    after: Decision
+    rule_state: State | None   # what the rules said at that moment (the item_state view's rule_state)
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One stored row of the log."""
+
+    id: int
+    image_id: int
+    face_index: int
+    batch: int
+    action: Action
+    decision_before: Decision
+    decision_after: Decision
+    rule_status: State | None
+    undoes: int | None
+    reviewer: str
+    session: str
+    decided_at: str
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> LogRow:
+        return cls(id=r["id"], image_id=r["image_id"], face_index=r["face_index"], batch=r["batch"],
+                   action=r["action"], decision_before=Decision(r["decision_before"]),
+                   decision_after=Decision(r["decision_after"]),
+                   rule_status=None if r["rule_status"] is None else State(r["rule_status"]), undoes=r["undoes"],
+                   reviewer=r["reviewer"], session=r["session"], decided_at=r["decided_at"])
+
+
+# The gallery's reads are this concern's too; chaining the mixins keeps Catalog's own list of bases unchanged.
+class ReviewMixin(GalleryMixin):
     def review_next_batch(self) -> int:
         return self._scalar("SELECT COALESCE(MAX(batch), 0) + 1 FROM review_log")
 
-    def review_append(self, batch: int, action: str, changes: Iterable[tuple[int, int, str, str, str | None]],
-                      reviewer: str, session: str, undoes: int | None = None) -> int:
-        """Append one batch of (image_id, face_index, before, after, rule_status); call inside a transaction."""
+    def review_append(self, batch: int, action: Action, changes: Iterable[LogEntry], reviewer: str, session: str,
+                      undoes: int | None = None) -> int:
+        """Append one batch; call inside a transaction. Returns the rows written."""
         at = utc_now()
         cur = self.conn.executemany(
             "INSERT INTO review_log (image_id, face_index, batch, action, decision_before, decision_after, "
             "rule_status, undoes, reviewer, session, decided_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [(image_id, face_index, batch, action, before, after, rule_status, undoes, reviewer, session, at)
-             for image_id, face_index, before, after, rule_status in changes])
+            [(c.image_id, c.face_index, batch, action, c.before.value, c.after.value,
+              None if c.rule_state is None else c.rule_state.value, undoes, reviewer, session, at)
+             for c in changes])
         return cur.rowcount
 
     def review_latest(self, items: Iterable[tuple[int, int]] | None = None) -> dict[tuple[int, int], dict[str, Any]]:
@@ -42,24 +91,23 @@ class ReviewMixin(CatalogBase):
         for r in rows:
             if wanted is not None and (r["image_id"], r["face_index"]) not in wanted:
                 continue
-            done = r["decision_after"] != "none"
+            done = r["decision_after"] != Decision.NONE.value
             out[(r["image_id"], r["face_index"])] = {"decision": r["decision_after"],
                                                      "by": r["reviewer"] if done else None,
                                                      "at": r["decided_at"] if done else None}
         return out
 
-    def review_history(self, image_id: int, face_index: int) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT id, batch, action, decision_before, decision_after, rule_status, undoes, reviewer, session, "
-            "decided_at FROM review_log WHERE image_id=? AND face_index=? ORDER BY id",
-            (image_id, face_index)).fetchall()
+    def review_history(self, image_id: int, face_index: int) -> list[LogRow]:
+        return [LogRow.from_row(r) for r in self.conn.execute(
+            f"SELECT {_LOG_COLUMNS} FROM review_log WHERE image_id=? AND face_index=? ORDER BY id",
+            (image_id, face_index))]
 
-    def review_open_batch(self) -> list[sqlite3.Row]:
+    def review_open_batch(self) -> list[LogRow]:
         """Rows of the newest keep/reject batch that no undo has taken back yet (what `u` undoes next)."""
         batch = self.conn.execute(
             "SELECT MAX(batch) FROM review_log WHERE action != 'undo' AND batch NOT IN "
             "(SELECT undoes FROM review_log WHERE undoes IS NOT NULL)").fetchone()[0]
         if batch is None:
             return []
-        return self.conn.execute("SELECT batch, image_id, face_index, decision_before, decision_after, rule_status "
-                                 "FROM review_log WHERE batch=? ORDER BY id", (batch,)).fetchall()
+        return [LogRow.from_row(r) for r in self.conn.execute(
+            f"SELECT {_LOG_COLUMNS} FROM review_log WHERE batch=? ORDER BY id", (batch,))]

@@ -1,18 +1,16 @@
 """Everything the detail view shows about one item: geometry to draw on the photo, every score beside its
 threshold, provenance from every source, the duplicate group and the decision history.
-
-Duplicate columns belong to the dedup stage and may be absent from an older catalog; the group is then
-simply not shown.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
-from facecurate.catalog import Catalog
-from facecurate.review.items import ItemKey, display_name
+from facecurate.catalog import Catalog, State
+from facecurate.catalog.gallery import DupMember
+from facecurate.review.items import NO_REVIEW, ItemKey, display_name
 from facecurate.review.scoring import NAME_RE, ScoreInfo
 
 _SOURCE_FIELDS = ("kind", "location", "page_url", "title", "engine", "query", "rank", "license", "author",
@@ -21,35 +19,33 @@ _MEASURES = ("det_score", "oob_fraction", "above_fraction", "side_fraction", "ey
 
 
 def item_detail(catalog: Catalog, key: ItemKey, info: Callable[[str], ScoreInfo]) -> dict[str, Any] | None:
-    if key.kind == "f":
-        face = catalog.conn.execute("SELECT * FROM faces WHERE id=?", (key.id,)).fetchone()
-        if face is None:
-            return None
-        image = catalog.conn.execute("SELECT * FROM images WHERE id=?", (face["image_id"],)).fetchone()
-    else:
-        face = None
-        image = catalog.conn.execute("SELECT * FROM images WHERE id=?", (key.id,)).fetchone()
-        if image is None:
-            return None
-    sources = [{k: s[k] for k in _SOURCE_FIELDS} for s in catalog.conn.execute(
-        "SELECT * FROM sources WHERE image_id=? AND status='ok' ORDER BY id", (image["id"],))]
+    """The detail of one gallery item, or None when the key names no item (a photo that has faces is shown
+    through them, not as an item of its own)."""
+    item = catalog.gallery_items([key.id] if key.kind == "f" else [], [key.id] if key.kind == "i" else []).get(
+        str(key))
+    face = catalog.face_row(key.id) if key.kind == "f" else None
+    image = None if item is None else catalog.image_row(item.image_id)
+    if item is None or image is None or (key.kind == "f" and face is None):
+        return None
+    pair = (item.image_id, item.face_index)
+    sources = [{k: getattr(s, k) for k in _SOURCE_FIELDS} for s in catalog.sources_of(image.id)]
     out: dict[str, Any] = {
-        "key": str(key), "image_id": image["id"], "sha256": image["sha256"], "width": image["width"],
-        "height": image["height"], "label": image["label"], "crop_state": image["crop_state"],
+        "key": str(key), "image_id": image.id, "sha256": image.sha256, "width": image.width,
+        "height": image.height, "label": image.label, "crop_state": image.crop_state,
         "name": display_name(sources[0]["location"]) if sources else "", "sources": sources,
-        "status": "no_face" if face is None else face["status"],
-        "reasons": ["no_face"] if face is None else json.loads(face["reasons"]),
+        "status": item.state.value, "rule_status": item.rule_state.value, "reasons": item.reasons,
         "scores": [], "measures": {}, "history": [], "duplicates": None, "decidable": face is not None,
-        "review": {"decision": "none", "by": None, "at": None}, "face": None,
+        "review": dict(NO_REVIEW), "face": None,
     }
     if face is not None:
-        out["face"] = {k: json.loads(face[k]) for k in ("bbox", "landmarks", "quad")}
-        out["measures"] = {k: face[k] for k in _MEASURES}
-        out["scores"] = _scores(json.loads(face["scores"]), out["reasons"], info)
-        pair = (face["image_id"], face["face_index"])
+        out["face"] = {"bbox": face.bbox, "landmarks": face.landmarks, "quad": face.quad}
+        out["measures"] = {k: getattr(face, k) for k in _MEASURES}
+        out["scores"] = _scores(face.scores, face.reasons, info)
         out["review"] = catalog.review_latest([pair]).get(pair, out["review"])
-        out["history"] = [dict(r) for r in catalog.review_history(*pair)]
-    out["duplicates"] = duplicate_group(catalog, face, image)
+        out["history"] = [{k: v for k, v in asdict(r).items() if k not in ("image_id", "face_index")}
+                          for r in catalog.review_history(*pair)]
+    out["duplicates"] = duplicate_group(catalog, key, face.dup_group if face is not None else None,
+                                        catalog.image_dup_group(image.id), image.id)
     return out
 
 
@@ -65,35 +61,23 @@ def _scores(scores: dict[str, Any], reasons: list[str], lookup: Callable[[str], 
     return rows
 
 
-def duplicate_group(catalog: Catalog, face: Any, image: Any) -> dict[str, Any] | None:
+def duplicate_group(catalog: Catalog, key: ItemKey, face_group: int | None, photo_group: int | None,
+                    image_id: int) -> dict[str, Any] | None:
     """Keeper and members side by side with their distances: face-level groups first, then photo-level."""
-    face_cols, image_cols = catalog.table_columns("faces"), catalog.table_columns("images")
-    if face is not None and "dup_group" in face_cols and face["dup_group"] is not None:
-        rows = catalog.conn.execute(
-            f"SELECT 'f' || f.id AS key, 'f' || f.id AS thumb, f.status, {_dup_select(face_cols, 'f')} "
-            "FROM faces f WHERE f.dup_group=? ORDER BY f.id", (face["dup_group"],)).fetchall()
-        return _group("face", face["dup_group"], rows, f"f{face['id']}")
-    if "dup_group" in image_cols and image["dup_group"] is not None:
-        rows = catalog.conn.execute(
-            "SELECT (SELECT 'f' || id FROM faces WHERE image_id=i.id ORDER BY face_index LIMIT 1) AS key, "
-            f"'i' || i.id AS thumb, COALESCE(i.crop_state, 'pending') AS status, {_dup_select(image_cols, 'i')} "
-            "FROM images i WHERE i.dup_group=? ORDER BY i.id", (image["dup_group"],)).fetchall()
-        return _group("photo", image["dup_group"], rows, f"i{image['id']}")
+    if face_group is not None:
+        return _group("face", face_group, catalog.face_dup_members(face_group), str(key))
+    if photo_group is not None:
+        return _group("photo", photo_group, catalog.photo_dup_members(photo_group), f"i{image_id}")
     return None
 
 
-def _dup_select(cols: frozenset[str], alias: str) -> str:
-    picks = [f"{alias}.{c} AS {c}" if c in cols else f"NULL AS {c}"
-             for c in ("dup_of", "dup_distance", "dup_transform")]
-    return ", ".join(picks)
-
-
-def _group(level: str, group: Any, rows: list[Any], current: str) -> dict[str, Any]:
+def _group(level: str, group: int, rows: list[DupMember], current: str) -> dict[str, Any]:
     members = []
     for r in rows:
-        keeper = r["dup_of"] is None and r["status"] != "duplicate"
-        members.append({"key": r["key"], "thumb": r["thumb"], "status": r["status"], "keeper": keeper,
-                        "dup_of": r["dup_of"], "distance": r["dup_distance"], "transform": r["dup_transform"],
-                        "current": current in (r["key"], r["thumb"])})
+        # A face of a duplicate photo is a copy even where no face points it elsewhere.
+        keeper = r.dup_of is None and (level == "photo" or r.rule_state != State.DUPLICATE)
+        members.append({"key": r.key, "thumb": r.thumb, "status": None if r.state is None else r.state.value,
+                        "keeper": keeper, "dup_of": r.dup_of, "distance": r.dup_distance,
+                        "transform": r.dup_transform, "current": current in (r.key, r.thumb)})
     members.sort(key=lambda m: (not m["keeper"], m["distance"] if m["distance"] is not None else 1e9))
     return {"level": level, "group": group, "members": members}

@@ -8,33 +8,33 @@ Content-Security-Policy that runs no script at all.
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.table import Table
 from rich.text import Text
 
 from facecurate import __version__, media
-from facecurate.catalog import Catalog, utc_now
+from facecurate.catalog import Catalog, State, utc_now
 from facecurate.errors import ImageError
 from facecurate.review import thumbs
-from facecurate.review.items import display_name
+from facecurate.review.items import NO_REVIEW, display_name
 from facecurate.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "static"
 REPORT_THUMB = 128
-NONE = {"decision": "none", "by": None, "at": None}
+# What the report lists, in this order: rule rejects (one group per reason), then copies, photos in which no
+# face was found and photos that could not be cropped. A person's decisions are counted, not applied.
+LISTED = (State.REJECT, State.DUPLICATE, State.NO_FACE, State.FAILED)
 
 
 @dataclass
 class Entry:
     key: str
-    file: str          # relative path of the crop (or the photo, when no face was found)
-    kind: str          # crop | photo
+    file: str          # relative path of the crop (or the photo, when there is no face)
+    kind: Literal["crop", "photo"]
     name: str          # what the photo is called at its source
     title: str | None
     query: str | None
@@ -45,7 +45,7 @@ class Entry:
 @dataclass
 class ReasonGroup:
     reason: str
-    status: str
+    status: State      # the rules' state of its items (item_state's rule_state)
     count: int = 0
     kept: int = 0
     rejected: int = 0
@@ -55,32 +55,25 @@ class ReasonGroup:
     def undecided(self) -> int:
         return self.count - self.kept - self.rejected
 
-
-def _rows(catalog: Catalog) -> Iterator[tuple[str, list[str], Entry]]:
-    """(status, reasons, entry) for every reject, duplicate and photo without a face."""
-    latest = catalog.review_latest()
-    for r in catalog.conn.execute(
-            "SELECT f.id, f.image_id, f.face_index, f.status, f.reasons, f.scores, f.crop_path, s.location, "
-            "s.title, s.query FROM faces f LEFT JOIN sources s ON s.id = (SELECT MIN(id) FROM sources "
-            "WHERE image_id = f.image_id AND status = 'ok') WHERE f.status IN ('reject', 'duplicate') "
-            "ORDER BY f.image_id, f.face_index"):
-        entry = Entry(f"f{r['id']}", r["crop_path"], "crop", display_name(r["location"]), r["title"], r["query"],
-                      json.loads(r["scores"]), latest.get((r["image_id"], r["face_index"]), NONE))
-        yield r["status"], json.loads(r["reasons"]), entry
-    for r in catalog.conn.execute(
-            "SELECT i.id, i.path, s.location, s.title, s.query FROM images i LEFT JOIN sources s ON s.id = "
-            "(SELECT MIN(id) FROM sources WHERE image_id = i.id AND status = 'ok') WHERE i.crop_state = 'no_face' "
-            "ORDER BY i.id"):
-        yield "no_face", ["no_face"], Entry(f"i{r['id']}", r["path"], "photo", display_name(r["location"]), r["title"],
-                                            r["query"], {}, NONE)
+    @property
+    def decidable(self) -> bool:
+        """Photo rows (no face, failed) carry no decision."""
+        return self.status in (State.REJECT, State.DUPLICATE)
 
 
 def reason_groups(catalog: Catalog, examples: int = 3) -> list[ReasonGroup]:
-    """Rejects grouped by reason (a face with two reasons is in both), then duplicates and photos without a face;
-    each with counts of what a person kept or rejected and the first ``examples`` entries (0 = all)."""
-    groups: dict[tuple[str, str], ReasonGroup] = {}
-    for status, reasons, entry in _rows(catalog):
-        names = reasons if status == "reject" and reasons else [status if status != "reject" else "(no reason)"]
+    """Rejects grouped by reason (a face with two reasons is in both), then duplicates, photos without a face
+    and failed photos; each with counts of what a person kept or rejected and the first ``examples`` entries
+    (0 = all)."""
+    latest = catalog.review_latest()
+    groups: dict[tuple[State, str], ReasonGroup] = {}
+    for item in catalog.items_in_rule_states(LISTED):
+        review = latest.get((item.image_id, item.face_index), NO_REVIEW) if item.face_index >= 0 else NO_REVIEW
+        entry = Entry(item.key, item.file, item.kind, display_name(item.location), item.title, item.query,
+                      item.scores, review)
+        status = item.rule_state
+        names = item.reasons if status == State.REJECT and item.reasons else [
+            status.value if status != State.REJECT else "(no reason)"]
         for reason in names:
             g = groups.setdefault((status, reason), ReasonGroup(reason, status))
             g.count += 1
@@ -88,12 +81,27 @@ def reason_groups(catalog: Catalog, examples: int = 3) -> list[ReasonGroup]:
             g.rejected += entry.review["decision"] == "rejected"
             if examples <= 0 or len(g.entries) < examples:
                 g.entries.append(entry)
-    order = {"reject": 0, "duplicate": 1, "no_face": 2}
+    order = {s: n for n, s in enumerate(LISTED)}
     return sorted(groups.values(), key=lambda g: (order[g.status], -g.count, g.reason))
 
 
+@dataclass(frozen=True)
+class ReasonReport:
+    """What ``review --list`` shows: the groups, and how many faces the catalog holds in all."""
+
+    groups: list[ReasonGroup]
+    faces: int
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return as_json(self.groups)
+
+
+def reason_report(catalog: Catalog, examples: int = 3) -> ReasonReport:
+    return ReasonReport(reason_groups(catalog, examples), catalog.face_count())
+
+
 def face_count(catalog: Catalog) -> int:
-    return int(catalog.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+    return catalog.face_count()
 
 
 def table(groups: list[ReasonGroup], faces_total: int) -> Table:
@@ -105,7 +113,7 @@ def table(groups: list[ReasonGroup], faces_total: int) -> Table:
         out.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     out.add_column("examples", overflow="ellipsis")  # one name a line; long names are cut, the counts never
     for g in groups:
-        decided = (str(g.kept), str(g.rejected), str(g.undecided)) if g.status != "no_face" else ("-", "-", "-")
+        decided = (str(g.kept), str(g.rejected), str(g.undecided)) if g.decidable else ("-", "-", "-")
         out.add_row(Text(g.reason), str(g.count), *decided, Text("\n".join(e.name or e.file for e in g.entries)))
     if not groups:
         out.add_row(Text("nothing rejected yet"), "0", "0", "0", "0", Text("run `facecurate filter` after crop"))
@@ -113,7 +121,7 @@ def table(groups: list[ReasonGroup], faces_total: int) -> Table:
 
 
 def as_json(groups: list[ReasonGroup]) -> list[dict[str, Any]]:
-    return [{"reason": g.reason, "status": g.status, "count": g.count, "kept": g.kept, "rejected": g.rejected,
+    return [{"reason": g.reason, "status": g.status.value, "count": g.count, "kept": g.kept, "rejected": g.rejected,
              "undecided": g.undecided, "examples": [e.name or e.file for e in g.entries]} for g in groups]
 
 
@@ -125,8 +133,17 @@ def _data_uri(ws: Workspace, entry: Entry, limits: tuple[int, int]) -> str | Non
     return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> tuple[int, int]:
-    """Write the static report; returns (groups, thumbnails embedded)."""
+@dataclass(frozen=True)
+class HtmlReport:
+    """What ``review --html`` wrote."""
+
+    path: Path
+    groups: int
+    thumbnails: int  # embedded; a file that cannot be decoded is shown as "no image"
+
+
+def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> HtmlReport:
+    """Write the static report (``limit`` entries per group, 0 = all)."""
     cfg = ws.config()
     limits = (int(cfg.get("media", "max_pixels")), int(cfg.get("media", "max_bytes")))
     groups = reason_groups(catalog, examples=limit)
@@ -138,6 +155,6 @@ def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> tuple[
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(
         groups=groups, images=images, workspace=str(ws.root), created=utc_now(), version=__version__,
-        faces=face_count(catalog), limit=limit)
+        faces=catalog.face_count(), limit=limit)
     media.atomic_write(out, html.encode("utf-8"))
-    return len(groups), sum(v is not None for v in images.values())
+    return HtmlReport(out, len(groups), sum(v is not None for v in images.values()))

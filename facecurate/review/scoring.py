@@ -2,34 +2,35 @@
 
 ``faces.scores`` holds measures (``ear_mean``, ``mirroring``, …); the rule registry says which rule reads which
 measure, whether it fires below or above, and its threshold lives in ``[rules]`` of facecurate.toml. The gallery
-sorts "worst first" and shows each score beside its threshold from that. A measure no rule reads (or a catalog
-from a build without the registry) falls back on a ``[rules] NAME`` value and on the data: the bad end is
-where rejected faces sit compared with kept ones; with no evidence, high is bad.
+sorts "worst first" and shows each score beside its threshold from that. A measure no rule reads falls back
+on a ``[rules] NAME`` value and on the data: the bad end is where the faces the rules rejected sit compared
+with those they kept; with no evidence, high is bad.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from facecurate.catalog import Catalog
+from facecurate.catalog.gallery import NAME_RE
+from facecurate.rules.registry import RULES
 from facecurate.workspace import Config
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # score names we accept from the client (json path safe)
+__all__ = ["NAME_RE", "RuleRef", "ScoreInfo", "reason_scores", "registry", "score_info", "score_infos"]
 
 
 @dataclass(frozen=True)
 class RuleRef:
-    name: str       # rule and reason code
-    measure: str    # key in faces.scores
-    direction: str  # fires "below" | "above" the threshold
+    name: str                               # rule and reason code
+    measure: str                            # key in faces.scores
+    direction: Literal["below", "above"]    # fires below | at or above the threshold
 
 
 @dataclass(frozen=True)
 class ScoreInfo:
     name: str
-    worse: str                 # "high" | "low": which end of the scale the rules dislike
+    worse: Literal["high", "low"]  # which end of the scale the rules dislike
     threshold: float | None
     rule: str | None = None    # the rule (reason code) that reads it
 
@@ -43,13 +44,6 @@ class ScoreInfo:
         return value >= self.threshold if self.worse == "high" else value < self.threshold
 
 
-def json_path(name: str) -> str:
-    """SQLite JSON path of one score; the name was checked against NAME_RE, so it cannot break the quoting."""
-    if not NAME_RE.match(name):
-        raise ValueError(f"not a score name: {name!r}")
-    return f'$."{name}"'
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -57,17 +51,8 @@ def _number(value: Any) -> float | None:
 
 
 def registry() -> list[RuleRef]:
-    """The rules stage's registry, read defensively: the gallery must work without it."""
-    try:
-        from facecurate.rules.registry import RULES
-    except ImportError:
-        return []
-    out = []
-    for r in RULES:
-        name, measure, direction = (getattr(r, a, None) for a in ("name", "measure", "direction"))
-        if isinstance(name, str) and isinstance(measure, str) and direction in ("below", "above"):
-            out.append(RuleRef(name, measure, direction))
-    return out
+    """Which rule reads which measure, from the rules stage's registry."""
+    return [RuleRef(r.name, r.measure, r.direction) for r in RULES]
 
 
 def score_infos(catalog: Catalog, cfg: Config) -> list[ScoreInfo]:
@@ -76,9 +61,7 @@ def score_infos(catalog: Catalog, cfg: Config) -> list[ScoreInfo]:
     Listing the keys is one pass over the scores; a measure the registry knows costs nothing more, any
     other one pass over that score alone (the aggregates for all keys at once cost 4x more at 10,000 faces).
     """
-    names = [r[0] for r in catalog.conn.execute(
-        "SELECT DISTINCT j.key FROM faces f, json_each(f.scores) j WHERE j.type IN ('integer', 'real') "
-        "ORDER BY j.key")]
+    names = catalog.score_names()
     rules = {r.measure: r for r in registry()}
     return [score_info(catalog, cfg, name, rules) for name in names if NAME_RE.match(name)]
 
@@ -89,14 +72,11 @@ def score_info(catalog: Catalog, cfg: Config, name: str, rules: dict[str, RuleRe
     limits = cfg.section("rules")
     rule = (rules if rules is not None else {r.measure: r for r in registry()}).get(name)
     if rule is not None:
-        worse = "low" if rule.direction == "below" else "high"
-        return ScoreInfo(name, worse, _number(limits.get(rule.name)), rule.name)
-    path = json_path(name)
-    bad, good = catalog.conn.execute(
-        "SELECT AVG(CASE WHEN status='reject' THEN json_extract(scores, ?) END), "
-        "AVG(CASE WHEN status='keep' THEN json_extract(scores, ?) END) FROM faces", (path, path)).fetchone()
-    worse = "low" if bad is not None and good is not None and bad < good else "high"
-    return ScoreInfo(name, worse, _number(limits.get(name)))
+        return ScoreInfo(name, "low" if rule.direction == "below" else "high", _number(limits.get(rule.name)),
+                         rule.name)
+    bad, good = catalog.score_means(name)
+    return ScoreInfo(name, "low" if bad is not None and good is not None and bad < good else "high",
+                     _number(limits.get(name)))
 
 
 def reason_scores(infos: list[ScoreInfo]) -> dict[str, str]:

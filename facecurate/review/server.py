@@ -48,9 +48,11 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
     limits = (int(cfg.get("media", "max_pixels")), int(cfg.get("media", "max_bytes")))
 
     def catalog() -> Catalog:
+        """One connection per request, closed when the request ends."""
         if "catalog" not in g:
             g.catalog = Catalog.open(ws.catalog_path)
-        return g.catalog
+        opened: Catalog = g.catalog  # flask.g is untyped
+        return opened
 
     @app.teardown_appcontext
     def _close(_exc: BaseException | None) -> None:
@@ -114,14 +116,14 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
         args = request.args.to_dict()
         try:
             sort = args.get("sort", "")
-            worse = ({sort[6:]: scoring.score_info(catalog(), ws.config(), sort[6:]).worse}
-                     if sort.startswith("score:") and scoring.NAME_RE.match(sort[6:]) else {})
-            flt = items.Filter.from_args(args, worse)
+            worse: dict[str, str] = ({sort[6:]: scoring.score_info(catalog(), ws.config(), sort[6:]).worse}
+                                     if sort.startswith("score:") and scoring.NAME_RE.match(sort[6:]) else {})
+            flt = items.parse_filter(args, worse)
         except ValueError as exc:
             abort(400, str(exc))
-        keys = items.query_keys(catalog(), flt)
+        keys = catalog().gallery_keys(flt)
         first = min(max(request.args.get("first", 0, type=int), 0), 500)  # the page in view: saves a round trip
-        return jsonify(count=len(keys), total=items.total_items(catalog()), keys=keys,
+        return jsonify(count=len(keys), total=catalog().gallery_total(), keys=keys,
                        items=items.summaries(catalog(), keys[:first]) if first else [])
 
     @app.get("/api/items")
@@ -146,7 +148,7 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(keys) > MAX_DECIDE:
             abort(400, "keys must be a list of item keys")
         if decision not in decisions.DECISIONS:
-            abort(400, f"decision must be one of {', '.join(decisions.DECISIONS)}")
+            abort(400, f"decision must be one of {', '.join(d.value for d in decisions.DECISIONS)}")
         targets, skipped = items.resolve_targets(catalog(), keys)
         batch, changes = decisions.decide(catalog(), targets, decision, app.config["FC_REVIEWER"],
                                           app.config["FC_SESSION"])
@@ -176,10 +178,10 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
 
     @app.get("/preview/<int:image_id>")
     def preview(image_id: int) -> Response:
-        row = catalog().conn.execute("SELECT path FROM images WHERE id=?", (image_id,)).fetchone()
-        if row is None:
+        path = catalog().image_path(image_id)
+        if path is None:
             abort(404, "no such image in the catalog")
-        return _send_cached(row["path"], "photo", thumbs.PREVIEW_SIDE)
+        return _send_cached(path, "photo", thumbs.PREVIEW_SIDE)
 
     def _send_cached(relative: str, kind: str, side: int) -> Response:
         try:
@@ -203,23 +205,24 @@ def _file_of(catalog: Catalog, text: str) -> tuple[str, str]:
     """(relative path, crop | photo) of an item key, from the catalog; 404 for anything else."""
     key = items.ItemKey.parse(text)
     if key is not None and key.kind == "f":
-        row = catalog.conn.execute("SELECT crop_path FROM faces WHERE id=?", (key.id,)).fetchone()
-        if row is not None:
-            return row["crop_path"], "crop"
+        crop = catalog.face_crop_path(key.id)
+        if crop is not None:
+            return crop, "crop"
     elif key is not None:
-        row = catalog.conn.execute("SELECT path FROM images WHERE id=?", (key.id,)).fetchone()
-        if row is not None:
-            return row["path"], "photo"
+        path = catalog.image_path(key.id)
+        if path is not None:
+            return path, "photo"
     abort(404, "no such item in the catalog")
 
 
 def _changed(catalog: Catalog, changes: list[decisions.Change],
              keys: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
-    """The review field each changed item has now, by key, for the page to redraw."""
+    """The review field and state in force each changed item has now, by key, for the page to redraw."""
     pairs = [(c.image_id, c.face_index) for c in changes]
     latest = catalog.review_latest(pairs)
-    none = {"decision": "none", "by": None, "at": None}
-    return [{"key": keys[p], "review": latest.get(p, none)} for p in pairs if p in keys]
+    states = catalog.item_states_of(p[0] for p in pairs)
+    return [{"key": keys[p], "review": latest.get(p, dict(items.NO_REVIEW)), "status": states[p].state.value}
+            for p in pairs if p in keys and p in states]
 
 
 # -- running it ------------------------------------------------------------------------------------------

@@ -312,7 +312,7 @@
     const line1 = cell.querySelector('.line1');
     line1.textContent = '';
     line1.appendChild(el('span', `badge st-${item.status}`, item.status.replace('_', ' ')));
-    const reasons = item.status === 'no_face' ? '' : item.reasons.join(', ');
+    const reasons = item.decidable ? item.reasons.join(', ') : '';  // a photo row's reason is its badge
     line1.appendChild(el('span', 'reasons', reasons || (item.status === 'keep' ? 'no reason' : '')));
     const line2 = cell.querySelector('.line2');
     const score = sortScore(item);
@@ -363,9 +363,9 @@
   // -- deciding -----------------------------------------------------------------------------------------
 
   function applyChanges(changed) {
-    for (const { key, review } of changed) {
+    for (const { key, review, status } of changed) {
       const item = state.items.get(key);
-      if (item) { item.review = review; item.v += 1; }
+      if (item) { item.review = review; item.status = status; item.v += 1; }
     }
     render();
     if (state.detailKey && changed.some((c) => c.key === state.detailKey)) openDetail();
@@ -476,8 +476,8 @@
 
     const verdict = $('d-verdict');
     verdict.textContent = '';
-    const stage = { duplicate: 'dedup', no_face: 'crop' }[d.status] || 'rules';
-    verdict.appendChild(el('span', `badge st-${d.status}`, `${stage}: ${d.status.replace('_', ' ')}`));
+    const stage = { duplicate: 'dedup', no_face: 'crop', failed: 'crop' }[d.rule_status] || (d.face ? 'rules' : 'crop');
+    verdict.appendChild(el('span', `badge st-${d.rule_status}`, `${stage}: ${d.rule_status.replace('_', ' ')}`));
     verdict.appendChild(el('span', 'reasons', d.reasons.length ? ` ${d.reasons.join(', ')}` : ' no reason'));
     const r = d.review;
     verdict.appendChild(el('div', `person dec-${r.decision}`, r.decision === 'none' ? 'no decision by a person yet'
