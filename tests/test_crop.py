@@ -97,7 +97,7 @@ def test_all_faces_and_unreadable_raw_file(ws: Workspace, catalog: Catalog, demo
     boxes = [json.loads(r[0]) for r in catalog.conn.execute("SELECT bbox FROM faces ORDER BY face_index")]
     centres = sorted((b[0] + b[2]) / 2 for b in boxes[:2])  # the two largest: one face in each half
     assert centres[0] < 400 < centres[1]
-    assert row["path"] in summary.failed[0][0]
+    assert row["path"] in summary.failed[0].item and "empty" in summary.failed[0].error
     state = catalog.conn.execute("SELECT crop_state, crop_error FROM images WHERE width=626").fetchone()
     assert state["crop_state"] == "failed" and "empty" in state["crop_error"]
 
@@ -153,3 +153,45 @@ def test_faces_below_min_face_size_are_not_searched_for(ws: Workspace, catalog: 
     assert looked_closer.faces == 1
     box = json.loads(catalog.conn.execute("SELECT bbox FROM faces").fetchone()[0])
     assert 10 <= box[2] - box[0] < 20 and 260 < (box[0] + box[2]) / 2 < 320
+
+
+class Recorder:
+    """A progress sink that keeps every event, to check what a stage reports."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
+        self.events.append(("start", name, total, unit))
+
+    def advance(self, n: int = 1) -> None:
+        self.events.append(("advance", n))
+
+    def finish(self, total: int | None = None) -> None:
+        self.events.append(("finish",))
+
+    def note(self, message: str) -> None:
+        self.events.append(("note", message))
+
+
+def test_progress_is_reported_as_plain_events(ws: Workspace, catalog: Catalog, demo_dir: Path):
+    import_paths(ws, catalog, [demo_dir / "obama.jpg", demo_dir / "biden.jpg", demo_dir / "rocket_no_face.jpg"])
+    events = Recorder()
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=128, batch_size=2, device="cpu"), progress=events)
+    assert events.events[0] == ("start", "crop (cpu)", 3, "img")
+    assert sum(e[1] for e in events.events if e[0] == "advance") == 3
+    assert events.events[-1] == ("finish",)
+
+
+def test_options_come_from_the_settings_and_flags_are_checked(ws: Workspace):
+    from facecurate.errors import ConfigError
+    from facecurate.workspace import setting
+
+    opts = CropOptions.from_config(ws)
+    for name in CropOptions.__dataclass_fields__:
+        assert getattr(opts, name) == setting("crop", name).default, name
+    assert CropOptions.from_config(ws, device="cpu", size=None).device == "cpu"
+    with pytest.raises(ConfigError, match="--device"):
+        CropOptions.from_config(ws, device="gpu")
+    with pytest.raises(ConfigError, match="--image-format"):
+        CropOptions.from_config(ws, image_format="gif")

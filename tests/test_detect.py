@@ -10,7 +10,7 @@ import pytest
 import torch
 from facenet_pytorch import MTCNN
 
-from facecurate.device import resolve_device
+from facecurate.device import DeviceChoice, resolve_device
 from facecurate.errors import DeviceError
 from facecurate.faces.detect import BUCKET, BatchedDetector, Detection
 
@@ -47,13 +47,18 @@ def downscaled(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return small, np.array([small.shape[1] / w, small.shape[0] / h])
 
 
+def make_detector(device: DeviceChoice = "cpu", batch_size: int = 32, max_side: int = MAX_SIDE) -> BatchedDetector:
+    """min_face_size 20: facenet-pytorch MTCNN's own default, so the reference below searches the same faces."""
+    return BatchedDetector(device=device, batch_size=batch_size, max_side=max_side, min_face_size=20)
+
+
 def confident(faces: list[Detection], min_prob: float = 0.9) -> list[Detection]:
     return [f for f in faces if f.prob >= min_prob]
 
 
 @pytest.fixture(scope="module")
 def detector() -> BatchedDetector:
-    return BatchedDetector(device="cpu", max_side=MAX_SIDE)
+    return make_detector()
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +132,7 @@ def test_faces_filling_the_frame_do_not_depend_on_the_batch(detector: BatchedDet
 def test_mixed_sizes_keep_input_order() -> None:
     big, big2, no_face = photo("obama3"), photo("biden"), photo("rocket_no_face")
     small = resized(photo("obama"), 228, 284)
-    detector = BatchedDetector(device="cpu", batch_size=2)
+    detector = make_detector(batch_size=2)
     results = detector.detect([big, small, no_face, big2, small])
     assert len(results) == 5
     assert confident(results[2]) == []
@@ -195,7 +200,7 @@ def test_cuda_without_a_gpu_is_a_device_error() -> None:
     with pytest.raises(DeviceError, match="CUDA is not available"):
         resolve_device("cuda")
     with pytest.raises(DeviceError):
-        BatchedDetector(device="cuda")
+        make_detector("cuda")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")

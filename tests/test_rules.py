@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from facecurate import demo_variants as dv
-from facecurate.catalog import Catalog
+from facecurate.catalog import Catalog, State
+from facecurate.evaluate import evaluate_dir
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.faces.detect import BatchedDetector
 from facecurate.ingest import import_paths
 from facecurate.rules import geometry
-from facecurate.rules.evaluate import evaluate_dir
 from facecurate.rules.registry import BY_NAME, RULES, decide
 from facecurate.rules.stage import explain, run_filter
 from facecurate.workspace import Workspace
@@ -28,7 +28,8 @@ def obama() -> tuple[np.ndarray, np.ndarray]:
     from facecurate.demo import DEMO_DATA
 
     img = np.asarray(Image.open(DEMO_DATA / "obama.jpg").convert("RGB")).copy()
-    landmarks = BatchedDetector(device="cpu").detect([img])[0][0].landmarks
+    detector = BatchedDetector(device="cpu", batch_size=1, max_side=1024, min_face_size=20)
+    landmarks = detector.detect([img])[0][0].landmarks
     return img, np.asarray(landmarks)
 
 
@@ -81,8 +82,8 @@ def test_each_rule_fires_on_its_own_edit(judged, rule: str):
 def test_the_original_portrait_is_kept(judged):
     _, catalog, reasons, _, _ = judged
     assert reasons["keep"] == set()
-    assert catalog.conn.execute("SELECT f.status FROM faces f JOIN images i ON i.id=f.image_id "
-                                "WHERE i.label='keep'").fetchone()[0] == "keep"
+    image_id = catalog.conn.execute("SELECT id FROM images WHERE label='keep'").fetchone()[0]
+    assert catalog.item_states()[(image_id, 0)].state == State.KEEP
 
 
 def test_eye_edits_raise_only_the_matching_eye_rule(judged):
@@ -119,8 +120,9 @@ def test_explain_lists_every_rule_beside_its_threshold(judged):
     ws, catalog, _, _, _ = judged
     sha = catalog.conn.execute("SELECT i.sha256 FROM images i WHERE i.label='mirroring'").fetchone()[0]
     rows = explain(ws, catalog, f"{sha[:16]}_0")
-    by_rule = {r["rule"]: r for r in rows}
-    assert by_rule["mirroring"]["fired"] and by_rule["mirroring"]["value"] > by_rule["mirroring"]["threshold"]
+    by_rule = {r.rule: r for r in rows}
+    mirroring = by_rule["mirroring"]
+    assert mirroring.fired and mirroring.value is not None and mirroring.value > mirroring.threshold
     assert len(rows) == len([r for r in RULES if r.family != "image"])
 
 
@@ -131,11 +133,12 @@ def test_evaluate_measures_rules_against_folders(judged, tmp_path: Path):
         (tree / name).mkdir(parents=True)
         (tree / name / f"{name}.png").write_bytes((photos / name / f"{name}.png").read_bytes())
     result = evaluate_dir(tree, tmp_path / "ws", device="cpu", target_precision=0.9)
-    rules = {r["rule"]: r for r in result["rules"]}
+    rules = {r.rule: r for r in result.rules}
     for name in ("mirroring", "no_headroom", "grayscale"):
-        assert rules[name]["support"] == 1 and rules[name]["recall"] == 1.0
-    assert rules["grayscale"]["precision"] == 1.0 and rules["grayscale"]["fired_by_label"] == {"grayscale": 1}
-    assert result["keep_rejected"] == 0.0
+        assert rules[name].support == 1 and rules[name].recall == 1.0
+    assert rules["grayscale"].precision == 1.0 and rules["grayscale"].fired_by_label == {"grayscale": 1}
+    assert result.keep_rejected == 0.0
+    assert result.as_dict()["rules"][0]["rule"] == "no_face"  # the --json shape: plain dicts, registry order
 
 
 def test_evaluate_refuses_unknown_folder_names(tmp_path: Path):
@@ -238,3 +241,51 @@ def test_eye_family_falls_back_to_the_whole_crop_when_the_centre_has_no_face(jud
     assert measures["mesh_found"] == 1.0 and measures["ear_mean"] is not None and measures["ear_mean"] > 0.18
     direct = eye_family(real, crop)
     assert direct["mesh_found"] == 1.0 and abs(direct["ear_mean"] - measures["ear_mean"]) < 0.08
+
+
+def test_thresholds_live_in_the_settings_table_and_agree_with_the_registry():
+    from typing import get_args
+
+    from facecurate.rules.registry import Reason
+    from facecurate.workspace import SETTINGS
+
+    assert tuple(BY_NAME) == get_args(Reason)  # the reason codes are the registry's names, in order
+    rule_settings = {s.key: s for s in SETTINGS if s.section == "rules"}
+    measured = [r for r in RULES if r.family != "image"]
+    assert set(rule_settings) == {"enabled"} | {r.name for r in measured}
+    for r in measured:
+        fires = "below" if r.direction == "below" else "at or above"
+        assert rule_settings[r.name].doc.endswith(f"(fires {fires} this)"), r.name
+        assert r.default == rule_settings[r.name].default and r.doc == rule_settings[r.name].doc
+
+
+def test_filter_reports_progress_and_counts_what_the_rules_decided(judged):
+    ws, catalog, reasons, first, _ = judged
+    assert first.passed + first.rejected == first.faces
+    assert first.rejected == sum(bool(r) for r in reasons.values()) and not first.failed
+    events: list[tuple[object, ...]] = []
+
+    class Recorder:
+        def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
+            events.append(("start", name, total, unit))
+
+        def advance(self, n: int = 1) -> None:
+            events.append(("advance", n))
+
+        def finish(self, total: int | None = None) -> None:
+            events.append(("finish",))
+
+        def note(self, message: str) -> None:
+            events.append(("note", message))
+
+    again = run_filter(ws, catalog, progress=Recorder())
+    assert events[0] == ("start", "filter", first.faces, "faces") and events[-1] == ("finish",)
+    assert sum(e[1] for e in events if e[0] == "advance") == first.faces
+    assert (again.passed, again.rejected) == (first.passed, first.rejected)
+
+
+def test_the_facemesh_warm_up_face_is_drawn_and_meshed():
+    """FaceMesh logs more set-up on its first meshed face: the drawn warm-up face must be meshed to absorb it."""
+    from facecurate.rules.eyes import FaceMesh, _warm_up_face
+
+    assert FaceMesh.shared().points(_warm_up_face()) is not None

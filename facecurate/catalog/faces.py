@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from facecurate.catalog.base import CatalogBase, utc_now
+
+# What crop found in a photo: faces (done), none at crop.min_prob (no_face), or an unreadable file (failed).
+CropState = Literal["done", "no_face", "failed"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,37 @@ class FaceRow:
                    dup_distance=r["dup_distance"], dup_transform=r["dup_transform"], dup_kind=r["dup_kind"])
 
 
+@dataclass(frozen=True)
+class FaceToFilter:
+    """One face with the facts of its photo that the rules read (filter's input), JSON columns parsed."""
+
+    id: int
+    scores: dict[str, float | None]
+    bbox: list[float]
+    landmarks: list[list[float]]
+    quad: list[list[float]]
+    oob_fraction: float
+    above_fraction: float
+    side_fraction: float
+    crop_size: int
+    crop_path: str
+    photo_path: str
+    photo_width: int
+    photo_height: int
+    detections: list[dict[str, Any]]     # every detection in the photo, as crop stored them
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """What filter decided about one face: every measure so far and the reasons of the rules that fired."""
+
+    face_id: int
+    scores: dict[str, float | None]
+    reasons: Sequence[str]
+
+
 class FacesMixin(CatalogBase):
-    def save_crop_result(self, image_id: int, state: str, faces: Iterable[FaceRecord],
+    def save_crop_result(self, image_id: int, state: CropState, faces: Iterable[FaceRecord],
                          error: str | None = None, detections: list[dict[str, Any]] | None = None) -> None:
         """Replace an image's faces and mark its crop state; call inside a transaction."""
         self.conn.execute("DELETE FROM faces WHERE image_id=?", (image_id,))
@@ -90,3 +122,31 @@ class FacesMixin(CatalogBase):
     def face_crop_path(self, face_id: int) -> str | None:
         row = self.conn.execute("SELECT crop_path FROM faces WHERE id=?", (face_id,)).fetchone()
         return str(row[0]) if row else None
+
+    def faces_to_filter(self) -> list[FaceToFilter]:
+        """Every face with its photo's facts, in face order: filter decides all of them on every run (thresholds
+        may have changed) and measures only what a face lacks."""
+        rows = self.conn.execute(
+            "SELECT f.id, f.scores, f.bbox, f.landmarks, f.quad, f.oob_fraction, f.above_fraction, f.side_fraction, "
+            "f.crop_size, f.crop_path, i.path, i.width, i.height, i.detections "
+            "FROM faces f JOIN images i ON i.id = f.image_id ORDER BY f.id").fetchall()
+        return [FaceToFilter(id=r[0], scores=json.loads(r[1]), bbox=json.loads(r[2]), landmarks=json.loads(r[3]),
+                             quad=json.loads(r[4]), oob_fraction=r[5], above_fraction=r[6], side_fraction=r[7],
+                             crop_size=r[8], crop_path=r[9], photo_path=r[10], photo_width=r[11],
+                             photo_height=r[12], detections=json.loads(r[13])) for r in rows]
+
+    def save_filter_results(self, results: Iterable[FilterResult]) -> None:
+        """Filter's own facts only (measures, reasons, when); the state in force follows from them
+        (catalog.state). Call inside a transaction."""
+        now = utc_now()
+        self.conn.executemany("UPDATE faces SET scores=?, reasons=?, filtered_at=? WHERE id=?",
+                              [(json.dumps(r.scores), json.dumps(list(r.reasons)), now, r.face_id)
+                               for r in results])
+
+    def face_by_sample(self, sha256_prefix: str, face_index: int) -> FaceRow | None:
+        """The face a manifest sample_id names (a prefix of its photo's sha256, and the face's index)."""
+        row = self.conn.execute(
+            "SELECT f.* FROM faces f JOIN images i ON i.id = f.image_id "
+            "WHERE substr(i.sha256, 1, length(?)) = ? AND f.face_index = ? ORDER BY f.id LIMIT 1",
+            (sha256_prefix, sha256_prefix.lower(), face_index)).fetchone()
+        return None if row is None else FaceRow.from_row(row)

@@ -63,7 +63,7 @@ def ffhq_quad(landmarks: np.ndarray, headroom: float = 0.0) -> np.ndarray:
     if norm <= 0:
         raise ValueError("landmarks are degenerate: eye and mouth positions give no face orientation")
     x = x / norm * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
-    y = np.flipud(x) * [-1, 1]
+    y: np.ndarray = np.flipud(x) * [-1, 1]
     c = eye_avg + eye_to_mouth * 0.1 - headroom * y
     x, y = x * (1.0 + headroom), y * (1.0 + headroom)
     return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
@@ -106,7 +106,8 @@ def _cv_matrix(crop_matrix: np.ndarray, origin: np.ndarray, scale: np.ndarray) -
 def _crop_centres_in_source(quad: np.ndarray, samples: int) -> np.ndarray:
     ul, ll, _, ur = quad
     t = (np.arange(samples) + 0.5) / samples
-    return ul + t[None, :, None] * (ur - ul) + t[:, None, None] * (ll - ul)  # (samples, samples, 2)
+    centres: np.ndarray = ul + t[None, :, None] * (ur - ul) + t[:, None, None] * (ll - ul)  # (samples, samples, 2)
+    return centres
 
 
 def _outside_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -173,7 +174,7 @@ def _blend_padding(region: np.ndarray, origin: np.ndarray, scale: np.ndarray, qu
     mask_y = np.maximum((0.5 - ys) / pad_top, (ys - (height - 0.5)) / pad_bottom).astype(np.float32)
     mask = np.maximum(mask_x[None, :], mask_y[:, None])
     blur_w = np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
-    img = region.astype(np.float32)
+    img: np.ndarray = region.astype(np.float32)
     img = cv2.blendLinear(_gaussian_blur(img, qsize * 0.02 / float(scale.mean())), img, blur_w, 1.0 - blur_w)
     step = max(1, int(np.sqrt(h * w / 4096)))  # a subsampled median is as good and much cheaper
     median = np.median(img[::step, ::step].reshape(-1, 3), axis=0)

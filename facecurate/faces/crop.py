@@ -12,49 +12,58 @@ next run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
 from facecurate import media
 from facecurate.catalog import Catalog, FaceRecord, ImageRow
+from facecurate.device import DeviceChoice
 from facecurate.errors import ImageError
-from facecurate.faces.align import align_face
+from facecurate.events import SILENT, Failure, Progress
+from facecurate.faces.align import PaddingMode, align_face
 from facecurate.faces.detect import BatchedDetector, Detection
-from facecurate.workspace import Workspace
+from facecurate.workspace import Workspace, check_choice, options_from, setting
 
 
 @dataclass(frozen=True)
 class CropOptions:
-    size: int = 512
-    device: str = "auto"
-    batch_size: int = 32
-    detect_max_side: int = 1024
-    min_face_size: int = 40
-    min_prob: float = 0.9
-    headroom: float = 0.0
-    padding: str = "reflect_blur"
-    all_faces: bool = False
-    image_format: str = "jpg"
-    jpeg_quality: int = 95
+    """The ``[crop]`` settings of one run; their defaults live in the settings table only."""
+
+    size: int
+    device: DeviceChoice
+    batch_size: int
+    detect_max_side: int
+    min_face_size: int
+    min_prob: float
+    headroom: float
+    padding: PaddingMode
+    all_faces: bool
+    image_format: str
+    jpeg_quality: int
 
     @classmethod
-    def from_config(cls, ws: Workspace, **overrides: object) -> CropOptions:
-        values = ws.config().section("crop")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
+    def from_config(cls, ws: Workspace, **overrides: Any) -> CropOptions:
+        """The workspace's settings with command-line values on top (None: not given); a value of a setting
+        with choices (``--device``, ``--padding``) is checked against them here, once for every caller."""
+        for key, value in overrides.items():
+            if value is not None and setting("crop", key).choices:
+                check_choice("crop", key, value, "--" + key.replace("_", "-"))
+        return options_from(cls, ws.config(), "crop", **overrides)
 
 
 @dataclass
 class CropSummary:
+    """What one crop run did, photo by photo."""
+
     images: int = 0
     with_face: int = 0
     no_face: int = 0
     faces: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    failed: list[Failure] = field(default_factory=list)   # photos that could not be decoded, aligned or written
     device: str = ""
 
 
@@ -92,9 +101,15 @@ def retry_tight(detector: BatchedDetector, images: list[np.ndarray], min_side: i
         frames.append((scale, pad))
     out = []
     for found, (scale, pad) in zip(detector.detect(prepared), frames, strict=True):
-        out.append([Detection(box=tuple((v - pad) / scale for v in d.box),  # type: ignore[arg-type]
-                              prob=d.prob, landmarks=(np.asarray(d.landmarks) - pad) / scale) for d in found])
+        out.append([Detection(box=_unframed(d.box, scale, pad), prob=d.prob,
+                              landmarks=(np.asarray(d.landmarks) - pad) / scale) for d in found])
     return out
+
+
+def _unframed(box: tuple[float, float, float, float], scale: float,
+              pad: int) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = box
+    return (x1 - pad) / scale, (y1 - pad) / scale, (x2 - pad) / scale, (y2 - pad) / scale
 
 
 def _decode(ws: Workspace, row: ImageRow, max_pixels: int, max_bytes: int) -> np.ndarray | ImageError:
@@ -106,8 +121,7 @@ def _decode(ws: Workspace, row: ImageRow, max_pixels: int, max_bytes: int) -> np
 
 def _crop_one(ws: Workspace, row: ImageRow, pixels: np.ndarray, index: int, det: Detection,
               opts: CropOptions) -> FaceRecord:
-    aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom,
-                         padding=opts.padding)  # type: ignore[arg-type]
+    aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding)
     rel = crop_relpath(row.sha256, index, opts.size, opts.image_format)
     media.atomic_write(ws.resolve(rel), media.encode(aligned.crop, opts.image_format, opts.jpeg_quality),
                        ws.tmp_dir)
@@ -129,9 +143,8 @@ class _Batch:
     found: dict[int, list[dict[str, object]]] = field(default_factory=dict)  # every detection, for the rules
 
 
-def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = False,
-             on_start: Callable[[int, str], None] | None = None,
-             on_progress: Callable[[int], None] | None = None) -> CropSummary:
+def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool = False,
+             progress: Progress = SILENT) -> CropSummary:
     """Detect, align and write crops for every image not cropped yet (all of them with ``redo``).
 
     Worker threads decode batch i+1 while MTCNN runs on batch i; then they align and write batch i's
@@ -143,8 +156,7 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = Fa
     detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
                                max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
     summary = CropSummary(device=str(detector.device))
-    if on_start:
-        on_start(len(rows), summary.device)
+    progress.start(f"crop ({summary.device})", len(rows), "img")
     chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         def decode(chunk: list[ImageRow]) -> _Batch:
@@ -154,30 +166,35 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, redo: bool = Fa
         for i in range(len(chunks)):
             batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else None
             assert batch is not None
-            pixels = [f.result() for f in batch.decoded]
-            good = [j for j, d in enumerate(pixels) if isinstance(d, np.ndarray)]
-            detections = detector.detect([pixels[j] for j in good])  # type: ignore[misc]
+            # (index in the batch, pixels) of the photos that decoded; the others are failures in _commit
+            good: list[tuple[int, np.ndarray]] = []
+            for j, future in enumerate(batch.decoded):
+                decoded = future.result()
+                if not isinstance(decoded, ImageError):
+                    good.append((j, decoded))
+            detections = detector.detect([px for _, px in good])
             missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
-                      and min(pixels[good[k]].shape[:2]) < RETRY_UP_TO]  # type: ignore[union-attr]
+                      and min(good[k][1].shape[:2]) < RETRY_UP_TO]
             for min_side, pad_share in RETRY_LOOKS:
                 if not missed:
                     break
-                looked = retry_tight(detector, [pixels[good[k]] for k in missed], min_side, pad_share)  # type: ignore[misc]
+                looked = retry_tight(detector, [good[k][1] for k in missed], min_side, pad_share)
                 for k, found in zip(missed, looked, strict=True):
                     detections[k] = found
                 missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
-            for j, found in zip(good, detections, strict=True):
+            for (j, px), found in zip(good, detections, strict=True):
                 batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
                                   for d in found]
                 chosen = choose_faces(found, opts.min_prob, opts.all_faces)
-                batch.jobs[j] = [pool.submit(_crop_one, ws, batch.rows[j], pixels[j], k, d, opts)  # type: ignore[arg-type]
+                batch.jobs[j] = [pool.submit(_crop_one, ws, batch.rows[j], px, k, d, opts)
                                  for k, d in enumerate(chosen)]
-            _commit(catalog, batch, summary, on_progress)
+            _commit(catalog, batch, summary)
+            progress.advance(len(batch.rows))
+    progress.finish()
     return summary
 
 
-def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary,
-            on_progress: Callable[[int], None] | None) -> None:
+def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary) -> None:
     """Wait for a batch's crop files, then record the whole batch in one transaction."""
     outcomes: list[list[FaceRecord] | ImageError] = []
     for j, row in enumerate(batch.rows):
@@ -194,7 +211,7 @@ def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary,
             summary.images += 1
             if isinstance(outcome, ImageError):
                 catalog.save_crop_result(row.id, "failed", [], error=str(outcome))
-                summary.failed.append((row.path, str(outcome)))
+                summary.failed.append(Failure(row.path, str(outcome)))
             elif outcome:
                 catalog.save_crop_result(row.id, "done", outcome, detections=batch.found.get(j))
                 summary.with_face += 1
@@ -202,5 +219,3 @@ def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary,
             else:
                 catalog.save_crop_result(row.id, "no_face", [], detections=batch.found.get(j))
                 summary.no_face += 1
-    if on_progress:
-        on_progress(len(batch.rows))

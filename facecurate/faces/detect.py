@@ -24,7 +24,7 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import bbreg, generateBoundingBox, rerec
 from torchvision.ops import batched_nms
 
-from facecurate.device import resolve_device
+from facecurate.device import DeviceChoice, resolve_device
 
 BUCKET = 64  # images whose scaled sides round up to the same multiple of BUCKET share a canvas
 
@@ -44,12 +44,16 @@ class BatchedDetector:
 
     def __init__(
         self,
-        device: str = "auto",
-        batch_size: int = 32,
-        max_side: int = 1024,
-        min_face_size: int = 20,
+        *,
+        device: DeviceChoice,
+        batch_size: int,
+        max_side: int,
+        min_face_size: int,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
     ) -> None:
+        """``device``, ``batch_size``, ``max_side`` and ``min_face_size`` are the crop settings of the same names
+        (``detect_max_side`` for ``max_side``), passed by the caller: their defaults live in the settings table.
+        ``thresholds`` are MTCNN's own per-network probabilities, not a setting."""
         if min(batch_size, max_side, min_face_size) < 1:
             raise ValueError("batch_size, max_side and min_face_size must be positive")
         self.device = resolve_device(device)
@@ -105,7 +109,7 @@ class BatchedDetector:
         for k, (small, _) in enumerate(batch):
             canvas[k, : small.shape[0], : small.shape[1]] = small
         boxes, points, inds = self._cascade(
-            torch.from_numpy(canvas).to(self.device), [small.shape[:2] for small, _ in batch]
+            torch.from_numpy(canvas).to(self.device), [(small.shape[0], small.shape[1]) for small, _ in batch]
         )
         out = []
         for k, (_, (sx, sy)) in enumerate(batch):
@@ -130,7 +134,8 @@ class BatchedDetector:
         integral[:, 1:, 1:].cumsum_(2)
         every, zero = torch.arange(batch, device=dev), torch.zeros_like(sizes[:, 0])
         # Stage 1: P-Net over each image's pyramid; NMS per scale and image, then per image.
-        boxes, inds = [], []
+        level_boxes: list[torch.Tensor] = []
+        level_inds: list[torch.Tensor] = []
         scale = 12.0 / self.min_face_size
         min_sides = [min(hw) * scale for hw in shapes]  # an image's pyramid ends when this drops below 12
         while max(min_sides) >= 12:
@@ -144,10 +149,10 @@ class BatchedDetector:
             valid = _within(out_h, level[:, 1] // 2 - 4, *prob.shape[2:])
             b, i = generateBoundingBox(reg, torch.where(valid, prob[:, 1], 0), scale, t1)
             keep = batched_nms(b[:, :4], b[:, 4], i, 0.5)
-            boxes.append(b[keep])
-            inds.append(i[keep])
+            level_boxes.append(b[keep])
+            level_inds.append(i[keep])
             scale, min_sides = scale * mt.factor, [m * mt.factor for m in min_sides]
-        boxes, inds = torch.cat(boxes), torch.cat(inds)
+        boxes, inds = torch.cat(level_boxes), torch.cat(level_inds)
         keep = batched_nms(_nonneg(boxes[:, :4]), boxes[:, 4], inds, 0.7)
         boxes, inds = boxes[keep], inds[keep]
         wh = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
@@ -168,9 +173,9 @@ class BatchedDetector:
             wh = boxes[:, 2:4] - boxes[:, 0:2] + 1
             points = pts.view(-1, 2, 5).transpose(1, 2) * wh[:, None] + boxes[:, None, 0:2] - 1
             boxes = bbreg(boxes, reg)
-        boxes, points, inds = boxes.double().cpu().numpy(), points.double().cpu().numpy(), inds.cpu().numpy()
-        keep = _min_nms(boxes, inds, 0.7)
-        return boxes[keep], points[keep], inds[keep]
+        found, marks, owner = boxes.double().cpu().numpy(), points.double().cpu().numpy(), inds.cpu().numpy()
+        keep = _min_nms(found, owner, 0.7)
+        return found[keep], marks[keep], owner[keep]
 
     def _pnet(self, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """P-Net on letterboxed levels, equal to P-Net on each image's level alone: conv1 outputs that
@@ -233,7 +238,7 @@ def _area_means(
 
 def _chunked(net: torch.nn.Module, crops: torch.Tensor, size: int = 4096) -> list[torch.Tensor]:
     """``net(crops)`` in slices, to bound activation memory when a batch yields many candidates."""
-    return [torch.cat(parts) for parts in zip(*(net(part) for part in crops.split(size)), strict=True)]
+    return [torch.cat(parts) for parts in zip(*(net(part) for part in torch.split(crops, size)), strict=True)]
 
 
 def _nonneg(boxes: torch.Tensor) -> torch.Tensor:
@@ -259,7 +264,8 @@ def _min_nms(boxes: np.ndarray, inds: np.ndarray, threshold: float) -> np.ndarra
 
 def _detection(box: np.ndarray, points: np.ndarray) -> Detection:
     points.setflags(write=False)
-    return Detection(box=tuple(float(v) for v in box[:4]), prob=float(box[4]), landmarks=points)
+    return Detection(box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])), prob=float(box[4]),
+                     landmarks=points)
 
 
 def _describe(img: object) -> str:

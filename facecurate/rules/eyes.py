@@ -39,15 +39,25 @@ def eye_aspect_ratio(points: np.ndarray, idx: tuple[int, ...]) -> float:
     return float((np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])) / (2.0 * width))
 
 
-def _warm_up_face() -> np.ndarray:
-    """A bundled public-domain portrait at mesh size: a real face, so every first-face log line is muted too."""
-    from pathlib import Path
+def _warm_up_face(side: int = MESH_SIDE) -> np.ndarray:
+    """A drawn face (skin oval, eyes, brows, nose, mouth) that FaceMesh meshes: its first meshed face logs more
+    set-up, which the muted warm-up then absorbs. Drawn rather than read from the demo photos, so the rules
+    depend on no bundled data."""
+    img = np.full((side, side, 3), (90, 110, 130), np.uint8)
+    c, s = side // 2, side / 256
 
-    path = Path(__file__).resolve().parents[1] / "demo_data" / "obama.jpg"
-    img = cv2.imread(str(path))
-    if img is None:  # a trimmed install without the demo photos: an empty frame still mutes the set-up
-        return np.zeros((MESH_SIDE, MESH_SIDE, 3), np.uint8)
-    return np.ascontiguousarray(cv2.resize(img, (MESH_SIDE, MESH_SIDE), interpolation=cv2.INTER_AREA)[:, :, ::-1])
+    def px(v: float) -> int:
+        return int(v * s)
+
+    cv2.ellipse(img, (c, c + px(5)), (px(70), px(92)), 0, 0, 360, (224, 172, 140), -1)
+    for dx in (-30, 30):
+        x = c + px(dx)
+        cv2.ellipse(img, (x, c - px(15)), (px(15), px(7)), 0, 0, 360, (250, 250, 250), -1)
+        cv2.circle(img, (x, c - px(15)), px(6), (60, 40, 30), -1)
+        cv2.ellipse(img, (x, c - px(32)), (px(18), px(5)), 0, 180, 360, (80, 50, 40), 3)
+    cv2.line(img, (c, c - px(10)), (c - px(6), c + px(22)), (180, 120, 100), 2)
+    cv2.ellipse(img, (c, c + px(45)), (px(25), px(9)), 0, 0, 180, (150, 60, 60), -1)
+    return cv2.GaussianBlur(img, (0, 0), 2 * s)
 
 
 @contextlib.contextmanager
@@ -123,18 +133,18 @@ def mesh_view(crop: np.ndarray, centre: float = MESH_CENTRE, side: int = MESH_SI
 
 def _polygon_mask(shape: tuple[int, int], pts: np.ndarray, grow: float = 1.0) -> np.ndarray:
     centre = pts.mean(axis=0)
-    poly = np.rint(centre + (pts - centre) * grow).astype(np.int32)
-    mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [poly], 1)
+    poly: np.ndarray = np.rint(centre + (pts - centre) * grow).astype(np.int32)
+    mask: np.ndarray = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [poly], (1,))
     return mask.astype(bool)
 
 
 def _cheek_mask(shape: tuple[int, int], points: np.ndarray, iod: float) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
+    mask: np.ndarray = np.zeros(shape, np.uint8)
     r = max(2, int(iod * 0.12))
     for i in RIGHT_CHEEK + LEFT_CHEEK:
         x, y = np.rint(points[i]).astype(int)
-        cv2.circle(mask, (int(x), int(y)), r, 1, -1)
+        cv2.circle(mask, (int(x), int(y)), r, (1,), -1)
     return mask.astype(bool)
 
 
@@ -144,7 +154,8 @@ _CASCADE: cv2.CascadeClassifier | None = None
 def _eye_cascade() -> cv2.CascadeClassifier:
     global _CASCADE
     if _CASCADE is None:
-        _CASCADE = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")
+        # cv2.data exists at run time (the wheel's bundled cascades); opencv's stubs leave the submodule out
+        _CASCADE = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")  # type: ignore[attr-defined]
     return _CASCADE
 
 

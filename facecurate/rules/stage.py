@@ -1,19 +1,23 @@
-"""The ``filter`` stage: compute missing measures, apply thresholds, store scores, reasons and status."""
+"""The ``filter`` stage: compute missing measures, apply the thresholds, store scores and reasons.
+
+Filter writes only its own facts (measures, reasons, ``filtered_at``); whether a face is kept, rejected or a
+duplicate in force is derived from every stage's facts by :mod:`facecurate.catalog.state`.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from facecurate import media
-from facecurate.catalog import Catalog, utc_now
+from facecurate.catalog import Catalog
+from facecurate.catalog.faces import FaceToFilter, FilterResult
 from facecurate.errors import ConfigError, ImageError
+from facecurate.events import SILENT, Failure, Progress
 from facecurate.rules.eyes import FaceMesh
 from facecurate.rules.measure import (
     FAMILY_KEYS,
@@ -23,7 +27,7 @@ from facecurate.rules.measure import (
     geometry_measures,
     pixel_measures,
 )
-from facecurate.rules.registry import RULES, Rule, decide, select
+from facecurate.rules.registry import RULES, Direction, Reason, Rule, decide, select
 from facecurate.workspace import Workspace
 
 BATCH = 64
@@ -31,12 +35,27 @@ BATCH = 64
 
 @dataclass
 class FilterSummary:
+    """What the rules decided this run: every face is decided again, only faces lacking a measure are measured."""
+
     faces: int = 0
     measured: int = 0
-    kept: int = 0
-    rejected: int = 0
-    by_reason: Counter[str] = field(default_factory=Counter)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    passed: int = 0                  # no rule fired
+    rejected: int = 0                # at least one rule fired
+    by_reason: Counter[Reason] = field(default_factory=Counter)
+    failed: list[Failure] = field(default_factory=list)   # crops that could not be read (not measured)
+
+
+@dataclass(frozen=True)
+class RuleExplained:
+    """One rule's view of one face, for ``filter --explain``."""
+
+    rule: Reason
+    measure: str
+    value: float | None
+    threshold: float
+    fires_when: Direction
+    fired: bool
+    doc: str
 
 
 def thresholds(ws: Workspace) -> dict[str, float]:
@@ -58,64 +77,58 @@ def _clean(value: float | None) -> float | None:
     return round(float(value), 5)
 
 
-def run_filter(ws: Workspace, catalog: Catalog, rules: str | None = None, redo: bool = False,
-               on_start: Callable[[int], None] | None = None,
-               on_progress: Callable[[int], None] | None = None) -> FilterSummary:
+def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, redo: bool = False,
+               progress: Progress = SILENT) -> FilterSummary:
     """Measure what ``rules`` need (default: the enabled rules) where it is missing (everything with ``redo``),
     then decide every face with all enabled rules and the current thresholds."""
     chosen = enabled_rules(ws, rules)
-    deciding = [r for r in RULES if r in enabled_rules(ws, None) or r in chosen]
+    enabled = enabled_rules(ws, None)
+    deciding = [r for r in RULES if r in enabled or r in chosen]
     limits = thresholds(ws)
-    min_prob = float(ws.config().get("crop", "min_prob"))
+    cfg = ws.config()
+    min_prob = float(cfg.get("crop", "min_prob"))
+    max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
     families = {r.family for r in chosen} - {"image"}
     needed_keys = {fam: FAMILY_KEYS[fam] for fam in families}
-    rows = catalog.conn.execute(
-        "SELECT f.id, f.status, f.scores, f.bbox, f.landmarks, f.quad, f.oob_fraction, f.above_fraction, "
-        "f.side_fraction, f.crop_size, f.crop_path, i.width, i.height, i.path, i.detections "
-        "FROM faces f JOIN images i ON i.id = f.image_id ORDER BY f.id").fetchall()
-    summary = FilterSummary(faces=len(rows))
-    if on_start:
-        on_start(len(rows))
+    faces = catalog.faces_to_filter()
+    summary = FilterSummary(faces=len(faces))
+    progress.start("filter", len(faces), "faces")
     mesh: FaceMesh | None = None
-    cfg = ws.config()
-    max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
 
-    def todo(row) -> set[str]:
-        scores = json.loads(row["scores"])
-        return {fam for fam, keys in needed_keys.items() if redo or any(k not in scores for k in keys)}
+    def todo(face: FaceToFilter) -> set[str]:
+        return {fam for fam, keys in needed_keys.items() if redo or any(k not in face.scores for k in keys)}
 
-    def load(row) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    def load(face: FaceToFilter) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
         """Decode the crop (and the photo when the face is small) in a worker thread."""
-        fams = todo(row)
+        fams = todo(face)
         if not fams & {"pixels", "eyes"}:
             return None, None, None
         try:
-            crop = media.load_rgb(ws.resolve(row["crop_path"]), max_pixels, max_bytes).pixels
+            crop = media.load_rgb(ws.resolve(face.crop_path), max_pixels, max_bytes).pixels
             photo = None
-            bbox = json.loads(row["bbox"])
-            share = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / max(row["width"] * row["height"], 1)
+            bbox = face.bbox
+            share = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / max(face.photo_width * face.photo_height, 1)
             if "pixels" in fams and share < FRAME_CHECK_BELOW:
-                photo = media.load_rgb(ws.resolve(row["path"]), max_pixels, max_bytes).pixels
+                photo = media.load_rgb(ws.resolve(face.photo_path), max_pixels, max_bytes).pixels
             return crop, photo, None
         except ImageError as exc:
             return None, None, str(exc)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(rows), BATCH):
-            batch = rows[start:start + BATCH]
+        for start in range(0, len(faces), BATCH):
+            batch = faces[start:start + BATCH]
             loaded = list(pool.map(load, batch))
-            updates = []
-            for row, (crop, photo, error) in zip(batch, loaded, strict=True):
-                scores: dict[str, float | None] = json.loads(row["scores"])
-                fams = todo(row)
-                facts = FaceFacts(np.array(json.loads(row["landmarks"])), np.array(json.loads(row["quad"])),
-                                  json.loads(row["bbox"]), row["oob_fraction"], row["above_fraction"],
-                                  row["side_fraction"], row["crop_size"], row["width"], row["height"],
-                                  json.loads(row["detections"]), min_prob)
+            results = []
+            for face, (crop, photo, error) in zip(batch, loaded, strict=True):
+                scores = dict(face.scores)
+                fams = todo(face)
+                facts = FaceFacts(np.array(face.landmarks), np.array(face.quad), face.bbox, face.oob_fraction,
+                                  face.above_fraction, face.side_fraction, face.crop_size, face.photo_width,
+                                  face.photo_height, face.detections, min_prob)
                 if "geometry" in fams:
                     scores.update(geometry_measures(facts))
                 if error is not None:
-                    summary.failed.append((row["crop_path"], error))
+                    summary.failed.append(Failure(face.crop_path, error))
                 elif crop is not None:
                     if "pixels" in fams:
                         scores.update(pixel_measures(facts, crop, photo))
@@ -126,31 +139,28 @@ def run_filter(ws: Workspace, catalog: Catalog, rules: str | None = None, redo: 
                     summary.measured += 1
                 scores = {k: _clean(v) for k, v in scores.items()}
                 reasons = decide(scores, limits, deciding)
-                status = row["status"] if row["status"] == "duplicate" else ("reject" if reasons else "keep")
                 summary.by_reason.update(reasons)
-                if status == "reject" or (status == "duplicate" and reasons):
+                if reasons:
                     summary.rejected += 1
                 else:
-                    summary.kept += 1
-                updates.append((json.dumps(scores), json.dumps(reasons), status, utc_now(), row["id"]))
+                    summary.passed += 1
+                results.append(FilterResult(face.id, scores, reasons))
             with catalog.transaction():
-                catalog.conn.executemany("UPDATE faces SET scores=?, reasons=?, status=?, filtered_at=? WHERE id=?",
-                                         updates)
-            if on_progress:
-                on_progress(len(batch))
+                catalog.save_filter_results(results)
+            progress.advance(len(batch))
+    progress.finish()
     return summary
 
 
-def explain(ws: Workspace, catalog: Catalog, sample_id: str) -> list[dict[str, object]]:
+def explain(ws: Workspace, catalog: Catalog, sample_id: str) -> list[RuleExplained]:
     """Every rule's measure beside its threshold for one face (sample_id as in the manifest)."""
     sha, _, index = sample_id.partition("_")
-    row = catalog.conn.execute(
-        "SELECT f.scores, f.reasons FROM faces f JOIN images i ON i.id = f.image_id "
-        "WHERE i.sha256 LIKE ? AND f.face_index = ?", (sha + "%", int(index or 0))).fetchone()
-    if row is None:
+    face = catalog.face_by_sample(sha, int(index or 0)) if sha and (index or "0").isdigit() else None
+    if face is None:
         raise ConfigError(f"No face {sample_id!r} in this workspace: use a sample_id from the manifest "
                           f"(`facecurate export`), e.g. 0930e3aa8cae5920_0.")
-    scores, reasons = json.loads(row["scores"]), set(json.loads(row["reasons"]))
+    reasons = set(face.reasons)
     limits = thresholds(ws)
-    return [{"rule": r.name, "measure": r.measure, "value": scores.get(r.measure), "threshold": limits[r.name],
-             "fires_when": r.direction, "fired": r.name in reasons, "doc": r.doc} for r in RULES if r.family != "image"]
+    return [RuleExplained(rule=r.name, measure=r.measure, value=face.scores.get(r.measure), threshold=limits[r.name],
+                          fires_when=r.direction, fired=r.name in reasons, doc=r.doc)
+            for r in RULES if r.family != "image"]

@@ -2,40 +2,42 @@
 
 It runs the real stages (import, crop, filter) in a workspace of its own, then compares each photo's
 reasons with its folder. Thresholds that would reach a target precision are found by sweeping each rule's
-stored measure, so the suggestion is exactly what editing facecurate.toml would give.
+stored measure, so the suggestion is exactly what editing facecurate.toml would give. An orchestrator (it
+runs stages one after another), so it lives beside the pipeline, not in the rules package.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from facecurate.catalog import Catalog
+from facecurate.catalog import Catalog, FaceRow
 from facecurate.errors import FacecurateError
+from facecurate.events import SILENT, Progress
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
-from facecurate.rules.registry import BY_NAME, RULES, Rule
+from facecurate.rules.registry import RULES, Reason, Rule
 from facecurate.rules.stage import run_filter, thresholds
 from facecurate.workspace import Workspace, init_workspace
 
 KEEP = "keep"
-EYE_RULES = ("closed_eyes", "wink", "occluded_eyes")
+EYE_RULES: tuple[Reason, ...] = ("closed_eyes", "wink", "occluded_eyes")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
     label: str                     # the folder: a reason name or keep
-    reasons: list[str]             # what facecurate decided (no_face when no face was found)
+    reasons: list[str]             # what facecurate decided (no_face when no face was found, crop_failed)
     scores: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
 class RuleReport:
-    rule: str
+    rule: Reason
     support: int
     fired: int
     true_positives: int
@@ -86,9 +88,27 @@ def suggest_threshold(rule: Rule, samples: list[Sample], limits: dict[str, float
     return best
 
 
-def evaluate_dir(root: Path, workspace: Path | None = None, device: str = "auto", target_precision: float = 0.95,
-                 crop_size: int = 256, on_stage: Callable[[str], None] | None = None) -> dict:
-    """Run import → crop → filter over DIR's labelled folders and measure every rule against the labels."""
+@dataclass(frozen=True)
+class Evaluation:
+    """Every rule against the folders' labels; ``as_dict()`` is the ``evaluate --json`` shape."""
+
+    photos: int
+    labels: dict[str, int]
+    target_precision: float
+    rules: list[RuleReport]
+    keep_rejected: float | None                 # share of keep/ photos any rule rejected
+    keep_rejected_by_eye_rules: float | None
+    workspace: str                              # where the evaluation ran (kept for a look at the crops)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def evaluate_dir(root: Path, workspace: Path | None = None, *, device: str | None = None,
+                 target_precision: float = 0.95, crop_size: int = 256, progress: Progress = SILENT) -> Evaluation:
+    """Run import → crop → filter over DIR's labelled folders and measure every rule against the labels.
+
+    ``device`` None: the evaluation workspace's crop.device setting."""
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     valid = {r.name for r in RULES} | {KEEP}
     unknown = [p.name for p in folders if p.name not in valid]
@@ -97,35 +117,35 @@ def evaluate_dir(root: Path, workspace: Path | None = None, device: str = "auto"
                               f"({', '.join(sorted(valid))}); found {', '.join(unknown) or 'none'}.")
     ws_root = workspace or Path(tempfile.mkdtemp(prefix="facecurate-eval-"))
     ws: Workspace = init_workspace(ws_root)
+    crop_options = CropOptions.from_config(ws, device=device, size=crop_size)  # checks --device before any work
     with Catalog.open(ws.catalog_path) as catalog:
         for folder in folders:
-            if on_stage:
-                on_stage(f"import {folder.name}")
-            import_paths(ws, catalog, [folder], label=folder.name)
-        if on_stage:
-            on_stage("crop")
-        run_crop(ws, catalog, CropOptions.from_config(ws, device=device, size=crop_size))
-        if on_stage:
-            on_stage("filter")
-        run_filter(ws, catalog)
+            progress.note(f"import {folder.name}")
+            import_paths(ws, catalog, [folder], label=folder.name, progress=progress)
+        run_crop(ws, catalog, crop_options, progress=progress)
+        run_filter(ws, catalog, progress=progress)
         samples = _samples(catalog)
-    return report(samples, thresholds(ws), target_precision) | {"workspace": str(ws.root)}
+    return report(samples, thresholds(ws), target_precision, str(ws.root))
 
 
 def _samples(catalog: Catalog) -> list[Sample]:
-    """One sample per imported photo: its largest face's reasons, or no_face."""
+    """One sample per imported photo: its largest face's reasons (crop stores faces largest first), or
+    no_face / crop_failed."""
+    first_face: dict[int, FaceRow] = {}
+    for row in catalog.faces():  # by photo, then face index: the first one seen is the largest
+        first_face.setdefault(row.image_id, row)
     out = []
-    for img in catalog.conn.execute("SELECT id, label, crop_state FROM images ORDER BY id"):
-        face = catalog.conn.execute("SELECT reasons, scores FROM faces WHERE image_id=? ORDER BY face_index LIMIT 1",
-                                    (img["id"],)).fetchone()
+    for img in catalog.images():
+        face = first_face.get(img.id)
+        label = img.label or ""
         if face is None:
-            out.append(Sample(img["label"], ["no_face"] if img["crop_state"] == "no_face" else ["crop_failed"]))
+            out.append(Sample(label, ["no_face"] if img.crop_state == "no_face" else ["crop_failed"]))
         else:
-            out.append(Sample(img["label"], json.loads(face["reasons"]), json.loads(face["scores"])))
+            out.append(Sample(label, list(face.reasons), dict(face.scores)))
     return out
 
 
-def report(samples: list[Sample], limits: dict[str, float], target: float) -> dict:
+def report(samples: list[Sample], limits: dict[str, float], target: float, workspace: str) -> Evaluation:
     labels = Counter(s.label for s in samples)
     rules = []
     for rule in RULES:
@@ -140,12 +160,13 @@ def report(samples: list[Sample], limits: dict[str, float], target: float) -> di
         f1 = (2 * precision * recall / (precision + recall)) if precision and recall else None
         entry = RuleReport(rule.name, support, fired, tp, precision, recall, f1, dict(fired_by),
                            limits.get(rule.name, rule.default))
-        suggestion = suggest_threshold(rule, samples, limits, target) if rule.name in BY_NAME else None
+        suggestion = suggest_threshold(rule, samples, limits, target)
         if suggestion:
             entry.suggested_threshold, entry.suggested_precision, entry.suggested_recall = suggestion
         rules.append(entry)
     keep = [s for s in samples if s.label == KEEP]
-    return {"photos": len(samples), "labels": dict(labels), "target_precision": target,
-            "rules": [vars(r) for r in rules],
-            "keep_rejected": _ratio(sum(bool(s.reasons) for s in keep), len(keep)),
-            "keep_rejected_by_eye_rules": _ratio(sum(any(r in s.reasons for r in EYE_RULES) for s in keep), len(keep))}
+    return Evaluation(
+        photos=len(samples), labels=dict(labels), target_precision=target, rules=rules,
+        keep_rejected=_ratio(sum(bool(s.reasons) for s in keep), len(keep)),
+        keep_rejected_by_eye_rules=_ratio(sum(any(r in s.reasons for r in EYE_RULES) for s in keep), len(keep)),
+        workspace=workspace)
