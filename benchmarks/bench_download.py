@@ -115,9 +115,11 @@ def run_facecurate(base: str, n: int, threads: int, work: Path) -> dict[str, Any
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"facecurate crawl failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    (report,) = json.loads(proc.stdout)
-    return {"tool": "facecurate crawl", "seconds": seconds, "stored": report["new"] + report["duplicate"],
-            "failed": report["failed"]}
+    with Catalog.open(ws.catalog_path) as catalog:  # the figures from the catalog, whatever --json prints
+        (run,) = catalog.latest_runs().values()
+        counts = catalog.run_counts(run.id)
+    return {"tool": "facecurate crawl", "seconds": seconds, "stored": counts.new + counts.duplicate,
+            "failed": counts.failed}
 
 
 def run_img2dataset(exe: str, base: str, n: int, threads: int, work: Path) -> dict[str, Any] | None:

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from facecurate.catalog import Catalog
 from facecurate.cli import app
-from facecurate.crawl.queries import add_terms, list_status, mirror_path, parse_terms, remove_terms
-from facecurate.errors import FacecurateError
+from facecurate.crawl.queries import add_terms, check_terms, list_status, mirror_path, parse_terms, remove_terms
+from facecurate.errors import ConfigError, FacecurateError
 from facecurate.workspace import Workspace
 
 runner = CliRunner()
@@ -41,15 +41,55 @@ def test_hand_edits_to_the_mirror_are_picked_up(ws: Workspace, catalog: Catalog)
     add_terms(ws, catalog, "makeup", ["a", "b", "c"])
     path = mirror_path(ws, "makeup")
     path.write_text(path.read_text(encoding="utf-8").replace("b\n", "") + "d\n# a comment\n\n", encoding="utf-8")
+    edited = path.read_bytes()
     statuses = list_status(ws, catalog).queries
     assert [s.term for s in statuses] == ["a", "c", "d"]
     assert _mirror_terms(ws, "makeup") == ["a", "c", "d"]
+    # listing is a read: the file keeps the person's text and the catalog still tracks a, b, c ...
+    assert path.read_bytes() == edited
+    assert [q.term for q in catalog.tracked_queries("makeup")] == ["a", "b", "c"]
+    # ... until the next command that writes applies the edits
+    add_terms(ws, catalog, "makeup", ["e"])
+    assert [q.term for q in catalog.tracked_queries("makeup")] == ["a", "c", "d", "e"]
+    assert path.read_text(encoding="utf-8").count("# a comment") == 0
+    assert [s.term for s in list_status(ws, catalog).queries] == ["a", "c", "d", "e"]
 
 
 def test_a_new_keyword_file_in_queries_becomes_a_label(ws: Workspace, catalog: Catalog):
     (ws.queries_dir / "nomakeup.txt").write_text("# my list\nno makeup face\nbare skin\n", encoding="utf-8")
     statuses = list_status(ws, catalog).queries
     assert {(s.label, s.term) for s in statuses} == {("nomakeup", "no makeup face"), ("nomakeup", "bare skin")}
+    assert all(s.added_at is None and s.pending for s in statuses)  # shown, not tracked yet
+    assert catalog.tracked_queries() == [] and catalog.query_labels() == []
+    add_terms(ws, catalog, "other", ["x"])  # any writing command tracks them
+    assert {q.term for q in catalog.tracked_queries("nomakeup")} == {"no makeup face", "bare skin"}
+
+
+def test_a_removed_term_written_back_by_hand_is_listed_with_its_history(ws: Workspace, catalog: Catalog):
+    add_terms(ws, catalog, "m", ["a", "b", "c"])
+    (b,) = [q for q in catalog.tracked_queries("m") if q.term == "b"]
+    with catalog.transaction():
+        catalog.finish_run(catalog.start_run(b.id, "bing", 10).id, "done")
+    remove_terms(ws, catalog, "m", ["b"])
+    path = mirror_path(ws, "m")
+    path.write_text(path.read_text(encoding="utf-8") + "b\nz\n", encoding="utf-8")
+    preview = [(s.term, s.added_at, s.pending) for s in list_status(ws, catalog, "m").queries]
+    assert preview == [("a", catalog.tracked_queries("m")[0].added_at, True), ("b", b.added_at, False),
+                       ("c", catalog.tracked_queries("m")[1].added_at, True), ("z", None, True)]
+    add_terms(ws, catalog, "m", [])
+    applied = [(s.term, s.added_at, s.pending) for s in list_status(ws, catalog, "m").queries]
+    assert [t for t, _, _ in applied] == ["a", "b", "c", "z"] and applied[:3] == preview[:3]
+
+
+def test_check_terms_accepts_tracked_and_hand_added_terms_only(ws: Workspace, catalog: Catalog):
+    add_terms(ws, catalog, "m", ["a", "b"])
+    path = mirror_path(ws, "m")
+    path.write_text(path.read_text(encoding="utf-8").replace("b\n", "") + "c\n", encoding="utf-8")
+    edited = path.read_bytes()
+    assert check_terms(ws, catalog, ["  a ", "c", "a"]) == ["a", "c"]
+    with pytest.raises(ConfigError, match="'b'"):
+        check_terms(ws, catalog, ["b"])  # deleted from the file: the crawl will drop it
+    assert path.read_bytes() == edited and [q.term for q in catalog.tracked_queries("m")] == ["a", "b"]
 
 
 def test_remove_keeps_history_and_can_come_back(ws: Workspace, catalog: Catalog):

@@ -3,7 +3,7 @@
 Workers (threads over the pooled sessions of :class:`~facecurate.crawl.http.Http`) fetch, decode and may
 pre-write the content-addressed file (``prewrite``: temp name, fsync, rename, so the fsyncs run in parallel
 instead of queueing behind one thread); they never touch the catalog. The crawl stage records results from
-one thread, in batches, through :func:`facecurate.ingest.store` — the same path ``import`` uses, which finds
+one thread, in batches, through :func:`facecurate.storage.store` — the same path ``import`` uses, which finds
 the file already in place — so a kill -9 loses at most the batch in flight and never leaves a half file.
 """
 
