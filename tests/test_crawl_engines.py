@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from facecurate.catalog import Catalog
 from facecurate.cli import app
 from facecurate.crawl import run_crawl
-from facecurate.crawl.queries import add_terms, list_status
+from facecurate.crawl.queries import add_terms, list_queries
 from facecurate.events import Silent
 from facecurate.workspace import Workspace
 from tests.fakeweb import BLOCKED_TERM, CHANGED_TERM, STUCK_TERM, FakeEngines, ImageHost, items_for, write_config
@@ -87,7 +87,7 @@ def test_block_and_changed_pages_are_reported_not_done(engine: str, ws: Workspac
         assert saved.is_file() and saved.is_relative_to(ws.root)
         assert str(saved) in str(r.stopped) and r.stopped.url in str(r.stopped)
     assert reports["few faces"].state == "done"  # one blocked query does not stop the others
-    statuses = list_status(ws, catalog, engines=[engine]).queries
+    statuses = list_queries(ws, catalog, engines=[engine]).queries
     state = {s.term: s.pairs[0].state for s in statuses}
     assert state == {BLOCKED_TERM: "blocked", CHANGED_TERM: "blocked", "few faces": "used"}
 
@@ -166,7 +166,7 @@ def test_an_interrupted_query_stays_pending_and_resumes_where_it_stopped(ws: Wor
 
     with pytest.raises(KeyboardInterrupt):
         run_crawl(ws, catalog, ["bing"], limit=100, progress=InterruptAt40())
-    (status,) = list_status(ws, catalog, engines=["bing"]).queries
+    (status,) = list_queries(ws, catalog, engines=["bing"]).queries
     assert status.pending and status.pairs[0].state == "running"
     before = {r[0] for r in catalog.conn.execute("SELECT location FROM sources")}
     assert 0 < len(before) < 100
@@ -178,7 +178,7 @@ def test_an_interrupted_query_stays_pending_and_resumes_where_it_stopped(ws: Wor
     for url in before:  # what was stored before the interruption is not fetched again
         assert host.server.hits(url.removeprefix(host.server.base)) == 1, url
     assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 100
-    (status,) = list_status(ws, catalog, engines=["bing"]).queries
+    (status,) = list_queries(ws, catalog, engines=["bing"]).queries
     assert not status.pending
 
 

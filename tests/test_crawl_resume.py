@@ -14,7 +14,7 @@ from PIL import Image
 from facecurate import media
 from facecurate.catalog import Catalog
 from facecurate.crawl import run_crawl
-from facecurate.crawl.queries import add_terms, list_status
+from facecurate.crawl.queries import add_terms, list_queries
 from facecurate.workspace import Workspace
 from tests.fakeweb import FakeEngines, ImageHost, items_for, write_config
 
@@ -45,7 +45,7 @@ def test_kill_minus_9_mid_crawl_then_rerun(ws: Workspace, catalog: Catalog):
             for row in catalog.conn.execute("SELECT path FROM images"):  # what is recorded is whole
                 with Image.open(ws.resolve(row[0])) as im:
                     im.load()
-            (status,) = list_status(ws, catalog, engines=["bing"]).queries
+            (status,) = list_queries(ws, catalog, engines=["bing"]).queries
             assert status.pending  # killed: still pending, resumable
 
             (report,) = run_crawl(ws, catalog, ["bing"], limit=N).searches
@@ -62,5 +62,5 @@ def test_kill_minus_9_mid_crawl_then_rerun(ws: Workspace, catalog: Catalog):
     assert on_disk == {r["path"] for r in images}  # no orphan, no missing file
     for r in images:
         assert media.sha256_bytes(ws.resolve(r["path"]).read_bytes()) == r["sha256"]
-    (status,) = list_status(ws, catalog, engines=["bing"]).queries
+    (status,) = list_queries(ws, catalog, engines=["bing"]).queries
     assert not status.pending

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from facecurate.catalog import Catalog
 from facecurate.cli import app
-from facecurate.crawl.queries import add_terms, check_terms, list_status, mirror_path, parse_terms, remove_terms
+from facecurate.crawl.queries import add_terms, check_terms, list_queries, mirror_path, parse_terms, remove_terms
 from facecurate.errors import ConfigError, FacecurateError
 from facecurate.workspace import Workspace
 
@@ -42,7 +42,7 @@ def test_hand_edits_to_the_mirror_are_picked_up(ws: Workspace, catalog: Catalog)
     path = mirror_path(ws, "makeup")
     path.write_text(path.read_text(encoding="utf-8").replace("b\n", "") + "d\n# a comment\n\n", encoding="utf-8")
     edited = path.read_bytes()
-    statuses = list_status(ws, catalog).queries
+    statuses = list_queries(ws, catalog).queries
     assert [s.term for s in statuses] == ["a", "c", "d"]
     assert _mirror_terms(ws, "makeup") == ["a", "c", "d"]
     # listing is a read: the file keeps the person's text and the catalog still tracks a, b, c ...
@@ -52,12 +52,12 @@ def test_hand_edits_to_the_mirror_are_picked_up(ws: Workspace, catalog: Catalog)
     add_terms(ws, catalog, "makeup", ["e"])
     assert [q.term for q in catalog.tracked_queries("makeup")] == ["a", "c", "d", "e"]
     assert path.read_text(encoding="utf-8").count("# a comment") == 0
-    assert [s.term for s in list_status(ws, catalog).queries] == ["a", "c", "d", "e"]
+    assert [s.term for s in list_queries(ws, catalog).queries] == ["a", "c", "d", "e"]
 
 
 def test_a_new_keyword_file_in_queries_becomes_a_label(ws: Workspace, catalog: Catalog):
     (ws.queries_dir / "nomakeup.txt").write_text("# my list\nno makeup face\nbare skin\n", encoding="utf-8")
-    statuses = list_status(ws, catalog).queries
+    statuses = list_queries(ws, catalog).queries
     assert {(s.label, s.term) for s in statuses} == {("nomakeup", "no makeup face"), ("nomakeup", "bare skin")}
     assert all(s.added_at is None and s.pending for s in statuses)  # shown, not tracked yet
     assert catalog.tracked_queries() == [] and catalog.query_labels() == []
@@ -73,11 +73,11 @@ def test_a_removed_term_written_back_by_hand_is_listed_with_its_history(ws: Work
     remove_terms(ws, catalog, "m", ["b"])
     path = mirror_path(ws, "m")
     path.write_text(path.read_text(encoding="utf-8") + "b\nz\n", encoding="utf-8")
-    preview = [(s.term, s.added_at, s.pending) for s in list_status(ws, catalog, "m").queries]
+    preview = [(s.term, s.added_at, s.pending) for s in list_queries(ws, catalog, "m").queries]
     assert preview == [("a", catalog.tracked_queries("m")[0].added_at, True), ("b", b.added_at, False),
                        ("c", catalog.tracked_queries("m")[1].added_at, True), ("z", None, True)]
     add_terms(ws, catalog, "m", [])
-    applied = [(s.term, s.added_at, s.pending) for s in list_status(ws, catalog, "m").queries]
+    applied = [(s.term, s.added_at, s.pending) for s in list_queries(ws, catalog, "m").queries]
     assert [t for t, _, _ in applied] == ["a", "b", "c", "z"] and applied[:3] == preview[:3]
 
 
@@ -107,14 +107,14 @@ def test_pending_until_a_run_finishes_per_engine(ws: Workspace, catalog: Catalog
     (q,) = catalog.tracked_queries("m")
     with catalog.transaction():
         run = catalog.start_run(q.id, "bing", 10)
-    listing = list_status(ws, catalog)
+    listing = list_queries(ws, catalog)
     engines, (status,) = listing.engines, listing.queries
     assert engines == ["bing", "wikimedia"]
     assert [p.state for p in status.pairs] == ["running", "pending"]
     with catalog.transaction():
         catalog.finish_run(run.id, "done")
         catalog.finish_run(catalog.start_run(q.id, "wikimedia", 10).id, "done")
-    (status,) = list_status(ws, catalog).queries
+    (status,) = list_queries(ws, catalog).queries
     assert [p.state for p in status.pairs] == ["used", "used"] and not status.pending
     assert status.pairs[0].date and status.pairs[0].counts.found == 0
     with catalog.transaction():

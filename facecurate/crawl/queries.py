@@ -246,7 +246,7 @@ class QueryListing:
         return sum(q.pending for q in self.queries)
 
 
-def list_status(ws: Workspace, catalog: Catalog, label: str | None = None,
+def list_queries(ws: Workspace, catalog: Catalog, label: str | None = None,
                 engines: list[str] | None = None) -> QueryListing:
     """Every tracked term with the state of each engine: configured engines plus any that ran.
 
