@@ -27,7 +27,7 @@ from facecurate.crawl.urls import is_fetchable, normalise
 from facecurate.errors import FacecurateError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.storage import put_raw, store
-from facecurate.workspace import Workspace, options_from
+from facecurate.workspace import Workspace
 
 COMMIT_EVERY = 32          # downloads per transaction: a kill loses at most this many fetches
 COMMIT_SECONDS = 1.0       # …or this much time, so slow hosts do not hold finished work in memory
@@ -123,7 +123,7 @@ def make_engine(ws: Workspace, name: str, http: Http) -> Engine:
     ctx = EngineContext(http=http, base_url=str(cfg.engine(name)["base_url"]),
                         search_user_agent=str(cfg.get("crawl", "search_user_agent")),
                         identifiable_user_agent=http.settings.user_agent,
-                        browser=options_from(BrowserSettings, cfg, "crawl"))
+                        browser=BrowserSettings.from_config(ws))
     return ENGINES[name](ctx)
 
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from facecurate.crawl.http import Fetched, Http, browser_headers
 from facecurate.errors import FacecurateError
+from facecurate.workspace import Workspace, options_from
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class BrowserSettings:
     chromedriver: str
     browser_timeout: float
     scroll_wait: float
+
+    @classmethod
+    def from_config(cls, ws: Workspace) -> BrowserSettings:
+        return options_from(cls, ws.config(), "crawl")
 
 
 @dataclass
