@@ -1,0 +1,214 @@
+"""The Python API: every command of the CLI as a method, for notebooks and scripts.
+
+::
+
+    import facecurate
+
+    with facecurate.init("faces") as project:          # or facecurate.open("faces")
+        project.add_queries("makeup", ["red lipstick portrait", "smoky eye makeup"])
+        summary = project.run(engines=["bing"], limit=200, progress=True)
+        print(summary.total.kept, "faces kept")
+        frame = project.manifest_frame()               # pandas, one row per face / photo / failed source
+
+Each method returns the summary record the matching command prints (and prints as ``--json``): the CLI is a
+thin layer over this class. Settings come from the workspace's ``facecurate.toml``; keyword arguments override
+them for one call, as command-line options do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from facecurate import media
+from facecurate.catalog import Catalog, StatusReport
+from facecurate.events import SILENT, Progress
+from facecurate.workspace import Workspace, find_workspace, init_workspace
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+    from facecurate.crawl import CrawlSummary, QueryListing
+    from facecurate.dedup import DedupSummary
+    from facecurate.export import ExportSummary
+    from facecurate.faces.crop import CropSummary
+    from facecurate.ingest import ImportSummary
+    from facecurate.pipeline import RunSummary
+    from facecurate.rules.stage import FilterSummary
+
+
+def open(path: str | Path | None = None) -> Project:
+    """Open an existing workspace (None: $FACECURATE_WORKSPACE, else the current folder or a parent)."""
+    return Project(find_workspace(Path(path) if path is not None else None))
+
+
+def init(path: str | Path) -> Project:
+    """Create a workspace (or complete one; an existing facecurate.toml is kept) and open it."""
+    return Project(init_workspace(Path(path)))
+
+
+@contextmanager
+def _progress(progress: Progress | bool) -> Iterator[Progress]:
+    """``True``: terminal bars for the length of one call; a sink: itself; nothing: silence."""
+    if progress is True:
+        from facecurate.output import Bars  # only a caller that asks for bars pays for Rich
+
+        with Bars() as bars:
+            yield bars
+    else:
+        yield progress or SILENT
+
+
+class Project:
+    """A facecurate workspace opened from Python: its settings, its catalog and every stage.
+
+    Use it as a context manager (or call :meth:`close`): it holds the catalog connection. ``progress`` on the
+    long methods takes a :class:`facecurate.events.Progress` sink, ``True`` for terminal bars, or nothing."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        workspace.tmp_dir.mkdir(exist_ok=True)
+        media.remove_stale_parts(workspace.tmp_dir)
+        self.catalog = Catalog.open(workspace.catalog_path)
+
+    @property
+    def root(self) -> Path:
+        return self.workspace.root
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"facecurate.Project({str(self.root)!r})"
+
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """Every setting in force: the defaults overlaid with facecurate.toml."""
+        return self.workspace.config().as_dict()
+
+    # -- queries ------------------------------------------------------------------------------------------
+
+    def add_queries(self, label: str, terms: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Track search terms under a label (mirrored in queries/<label>.txt); returns (added, already tracked)."""
+        from facecurate.crawl.queries import add_terms
+
+        return add_terms(self.workspace, self.catalog, label, list(terms))
+
+    def remove_queries(self, label: str, terms: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Stop tracking terms (what they crawled stays); returns (removed, not tracked)."""
+        from facecurate.crawl.queries import remove_terms
+
+        return remove_terms(self.workspace, self.catalog, label, list(terms))
+
+    def queries(self, label: str | None = None, engines: Sequence[str] | None = None) -> QueryListing:
+        """Pending vs used, per engine, for every tracked term (a pure read)."""
+        from facecurate.crawl.queries import list_queries
+
+        return list_queries(self.workspace, self.catalog, label, list(engines) if engines else None)
+
+    # -- stages -------------------------------------------------------------------------------------------
+
+    def crawl(self, *, engines: Sequence[str] | None = None, limit: int | None = None, label: str | None = None,
+              again: bool = False, dry_run: bool = False, progress: Progress | bool = False) -> CrawlSummary:
+        """Run the pending (term, engine) searches and download what they find."""
+        from facecurate.crawl import run_crawl
+
+        with _progress(progress) as sink:
+            return run_crawl(self.workspace, self.catalog, engines=list(engines) if engines else None, limit=limit,
+                             label=label, again=again, dry_run=dry_run, progress=sink)
+
+    def import_paths(self, paths: Sequence[str | Path], label: str | None = None, *,
+                     progress: Progress | bool = False) -> ImportSummary:
+        """Bring local images (folders searched recursively, or files) into the workspace."""
+        from facecurate.ingest import import_paths
+
+        with _progress(progress) as sink:
+            return import_paths(self.workspace, self.catalog, [Path(p) for p in paths], label, progress=sink)
+
+    def dedup(self, *, threshold: int | None = None, faces: bool | None = None, dry_run: bool = False,
+              redo: bool = False, progress: Progress | bool = False) -> DedupSummary:
+        """Group exact and near-duplicate photos (and aligned faces); marks, never deletes."""
+        from facecurate.dedup import DedupOptions, run_dedup
+
+        opts = DedupOptions.from_config(self.workspace, threshold=threshold, faces=faces)
+        with _progress(progress) as sink:
+            return run_dedup(self.workspace, self.catalog, opts, dry_run=dry_run, redo=redo, progress=sink)
+
+    def crop(self, *, size: int | None = None, device: str | None = None, batch_size: int | None = None,
+             all_faces: bool | None = None, redo: bool = False, progress: Progress | bool = False) -> CropSummary:
+        """Detect faces (batched MTCNN) and write FFHQ-aligned crops."""
+        from facecurate.faces.crop import CropOptions, run_crop
+
+        opts = CropOptions.from_config(self.workspace, size=size, device=device, batch_size=batch_size,
+                                       all_faces=all_faces)
+        with _progress(progress) as sink:
+            return run_crop(self.workspace, self.catalog, opts, redo=redo, progress=sink)
+
+    def filter(self, *, rules: str | None = None, redo: bool = False,
+               progress: Progress | bool = False) -> FilterSummary:
+        """Measure what the rules need and decide every face (scores, reasons)."""
+        from facecurate.rules.stage import run_filter
+
+        with _progress(progress) as sink:
+            return run_filter(self.workspace, self.catalog, rules=rules, redo=redo, progress=sink)
+
+    def export(self, *, fmt: str | None = None, layout: str | None = None,
+               out_dir: str | Path | None = None) -> ExportSummary:
+        """Write the manifest and, with ``layout``, the kept crops as a dataset."""
+        from facecurate.export import export
+
+        return export(self.workspace, self.catalog, fmt=fmt, layout=layout,
+                      out_dir=Path(out_dir) if out_dir is not None else None)
+
+    def run(self, *, stages: Sequence[str] | None = None, engines: Sequence[str] | None = None,
+            terms: Sequence[str] | None = None, limit: int | None = None, device: str | None = None,
+            fmt: str | None = None, layout: str | None = None, again: bool = False,
+            progress: Progress | bool = False) -> RunSummary:
+        """The whole pipeline (crawl, dedup, crop, filter, export), each stage resuming where it stopped.
+
+        A stage failure does not raise: see ``summary.ok``/``summary.error``, or call
+        ``summary.raise_for_error()``."""
+        from facecurate.pipeline import STAGES, RunOptions, parse_stages, run_pipeline
+
+        opts = RunOptions(stages=parse_stages(",".join(stages or STAGES)), engines=tuple(engines or ()),
+                          terms=tuple(terms or ()), limit=limit, device=device, fmt=fmt, layout=layout, again=again)
+        with _progress(progress) as sink:
+            return run_pipeline(self.workspace, self.catalog, opts, sink)
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def status(self) -> StatusReport:
+        """Counts per stage, per state in force, per reason and per label."""
+        return self.catalog.counts()
+
+    def manifest(self) -> list[dict[str, Any]]:
+        """Every manifest row (faces, photos without one, failed sources), as ``export`` would write them now;
+        ``file_name`` is relative to the workspace."""
+        from facecurate.export import manifest_rows
+
+        cfg = self.workspace.config()
+        return manifest_rows(self.workspace, self.catalog, self.root, seed=cfg.get("export", "seed"),
+                             val_fraction=cfg.get("export", "val_fraction"))
+
+    def manifest_table(self) -> pyarrow.Table:
+        """The manifest as a pyarrow Table with the Parquet manifest's schema."""
+        from facecurate.export import arrow_table
+
+        return arrow_table(self.manifest())
+
+    def manifest_frame(self) -> pandas.DataFrame:
+        """The manifest as a pandas DataFrame (nullable integer columns stay integers)."""
+        import pandas as pd
+
+        frame: pandas.DataFrame = self.manifest_table().to_pandas(types_mapper=pd.ArrowDtype)
+        return frame
