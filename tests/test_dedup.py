@@ -3,6 +3,7 @@ an exact sub-quadratic search, an incremental cache, dry runs that write nothing
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 
 from facecurate import catalog as catalog_mod
 from facecurate.catalog import Catalog
+from facecurate.catalog import migrations as migrations_mod
 from facecurate.cli import app
 from facecurate.dedup import DedupOptions, run_dedup
 from facecurate.dedup import stage as dedup_stage
@@ -38,11 +40,28 @@ from facecurate.dedup.hashing import (
 from facecurate.dedup.search import brute_force, hamming, mih_plan, mih_search, plan_search, popcount64
 from facecurate.dedup.verify import similarity, thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
+from facecurate.events import Failure, Silent
 from facecurate.export import export
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
-from facecurate.workspace import Workspace, init_workspace, render_default_toml
+from facecurate.workspace import Config, Workspace, default_config, init_workspace, options_from, render_default_toml
 from tests.conftest import DEMO_DATA, needs_dev
+
+DEFAULTS = options_from(DedupOptions, Config(default_config()), "dedup")  # the settings table's values
+
+
+def _options(**changes: object) -> Options:
+    """Photo grouping options at the settings' defaults, with some changed."""
+    return dataclasses.replace(DEFAULTS.photo_options(), **changes)
+
+
+def _fingerprint(pixels: np.ndarray, window: float = DEFAULTS.crop_window):
+    return fingerprint(pixels, DEFAULTS.algorithm, window)
+
+
+def _fingerprint_gray(gray: np.ndarray, digest: str):
+    return fingerprint_gray(gray, digest, DEFAULTS.algorithm, DEFAULTS.crop_window)
+
 
 PEOPLE = ("obama", "obama2", "biden", "astronaut")        # one photo each, the near-duplicates are made from
 OTHERS = ("obama3", "obama_partial_face", "rocket_no_face")  # further photos: never merged with the above
@@ -93,7 +112,7 @@ EDITS = {
 
 
 def _items(images: list[Image.Image], quality: dict[str, list[float]] | None = None) -> tuple[Items, np.ndarray]:
-    fps = [fingerprint(np.asarray(im)) for im in images]
+    fps = [_fingerprint(np.asarray(im)) for im in images]
     n = len(fps)
     q = {k: np.zeros(n) for k in ("resolution", "jpeg_quality", "bytes", "sharpness")}
     q["resolution"] = np.array([im.width * im.height for im in images], dtype=float)
@@ -147,7 +166,7 @@ def test_stored_hashes_are_phash_of_the_frame_and_windows_and_the_flip_is_the_mi
     """imagehash's pHash rule (scipy DCT of the 32 px reduction, low 8x8 block > its median) on the frame and on
     each crop window of the base; within 2 bits of imagehash.phash itself, which rounds its reduction to 8 bits."""
     im = _small("obama2")
-    fp = fingerprint(np.asarray(im), window=0.95)
+    fp = _fingerprint(np.asarray(im), window=0.95)
     base = base_array(np.asarray(im.convert("L")))
 
     def phash_of(box: tuple[float, float, float, float]) -> tuple[int, int]:
@@ -165,10 +184,10 @@ def test_stored_hashes_are_phash_of_the_frame_and_windows_and_the_flip_is_the_mi
     pil_base = Image.fromarray(np.rint(base).astype(np.uint8))
     assert hamming(fp.hash, hash_to_int(imagehash.phash(pil_base))) <= 2
     assert hamming(fp.hash, hash_to_int(imagehash.phash(im))) <= 4  # and it is pHash of the photo itself
-    mirrored = fingerprint(np.asarray(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    mirrored = _fingerprint(np.asarray(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
     assert hamming(fp.hash, mirrored.hash) > 20          # why plain pHash misses mirrored copies
     assert hamming(fp.hash, mirrored.hash_flip) <= 2     # and why hashing the flip catches them
-    assert fingerprint(np.asarray(im), window=0).windows == ()
+    assert _fingerprint(np.asarray(im), window=0).windows == ()
 
 
 def test_jpeg_quality_is_read_from_the_quantisation_table():
@@ -238,7 +257,7 @@ def test_grouping_does_not_chain():
     def run(resolution: list[float]) -> tuple[np.ndarray, np.ndarray]:
         items = Items(hashes=hashes, flips=far, pixels=np.array(["a", "b", "c"]),
                       quality={"resolution": np.array(resolution)}, tiebreak=np.array(["a", "b", "c"]))
-        result = find_groups(items, Options(threshold=8, min_similarity=0.0, policy=("resolution",)),
+        result = find_groups(items, _options(threshold=8, min_similarity=0.0, policy=("resolution",)),
                              thumbs=lambda idx: pytest.fail("verification is off"))
         return result.keeper, result.distance
 
@@ -276,8 +295,8 @@ def test_keeper_rank_follows_the_policy_then_the_tiebreak():
 def test_verification_separates_copies_from_different_faces():
     originals = [_small(n) for n in PEOPLE]
     copies = [_crop_corner(EDITS["jpeg30"](im)) for im in originals]
-    fa = thumbs_from_bytes([fingerprint(np.asarray(im)).thumb for im in originals])
-    fb = thumbs_from_bytes([fingerprint(np.asarray(im)).thumb for im in copies])
+    fa = thumbs_from_bytes([_fingerprint(np.asarray(im)).thumb for im in originals])
+    fb = thumbs_from_bytes([_fingerprint(np.asarray(im)).thumb for im in copies])
     same = similarity(fa, fb)
     other = similarity(fa, np.roll(fb, 1, axis=0))
     assert same.min() >= 0.95 and other.max() < 0.9
@@ -289,7 +308,7 @@ def test_verification_separates_copies_from_different_faces():
 def test_every_edit_is_caught_and_different_photos_are_not_merged(edited_set):
     images, origin, edit = edited_set
     items, thumbs = _items(images)
-    result = find_groups(items, Options(), thumbs=lambda idx: thumbs[idx])
+    result = find_groups(items, _options(), thumbs=lambda idx: thumbs[idx])
     expected = {frozenset(i for i, o in enumerate(origin) if o == name) for name in PEOPLE}
     assert _groups(result.keeper) == expected  # obama, obama2 and obama3 (one person, three photos) stay apart
     flips = [i for i, e in enumerate(edit) if e.startswith("hflip")]
@@ -302,7 +321,7 @@ def test_off_centre_crop_and_mirror_crop_are_caught_by_the_window(edited_set):
     extra = [_crop_centre(_small("obama").transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
              _crop_corner(_small("biden"), 0.03)]
     items, thumbs = _items(images + extra)
-    result = find_groups(items, Options(), thumbs=lambda idx: thumbs[idx])
+    result = find_groups(items, _options(), thumbs=lambda idx: thumbs[idx])
     n = len(images)
     obama, biden = origin.index("obama"), origin.index("biden")
     assert result.keeper[n] == result.keeper[obama] >= 0
@@ -314,8 +333,8 @@ def test_hash_alone_would_merge_different_faces_verification_does_not():
     precision holds."""
     faces = [_small(n, 200) for n in ("obama", "obama2", "obama3", "biden", "astronaut")]
     items, thumbs = _items(faces)
-    loose = find_groups(items, Options(threshold=26, min_similarity=0.0), thumbs=lambda idx: thumbs[idx])
-    checked = find_groups(items, Options(threshold=26), thumbs=lambda idx: thumbs[idx])
+    loose = find_groups(items, _options(threshold=26, min_similarity=0.0), thumbs=lambda idx: thumbs[idx])
+    checked = find_groups(items, _options(threshold=26), thumbs=lambda idx: thumbs[idx])
     assert loose.stats["duplicates"] > 0
     assert checked.stats["duplicates"] == 0 and checked.stats["rejected_by_verify"] == loose.stats["candidates"]
 
@@ -327,7 +346,7 @@ def test_dev_near_duplicate_pairs_are_caught():
     assert face_pairs
     images = [Image.open(f).convert("RGB") for pair in face_pairs for f in pair]
     items, thumbs = _items(images)
-    result = find_groups(items, Options(), thumbs=lambda idx: thumbs[idx])
+    result = find_groups(items, _options(), thumbs=lambda idx: thumbs[idx])
     assert _groups(result.keeper) == {frozenset({2 * k, 2 * k + 1}) for k in range(len(face_pairs))}
 
 
@@ -380,7 +399,7 @@ def test_stage_marks_groups_keeper_by_quality_and_never_deletes(photo_ws):
     assert d["rocket.png"][1] is not None and {d["rocket.png"][5], d["rocket.bmp"][5]} == {None, "pixels"}
     assert d["obama2.jpg"][1:] == d["biden.jpg"][1:] == (None,) * 5
     assert summary.photos.duplicates == 4 and summary.photos.groups == 2
-    assert catalog.counts()["images"] == 8 and all((ws.root / p).is_file() for (p,) in
+    assert catalog.counts().images == 8 and all((ws.root / p).is_file() for (p,) in
                                                     catalog.conn.execute("SELECT path FROM images"))
 
 
@@ -393,8 +412,8 @@ def test_reduced_jpeg_decode_hashes_like_the_full_decode_and_only_collisions_dec
     data = buf.getvalue()
     reduced = decode_reduced(data, "obama2.jpg", 10**8)
     assert not is_exact(reduced.digest) and min(reduced.gray.shape) < min(im.size)  # reduced, not decoded in full
-    full = fingerprint(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-    fast = fingerprint_gray(reduced.gray, reduced.digest)
+    full = _fingerprint(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    fast = _fingerprint_gray(reduced.gray, reduced.digest)
     assert hamming(fast.hash, full.hash) <= 4
     assert max(hamming(a, b) for a, b in zip(fast.windows, full.windows, strict=True)) <= 4
     assert full_digest(data, "obama2.jpg", 10**8) == full.pixels and is_exact(full.pixels)
@@ -415,8 +434,8 @@ def test_reduced_jpeg_path_applies_exif_orientation_and_hands_odd_files_to_the_c
     im.transpose(Image.Transpose.ROTATE_90).save(buf, "JPEG", quality=90, exif=exif.tobytes())
     turned = decode_reduced(buf.getvalue(), "turned.jpg", 10**8)
     assert not is_exact(turned.digest) and turned.gray.shape[0] > turned.gray.shape[1]  # upright, like im
-    upright = fingerprint(np.asarray(im))
-    assert hamming(fingerprint_gray(turned.gray, turned.digest).hash, upright.hash) <= 4
+    upright = _fingerprint(np.asarray(im))
+    assert hamming(_fingerprint_gray(turned.gray, turned.digest).hash, upright.hash) <= 4
     cmyk = io.BytesIO()
     im.convert("CMYK").save(cmyk, "JPEG", quality=90)
     assert is_exact(decode_reduced(cmyk.getvalue(), "cmyk.jpg", 10**8).digest)  # the full, checked path
@@ -460,7 +479,7 @@ def test_off_centre_and_mirrored_trims_of_bundled_photos_are_caught_and_others_a
     extra += [_small(n) for n in OTHERS]
     truth += [10 + i for i in range(len(OTHERS))]
     items, thumbs = _items(extra)
-    result = find_groups(items, Options(), thumbs=lambda idx: thumbs[idx])
+    result = find_groups(items, _options(), thumbs=lambda idx: thumbs[idx])
     expected = {frozenset(i for i, t in enumerate(truth) if t == k) for k in range(len(PEOPLE))}
     assert _groups(result.keeper) == expected
 
@@ -498,7 +517,7 @@ def test_a_catalog_from_before_the_four_windows_is_migrated_and_hashed_again(tmp
     _save(tmp_path / "in", "obama.jpg", _small("obama"), 90)
     _save(tmp_path / "in", "obama_mirrored.jpg", _small("obama").transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90)
     with monkeypatch.context() as m:
-        m.setattr(catalog_mod, "MIGRATIONS", catalog_mod.MIGRATIONS[:5])
+        m.setattr(migrations_mod, "MIGRATIONS", catalog_mod.MIGRATIONS[:5])  # migrate() reads them there
         ws = init_workspace(tmp_path / "old")
         with Catalog.open(ws.catalog_path) as old:
             import_paths(ws, old, [tmp_path / "in"])
@@ -529,15 +548,49 @@ def test_interrupted_hashing_resumes_where_it_stopped(photo_ws, monkeypatch: pyt
     monkeypatch.setattr(dedup_stage, "BATCH", 3)
     seen = []
 
-    def stop_after_two_batches(n: int) -> None:
-        seen.append(n)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
+    class StopAfterTwoBatches(Silent):
+        def advance(self, n: int = 1) -> None:
+            seen.append(n)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), on_progress=stop_after_two_batches)
+        run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), progress=StopAfterTwoBatches())
     assert catalog.conn.execute("SELECT COUNT(*) FROM dedup_hashes").fetchone()[0] == 6  # two whole batches
     assert run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False)).photos.hashed == 2
+
+
+class _Recorder(Silent):
+    """A progress sink that remembers what the stage said."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
+        self.events.append(("start", name, total, unit))
+
+    def advance(self, n: int = 1) -> None:
+        self.events.append(("advance", n))
+
+    def finish(self, total: int | None = None) -> None:
+        self.events.append(("finish",))
+
+
+def test_progress_is_plain_events_and_a_file_that_stopped_decoding_is_a_failure(photo_ws):
+    ws, catalog, _ = photo_ws
+    first = _Recorder()
+    run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), progress=first)
+    assert first.events[0] == ("start", "hash photos", 8, "files") and first.events[-1] == ("finish",)
+    assert sum(e[1] for e in first.events if e[0] == "advance") == 8
+    cached = _Recorder()
+    run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), progress=cached)
+    assert cached.events == []  # nothing to hash: no task at all
+    path = catalog.conn.execute("SELECT i.path FROM images i JOIN sources s ON s.image_id=i.id "
+                                "WHERE s.location LIKE '%biden.jpg'").fetchone()[0]
+    (ws.root / path).write_bytes(b"no longer a JPEG")
+    broken = run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), redo=True)
+    assert [f.item for f in broken.photos.failed] == [path] and isinstance(broken.photos.failed[0], Failure)
+    assert broken.photos.failed[0].error and broken.photos.hashed == 8 and broken.photos.duplicates == 4
 
 
 def test_settings_are_documented_and_checked(ws: Workspace):
@@ -576,8 +629,10 @@ def cropped_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 
 def _faces(catalog: Catalog) -> dict[str, dict]:
+    """Each photo's face with its state in force (no filter has run here: a face nobody grouped is pending)."""
     rows = catalog.conn.execute(
-        "SELECT s.location, f.* FROM faces f JOIN sources s ON s.image_id = f.image_id").fetchall()
+        "SELECT s.location, f.*, st.state FROM faces f JOIN sources s ON s.image_id = f.image_id "
+        "JOIN item_state st ON st.face_id = f.id").fetchall()
     return {Path(r["location"]).name: dict(r) for r in rows}
 
 
@@ -590,25 +645,33 @@ def test_faces_of_reposted_and_duplicate_photos_are_marked(cropped_ws: Workspace
     reposted, original = faces["obama_reposted.jpg"], faces["obama.jpg"]
     pair = {reposted["dup_of"], original["dup_of"]}
     assert pair in ({None, reposted["id"]}, {None, original["id"]})  # ...but not from the face hash
-    assert {reposted["status"], original["status"]} == {"keep", "duplicate"}
+    assert {reposted["state"], original["state"]} == {"pending", "duplicate"}
     mirror = faces["obama_mirror_small.jpg"]
-    assert mirror["status"] == "duplicate" and mirror["dup_kind"] == "image" and mirror["dup_transform"] == "hflip"
-    assert faces["obama2.jpg"]["status"] == faces["biden.jpg"]["status"] == "keep"
+    assert mirror["state"] == "duplicate" and mirror["dup_kind"] == "image" and mirror["dup_transform"] == "hflip"
+    assert faces["obama2.jpg"]["state"] == faces["biden.jpg"]["state"] == "pending"
     assert faces["obama2.jpg"]["dup_group"] is None
     assert summary.faces.duplicates == 2 and summary.faces.hashed == 5
 
 
-def test_face_level_is_incremental_and_restores_a_status_overwritten_elsewhere(cropped_ws: Workspace):
+def test_face_level_is_incremental_and_restores_its_fields_cleared_elsewhere(cropped_ws: Workspace):
     with Catalog.open(cropped_ws.catalog_path) as catalog:
         opts = DedupOptions.from_config(cropped_ws)
         run_dedup(cropped_ws, catalog, opts)
         again = run_dedup(cropped_ws, catalog, opts)
         assert (again.faces.hashed, again.faces.changed, again.photos.changed) == (0, 0, 0)
         with catalog.transaction():
-            overwritten = catalog.conn.execute("UPDATE faces SET status='keep' WHERE dup_kind IS NOT NULL").rowcount
+            cleared = catalog.conn.execute(
+                "UPDATE faces SET dup_group=NULL, dup_of=NULL, dup_distance=NULL, dup_transform=NULL, "
+                "dup_kind=NULL WHERE dup_kind IS NOT NULL").rowcount
+        assert _duplicate_faces(catalog) == 1  # the mirrored photo's face: a duplicate through its photo
         repaired = run_dedup(cropped_ws, catalog, opts)
-        assert overwritten == repaired.faces.changed == 2
-        assert catalog.conn.execute("SELECT COUNT(*) FROM faces WHERE status='duplicate'").fetchone()[0] == 2
+        assert cleared == repaired.faces.changed == 2
+        assert _duplicate_faces(catalog) == 2
+
+
+def _duplicate_faces(catalog: Catalog) -> int:
+    return catalog.conn.execute(
+        "SELECT COUNT(*) FROM item_state WHERE face_id IS NOT NULL AND state='duplicate'").fetchone()[0]
 
 
 def test_export_carries_dup_fields_and_layouts_drop_duplicates(cropped_ws: Workspace, tmp_path: Path):
@@ -656,7 +719,7 @@ def test_catalog_rows_are_plain_sqlite(photo_ws):
     assert h & 0xFFFFFFFFFFFFFFFF == hash_to_int(imagehash.phash(reduced))
     with pytest.raises(sqlite3.IntegrityError), catalog.transaction():  # one row per file and setting
         catalog.conn.execute("INSERT INTO dedup_hashes (path, algo, stamp, hashed_at) VALUES (?, ?, 'x', 'y')",
-                             (path, DedupOptions().image_algo))
+                             (path, DEFAULTS.image_algo))
 
 
 def test_random_edits_stay_within_the_documented_threshold():
@@ -664,10 +727,10 @@ def test_random_edits_stay_within_the_documented_threshold():
     rng = random.Random(0)
     for name in PEOPLE:
         base = _small(name)
-        fp = fingerprint(np.asarray(base))
+        fp = _fingerprint(np.asarray(base))
         for _ in range(2):
             edited = _jpeg(ImageEnhance.Brightness(base).enhance(rng.uniform(0.85, 1.15)), rng.randint(30, 60))
-            assert hamming(fp.hash, fingerprint(np.asarray(edited)).hash) <= 4
+            assert hamming(fp.hash, _fingerprint(np.asarray(edited)).hash) <= 4
 
 
 def test_edges_helper_selects():

@@ -46,10 +46,13 @@ class Items:
 
 @dataclass(frozen=True)
 class Options:
-    threshold: int = 8                   # Hamming bits (of 64) for a candidate
-    min_similarity: float = 0.93         # aligned thumbnail correlation that confirms one; 0 = trust the hash
-    policy: tuple[str, ...] = ("resolution", "jpeg_quality", "bytes", "sharpness")
-    window_threshold: int = 6            # bits for a full frame against another item's crop window
+    """Grouping settings of one level; the values come from the [dedup] settings through
+    :meth:`facecurate.dedup.stage.DedupOptions.photo_options` (or ``face_options``), never restated here."""
+
+    threshold: int                       # Hamming bits (of 64) for a candidate
+    min_similarity: float                # aligned thumbnail correlation that confirms one; 0 = trust the hash
+    policy: tuple[str, ...]              # keeper criteria in order (groups.KEEPER_CRITERIA)
+    window_threshold: int                # bits for a full frame against another item's crop window
 
 
 @dataclass
@@ -64,7 +67,8 @@ class Result:
     stats: dict[str, int] = field(default_factory=dict)
 
     def is_duplicate(self) -> np.ndarray:
-        return (self.keeper >= 0) & (self.keeper != np.arange(self.keeper.size))
+        out: np.ndarray = (self.keeper >= 0) & (self.keeper != np.arange(self.keeper.size))
+        return out
 
 
 ThumbLoader = Callable[[np.ndarray], np.ndarray]   # item indices -> (P, S, S) uint8 thumbnails

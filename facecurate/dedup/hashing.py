@@ -106,7 +106,7 @@ def pixel_digest(pixels: np.ndarray) -> str:
     """sha256 of the shape and the raw bytes of a decoded image: equal only for identical pixels."""
     arr = np.ascontiguousarray(pixels)
     h = hashlib.sha256(f"{arr.shape}|{arr.dtype}|".encode())
-    h.update(memoryview(arr).cast("B"))
+    h.update(arr.data.cast("B"))
     return h.hexdigest()
 
 
@@ -166,7 +166,8 @@ def sharpness(gray: np.ndarray) -> float:
 def _dct_rows(n: int = HASH_SIZE * 4, k: int = HASH_SIZE) -> np.ndarray:
     """The first ``k`` rows of the unnormalised DCT-II matrix of size ``n`` (scipy.fftpack.dct's convention)."""
     x = np.arange(n)
-    return 2.0 * np.cos(np.pi * np.arange(k)[:, None] * (2 * x[None, :] + 1) / (2 * n))
+    rows: np.ndarray = 2.0 * np.cos(np.pi * np.arange(k)[:, None] * (2 * x[None, :] + 1) / (2 * n))
+    return rows
 
 
 _DCT = _dct_rows()
@@ -268,16 +269,16 @@ def _thumb_operator() -> np.ndarray:
 
 def thumbnail(base: np.ndarray) -> bytes:
     r = _thumb_operator()
-    return np.clip(np.rint(r @ base @ r.T), 0, 255).astype(np.uint8).tobytes()
+    thumb: np.ndarray = np.clip(np.rint(r @ base @ r.T), 0, 255)
+    return thumb.astype(np.uint8).tobytes()
 
 
-def fingerprint(pixels: np.ndarray, algorithm: str = "phash", window: float = 0.95,
-                data: bytes | None = None) -> Fingerprint:
+def fingerprint(pixels: np.ndarray, algorithm: str, window: float, data: bytes | None = None) -> Fingerprint:
     """Every dedup fact about one decoded image; ``data`` (the file bytes) only feeds the JPEG quality cue."""
     return fingerprint_gray(np.asarray(gray_image(pixels)), pixel_digest(pixels), algorithm, window, data)
 
 
-def fingerprint_gray(gray: np.ndarray, digest: str, algorithm: str = "phash", window: float = 0.95,
+def fingerprint_gray(gray: np.ndarray, digest: str, algorithm: str, window: float,
                      data: bytes | None = None) -> Fingerprint:
     """The fingerprint from a grayscale view (a full or a reduced decode, see :mod:`facecurate.dedup.decode`)
     and the digest that goes with it."""

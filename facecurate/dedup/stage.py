@@ -7,21 +7,22 @@ Order of work, and why:
    fingerprinted in worker processes, a batch per transaction, so a kill loses at most one
    batch and a re-run hashes only what is new. Grouping then runs over *all* cached fingerprints — it is
    cheap next to decoding, and a new, better copy must be able to take over as keeper of an old group.
-2. **Faces** (after ``crop``). Faces of a duplicate photo are duplicates too: they may join a group but never
-   lead one, so export and the layouts drop them with their photo. The crop stage still crops duplicate
-   photos on purpose: the crops let each such face point at the matching face of the kept photo, and a later
-   run that promotes a copy to keeper needs no re-crop. Then the aligned crops themselves are hashed and
-   grouped, which catches one face cropped from two *different* files — a re-post with a new border or a
-   caption changes the photo's hash but not the aligned face.
+2. **Faces** (after ``crop``). The faces of a duplicate photo are duplicates by derivation (the state in
+   force looks at the photo's ``dup_of``, :mod:`facecurate.catalog.state`); they may join a group but never
+   lead one, and each points at the matching face of the kept photo (``dup_kind`` ``image``). The crop stage
+   still crops duplicate photos on purpose: the crops give that pointer, and a later run that promotes a copy
+   to keeper needs no re-crop. Then the aligned crops themselves are hashed and grouped, which catches one
+   face cropped from two *different* files — a re-post with a new border or a caption changes the photo's
+   hash but not the aligned face.
 
-Writes are diffs: only rows whose duplicate fields change are updated, in one transaction per level, so a
-second run with nothing new writes nothing. ``dry_run`` computes everything and writes nothing at all.
+The stage writes its own facts only: the fingerprint cache and the ``dup_*`` fields. Writes are diffs: only
+rows whose duplicate fields change are updated, in one transaction per level, so a second run with nothing new
+writes nothing. ``dry_run`` computes everything and writes nothing at all.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
 import os
 import warnings
@@ -33,52 +34,64 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from facecurate import media
 from facecurate.catalog import Catalog, utc_now
+from facecurate.catalog.dedup import NOT_GROUPED, DupFields, DupKind, DupTransform, HashRow
 from facecurate.dedup.core import Items, Options, Result, find_groups, twin_candidates
 from facecurate.dedup.decode import REDUCED_PREFIX, decode_reduced, full_digest, is_exact
 from facecurate.dedup.groups import FLIP, TRANSFORMS, parse_policy
-from facecurate.dedup.hashing import THUMB_SIZE, fingerprint_gray, to_signed, windows_from_bytes, windows_to_bytes
+from facecurate.dedup.hashing import (
+    ALGORITHMS,
+    THUMB_SIZE,
+    fingerprint_gray,
+    to_signed,
+    windows_from_bytes,
+    windows_to_bytes,
+)
 from facecurate.dedup.search import as_u64, popcount64
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
-from facecurate.workspace import Workspace
+from facecurate.events import SILENT, Failure, Progress
+from facecurate.workspace import Workspace, options_from
 
 BATCH = 128          # files fingerprinted per transaction: a kill re-hashes at most this many
 AHEAD = 4            # chunks queued per worker ahead of the one being consumed
 CHUNK = 16           # files per task sent to a worker: small enough to balance, big enough to amortise the IPC
 WORKERS = max(1, min(8, os.cpu_count() or 1))  # fingerprinting processes
-KIND_IMAGE = "image"  # a face whose photo is a duplicate photo
+KIND_IMAGE: DupKind = "image"  # a face whose photo is a duplicate photo
 FINGERPRINT_VERSION = "v3"  # v2: reduced grayscale JPEG decodes, reduced digests; v3: four crop windows
 
 
 @dataclass(frozen=True)
 class DedupOptions:
-    """Settings of one run: the [dedup] section of facecurate.toml, with command-line overrides."""
+    """Settings of one run: the [dedup] section of facecurate.toml (the settings table holds every default),
+    with command-line overrides."""
 
-    algorithm: str = "phash"
-    threshold: int = 8
-    min_similarity: float = 0.93
-    crop_window: float = 0.95
-    crop_threshold: int = 6
-    keeper: str = "resolution,jpeg_quality,bytes,sharpness"
-    faces: bool = True
-    face_threshold: int = 8
-    face_min_similarity: float = 0.95
+    algorithm: str
+    threshold: int
+    min_similarity: float
+    crop_window: float
+    crop_threshold: int
+    keeper: str
+    faces: bool
+    face_threshold: int
+    face_min_similarity: float
 
     @classmethod
     def from_config(cls, ws: Workspace, **overrides: Any) -> DedupOptions:
-        values = ws.config().section("dedup")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        opts = cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+        """The one way to build options: the workspace's settings, then overrides (None = not given)."""
+        opts = options_from(cls, ws.config(), "dedup", **overrides)
         opts.check(ws.config_path)
         return opts
 
     def check(self, where: Path | str = "facecurate.toml") -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"{where}: [dedup] algorithm = {self.algorithm!r}: use one of "
+                              f"{', '.join(ALGORITHMS)}.")
         try:
             parse_policy(self.keeper)
         except ValueError as exc:
@@ -89,6 +102,15 @@ class DedupOptions:
                                   f"half the hash differs between unrelated photos, so use 4-12.")
         if not (self.crop_window == 0 or 0.5 <= self.crop_window < 1):
             raise ConfigError(f"{where}: [dedup] crop_window = {self.crop_window}: use 0 (off) or 0.5-0.99.")
+
+    def photo_options(self) -> Options:
+        """What grouping the photos needs of these settings."""
+        return Options(self.threshold, self.min_similarity, parse_policy(self.keeper), self.crop_threshold)
+
+    def face_options(self) -> Options:
+        """What grouping the face crops needs (they have no crop windows: window_threshold goes unused)."""
+        return Options(self.face_threshold, self.face_min_similarity, parse_policy(self.keeper),
+                       self.crop_threshold)
 
     @property
     def image_algo(self) -> str:
@@ -107,8 +129,8 @@ class Member:
     id: int
     name: str
     distance: int | None
-    transform: str | None
-    kind: str | None
+    transform: DupTransform | None
+    kind: DupKind | None
 
 
 @dataclass
@@ -127,7 +149,7 @@ class LevelSummary:
     items: int = 0            # photos (or faces) considered
     hashed: int = 0           # fingerprinted in this run
     cached: int = 0           # fingerprint found in the catalog
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)   # item: the workspace-relative path
     groups: int = 0
     duplicates: int = 0
     changed: int = 0          # rows whose duplicate fields this run changed (would change, in a dry run)
@@ -145,8 +167,16 @@ class DedupSummary:
     groups: list[GroupView] = field(default_factory=list)
 
 
-Progress = Callable[[int], None]
-Start = Callable[[str, int], None]
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run shares."""
+
+    ws: Workspace
+    catalog: Catalog
+    opts: DedupOptions
+    dry_run: bool
+    redo: bool
+    progress: Progress
 
 
 # -- fingerprinting ---------------------------------------------------------------------------------------
@@ -164,24 +194,20 @@ class _Job:
     max_bytes: int
 
 
-def _fingerprint_row(job: _Job, rel: str, stamp: str) -> dict[str, Any]:
+def _fingerprint_row(job: _Job, rel: str, stamp: str) -> HashRow:
     """Decode one file (reduced where it can be) and fingerprint it; a bad file becomes a row with an error."""
-    row: dict[str, Any] = dict.fromkeys(Catalog.DEDUP_HASH_COLUMNS)
-    row.update(path=rel, algo=job.algo, stamp=stamp, hashed_at=utc_now())
     try:
         data = media.read_limited(Path(job.root) / rel, job.max_bytes)
         reduced = decode_reduced(data, rel, job.max_pixels)
         fp = fingerprint_gray(reduced.gray, reduced.digest, job.algorithm, job.window, data)
     except ImageError as exc:
-        row["error"] = str(exc)
-        return row
-    row.update(hash=to_signed(fp.hash), hash_flip=to_signed(fp.hash_flip),
-               windows=windows_to_bytes(fp.windows, fp.window_flips), pixels=fp.pixels, thumb=fp.thumb,
-               sharpness=fp.sharpness, jpeg_quality=fp.jpeg_quality)
-    return row
+        return HashRow(rel, job.algo, stamp, None, None, None, None, None, None, None, str(exc), utc_now())
+    return HashRow(rel, job.algo, stamp, to_signed(fp.hash), to_signed(fp.hash_flip),
+                   windows_to_bytes(fp.windows, fp.window_flips), fp.pixels, fp.thumb, fp.sharpness,
+                   fp.jpeg_quality, None, utc_now())
 
 
-def _fingerprint_chunk(job: _Job, chunk: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def _fingerprint_chunk(job: _Job, chunk: list[tuple[str, str]]) -> list[HashRow]:
     return [_fingerprint_row(job, rel, stamp) for rel, stamp in chunk]
 
 
@@ -231,13 +257,8 @@ def _mapper(jobs: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any]
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _fingerprint_all(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]], algo: str, algorithm: str,
-                     window: float, dry_run: bool, on_progress: Progress | None) -> Iterator[dict[str, Any]]:
+def _fingerprint_all(run: _Run, job: _Job, todo: list[tuple[str, str]]) -> Iterator[HashRow]:
     """Fingerprint (path, stamp) pairs in batches; each batch is one transaction unless this is a dry run."""
-    if not todo:
-        return
-    cfg = ws.config()
-    job = _Job(str(ws.root), algo, algorithm, window, cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"))
     size = min(CHUNK, BATCH)
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     per_batch = max(1, BATCH // size)
@@ -245,27 +266,50 @@ def _fingerprint_all(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]
         results = pmap(partial(_fingerprint_chunk, job), chunks)
         for start in range(0, len(chunks), per_batch):
             rows = [row for _ in chunks[start:start + per_batch] for row in next(results)]
-            if not dry_run:
-                with catalog.transaction():
-                    catalog.dedup_save_hashes(rows)
+            if not run.dry_run:
+                with run.catalog.transaction():
+                    run.catalog.dedup_save_hashes(rows)
             yield from rows
-            if on_progress:
-                on_progress(len(rows))
+            run.progress.advance(len(rows))
 
 
-def _thumb_loader(catalog: Catalog, paths: list[str], algo: str,
-                  fresh: dict[str, dict[str, Any]]) -> Callable[[np.ndarray], np.ndarray]:
+class _Print(Protocol):
+    """A fingerprint as grouping reads it: this run's :class:`HashRow`, or the cached columns of a catalog row."""
+
+    @property
+    def hash(self) -> int | None: ...
+    @property
+    def hash_flip(self) -> int | None: ...
+    @property
+    def windows(self) -> bytes | None: ...
+    @property
+    def pixels(self) -> str | None: ...
+    @property
+    def sharpness(self) -> float | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class _PhotoPrint(_Print, Protocol):
+    @property
+    def jpeg_quality(self) -> int | None: ...
+
+
+Fresh = dict[str, HashRow]   # path -> fingerprint made in this run (kept only on a dry run, which saves nothing)
+
+
+def _thumb_loader(catalog: Catalog, paths: list[str], algo: str, fresh: Fresh) -> Callable[[np.ndarray], np.ndarray]:
     def load(idx: np.ndarray) -> np.ndarray:
         wanted = [paths[int(i)] for i in idx]
         stored = catalog.dedup_thumbs([p for p in wanted if p not in fresh], algo)
-        blobs = [fresh[p]["thumb"] if p in fresh else stored.get(p, bytes(THUMB_SIZE * THUMB_SIZE))
-                 for p in wanted]
+        blank = bytes(THUMB_SIZE * THUMB_SIZE)
+        blobs = [(fresh[p].thumb or blank) if p in fresh else stored.get(p, blank) for p in wanted]
         return thumbs_from_bytes(blobs)
     return load
 
 
-def _transform_name(code: int) -> str | None:
-    return TRANSFORMS.get(int(code))
+def _transform_name(code: int) -> DupTransform | None:
+    return cast("DupTransform | None", TRANSFORMS.get(int(code)))
 
 
 def _digest64(hexdigest: str) -> int:
@@ -274,8 +318,10 @@ def _digest64(hexdigest: str) -> int:
     return int(hexdigest.removeprefix(REDUCED_PREFIX)[:16], 16)
 
 
-Values = tuple[Any, ...]     # (dup_group, dup_of, dup_distance, dup_transform, dup_kind)
-NONE: Values = (None,) * 5
+# One item's keeper criteria (groups.KEEPER_CRITERIA), in this order. A plain tuple: a record per row would cost
+# a second per million photos (its __new__ is Python) and numpy reads plain tuples far faster.
+QUALITY_KEYS = ("resolution", "jpeg_quality", "bytes", "sharpness", "first_seen")
+_Quality = tuple[float, float, float, float, float]
 
 
 @dataclass
@@ -291,115 +337,99 @@ class _Columns:
     exact: list[bool] = field(default_factory=list)     # pixels is a full-decode digest (else a reduced one)
     dims: list[int] = field(default_factory=list)       # width << 32 | height where known (0 for crops)
     tiebreak: list[int] = field(default_factory=list)
-    quality: dict[str, list[float]] = field(default_factory=lambda: {
-        "resolution": [], "jpeg_quality": [], "bytes": [], "sharpness": [], "first_seen": []})
-    current: dict[int, Values] = field(default_factory=dict)   # rows whose duplicate fields are set now
+    quality: list[_Quality] = field(default_factory=list)
+    current: dict[int, DupFields] = field(default_factory=dict)   # rows whose duplicate fields are set now
 
-    def add(self, item_id: int, path: str, fp: Any, quality: dict[str, float], tiebreak: int,
-            dims: int = 0) -> None:
+    def add(self, item_id: int, path: str, fp: _Print, quality: _Quality, tiebreak: int, dims: int = 0) -> None:
+        """One item with a fingerprint (callers pass only those whose hash, flip and pixels are set)."""
+        pixels = cast(str, fp.pixels)
         self.ids.append(item_id)
         self.paths.append(path)
-        self.hashes.append(fp["hash"])
-        self.flips.append(fp["hash_flip"])
-        self.windows.append(fp["windows"])
-        self.pixels.append(_digest64(fp["pixels"]))
-        self.exact.append(is_exact(fp["pixels"]))
+        self.hashes.append(cast(int, fp.hash))
+        self.flips.append(cast(int, fp.hash_flip))
+        self.windows.append(fp.windows)
+        self.pixels.append(_digest64(pixels))
+        self.exact.append(is_exact(pixels))
         self.dims.append(dims)
         self.tiebreak.append(tiebreak)
-        for k, v in quality.items():
-            self.quality[k].append(v)
+        self.quality.append(quality)
 
     def items(self, use_windows: bool, can_lead: np.ndarray | None = None) -> Items:
         windows = flips = None
         if use_windows and self.ids and all(w is not None for w in self.windows):
-            windows, flips = windows_from_bytes(self.windows)  # type: ignore[arg-type]
+            windows, flips = windows_from_bytes(cast(list[bytes], self.windows))
+        table = np.array(self.quality, dtype=np.float64).reshape(-1, len(QUALITY_KEYS))
         return Items(hashes=as_u64(self.hashes), flips=as_u64(self.flips),
                      pixels=np.array(self.pixels, dtype=np.uint64),
-                     quality={k: np.asarray(v, dtype=np.float64) for k, v in self.quality.items()},
+                     quality={k: table[:, j] for j, k in enumerate(QUALITY_KEYS)},
                      tiebreak=np.array(self.tiebreak, dtype=np.uint64),
                      windows=windows, window_flips=flips, can_lead=can_lead)
 
 
-def _overlay(row: Any, fresh: dict[str, dict[str, Any]], path: str) -> Any:
-    """This run's new fingerprint for ``path`` (dry runs keep them in memory only), else the catalog row."""
-    return fresh.get(path, row)
-
-
-def _hash_todo(ws: Workspace, catalog: Catalog, todo: list[tuple[str, str]], algo: str, opts: DedupOptions,
-               window: float, dry_run: bool, on_progress: Progress | None) -> dict[str, dict[str, Any]]:
+def _hash_todo(run: _Run, todo: list[tuple[str, str]], algo: str, window: float, task: str) -> Fresh:
     """Fingerprint what is missing. Rows go to the catalog as they come; a dry run keeps them in memory."""
-    fresh: dict[str, dict[str, Any]] = {}
-    for row in _fingerprint_all(ws, catalog, todo, algo, opts.algorithm, window, dry_run, on_progress):
-        if dry_run:
-            fresh[row["path"]] = row
+    fresh: Fresh = {}
+    if not todo:
+        return fresh
+    cfg = run.ws.config()
+    job = _Job(str(run.ws.root), algo, run.opts.algorithm, window, cfg.get("media", "max_pixels"),
+               cfg.get("media", "max_bytes"))
+    run.progress.start(task, len(todo), "files")
+    for row in _fingerprint_all(run, job, todo):
+        if run.dry_run:
+            fresh[row.path] = row
+    run.progress.finish()
     return fresh
 
 
-def _resolve_twins(ws: Workspace, catalog: Catalog, cols: _Columns, algo: str, fresh: dict[str, dict[str, Any]],
-                   dry_run: bool) -> int:
+def _resolve_twins(run: _Run, cols: _Columns, algo: str, fresh: Fresh) -> int:
     """Full-decode digests for the few items whose reduced digests cannot rule out identical pixels; they
     replace the reduced ones in ``cols`` and in the catalog (in ``fresh`` on a dry run). Returns how many."""
     need = twin_candidates(np.array(cols.pixels, dtype=np.uint64), np.array(cols.exact, dtype=bool),
                            np.array(cols.dims, dtype=np.int64), as_u64(cols.hashes))
     if need.size == 0:
         return 0
-    cfg = ws.config()
+    cfg = run.ws.config()
     max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
     updates = []
     for k in need.tolist():
         path = cols.paths[k]
         try:
-            digest = full_digest(media.read_limited(ws.resolve(path), max_bytes), path, max_pixels)
+            digest = full_digest(media.read_limited(run.ws.resolve(path), max_bytes), path, max_pixels)
         except ImageError:
             continue  # decoded once already, so this is a file changed under us: it stays reduced, never a twin
         cols.pixels[k], cols.exact[k] = _digest64(digest), True
         if path in fresh:
-            fresh[path]["pixels"] = digest
+            fresh[path] = fresh[path]._replace(pixels=digest)
         updates.append((digest, path, algo))
-    if updates and not dry_run:
-        with catalog.transaction():
-            catalog.conn.executemany("UPDATE dedup_hashes SET pixels=? WHERE path=? AND algo=?", updates)
+    if updates and not run.dry_run:
+        with run.catalog.transaction():
+            run.catalog.dedup_set_pixels(updates)
     return len(updates)
 
 
 # -- photos -----------------------------------------------------------------------------------------------
 
 
-def _dedup_photos(ws: Workspace, catalog: Catalog, opts: DedupOptions, dry_run: bool, redo: bool,
-                  on_start: Start | None, on_progress: Progress | None, summary: DedupSummary) -> dict[int, Values]:
-    """Fingerprint and group the photos; returns {image id: values} for the photos in a group."""
-    algo, level = opts.image_algo, summary.photos
-    if redo and not dry_run:
+def _dedup_photos(run: _Run, summary: DedupSummary) -> dict[int, DupFields]:
+    """Fingerprint and group the photos; returns {image id: fields} for the photos in a group."""
+    catalog, opts, level = run.catalog, run.opts, summary.photos
+    algo = opts.image_algo
+    if run.redo and not run.dry_run:
         with catalog.transaction():
             catalog.dedup_forget(algo, "raw/")
     todo = []
     for r in catalog.dedup_image_rows(algo):
         level.items += 1
-        if redo or r["stamp"] != r["sha256"] or r["error"] is not None or r["hash"] is None:
-            todo.append((r["path"], r["sha256"]))
+        if run.redo or r.stamp != r.sha256 or r.error is not None or r.hash is None:
+            todo.append((r.path, r.sha256))
     level.hashed, level.cached = len(todo), level.items - len(todo)
-    if on_start:
-        on_start("hash photos", len(todo))
-    fresh = _hash_todo(ws, catalog, todo, algo, opts, opts.crop_window, dry_run, on_progress)
-    cols = _Columns()
-    for r in catalog.dedup_image_rows(algo):
-        state = (r["dup_group"], r["dup_of"], r["dup_distance"], r["dup_transform"], r["dup_kind"])
-        if state != NONE:
-            cols.current[int(r["id"])] = state
-        fp = _overlay(r, fresh, r["path"])
-        if fp["error"] or fp["hash"] is None:
-            level.failed.append((r["path"], fp["error"] or "not hashed"))
-            continue
-        cols.add(int(r["id"]), r["path"], fp, {
-            "resolution": r["width"] * r["height"], "jpeg_quality": fp["jpeg_quality"] or 0, "bytes": r["bytes"],
-            "sharpness": fp["sharpness"] or 0.0, "first_seen": r["id"]}, _digest64(r["sha256"]),
-            (int(r["width"]) << 32) | int(r["height"]))
-    result: dict[int, Values] = {}
+    fresh = _hash_todo(run, todo, algo, opts.crop_window, "hash photos")
+    cols = _photo_columns(catalog, algo, fresh, level)
+    result: dict[int, DupFields] = {}
     if cols.ids:
-        full_decodes = _resolve_twins(ws, catalog, cols, algo, fresh, dry_run)
-        found = find_groups(cols.items(opts.crop_window > 0),
-                            Options(opts.threshold, opts.min_similarity, parse_policy(opts.keeper),
-                                    opts.crop_threshold),
+        full_decodes = _resolve_twins(run, cols, algo, fresh)
+        found = find_groups(cols.items(opts.crop_window > 0), opts.photo_options(),
                             _thumb_loader(catalog, cols.paths, algo, fresh))
         level.stats = {**found.stats, "full_decodes": full_decodes}
         ids = np.array(cols.ids, dtype=np.int64)
@@ -407,42 +437,57 @@ def _dedup_photos(ws: Workspace, catalog: Catalog, opts: DedupOptions, dry_run: 
     _summarise(level, result)
     updates = _diff(result, cols.current)
     level.changed = len(updates)
-    if updates and not dry_run:
+    if updates and not run.dry_run:
         with catalog.transaction():
-            catalog.dedup_set_images([(*values, item) for item, values in updates])
+            catalog.dedup_set_images([(*fields, item) for item, fields in updates])
     summary.groups += _views("photo", result, catalog.dedup_source_names(sorted(result)))
     return result
 
 
-def _diff(result: dict[int, Values], current: dict[int, Values]) -> list[tuple[int, Values]]:
+def _photo_columns(catalog: Catalog, algo: str, fresh: Fresh, level: LevelSummary) -> _Columns:
+    """Every photo's fingerprint (this run's, else the cached one) and keeper criteria, and the duplicate
+    fields in force; photos without a fingerprint go to ``level.failed``. One pass over the catalog: this is
+    the stage's per-row loop on a million-photo catalog."""
+    cols = _Columns(current=catalog.dedup_grouped_images())
+    for r in catalog.dedup_image_rows(algo):
+        fp: _PhotoPrint = fresh.get(r.path, r)
+        if fp.error or fp.hash is None:
+            level.failed.append(Failure(r.path, fp.error or "not hashed"))
+            continue
+        cols.add(r.id, r.path, fp, (r.width * r.height, fp.jpeg_quality or 0, r.file_bytes, fp.sharpness or 0.0, r.id),
+                 _digest64(r.sha256), (r.width << 32) | r.height)
+    return cols
+
+
+def _diff(result: dict[int, DupFields], current: dict[int, DupFields]) -> list[tuple[int, DupFields]]:
     """Rows whose duplicate fields change: newly grouped or regrouped, and released ones (set to NULL)."""
-    changed = [(i, v) for i, v in result.items() if current.get(i, NONE) != v]
-    changed += [(i, NONE) for i in current if i not in result]
+    changed = [(i, v) for i, v in result.items() if current.get(i, NOT_GROUPED) != v]
+    changed += [(i, NOT_GROUPED) for i in current if i not in result]
     return sorted(changed)
 
 
-def _assignments(found: Result, ids: np.ndarray, group_ids: np.ndarray) -> dict[int, Values]:
-    """Grouped items as catalog values. ``ids`` name the items (dup_of); ``group_ids`` their photos (dup_group)."""
-    out: dict[int, Values] = {}
+def _assignments(found: Result, ids: np.ndarray, group_ids: np.ndarray) -> dict[int, DupFields]:
+    """Grouped items as catalog fields. ``ids`` name the items (dup_of); ``group_ids`` their photos (dup_group)."""
+    out: dict[int, DupFields] = {}
     for k in np.flatnonzero(found.keeper >= 0).tolist():
         kp = int(found.keeper[k])
         if kp == k:
-            out[int(ids[k])] = (int(group_ids[k]), None, None, None, None)
+            out[int(ids[k])] = DupFields(int(group_ids[k]), None, None, None, None)
         else:
-            out[int(ids[k])] = (int(group_ids[kp]), int(ids[kp]), int(found.distance[k]),
-                                _transform_name(found.transform[k]), found.kind[k])
+            out[int(ids[k])] = DupFields(int(group_ids[kp]), int(ids[kp]), int(found.distance[k]),
+                                         _transform_name(found.transform[k]), found.kind[k])
     return out
 
 
-def _summarise(level: LevelSummary, result: dict[int, Values]) -> None:
-    dups = [r for r in result.values() if r[1] is not None or r[4] is not None]
+def _summarise(level: LevelSummary, result: dict[int, DupFields]) -> None:
+    dups = [r for r in result.values() if r.of is not None or r.kind is not None]
     level.duplicates = len(dups)
-    level.groups = len({r[0] for r in result.values() if r[0] is not None})
-    level.by_transform = dict(Counter(r[3] or "none" for r in dups))
-    level.by_kind = dict(Counter(r[4] for r in dups))
+    level.groups = len({r.group for r in result.values() if r.group is not None})
+    level.by_transform = dict(Counter(r.transform or "none" for r in dups))
+    level.by_kind = dict(Counter(r.kind or "none" for r in dups))
 
 
-def _views(level: str, result: dict[int, Values], names: dict[int, str],
+def _views(level: str, result: dict[int, DupFields], names: dict[int, str],
            name_of: Callable[[int], str] | None = None) -> list[GroupView]:
     by_keeper: dict[int, GroupView] = {}
     label = name_of or (lambda i: names.get(i, f"image {i}"))
@@ -474,14 +519,13 @@ def _crop_stamp(ws: Workspace, rel: str) -> str | None:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def _quad_side(quad_json: str) -> float:
-    q = json.loads(quad_json)
-    return float(np.hypot(q[3][0] - q[0][0], q[3][1] - q[0][1]))
+def _quad_side(quad: list[list[float]]) -> float:
+    return float(np.hypot(quad[3][0] - quad[0][0], quad[3][1] - quad[0][1]))
 
 
 @dataclass(frozen=True)
 class _Face:
-    """What inheriting a photo's duplicate status needs about one face."""
+    """What pointing a duplicate photo's face at the kept photo's face needs about one face."""
 
     id: int
     image_id: int
@@ -490,137 +534,113 @@ class _Face:
     hash_flip: int | None
 
 
-def _dedup_faces(ws: Workspace, catalog: Catalog, opts: DedupOptions, photos: dict[int, Values],
-                 dry_run: bool, redo: bool, on_start: Start | None, on_progress: Progress | None,
-                 summary: DedupSummary) -> None:
-    algo, level = opts.face_algo, summary.faces
-    if redo and not dry_run:
+def _dedup_faces(run: _Run, summary: DedupSummary, photos: dict[int, DupFields]) -> None:
+    """Fingerprint and group the face crops; ``photos`` is the photo level's result."""
+    ws, catalog, opts, level = run.ws, run.catalog, run.opts, summary.faces
+    algo = opts.face_algo
+    if run.redo and not run.dry_run:
         with catalog.transaction():
             catalog.dedup_forget(algo, "crops/")
     todo = []
     for r in catalog.dedup_face_rows(algo, opts.image_algo):
         level.items += 1
-        stamp = _crop_stamp(ws, r["crop_path"])
+        stamp = _crop_stamp(ws, r.crop_path)
         if stamp is None:
             continue
         level.cached += 1
-        if redo or r["stamp"] != stamp or r["error"] is not None or r["hash"] is None:
-            todo.append((r["crop_path"], stamp))
+        if run.redo or r.stamp != stamp or r.error is not None or r.hash is None:
+            todo.append((r.crop_path, stamp))
     if not level.items:
         return
     level.hashed = len(todo)
     level.cached -= len(todo)
-    if on_start:
-        on_start("hash faces", len(todo))
-    fresh = _hash_todo(ws, catalog, todo, algo, opts, 0.0, dry_run, on_progress)
-    photo_dup = {image_id: v[1] for image_id, v in photos.items() if v[1] is not None}
+    fresh = _hash_todo(run, todo, algo, 0.0, "hash faces")
+    photo_dup = {image_id: f.of for image_id, f in photos.items() if f.of is not None}
     involved = set(photo_dup) | set(photo_dup.values())
-    cols, image_of, face_index = _Columns(), [], []
-    status: dict[int, tuple[str, str]] = {}   # faces marked duplicate now: their status and rule reasons
+    cols, image_of, face_index = _Columns(current=catalog.dedup_grouped_faces()), [], []
     faces_of: dict[int, list[_Face]] = {}    # faces of duplicate photos and of their kept photos
     for r in catalog.dedup_face_rows(algo, opts.image_algo):
-        face_id, image_id = int(r["id"]), int(r["image_id"])
-        state = (r["dup_group"], r["dup_of"], r["dup_distance"], r["dup_transform"], r["dup_kind"])
-        if state != NONE or r["status"] == "duplicate":
-            cols.current[face_id] = state
-            status[face_id] = (r["status"], r["reasons"])
-        fp = _overlay(r, fresh, r["crop_path"])
-        ok = not fp["error"] and fp["hash"] is not None and _crop_stamp(ws, r["crop_path"]) is not None
-        if image_id in involved:
-            faces_of.setdefault(image_id, []).append(
-                _Face(face_id, image_id, int(r["face_index"]), fp["hash"] if ok else None,
-                      fp["hash_flip"] if ok else None))
+        fp: _Print = fresh.get(r.crop_path, r)
+        ok = not fp.error and fp.hash is not None and _crop_stamp(ws, r.crop_path) is not None
+        if r.image_id in involved:
+            faces_of.setdefault(r.image_id, []).append(
+                _Face(r.id, r.image_id, r.face_index, fp.hash if ok else None, fp.hash_flip if ok else None))
         if not ok:
-            missing = _crop_stamp(ws, r["crop_path"]) is None
-            level.failed.append((r["crop_path"], f"{r['crop_path']} is missing: run `facecurate crop` again."
-                                 if missing else (fp["error"] or "not hashed")))
+            missing = _crop_stamp(ws, r.crop_path) is None
+            level.failed.append(Failure(r.crop_path, f"{r.crop_path} is missing: run `facecurate crop` again."
+                                        if missing else (fp.error or "not hashed")))
             continue
-        cols.add(face_id, r["crop_path"], fp, {
-            "resolution": _quad_side(r["quad"]), "jpeg_quality": r["image_jpeg_quality"] or 0,
-            "bytes": r["image_bytes"], "sharpness": fp["sharpness"] or 0.0, "first_seen": face_id},
-            (_digest64(r["sha256"]) & ~0xFFFF) | int(r["face_index"]) & 0xFFFF)
-        image_of.append(image_id)
-        face_index.append(int(r["face_index"]))
-    result: dict[int, Values] = {}
+        cols.add(r.id, r.crop_path, fp, (_quad_side(r.quad), r.image_jpeg_quality or 0, r.image_bytes,
+                                         fp.sharpness or 0.0, r.id),
+                 (_digest64(r.sha256) & ~0xFFFF) | r.face_index & 0xFFFF)
+        image_of.append(r.image_id)
+        face_index.append(r.face_index)
+    result: dict[int, DupFields] = {}
     if cols.ids:
-        full_decodes = _resolve_twins(ws, catalog, cols, algo, fresh, dry_run)
+        full_decodes = _resolve_twins(run, cols, algo, fresh)
         can_lead = np.array([i not in photo_dup for i in image_of])
-        found = find_groups(cols.items(False, can_lead),
-                            Options(opts.face_threshold, opts.face_min_similarity, parse_policy(opts.keeper)),
+        found = find_groups(cols.items(False, can_lead), opts.face_options(),
                             _thumb_loader(catalog, cols.paths, algo, fresh))
         level.stats = {**found.stats, "full_decodes": full_decodes}
         result = _assignments(found, np.array(cols.ids, dtype=np.int64), np.array(image_of, dtype=np.int64))
-    _inherit_photo_duplicates(faces_of, result, photo_dup, photos)
+    _point_at_kept_faces(faces_of, result, photo_dup, photos)
     _summarise(level, result)
-    updates = []
-    for face_id, values in _diff(result, cols.current):
-        before, reasons = status.get(face_id, ("keep", "[]"))
-        after = _face_status(before, reasons, values[4] is not None)
-        updates.append((*values, after, face_id))
-    for face_id, values in result.items():  # same fields, but the status was changed by someone else
-        if face_id in cols.current and cols.current[face_id] == values and values[4] is not None \
-                and status[face_id][0] != "duplicate":
-            updates.append((*values, "duplicate", face_id))
+    updates = _diff(result, cols.current)
     level.changed = len(updates)
-    if updates and not dry_run:
+    if updates and not run.dry_run:
         with catalog.transaction():
-            catalog.dedup_set_faces(updates)
-    shown = set(result) | {v[1] for v in result.values() if v[1] is not None}
+            catalog.dedup_set_faces([(*fields, face_id) for face_id, fields in updates])
+    shown = set(result) | {f.of for f in result.values() if f.of is not None}
     where = {fid: (image_of[k], face_index[k], cols.paths[k]) for k, fid in enumerate(cols.ids) if fid in shown}
     names = catalog.dedup_source_names(sorted({v[0] for v in where.values()}))
     summary.groups += _views("face", result, {}, lambda i: (
         f"{names.get(where[i][0], where[i][2])} (face {where[i][1]})" if i in where else f"face {i}"))
 
 
-def _inherit_photo_duplicates(faces_of: dict[int, list[_Face]], result: dict[int, Values],
-                              photo_dup: dict[int, int], photos: dict[int, Values]) -> None:
-    """Faces of a duplicate photo are duplicates (kind ``image``); each points at the closest face of the
-    kept photo (mirror-aware hash distance) when hashing did not already place it in a group."""
+def _point_at_kept_faces(faces_of: dict[int, list[_Face]], result: dict[int, DupFields],
+                         photo_dup: dict[int, int], photos: dict[int, DupFields]) -> None:
+    """Each face of a duplicate photo gets kind ``image`` and, when hashing did not already place it in a
+    group, points at the closest face of the kept photo (mirror-aware hash distance)."""
     for image_id, keeper_photo in photo_dup.items():
         for face in faces_of.get(image_id, []):
-            group, of, distance, transform, _ = result.get(face.id, NONE)
+            group, of, distance, transform, _ = result.get(face.id, NOT_GROUPED)
             if of is None:
-                group = photos[image_id][0]
+                group = photos[image_id].group
                 best = _closest_face(face, faces_of.get(keeper_photo, []))
                 if best is not None:
                     of, distance, transform = best
-            result[face.id] = (group, of, distance, transform, KIND_IMAGE)
+            result[face.id] = DupFields(group, of, distance, transform, KIND_IMAGE)
 
 
-def _closest_face(face: _Face, candidates: list[_Face]) -> tuple[int, int | None, str | None] | None:
+def _closest_face(face: _Face, candidates: list[_Face]) -> tuple[int, int | None, DupTransform | None] | None:
     """(face id, distance, transform) of the candidate nearest by hash; by face index when unhashed."""
     if not candidates:
         return None
-    hashed = [c for c in candidates if c.hash is not None]
+    hashed = [(c, c.hash, c.hash_flip) for c in candidates if c.hash is not None and c.hash_flip is not None]
     if face.hash is not None and hashed:
         h = as_u64([face.hash])
-        plain = popcount64(as_u64([c.hash for c in hashed]) ^ h).astype(int)
-        flipped = popcount64(as_u64([c.hash_flip for c in hashed]) ^ h).astype(int)
+        plain = popcount64(as_u64([p for _, p, _ in hashed]) ^ h).astype(int)
+        flipped = popcount64(as_u64([f for _, _, f in hashed]) ^ h).astype(int)
         best = int(np.argmin(np.minimum(plain, flipped)))
         mirror = flipped[best] < plain[best]
-        return hashed[best].id, int(min(plain[best], flipped[best])), _transform_name(FLIP) if mirror else None
+        return hashed[best][0].id, int(min(plain[best], flipped[best])), _transform_name(FLIP) if mirror else None
     same = [c for c in candidates if c.face_index == face.face_index] or candidates
     return same[0].id, None, None
-
-
-def _face_status(status: str, reasons: str, duplicate: bool) -> str:
-    """``duplicate`` while grouped; when released, what the rules said (reject if any reason, else keep)."""
-    if duplicate:
-        return "duplicate"
-    if status == "duplicate":
-        return "reject" if json.loads(reasons or "[]") else "keep"
-    return status
 
 
 # -- entry point ------------------------------------------------------------------------------------------
 
 
 def run_dedup(ws: Workspace, catalog: Catalog, opts: DedupOptions, *, dry_run: bool = False, redo: bool = False,
-              on_start: Start | None = None, on_progress: Progress | None = None) -> DedupSummary:
-    """Fingerprint what is new, group photos, then (if enabled and cropped) faces; see the module docstring."""
+              progress: Progress = SILENT) -> DedupSummary:
+    """Fingerprint what is new, group photos, then (if enabled and cropped) faces; see the module docstring.
+
+    ``progress`` sees one task per level that has files to hash ("hash photos", "hash faces"), counted in
+    files; a level with nothing new to hash starts no task."""
     opts.check()
     summary = DedupSummary(options=opts, dry_run=dry_run)
-    photos = _dedup_photos(ws, catalog, opts, dry_run, redo, on_start, on_progress, summary)
+    run = _Run(ws, catalog, opts, dry_run, redo, progress)
+    photos = _dedup_photos(run, summary)
     if opts.faces:
-        _dedup_faces(ws, catalog, opts, photos, dry_run, redo, on_start, on_progress, summary)
+        _dedup_faces(run, summary, photos)
     return summary

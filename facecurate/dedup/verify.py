@@ -46,7 +46,7 @@ def warp_options(size: int = THUMB_SIZE) -> np.ndarray:
         for o in np.linspace(-share / 2, share / 2, _OFFSETS):
             options.append((s, float(o)))           # the second image is the cropped one
             options.append((1.0 / s, float(-o / s)))  # the first image is the cropped one
-    out = np.stack([_interp_matrix(size, s, o) for s, o in options])
+    out: np.ndarray = np.stack([_interp_matrix(size, s, o) for s, o in options])
     out.flags.writeable = False
     return out
 
