@@ -1,9 +1,9 @@
 """The review gallery with 10,000 items in headless Chromium: time to first paint, to interactive, and to apply
 a filter, sort or scroll; how much is sent.
 
-The workspace holds the demo photos, cropped for real, and then N fabricated face rows (statuses, reasons,
-scores, provenance spread like a crawl's) that point at those few crop files: it is the gallery's speed being
-measured, not thumbnail making, which is timed separately (ms per thumbnail, made once and cached).
+The workspace holds the demo photos, cropped for real, and then N fabricated face rows (rule verdicts,
+duplicates, scores, provenance spread like a crawl's) that point at those few crop files: it is the gallery's
+speed being measured, not thumbnail making, which is timed separately (ms per thumbnail, made once and cached).
 
     uv run python benchmarks/bench_review.py                  # 10,000 items, 3 runs, median
     uv run python benchmarks/bench_review.py --items 50000 --runs 5 --json
@@ -61,17 +61,20 @@ def build(root: Path, n: int, seed: int = 0) -> Workspace:
                     (f"{k:064x}", src["path"], src["format"], src["width"], src["height"], src["bytes"],
                      rng.choice(("makeup", "portrait", "street")), utc_now()))
                 image_id = cur.lastrowid
-                roll = rng.random()
+                roll = rng.random()  # 60% rejected by the rules, 10% face duplicates of a real face, 30% kept
                 status = "reject" if roll < 0.6 else "duplicate" if roll < 0.7 else "keep"
                 reasons = rng.sample(REASONS, rng.choice((1, 1, 1, 2, 3))) if status == "reject" else []
                 scores = {m: round(rng.random() * 2, 4) for m in MEASURES}
-                cat.conn.execute(
+                keeper = real[k % len(real)]
+                dup = (keeper["image_id"], keeper["id"], rng.randint(0, 8), "perceptual") \
+                    if status == "duplicate" else (None, None, None, None)
+                cat.conn.execute(  # the stages' own facts: crop's fields, filter's verdict, dedup's pointers
                     "INSERT INTO faces (image_id, face_index, det_score, bbox, landmarks, quad, oob_fraction, "
-                    "above_fraction, side_fraction, eye_angle, crop_path, crop_size, status, reasons, scores) "
-                    "VALUES (?,0,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "above_fraction, side_fraction, eye_angle, crop_path, crop_size, reasons, scores, filtered_at, "
+                    "dup_group, dup_of, dup_distance, dup_kind) VALUES (?,0,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (image_id, rng.uniform(0.9, 1.0), src["bbox"], src["landmarks"], src["quad"],
                      src["oob_fraction"], src["above_fraction"], src["side_fraction"], src["eye_angle"],
-                     src["crop_path"], src["crop_size"], status, json.dumps(reasons), json.dumps(scores)))
+                     src["crop_path"], src["crop_size"], json.dumps(reasons), json.dumps(scores), utc_now(), *dup))
                 cat.conn.execute(
                     "INSERT INTO sources (image_id, kind, location, label, page_url, title, engine, query, rank, "
                     "license, retrieved_at, status) VALUES (?, 'url', ?, NULL, ?, ?, 'bing', ?, ?, NULL, ?, 'ok')",

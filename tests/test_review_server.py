@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import io
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from facecurate.catalog import Catalog
 from facecurate.cli import app as cli_app
 from facecurate.errors import FacecurateError
-from facecurate.review import scoring, server
+from facecurate.review import report, scoring, server
 from facecurate.review.server import TOKEN_HEADER, create_app
 from facecurate.workspace import Workspace
 from tests.test_review_support import XSS, faces_by_name, reviewed_workspace, serving
@@ -214,3 +215,29 @@ def test_a_taken_port_is_reported_or_replaced(rws: Workspace):
         assert url == f"http://127.0.0.1:{taken}/"
         with pytest.raises(FacecurateError, match="--port"), server.running(rws, "127.0.0.1", taken):
             pass
+
+
+def test_every_item_state_row_is_an_item_with_its_state(client: FlaskClient, rws: Workspace):
+    """Photos whose crop failed or has not run are gallery items too, so the gallery counts what `status` and
+    `export` count (the item_state view); they are never decidable, and `review --list` names the failed one."""
+    with Catalog.open(rws.catalog_path) as cat, cat.transaction():
+        new = {}
+        for name, sha in (("failed", "f" * 64), ("pending", "e" * 64)):
+            new[name] = cat.add_image(sha256=sha, path=f"raw/{sha[:2]}/{sha}.jpg", format="jpeg", width=8,
+                                      height=8, size=8, label="demo")
+        cat.save_crop_result(new["failed"], "failed", [], error="corrupt")
+    with Catalog.open(rws.catalog_path) as cat:
+        states = Counter(s.state.value for s in cat.item_states().values())
+        groups = {g.reason: g for g in report.reason_groups(cat)}
+    facets = client.get("/api/facets").json
+    assert facets["statuses"] == dict(states) == {"reject": 3, "keep": 3, "no_face": 1, "failed": 1, "pending": 1}
+    assert facets["total"] == 9 and facets["reasons"]["failed"] == 1
+    res = client.get("/api/query", query_string={"status": "failed"}).json
+    assert res["keys"] == [f"i{new['failed']}"] and res["total"] == 9
+    cells = client.get(f"/api/items?keys=i{new['failed']},i{new['pending']}").json["items"]
+    assert [(c["status"], c["reasons"], c["decidable"]) for c in cells] == [
+        ("failed", ["failed"], False), ("pending", [], False)]
+    detail = client.get(f"/api/item/i{new['failed']}").json
+    assert (detail["status"], detail["rule_status"], detail["decidable"]) == ("failed", "failed", False)
+    assert _decide(client, [f"i{new['failed']}"], "kept").json["skipped"] == [f"i{new['failed']}"]
+    assert groups["failed"].count == 1 and not groups["failed"].decidable and "pending" not in groups

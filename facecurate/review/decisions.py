@@ -55,13 +55,13 @@ def decide(catalog: Catalog, targets: list[Target], decision: Decision | str, re
     """Record one decision for every target that does not already have it; returns (batch, changes)."""
     wanted = _decision(decision)
     unique = list({(t.image_id, t.face_index): t for t in targets}.values())
-    with catalog.transaction():
-        current = catalog.review_latest([(t.image_id, t.face_index) for t in unique])
+    with catalog.transaction():  # read and append in one transaction: two tabs deciding at once stay in order
+        states = catalog.item_states_of(t.image_id for t in unique)
         entries = []
         for t in unique:
-            before = Decision(current.get((t.image_id, t.face_index), {}).get("decision", Decision.NONE.value))
-            if before != wanted:
-                entries.append(LogEntry(t.image_id, t.face_index, before, wanted, t.rule_status))
+            st = states.get((t.image_id, t.face_index))
+            if st is not None and st.decision != wanted:  # None: crop --redo took the face away meanwhile
+                entries.append(LogEntry(t.image_id, t.face_index, st.decision, wanted, st.rule_state))
         if not entries:
             return None, []
         batch = catalog.review_next_batch()
@@ -76,13 +76,15 @@ def undo(catalog: Catalog, reviewer: str, session: str) -> tuple[int | None, lis
         if not rows:
             return None, []
         undone = rows[0].batch
-        pairs = [(r.image_id, r.face_index) for r in rows]
-        current = catalog.review_latest(pairs)
         states = catalog.item_states_of(r.image_id for r in rows)
+        # A face crop --redo did not find again has no state; the log still knows its decision.
+        gone = catalog.review_latest([(r.image_id, r.face_index) for r in rows
+                                      if (r.image_id, r.face_index) not in states])
         entries = []
-        for r, pair in zip(rows, pairs, strict=True):
-            st = states.get(pair)  # None: the face is gone (crop --redo found fewer), the log still names it
-            before = Decision(current.get(pair, {}).get("decision", Decision.NONE.value))
+        for r in rows:
+            pair = (r.image_id, r.face_index)
+            st = states.get(pair)
+            before = st.decision if st else Decision(gone.get(pair, {}).get("decision", Decision.NONE.value))
             entries.append(LogEntry(r.image_id, r.face_index, before, r.decision_before,
                                     st.rule_state if st else r.rule_status))
         catalog.review_append(catalog.review_next_batch(), "undo", entries, reviewer, session, undoes=undone)

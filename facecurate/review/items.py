@@ -87,12 +87,11 @@ def display_name(location: str | None) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """What a decision needs to know about an item."""
+    """An item a decision names: a face, by the (image, face index) pair the log keeps across crop --redo."""
 
     key: str
     image_id: int
     face_index: int
-    rule_status: State  # the item_state view's rule_state now: logged beside the decision
 
 
 def resolve_targets(catalog: Catalog, keys: list[str]) -> tuple[list[Target], list[str]]:
@@ -104,10 +103,9 @@ def resolve_targets(catalog: Catalog, keys: list[str]) -> tuple[list[Target], li
             face_ids.append(key.id)
         else:
             skipped.append(text)
-    found = catalog.face_targets(face_ids)
+    found = catalog.face_pairs(face_ids)
     skipped += [f"f{i}" for i in face_ids if i not in found]
-    return [Target(f"f{i}", found[i].image_id, found[i].face_index, found[i].rule_state)
-            for i in face_ids if i in found], skipped
+    return [Target(f"f{i}", *found[i]) for i in face_ids if i in found], skipped
 
 
 def keys_for(catalog: Catalog, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], str]:

@@ -121,10 +121,10 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
             flt = items.parse_filter(args, worse)
         except ValueError as exc:
             abort(400, str(exc))
-        keys = catalog().gallery_keys(flt)
+        found = catalog().gallery_keys(flt)
         first = min(max(request.args.get("first", 0, type=int), 0), 500)  # the page in view: saves a round trip
-        return jsonify(count=len(keys), total=catalog().gallery_total(), keys=keys,
-                       items=items.summaries(catalog(), keys[:first]) if first else [])
+        return jsonify(count=len(found.keys), total=found.total, keys=found.keys,
+                       items=items.summaries(catalog(), found.keys[:first]) if first else [])
 
     @app.get("/api/items")
     def api_items() -> Response:
