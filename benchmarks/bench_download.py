@@ -119,7 +119,7 @@ def run_facecurate(base: str, n: int, threads: int, work: Path) -> dict[str, Any
         (run,) = catalog.latest_runs().values()
         counts = catalog.run_counts(run.id)
     return {"tool": "facecurate crawl", "seconds": seconds, "stored": counts.new + counts.duplicate,
-            "failed": counts.failed}
+            "failed": counts.failed_count}
 
 
 def run_img2dataset(exe: str, base: str, n: int, threads: int, work: Path) -> dict[str, Any] | None:

@@ -84,8 +84,8 @@ def test_fault_matrix_through_a_whole_crawl(ws: Workspace, catalog: Catalog):
     assert stored["a"]["image_id"] == stored["b"]["image_id"]  # identical bytes, one image, two sources
     assert report.counts.found == len(FAULTS) + 2  # the #again variant is the same URL
     assert report.counts.new + report.counts.duplicate == recoverable + 2
-    assert report.counts.failed == len(FAULTS) - recoverable
-    assert len(report.failed) == report.counts.failed  # each failed URL listed, its message naming it
+    assert report.counts.failed_count == len(FAULTS) - recoverable
+    assert len(report.failed) == report.counts.failed_count  # each failed URL listed, its message naming it
     assert all(f.item.startswith(host.server.base) and f.item in f.error for f in report.failed)
     # politeness: the 429 host was asked twice, a 404 once (never retried), the image URL once
     assert host.server.hits("/fault/429-once/100.jpg") == 2

@@ -46,7 +46,7 @@ def test_engine_pages_until_the_limit(engine: str, ws: Workspace, catalog: Catal
     add_terms(ws, catalog, "faces", ["many faces"])
     (report,) = run_crawl(ws, catalog, [engine], limit=60).searches
     assert report.state == "done", report.stopped
-    assert report.counts.found == 60 and report.counts.new == 60 and report.counts.failed == 0
+    assert report.counts.found == 60 and report.counts.new == 60 and report.counts.failed_count == 0
     ranks = [r[0] for r in catalog.conn.execute("SELECT rank FROM sources ORDER BY rank")]
     assert ranks == list(range(1, 61))
     for row in catalog.conn.execute("SELECT * FROM sources"):

@@ -50,7 +50,7 @@ def test_kill_minus_9_mid_crawl_then_rerun(ws: Workspace, catalog: Catalog):
 
             (report,) = run_crawl(ws, catalog, ["bing"], limit=N).searches
     assert report.state == "done" and report.counts.found == N
-    assert report.counts.new == N and report.counts.failed == 0
+    assert report.counts.new == N and report.counts.failed_count == 0
     images = catalog.conn.execute("SELECT sha256, path FROM images").fetchall()
     assert len(images) == N == len({r["sha256"] for r in images})
     assert catalog.conn.execute("SELECT COUNT(*) FROM sources WHERE status='ok'").fetchone()[0] == N

@@ -52,7 +52,7 @@ class RunCounts:
     failed_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
-    def failed(self) -> int:
+    def failed_count(self) -> int:
         return sum(self.failed_by_reason.values())
 
 

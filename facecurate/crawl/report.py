@@ -16,7 +16,7 @@ from facecurate.crawl.stage import CrawlSummary
 def counts_dict(counts: RunCounts) -> dict[str, Any]:
     """A run's counts as JSON has them: found, new, duplicate, pending, failed (a count) and failed_by_reason."""
     return {"found": counts.found, "new": counts.new, "duplicate": counts.duplicate, "pending": counts.pending,
-            "failed": counts.failed, "failed_by_reason": dict(counts.failed_by_reason)}
+            "failed": counts.failed_count, "failed_by_reason": dict(counts.failed_by_reason)}
 
 
 def _cell(p: PairStatus) -> str:
@@ -66,7 +66,7 @@ def crawl_table(summary: CrawlSummary) -> Table:
         elif r.state == "dry-run":
             reasons = "dry run: nothing downloaded"
         reasons = reasons or "-"
-        table.add_row(f"{r.label}: {r.term}", r.engine, str(c.found), str(c.new), str(c.duplicate), str(c.failed),
+        table.add_row(f"{r.label}: {r.term}", r.engine, str(c.found), str(c.new), str(c.duplicate), str(c.failed_count),
                       reasons)
     return table
 

@@ -83,7 +83,7 @@ class CrawlSummary:
 
     @property
     def failed_count(self) -> int:
-        return sum(s.counts.failed for s in self.searches)
+        return sum(s.counts.failed_count for s in self.searches)
 
     @property
     def stopped(self) -> list[PairReport]:
