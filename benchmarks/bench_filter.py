@@ -51,7 +51,7 @@ def main() -> None:
                 summary = run_filter(ws, catalog, redo=True)
                 walls.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)
-            crops = [ws.resolve(r[0]) for r in catalog.conn.execute("SELECT crop_path FROM faces")]
+            crops = [ws.resolve(f.crop_path) for f in catalog.faces()]
         mesh = FaceMesh()
         pixels = [media.load_rgb(p, 10**9, 10**9).pixels for p in crops]
         t0 = time.perf_counter()

@@ -3,22 +3,24 @@
     uv run python benchmarks/eval_dev.py [--device cpu] [--json]
 
 The dev folders are named by collection, not by reason, so this script links them into a reason-named
-tree (nothing is copied into the repository) and runs `facecurate evaluate` on it twice: once on the
-labelled sets, once on the unscreened ordinary faces (all put under keep/) to see how many the eye rules
-reject. Exits cleanly when ../shared is absent.
+tree (nothing is copied into the repository) and runs `evaluate` (facecurate.evaluate, what the command
+runs) on it twice: once on the labelled sets, once on the unscreened ordinary faces (all put under keep/) to
+see how many the eye rules reject. Exits cleanly when ../shared is absent.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEV, print_table
+
+from facecurate.evaluate import evaluate_dir
 
 LABELLED = {
     "closed_eyes": ["eyes_closed_vs_open/closed", "eyes_closed_vs_open_fullres_small/closed"],
@@ -53,15 +55,14 @@ TARGETS = {
 }
 
 
-def measure(device: str = "cpu") -> tuple[dict[str, float | None], dict]:
-    """The issue's figures on the dev split (and the raw evaluate reports): both runs of `facecurate evaluate`."""
+def measure(device: str = "cpu") -> tuple[dict[str, float | None], dict[str, Any]]:
+    """The issue's figures on the dev split (and the raw evaluate reports, as `evaluate --json` gives them)."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, spec in (("labelled", LABELLED), ("ordinary", ORDINARY)):
             tree = link_tree(spec, Path(tmp) / name)
-            out = subprocess.run([sys.executable, "-m", "facecurate", "evaluate", str(tree), "--device", device,
-                                  "--json"], check=True, capture_output=True, text=True)
-            results[name] = json.loads(out.stdout)
+            evaluation = evaluate_dir(tree, Path(tmp) / f"{name}-workspace", device=device)
+            results[name] = evaluation.as_dict()
     rules = {r["rule"]: r for r in results["labelled"]["rules"]}
     keep_n = results["labelled"]["labels"]["keep"]
     values = [rules["closed_eyes"]["precision"], rules["closed_eyes"]["recall"], rules["wink"]["recall"],

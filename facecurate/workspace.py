@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from facecurate.errors import ConfigError, WorkspaceError
 
@@ -149,7 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def _threshold(rule: str, default: float, fires: str, doc: str) -> Setting:
+def _threshold(rule: str, default: float, fires: Literal["below", "at or above"], doc: str) -> Setting:
     """One rule's threshold; ``fires`` ("below" or "at or above") must match the rule's direction in
     facecurate.rules.registry (tests/test_rules.py checks it), so the line in facecurate.toml tells the truth."""
     return Setting("rules", rule, default, f"{doc} (fires {fires} this)")
