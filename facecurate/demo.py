@@ -12,7 +12,6 @@ internet; the MTCNN and FaceMesh weights ship inside their wheels.
 from __future__ import annotations
 
 import io
-import json
 import re
 import tempfile
 from collections.abc import Callable
@@ -21,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from facecurate import demo_variants as v
 from facecurate.catalog import Catalog
+from facecurate.crawl.queries import add_terms
 from facecurate.demo_engine import DemoEngine, Listing
 from facecurate.errors import FacecurateError
+from facecurate.events import SILENT, Progress
+from facecurate.export import manifest_rows
+from facecurate.pipeline import RunOptions, RunSummary, run_pipeline
 from facecurate.workspace import Workspace, init_workspace
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
@@ -157,54 +157,57 @@ def configure(ws: Workspace, base_url: str) -> None:
     for section, key, value in _DEMO_SETTINGS:
         pattern = re.compile(rf"(^\[{re.escape(section)}\]\n(?:(?!\[).*\n)*?){key} = .*$", re.MULTILINE)
         line = f"{key} = {value.format(base_url=base_url)}"
-        text, n = pattern.subn(lambda m, line=line: m.group(1) + line, text)
+        text, n = pattern.subn(lambda m: m.group(1) + line, text)  # noqa: B023 - used before the loop moves on
         if n != 1:
             raise FacecurateError(f"The demo could not set [{section}] {key} in {ws.config_path}: the file does "
                                   f"not have the default layout. Run the demo in a new folder (--out).")
     ws.config_path.write_text(text, encoding="utf-8")
 
 
-def outcome_table(catalog: Catalog) -> Table:
-    """Each served photo beside what it was made to show and what the pipeline made of it."""
+@dataclass(frozen=True)
+class DemoOutcome:
+    """One served photo: what it was made to show and what the pipeline made of it."""
+
+    photo: str
+    made_to_show: str
+    found: str          # the state in force, with the rules' reasons when they are not just the state
+    shown: bool
+
+
+@dataclass
+class DemoResult:
+    workspace: Path
+    engine_url: str
+    run: RunSummary
+    outcomes: list[DemoOutcome]
+
+
+def outcomes(ws: Workspace, catalog: Catalog) -> list[DemoOutcome]:
+    """Each served photo beside what it was made to show, read from the manifest's rows (first row per photo)."""
     got: dict[str, tuple[str, list[str]]] = {}
-    for r in catalog.conn.execute(
-            "SELECT s.location, COALESCE(f.status, i.crop_state) AS status, f.reasons FROM sources s "
-            "JOIN images i ON i.id = s.image_id LEFT JOIN faces f ON f.image_id = i.id ORDER BY s.id"):
-        name = r["location"].rsplit("/", 1)[-1]
-        status = r["status"] or "pending"
-        got.setdefault(name, (status, json.loads(r["reasons"] or "[]") or ([status] if status == "no_face" else [])))
-    table = Table(title="demo: what each served photo was made to show")
-    for col in ("photo", "made to show", "the run found"):
-        table.add_column(col, no_wrap=True)
+    for row in manifest_rows(ws, catalog, ws.exports_dir):
+        location = row["source_url"] or row["source_path"] or ""
+        status = row["status"]
+        got.setdefault(location.rsplit("/", 1)[-1], (status, row["reasons"] if status != "no_face" else [status]))
+    out = []
     for photo in DEMO_PHOTOS:
         status, reasons = got.get(photo.name, ("missing", []))
-        mark = "[green]✓[/]" if photo.shows in (status, *reasons) else "[red]✗[/]"
         found = status if reasons in ([], [status]) else f"{status}: {', '.join(reasons)}"
-        table.add_row(photo.name, f"{mark} {photo.shows}", found)
-    return table
+        out.append(DemoOutcome(photo.name, photo.shows, found, photo.shows in (status, *reasons)))
+    return out
 
 
-def run_demo(console: Console, out: Path | None, device: str, progress_factory: Callable[[], Progress]) -> Path:
-    """init → queries add → run (crawl, dedup, crop, filter, export) against the loopback engine; returns the
-    manifest path. The engine stops when the run ends, whether it finished, failed or was interrupted."""
-    from facecurate.pipeline import RunOptions, run_pipeline
-    from facecurate.queries import add_terms
-
+def run_demo(out: Path | None = None, device: str | None = None, progress: Progress = SILENT) -> DemoResult:
+    """init → queries add → run (crawl, dedup, crop, filter, export) against the loopback engine. The engine
+    stops when the run ends, whether it finished, failed or was interrupted; a failed stage is in the result."""
     root = out or Path(tempfile.mkdtemp(prefix="facecurate-demo-"))
     ws = init_workspace(root)
-    console.print(f"[bold]facecurate demo[/] — workspace {ws.root}")
+    progress.note(f"facecurate demo — workspace {ws.root}")
     with DemoEngine(build_results()) as engine, Catalog.open(ws.catalog_path) as catalog:
         configure(ws, engine.base_url)
         for label, term in QUERIES.items():
             add_terms(ws, catalog, label, [term])
-        console.print(f"search engine (bing's answer shape) on {engine.base_url}; queries: "
+        progress.note(f"search engine (bing's answer shape) on {engine.base_url}; queries: "
                       + ", ".join(f"{label}: {term!r}" for label, term in QUERIES.items()))
-        summary = run_pipeline(ws, catalog, RunOptions(engines=("bing",), device=device), console, progress_factory)
-        console.print(summary.table())
-        console.print(outcome_table(catalog))
-    if summary.error is not None:
-        raise summary.error
-    assert summary.manifest is not None  # export ran: no error
-    console.print(f"[green]manifest[/] {summary.manifest}\n[green]imagefolder[/] {summary.layout_dir} "
-                  f"({summary.stage('export').figures.get('layout_files', 0)} kept crops)")
-    return summary.manifest
+        summary = run_pipeline(ws, catalog, RunOptions(engines=("bing",), device=device), progress)
+        return DemoResult(ws.root, engine.base_url, summary, outcomes(ws, catalog))

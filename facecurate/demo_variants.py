@@ -37,7 +37,7 @@ def recompressed(img: np.ndarray) -> np.ndarray:
     """``duplicate``: the same photo re-saved at JPEG quality 30 and 90% size, as re-posts usually are.
     The dedup keeper prefers the original (higher resolution and quality)."""
     h, w = img.shape[:2]
-    small = np.asarray(_pil(img).resize((round(w * 0.9), round(h * 0.9)), Image.LANCZOS))
+    small = np.asarray(_pil(img).resize((round(w * 0.9), round(h * 0.9)), Image.Resampling.LANCZOS))
     return _jpeg_round_trip(small, 30)
 
 
@@ -46,7 +46,7 @@ def mirrored(img: np.ndarray) -> np.ndarray:
     dodge exact-match filters. Smaller, so the original stays the keeper."""
     h, w = img.shape[:2]
     return np.asarray(_pil(np.ascontiguousarray(img[:, ::-1])).resize((round(w * 0.8), round(h * 0.8)),
-                                                                       Image.LANCZOS))
+                                                                       Image.Resampling.LANCZOS))
 
 
 def _lid(img: np.ndarray, eye: np.ndarray, iod: float) -> None:
@@ -112,7 +112,7 @@ def blurry(img: np.ndarray, lm: Landmarks) -> np.ndarray:
 def small(img: np.ndarray, factor: int = 5) -> np.ndarray:
     """``small_face``: a thumbnail at 1/``factor`` size; the crop would have to invent the detail."""
     h, w = img.shape[:2]
-    return np.asarray(_pil(img).resize((max(1, w // factor), max(1, h // factor)), Image.LANCZOS))
+    return np.asarray(_pil(img).resize((max(1, w // factor), max(1, h // factor)), Image.Resampling.LANCZOS))
 
 
 def tilted(img: np.ndarray, lm: Landmarks, degrees: float = 60.0) -> np.ndarray:
@@ -142,7 +142,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """``multiple_faces``: two head-and-shoulder portraits next to each other at the same height."""
     h = min(left.shape[0], right.shape[0])
     scale = [h / left.shape[0], h / right.shape[0]]
-    parts = [np.asarray(_pil(p).resize((round(p.shape[1] * s), h), Image.LANCZOS)) for p, s in
+    parts = [np.asarray(_pil(p).resize((round(p.shape[1] * s), h), Image.Resampling.LANCZOS)) for p, s in
              zip((left, right), scale, strict=True)]
     return np.concatenate(parts, axis=1)
 
@@ -156,7 +156,7 @@ def product_shot(face: np.ndarray, side: int = 1400, seed: int = 1) -> np.ndarra
         x, y = rng.integers(0, side - 100, 2)
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
         cv2.rectangle(frame, (int(x), int(y)), (int(x + side * 0.085), int(y + side * 0.065)), colour, -1)
-    thumb = np.asarray(_pil(face).resize((max(1, face.shape[1] // 8), max(1, face.shape[0] // 8)), Image.LANCZOS))
+    thumb = np.asarray(_pil(face).resize((max(1, face.shape[1] // 8), max(1, face.shape[0] // 8)), Image.Resampling.LANCZOS))
     y, x = side // 2 - thumb.shape[0] // 2, side // 2 - thumb.shape[1] // 2
     frame[y:y + thumb.shape[0], x:x + thumb.shape[1]] = thumb
     return frame
@@ -174,12 +174,12 @@ def new_backdrop(img: np.ndarray, lm: Landmarks, top: tuple[int, int, int], bott
     mouth = np.asarray(lm[3:], float).mean(0)
     mask = np.zeros((h, w), np.float32)
     cv2.ellipse(mask, (int(eyes[0]), int(eyes[1] - iod * 0.1)), (int(iod * 1.25), int(iod * 1.9)), 0, 0, 360,
-                1.0, -1)
+                (1.0,), -1)
     shoulders = np.array([[eyes[0] - iod * 0.7, mouth[1]], [eyes[0] + iod * 0.7, mouth[1]],
                           [eyes[0] + iod * 2.6, mouth[1] + iod * 2.2], [eyes[0] + iod * 2.6, h],
                           [eyes[0] - iod * 2.6, h], [eyes[0] - iod * 2.6, mouth[1] + iod * 2.2]], np.int32)
-    cv2.fillPoly(mask, [shoulders], 1.0)
-    mask = cv2.GaussianBlur(mask, (0, 0), iod * 0.08)[:, :, None]
+    cv2.fillPoly(mask, [shoulders], (1.0,))
+    soft = np.asarray(cv2.GaussianBlur(mask, (0, 0), iod * 0.08), np.float32)[:, :, None]
     ramp = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
     bg = (1 - ramp) * np.array(top, np.float32) + ramp * np.array(bottom, np.float32)
-    return (mask * img + (1 - mask) * bg).round().astype(np.uint8)
+    return np.asarray((soft * img + (1 - soft) * bg).round(), np.uint8)

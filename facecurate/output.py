@@ -19,10 +19,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
-from functools import singledispatch
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
@@ -37,6 +36,22 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from facecurate.events import Failure
+
+if TYPE_CHECKING:
+    from facecurate.catalog import StatusReport
+    from facecurate.crawl import CrawlSummary, QueryListing
+    from facecurate.crawl.queries import PairStatus
+    from facecurate.dedup import DedupSummary, GroupView
+    from facecurate.demo import DemoOutcome
+    from facecurate.evaluate import Evaluation
+    from facecurate.export import ExportSummary
+    from facecurate.faces.crop import CropSummary
+    from facecurate.ingest import ImportSummary
+    from facecurate.pipeline import RunSummary
+    from facecurate.review.report import ReasonReport
+    from facecurate.rules.stage import FilterSummary, RuleExplained
 
 console = Console()
 err_console = Console(stderr=True)  # bars and messages: stdout stays parseable under --json
@@ -148,54 +163,308 @@ def interrupted() -> None:
                                     "command again to continue where it stopped."))
 
 
-def show(value: Any) -> None:
-    """Draw a summary record with its table (see :func:`render`)."""
-    console.print(render(value))
-
-
-# -- tables -----------------------------------------------------------------------------------------------
-
-
-@singledispatch
-def render(value: Any) -> RenderableType:
-    """The terminal form of a summary record; each record type registers its own below."""
-    raise TypeError(f"no terminal form for {type(value).__name__}")
+def show(view: RenderableType) -> None:
+    console.print(view)
 
 
 def _counts(mapping: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in mapping.items())
 
 
-def _failures(title: str, failed: list[Any], limit: int) -> list[RenderableType]:
+# -- tables -----------------------------------------------------------------------------------------------
+#
+# One function per summary record. Anything that came from outside (terms, labels, titles, URLs, file names,
+# messages quoting them) goes in as Text, never as markup.
+
+
+def _failures(title: str, failed: list[Failure], limit: int) -> list[RenderableType]:
     out: list[RenderableType] = [Text.assemble((title, "red"), " ", f.item, ": ", f.error) for f in failed[:limit]]
     if len(failed) > limit:
-        out.append(Text(f"... and {len(failed) - limit} more (`--json` lists every one; the manifest keeps them)."))
+        out.append(Text(f"... and {len(failed) - limit} more (`--json` lists every one; so does the manifest)."))
     return out
 
 
-def register_renderers() -> None:
-    """Tables for every summary record. Registered on first use, so a command imports only its own stage."""
-    from facecurate.crawl import CrawlSummary, QueryListing
-    from facecurate.dedup import DedupSummary
-    from facecurate.evaluate import EvaluateResult
-    from facecurate.export import ExportSummary
-    from facecurate.faces.crop import CropSummary
-    from facecurate.ingest import ImportSummary
-    from facecurate.pipeline import LabelCounts, RunSummary
-    from facecurate.review.report import ReasonReport
-    from facecurate.rules.stage import Explanation, FilterSummary
-    from facecurate.status import StatusReport
+def _table(title: str, columns: list[str], rows: list[list[str | Text]], right: bool = True) -> Table:
+    table = Table(title=title)
+    for n, col in enumerate(columns):
+        table.add_column(col, justify="right" if right and n else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
-    render.register(ImportSummary, _import)
-    render.register(CrawlSummary, _crawl)
-    render.register(QueryListing, _queries)
-    render.register(DedupSummary, _dedup)
-    render.register(CropSummary, _crop)
-    render.register(FilterSummary, _filter)
-    render.register(Explanation, _explain)
-    render.register(ExportSummary, _export)
-    render.register(StatusReport, _status)
-    render.register(RunSummary, _run)
-    render.register(EvaluateResult, _evaluate)
-    render.register(ReasonReport, _reasons)
-    _LABEL_COLUMNS.extend(LabelCounts.COLUMNS)
+
+def import_view(s: ImportSummary) -> RenderableType:
+    parts: list[RenderableType] = [_table("import", ["found", "new", "exact duplicates", "unchanged", "failed"],
+                                          [[str(v) for v in (s.found, s.new, s.duplicate, s.unchanged,
+                                                             len(s.failed))]], right=False)]
+    if s.failed:
+        bad = Table(title="not imported")
+        bad.add_column("file", overflow="fold")
+        bad.add_column("reason")
+        for f in s.failed[:50]:
+            bad.add_row(Text(f.item), Text(f.error))
+        parts.append(bad)
+        if len(s.failed) > 50:
+            parts.append(Text(f"... and {len(s.failed) - 50} more (`facecurate export` lists every one)."))
+    return Group(*parts)
+
+
+def _pair_cell(p: PairStatus) -> Text:
+    if p.state == "pending" or p.counts is None:
+        return Text("pending", style="yellow")
+    figures = f"{p.counts.found} found, {p.counts.new} new"
+    date = (p.date or "")[:10]
+    style, tail = {"used": ("green", ""), "blocked": ("red", " (resumes)")}.get(p.state, ("cyan", " (resumes)"))
+    word = {"used": "used", "blocked": "blocked"}.get(p.state, "interrupted")
+    return Text.assemble((word, style), f" {date} · {figures}{tail}")
+
+
+def queries_view(listing: QueryListing) -> RenderableType:
+    if not listing.queries:
+        return Text("No tracked queries yet: `facecurate queries add --label LABEL TERM…` (or --file).")
+    table = Table(title="tracked queries (pending vs used per engine)")
+    table.add_column("label")
+    table.add_column("term", overflow="fold")
+    for e in listing.engines:
+        table.add_column(e)
+    for q in listing.queries:
+        table.add_row(Text(q.label), Text(q.term), *(_pair_cell(p) for p in q.pairs))
+    pending = sum(q.pending for q in listing.queries)
+    return Group(table, Text(f"{pending} of {len(listing.queries)} terms pending for at least one engine."))
+
+
+def crawl_view(s: CrawlSummary) -> RenderableType:
+    if not s.searches:
+        return Text("Nothing pending: add terms with `facecurate queries add`, or re-run used ones with --again.")
+    table = Table(title="crawl: per query and engine")
+    table.add_column("query", overflow="fold", ratio=2)
+    table.add_column("engine", no_wrap=True)
+    for col in ("found", "new", "duplicate", "failed"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("failed by reason", overflow="fold", ratio=3)
+    for r in s.searches:
+        c = r.counts
+        reasons = Text(", ".join(f"{k} {v}" for k, v in c.failed_by_reason.items()))
+        if r.state == "blocked" and r.stopped is not None:
+            reasons = Text.assemble((f"BLOCKED ({r.stopped.kind})", "bold red"), " ", reasons)
+        elif r.state == "dry-run":
+            reasons = Text("dry run: nothing downloaded")
+        table.add_row(Text(f"{r.label}: {r.term}"), r.engine, str(c.found), str(c.new), str(c.duplicate),
+                      str(c.failed_count), reasons if reasons.plain else Text("-"))
+    return table
+
+
+def dedup_view(s: DedupSummary, show: int = 20) -> RenderableType:
+    o = s.options
+    title = "dedup (dry run: nothing written)" if s.dry_run else "dedup"
+    table = Table(title=f"{title}: threshold {o.threshold} bits, {o.algorithm}, keeper by {o.keeper}")
+    for col in ("level", "items", "hashed", "groups", "dups", "mirror", "crop", "pixels", "changed", "failed"):
+        table.add_column(col, justify="right")
+    levels = {"photos": s.photo_level, **({"faces": s.face_level} if o.faces else {})}
+    for name, lv in levels.items():
+        mirrored = sum(v for k, v in lv.by_transform.items() if "hflip" in k)
+        cropped = sum(v for k, v in lv.by_transform.items() if "crop" in k)
+        table.add_row(name, str(lv.items), str(lv.hashed), str(lv.groups), str(lv.duplicates), str(mirrored),
+                      str(cropped), str(lv.by_kind.get("pixels", 0)), str(lv.changed), str(len(lv.failed)))
+    parts: list[RenderableType] = [table]
+    if show > 0 and s.largest_groups:
+        parts.append(_groups_table(s.largest_groups[:show], len(s.largest_groups)))
+    for lv in levels.values():
+        parts += _failures("not hashed", lv.failed, 10)
+    return Group(*parts)
+
+
+def _groups_table(shown: list[GroupView], total: int) -> Table:
+    local = [n for g in shown for n in (g.keeper, *(m.name for m in g.members)) if n.startswith("/")]
+    base = os.path.commonpath(local) if local else ""
+    base = base if os.path.isdir(base) and base != "/" else ""
+
+    def short(name: str) -> str:  # local paths relative to the folder they share, URLs as they are
+        return os.path.relpath(name, base) if base and name.startswith(base + os.sep) else name
+
+    groups = Table(title=f"largest groups ({len(shown)} of {total})", show_lines=True,
+                   caption=f"paths under {base}" if base else None)
+    groups.add_column("level")
+    groups.add_column("kept", overflow="fold")
+    groups.add_column("duplicates (bits to the kept one, transform)", overflow="fold")
+    for g in shown:
+        members = Text()
+        for n, m in enumerate(g.members):
+            bits = f"{m.distance if m.distance is not None else '-'} bits"
+            extra = (f", {m.transform}" if m.transform else "") + (
+                f", {m.kind}" if m.kind not in (None, "perceptual") else "")
+            members.append_text(Text.assemble(("\n" if n else ""), short(m.name), (f"  {bits}{extra}", "dim")))
+        groups.add_row(g.level, Text(short(g.keeper)), members)
+    return groups
+
+
+def crop_view(s: CropSummary, size: int) -> RenderableType:
+    table = _table(f"crop ({s.device}, {size}px)", ["images", "with a face", "crops written", "no face", "failed"],
+                   [[str(v) for v in (s.images, s.with_face, s.faces, s.no_face, len(s.failed))]], right=False)
+    return Group(table, *_failures("failed", s.failed, 20))
+
+
+def filter_view(s: FilterSummary) -> RenderableType:
+    table = Table(title=f"filter: {s.faces} faces ({s.measured} measured now)")
+    table.add_column("reason")
+    table.add_column("faces", justify="right")
+    for reason, n in s.by_reason.most_common():
+        table.add_row(reason, str(n))
+    table.add_row(Text("rejected", style="bold"), str(s.rejected))
+    table.add_row(Text("passed the rules", style="bold"), str(s.passed))
+    return Group(table, *_failures("not measured", s.failed, 20))
+
+
+def explain_view(sample_id: str, rules: list[RuleExplained]) -> RenderableType:
+    table = Table(title=Text(f"rules for {sample_id}"))
+    for col in ("rule", "measure", "value", "threshold", "fires", "fired", "what it catches"):
+        table.add_column(col, overflow="fold")
+    for r in rules:
+        value = "n/a" if r.value is None else f"{r.value:.3f}"
+        table.add_row(r.rule, r.measure, value, f"{r.threshold:g}", "below" if r.fires_when == "below" else ">=",
+                      Text("yes", style="red") if r.fired else "no", r.doc)
+    return table
+
+
+def export_view(s: ExportSummary) -> RenderableType:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
+    lines = [Text.assemble(("Manifest", "green"), f" {s.manifest} ({s.rows} rows: {counts})")]
+    if s.layout_dir:
+        lines.append(Text.assemble((s.layout, "green"), f" {s.layout_dir} ({s.layout_files} kept crops)"))
+    return Group(*lines)
+
+
+def status_view(root: Path, s: StatusReport) -> RenderableType:
+    stages = Table(title=Text(f"workspace {root}"))
+    stages.add_column("stage")
+    stages.add_column("counts")
+    stages.add_row("sources", f"{s.sources['ok']} imported, {s.sources['failed']} failed")
+    stages.add_row("images", f"{s.images} distinct")
+    stages.add_row("crop", _counts(s.crop))
+    stages.add_row("faces", _counts(s.face_states) or "none yet")
+    stages.add_row("rejected by", _counts(s.reasons) or "-")
+    parts: list[RenderableType] = [stages]
+    dup = s.dedup
+    if dup is not None:
+        transforms = ", ".join(f"{k} {v}" for k, v in sorted(dup.image_by_transform.items()))
+        stages.add_row("dedup", f"{dup.hashed} photos hashed; {dup.image_duplicates} duplicate photos in "
+                                f"{dup.image_groups} groups" + (f" ({transforms})" if transforms else "")
+                                + f"; {dup.face_duplicates} duplicate faces")
+        if dup.largest_groups:
+            stages.add_row("largest groups", ", ".join(f"#{g['group']}: {g['size']}" for g in dup.largest_groups))
+        queries = {q: v for q, v in dup.by_query.items() if q}
+        if queries:
+            per_query = Table(title="per query")
+            for col in ("query", "images", "duplicates"):
+                per_query.add_column(col, justify="left" if col == "query" else "right")
+            for q, v in queries.items():
+                per_query.add_row(Text(q), str(v["images"]), str(v["duplicates"]))
+            parts.append(per_query)
+    if s.by_label:
+        labels = Table(title="per label")
+        cols = sorted({k for v in s.by_label.values() for k in v})
+        labels.add_column("label")
+        for c in cols:
+            labels.add_column(c, justify="right")
+        for label, v in s.by_label.items():
+            labels.add_row(Text(label or "(none)"), *(str(v.get(c, 0)) for c in cols))
+        parts.append(labels)
+    return Group(*parts)
+
+
+STATE_STYLE = {"done": "green", "blocked": "bold red", "failed": "bold red", "skipped": "yellow",
+               "not selected": "dim"}
+LABEL_HEADS = {"no_face": "no face"}
+
+
+def run_view(s: RunSummary) -> RenderableType:
+    """The closing summary: what each stage did, counts per label, and rejections by reason per label."""
+    from facecurate.pipeline import LabelCounts
+
+    stages = Table(title="run: stages")
+    stages.add_column("stage")
+    stages.add_column("state")
+    stages.add_column("what happened", overflow="fold")
+    for o in s.stages:
+        stages.add_row(o.name, Text(o.state, style=STATE_STYLE.get(o.state, "")), Text(o.detail or "-"))
+    labels = Table(title="run: per label (whole workspace; new = this run)")
+    labels.add_column("label")
+    for name in LabelCounts.COLUMNS:
+        labels.add_column(LABEL_HEADS.get(name, name), justify="right")
+    for label, counts in s.labels.items():
+        labels.add_row(Text(label), *(str(getattr(counts, n)) for n in LabelCounts.COLUMNS))
+    labels.add_section()
+    labels.add_row(Text("total", style="bold"),
+                   *(Text(str(getattr(s.total, n)), style="bold") for n in LabelCounts.COLUMNS))
+    reasons = Table(title="run: rejected by reason", caption="faces; no_face and failures count photos")
+    reasons.add_column("reason")
+    names = list(s.labels)
+    for label in names:
+        reasons.add_column(Text(label), justify="right")
+    reasons.add_column("total", justify="right")
+    for reason, n in s.total.rejected_by_reason.items():
+        reasons.add_row(reason, *(str(s.labels[lb].rejected_by_reason.get(reason, 0)) for lb in names),
+                        Text(str(n), style="bold"))
+    if s.total.failed_by_reason:
+        reasons.add_section()
+        for reason, n in s.total.failed_by_reason.items():
+            reasons.add_row(Text(f"failed: {reason}"),
+                            *(str(s.labels[lb].failed_by_reason.get(reason, 0)) for lb in names),
+                            Text(str(n), style="bold"))
+    if not s.total.rejected_by_reason and not s.total.failed_by_reason:
+        reasons.add_row("(none fired)", *("0" for _ in names), "0")
+    return Group(stages, labels, reasons)
+
+
+def evaluate_view(e: Evaluation) -> RenderableType:
+    parts: list[RenderableType] = [Text(f"{e.photos} photos: " + _counts(dict(sorted(e.labels.items()))))]
+    table = Table(title=f"rules vs labels (suggestions reach precision {e.target_precision:g})")
+    for col in ("rule", "support", "fired", "P", "R", "F1", "threshold", "suggested (P, R)"):
+        table.add_column(col, justify="left" if col == "rule" else "right", no_wrap=True)
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for r in e.rules:
+        if not r.fired_count and not r.support:
+            continue
+        suggested = "-" if r.suggested_threshold is None else (
+            f"{r.suggested_threshold:.3g} ({pct(r.suggested_precision)}, {pct(r.suggested_recall)})")
+        table.add_row(r.rule, str(r.support), str(r.fired_count), pct(r.precision), pct(r.recall), pct(r.f1),
+                      f"{r.threshold:g}", suggested)
+    parts += [table, Text("where each rule fired (folder: photos)", style="bold")]
+    for r in e.rules:
+        if r.fired_count:
+            fired_on = ", ".join(f"{k} {v}" for k, v in sorted(r.fired_by_label.items(), key=lambda kv: -kv[1]))
+            parts.append(Text(f"  {r.rule}: {fired_on}"))
+    if e.keep_rejected is not None:
+        parts.append(Text(f"keep/ photos rejected: {e.keep_rejected:.1%} (by an eye rule: "
+                          f"{(e.keep_rejected_by_eye_rules or 0):.1%}); workspace {e.workspace}"))
+    return Group(*parts)
+
+
+def reasons_view(report: ReasonReport) -> RenderableType:
+    """``review --list``. Crawled names go in as Text, so brackets in them are not Rich markup."""
+    groups = report.groups
+    out = Table(title=f"rejects by reason ({report.faces:,} faces in the catalog)",
+                caption="kept / rejected: decided by a person in `facecurate review`; they override the rules")
+    out.add_column("reason", no_wrap=True, min_width=max([len(g.reason) for g in groups] + [6]))
+    for col in ("count", "kept", "rejected", "open"):
+        out.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    out.add_column("examples", overflow="ellipsis")  # one name a line; long names are cut, the counts never
+    for g in groups:
+        decided = (str(g.kept), str(g.rejected), str(g.undecided)) if g.decidable else ("-", "-", "-")
+        out.add_row(Text(g.reason), str(g.count), *decided, Text("\n".join(e.name or e.file for e in g.entries)))
+    if not groups:
+        out.add_row(Text("nothing rejected yet"), "0", "0", "0", "0", Text("run `facecurate filter` after crop"))
+    return out
+
+
+def demo_view(rows: list[DemoOutcome]) -> RenderableType:
+    table = Table(title="demo: what each served photo was made to show")
+    for col in ("photo", "made to show", "the run found"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        mark = Text("✓", style="green") if r.shown else Text("✗", style="red")
+        table.add_row(r.photo, Text.assemble(mark, f" {r.made_to_show}"), r.found)
+    return table

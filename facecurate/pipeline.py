@@ -31,17 +31,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from facecurate.catalog import Catalog, State
-from facecurate.crawl import CrawlSummary, check_terms, run_crawl
-from facecurate.dedup import DedupOptions, DedupSummary, run_dedup
 from facecurate.errors import ConfigError, FacecurateError, PipelineError
 from facecurate.events import SILENT, Progress
 from facecurate.export import ExportOptions, ExportSummary, export, manifest_rows
-from facecurate.faces.crop import CropOptions, CropSummary, run_crop
-from facecurate.rules.stage import FilterSummary, run_filter
 from facecurate.workspace import Workspace, check_choice
+
+if TYPE_CHECKING:  # the stages are imported when they run: `status` need not load torch and MediaPipe
+    from facecurate.crawl import CrawlSummary
+    from facecurate.dedup import DedupSummary
+    from facecurate.faces.crop import CropSummary
+    from facecurate.rules.stage import FilterSummary
 
 StageName = Literal["crawl", "dedup", "crop", "filter", "export"]
 STAGES: tuple[StageName, ...] = ("crawl", "dedup", "crop", "filter", "export")
@@ -49,7 +51,7 @@ HALTING = frozenset({"dedup", "crop", "filter"})  # a failure here skips the sta
 NO_LABEL = "(none)"
 
 StageState = Literal["done", "blocked", "failed", "skipped", "not selected"]
-StageResult = CrawlSummary | DedupSummary | CropSummary | FilterSummary | ExportSummary
+StageResult: TypeAlias = "CrawlSummary | DedupSummary | CropSummary | FilterSummary | ExportSummary"
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,8 @@ class _Context:
 
 
 def _crawl(ctx: _Context) -> StageOutcome:
+    from facecurate.crawl import run_crawl
+
     summary = run_crawl(ctx.ws, ctx.catalog, engines=list(ctx.opts.engines) or None, limit=ctx.opts.limit,
                         again=ctx.opts.again, terms=list(ctx.opts.terms) or None, progress=ctx.progress)
     if not summary.searches:
@@ -223,10 +227,12 @@ def _crawl(ctx: _Context) -> StageOutcome:
     more = f" ({len(stopped) - 1} more searches stopped: " + ", ".join(
         f"{s.label}: {s.term} · {s.engine}" for s in stopped[1:]) + ".)" if len(stopped) > 1 else ""
     return StageOutcome("crawl", "blocked", f"{detail}; {len(stopped)} stopped ({first.kind})", summary,
-                        f"{first.describe()}{more}", first.exit_code)
+                        f"{first.message}{more}", first.exit_code)
 
 
 def _dedup(ctx: _Context) -> StageOutcome:
+    from facecurate.dedup import DedupOptions, run_dedup
+
     opts = DedupOptions.from_config(ctx.ws)
     summary = run_dedup(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
     photos, faces = summary.photos, summary.faces
@@ -236,6 +242,8 @@ def _dedup(ctx: _Context) -> StageOutcome:
 
 
 def _crop(ctx: _Context) -> StageOutcome:
+    from facecurate.faces.crop import CropOptions, run_crop
+
     opts = CropOptions.from_config(ctx.ws, device=ctx.opts.device)
     summary = run_crop(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
     detail = (f"{summary.images} images on {summary.device}: {summary.faces} crops written, "
@@ -244,9 +252,11 @@ def _crop(ctx: _Context) -> StageOutcome:
 
 
 def _filter(ctx: _Context) -> StageOutcome:
+    from facecurate.rules.stage import run_filter
+
     summary = run_filter(ctx.ws, ctx.catalog, progress=ctx.progress)
     # "passed", not "kept": a duplicate face can pass every rule and still stay out of the dataset.
-    detail = (f"{summary.faces} faces decided ({summary.measured} measured now): {summary.kept} passed the rules, "
+    detail = (f"{summary.faces} faces decided ({summary.measured} measured now): {summary.passed} passed the rules, "
               f"{summary.rejected} rejected")
     return StageOutcome("filter", "done", detail, summary)
 
@@ -280,6 +290,8 @@ def run_pipeline(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Pr
     raise: it is in the summary (``summary.error`` and ``exit_code``; :meth:`RunSummary.raise_for_error`)."""
     check_options(opts)
     if "crawl" in opts.stages and opts.terms:
+        from facecurate.crawl import check_terms
+
         opts = replace(opts, terms=tuple(check_terms(ws, catalog, list(opts.terms))))
     images_before = catalog.images_per_label()
     outcomes: list[StageOutcome] = []
@@ -294,8 +306,7 @@ def run_pipeline(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Pr
             continue
         outcome = _attempt(name, RUNNERS[name], ctx)
         outcomes.append(outcome)
-        if name == "crop" and outcome.error is None and isinstance(outcome.result, CropSummary) \
-                and outcome.result.faces:
+        if name == "crop" and outcome.error is None and _wrote_faces(outcome):
             outcome = _dedup_new_faces(ctx, outcomes) or outcome
         if outcome.error is not None:
             halted = outcome.name if outcome.name in HALTING else None
@@ -303,6 +314,12 @@ def run_pipeline(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Pr
                 "the later stages go on with what the catalog holds"
             progress.note(f"{outcome.name} {outcome.state}: {then}; the reason follows the summary.")
     return _summary(ws, catalog, outcomes, halted, images_before)
+
+
+def _wrote_faces(crop: StageOutcome) -> bool:
+    from facecurate.faces.crop import CropSummary
+
+    return isinstance(crop.result, CropSummary) and crop.result.faces > 0
 
 
 def _summary(ws: Workspace, catalog: Catalog, outcomes: list[StageOutcome], halted: str | None,
@@ -348,6 +365,8 @@ def _dedup_new_faces(ctx: _Context, outcomes: list[StageOutcome]) -> StageOutcom
         first.state, first.error, first.exit_code = "failed", second.error, second.exit_code
         first.detail = f"{first.detail}; after crop: {second.detail}"
         return first
+    from facecurate.dedup import DedupSummary
+
     before, after = first.result, second.result
     assert isinstance(before, DedupSummary) and isinstance(after, DedupSummary)
     first.detail = (f"{first.detail}; after crop: {after.faces.hashed} new faces hashed, "

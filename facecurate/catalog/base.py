@@ -7,11 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from facecurate.catalog.migrations import migrate, schema_version
 from facecurate.catalog.state import ITEM_STATE_VIEW
 from facecurate.errors import CatalogError
+
+
+CatalogT = TypeVar("CatalogT", bound="CatalogBase")
 
 
 def utc_now() -> str:
@@ -30,7 +33,7 @@ class CatalogBase:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> Any:
+    def open(cls: type[CatalogT], path: Path) -> CatalogT:
         try:
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -47,7 +50,7 @@ class CatalogBase:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> Any:
+    def __enter__(self: CatalogT) -> CatalogT:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -44,10 +44,29 @@ class Pair:
 PairOutcome = Literal["done", "blocked", "dry-run"]
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """Why a search stopped, as plain data: the :class:`SearchStopped` it came from, without the page's text."""
+
+    engine: str
+    kind: str            # blocked | captcha | consent | layout_changed | unreachable | browser
+    url: str
+    saved_page: str | None
+    message: str         # what happened, where the page is saved and the fix
+    exit_code: int
+
+    @classmethod
+    def of(cls, stop: SearchStopped) -> Stopped:
+        return cls(stop.engine, stop.kind, stop.url, stop.saved_page, stop.describe(), stop.exit_code)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass
 class PairReport:
     """The closing line of one (query, engine): counts and failures from the catalog, so a resumed run
-    reports all of it. ``stopped`` says why a blocked search stopped (the CLI raises it for exit code 3)."""
+    reports all of it. ``stopped`` says why a blocked search stopped (the command exits 3 with it)."""
 
     label: str
     term: str
@@ -55,31 +74,24 @@ class PairReport:
     state: PairOutcome
     counts: RunCounts = field(default_factory=RunCounts)
     failed: list[Failure] = field(default_factory=list)
-    stopped: SearchStopped | None = None
+    stopped: Stopped | None = None
     urls: list[Result] = field(default_factory=list)  # --dry-run only
 
 
 @dataclass
 class CrawlSummary:
-    """One ``crawl``: a report per (query, engine) search in the order they ran; the totals add them up."""
+    """One ``crawl``: a report per (query, engine) search in the order they ran, and their totals."""
 
-    searches: list[PairReport] = field(default_factory=list)
+    searches: list[PairReport]
+    found: int
+    new: int
+    duplicate: int
+    failed: list[Failure]
 
-    @property
-    def found(self) -> int:
-        return sum(s.counts.found for s in self.searches)
-
-    @property
-    def new(self) -> int:
-        return sum(s.counts.new for s in self.searches)
-
-    @property
-    def duplicate(self) -> int:
-        return sum(s.counts.duplicate for s in self.searches)
-
-    @property
-    def failed(self) -> list[Failure]:
-        return [f for s in self.searches for f in s.failed]
+    @classmethod
+    def of(cls, searches: list[PairReport]) -> CrawlSummary:
+        return cls(searches, sum(s.counts.found for s in searches), sum(s.counts.new for s in searches),
+                   sum(s.counts.duplicate for s in searches), [f for s in searches for f in s.failed])
 
     @property
     def failed_count(self) -> int:
@@ -201,8 +213,8 @@ class Crawl:
                 if page.end:
                     break
         except SearchStopped as stop:
-            report.state, report.stopped = "blocked", stop
             self._save_page(stop, pair, None)
+            report.state, report.stopped = "blocked", Stopped.of(stop)
         report.counts = RunCounts(found=len(report.urls))
         return report
 
@@ -229,7 +241,7 @@ class Crawl:
             saved = self._save_page(stop, pair, run.id)
             with catalog.transaction():
                 catalog.finish_run(run.id, "blocked", error=stop.describe(), saved_page=saved)
-            report.state, report.stopped = "blocked", stop
+            report.state, report.stopped = "blocked", Stopped.of(stop)
         except KeyboardInterrupt:
             self._drain(inflight, block=False)  # keep what already arrived; the rest is refetched next time
             raise
@@ -341,15 +353,15 @@ def run_crawl(ws: Workspace, catalog: Catalog, engines: list[str] | None = None,
     notes each URL it would fetch (``url<TAB>page_url``)."""
     limit = limit or int(ws.config().get("crawl", "limit"))
     pairs = plan(ws, catalog, engines, label, again, terms)
-    summary = CrawlSummary()
+    searches: list[PairReport] = []
     with Crawl(ws, catalog, progress) as crawl:
         for pair in pairs:
             report = crawl.dry_run(pair, limit) if dry_run else crawl.run_pair(pair, limit)
-            summary.searches.append(report)
+            searches.append(report)
             progress.finish(report.counts.found)
     if not dry_run:
         configured = configured_engines(ws.config())
         for lab in sorted({p.query.label for p in pairs}):
             with catalog.transaction():
                 write_mirror(ws, catalog, lab, configured)
-    return summary
+    return CrawlSummary.of(searches)
