@@ -130,8 +130,10 @@ def test_list_groups_rejects_by_reason(rws: Workspace, cat: Catalog):
     assert "biden.jpg" in line  # examples by the name a person knows the photo by, one a line
     assert "biden.jpg" in out.output and "rocket_no_face.jpg" in out.output
     as_json = CliRunner().invoke(app, ["review", "--list", "--json", "-w", str(rws.root)])
-    data = {g["reason"]: g for g in json.loads(as_json.output)}
+    report_json = json.loads(as_json.output)  # the ReasonReport record: its groups and the faces in all
+    data = {g["reason"]: g for g in report_json["groups"]}
     assert data["closed_eyes"]["count"] == 1 and data["closed_eyes"]["examples"] == ["obama3.jpg"]
+    assert data["mirroring"]["undecided"] == 1 and report_json["faces"] == 6 and "entries" not in data["mirroring"]
 
 
 def test_html_report_is_one_file_with_escaped_strings(rws: Workspace, tmp_path: Path):

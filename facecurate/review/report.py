@@ -1,8 +1,9 @@
 """``review --list`` and ``review --html``: the rejects by reason, without a server.
 
-The terminal table answers "what did the rules throw out, and why" at a glance; the HTML file is something to
-mail or archive: one file, thumbnails embedded as data URIs, crawled strings escaped by Jinja's autoescape and a
-Content-Security-Policy that runs no script at all.
+:func:`reason_report` is what the terminal table (drawn by the output layer) and ``--json`` show: "what did the
+rules throw out, and why" at a glance. The HTML file is something to mail or archive: one file, thumbnails
+embedded as data URIs, crawled strings escaped by Jinja's autoescape and a Content-Security-Policy that runs no
+script at all.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from rich.table import Table
-from rich.text import Text
 
 from facecurate import __version__, media
 from facecurate.catalog import Catalog, State, utc_now
@@ -42,18 +41,18 @@ class Entry:
     review: dict[str, Any]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReasonGroup:
+    """One reason's rejects; its fields are the ``--json`` shape, ``entries`` (the examples' files) stays out."""
+
     reason: str
     status: State      # the rules' state of its items (item_state's rule_state)
-    count: int = 0
-    kept: int = 0
-    rejected: int = 0
-    entries: list[Entry] = field(default_factory=list)
-
-    @property
-    def undecided(self) -> int:
-        return self.count - self.kept - self.rejected
+    count: int
+    kept: int          # by a person
+    rejected: int
+    undecided: int
+    examples: list[str]  # names of the first entries
+    entries: list[Entry] = field(repr=False)
 
     @property
     def decidable(self) -> bool:
@@ -61,12 +60,20 @@ class ReasonGroup:
         return self.status in (State.REJECT, State.DUPLICATE)
 
 
+@dataclass
+class _Tally:
+    count: int = 0
+    kept: int = 0
+    rejected: int = 0
+    entries: list[Entry] = field(default_factory=list)
+
+
 def reason_groups(catalog: Catalog, examples: int = 3) -> list[ReasonGroup]:
     """Rejects grouped by reason (a face with two reasons is in both), then duplicates, photos without a face
     and failed photos; each with counts of what a person kept or rejected and the first ``examples`` entries
     (0 = all)."""
     latest = catalog.review_latest()
-    groups: dict[tuple[State, str], ReasonGroup] = {}
+    tallies: dict[tuple[State, str], _Tally] = {}
     for item in catalog.items_in_rule_states(LISTED):
         review = latest.get((item.image_id, item.face_index), NO_REVIEW) if item.face_index >= 0 else NO_REVIEW
         entry = Entry(item.key, item.file, item.kind, display_name(item.location), item.title, item.query,
@@ -75,14 +82,17 @@ def reason_groups(catalog: Catalog, examples: int = 3) -> list[ReasonGroup]:
         names = item.reasons if status == State.REJECT and item.reasons else [
             status.value if status != State.REJECT else "(no reason)"]
         for reason in names:
-            g = groups.setdefault((status, reason), ReasonGroup(reason, status))
-            g.count += 1
-            g.kept += entry.review["decision"] == "kept"
-            g.rejected += entry.review["decision"] == "rejected"
-            if examples <= 0 or len(g.entries) < examples:
-                g.entries.append(entry)
+            t = tallies.setdefault((status, reason), _Tally())
+            t.count += 1
+            t.kept += entry.review["decision"] == "kept"
+            t.rejected += entry.review["decision"] == "rejected"
+            if examples <= 0 or len(t.entries) < examples:
+                t.entries.append(entry)
     order = {s: n for n, s in enumerate(LISTED)}
-    return sorted(groups.values(), key=lambda g: (order[g.status], -g.count, g.reason))
+    groups = [ReasonGroup(reason, status, t.count, t.kept, t.rejected, t.count - t.kept - t.rejected,
+                          [e.name or e.file for e in t.entries], t.entries)
+              for (status, reason), t in tallies.items()]
+    return sorted(groups, key=lambda g: (order[g.status], -g.count, g.reason))
 
 
 @dataclass(frozen=True)
@@ -92,37 +102,9 @@ class ReasonReport:
     groups: list[ReasonGroup]
     faces: int
 
-    def as_json(self) -> list[dict[str, Any]]:
-        return as_json(self.groups)
-
 
 def reason_report(catalog: Catalog, examples: int = 3) -> ReasonReport:
     return ReasonReport(reason_groups(catalog, examples), catalog.face_count())
-
-
-def face_count(catalog: Catalog) -> int:
-    return catalog.face_count()
-
-
-def table(groups: list[ReasonGroup], faces_total: int) -> Table:
-    """The Rich table for --list. Crawled names go in as Text, so brackets in them are not Rich markup."""
-    out = Table(title=f"rejects by reason ({faces_total:,} faces in the catalog)",
-                caption="kept / rejected: decided by a person in `facecurate review`; they override the rules")
-    out.add_column("reason", no_wrap=True, min_width=max([len(g.reason) for g in groups] + [6]))
-    for col in ("count", "kept", "rejected", "open"):
-        out.add_column(col, justify="right", no_wrap=True, min_width=len(col))
-    out.add_column("examples", overflow="ellipsis")  # one name a line; long names are cut, the counts never
-    for g in groups:
-        decided = (str(g.kept), str(g.rejected), str(g.undecided)) if g.decidable else ("-", "-", "-")
-        out.add_row(Text(g.reason), str(g.count), *decided, Text("\n".join(e.name or e.file for e in g.entries)))
-    if not groups:
-        out.add_row(Text("nothing rejected yet"), "0", "0", "0", "0", Text("run `facecurate filter` after crop"))
-    return out
-
-
-def as_json(groups: list[ReasonGroup]) -> list[dict[str, Any]]:
-    return [{"reason": g.reason, "status": g.status.value, "count": g.count, "kept": g.kept, "rejected": g.rejected,
-             "undecided": g.undecided, "examples": [e.name or e.file for e in g.entries]} for g in groups]
 
 
 def _data_uri(ws: Workspace, entry: Entry, limits: tuple[int, int]) -> str | None:
