@@ -115,11 +115,11 @@ def test_cli_crawl_table_used_pairs_and_again(ws: Workspace, catalog: Catalog, w
     served = len(host.server.requests)
     # nothing pending any more: no search, no download
     again = runner.invoke(app, ["crawl", "-e", "bing", "--json", *w])
-    assert again.exit_code == 0 and json.loads(again.stdout) == []
+    assert again.exit_code == 0 and json.loads(again.stdout)["searches"] == []
     # --again re-searches, and finds only what it has: no image URL is fetched twice
     result = runner.invoke(app, ["crawl", "-e", "bing", "--again", "--json", *w])
     assert result.exit_code == 0, result.output
-    rows = {r["query"]: r for r in json.loads(result.stdout)}
+    rows = {r["term"]: r["counts"] for r in json.loads(result.stdout)["searches"]}
     assert rows["few faces"]["found"] == 3 and rows["few faces"]["duplicate"] == 3 and rows["few faces"]["new"] == 0
     assert len(host.server.requests) == served
     assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 6

@@ -140,7 +140,9 @@ def test_cli_queries_add_list_remove(ws: Workspace, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert {q["term"] for q in data["queries"]} == {"no makeup face", "bold makeup look", "클렌징 후 얼굴"}
-    assert all(q["engines"]["bing"]["state"] == "pending" for q in data["queries"])
+    assert data["engines"] == ["bing"]
+    assert all([p["engine"] for p in q["pairs"]] == ["bing"] and q["pairs"][0]["state"] == "pending"
+               for q in data["queries"])
     table = runner.invoke(app, ["queries", "list", *w])
     assert "pending" in table.output and "no makeup face" in table.output
     result = runner.invoke(app, ["queries", "remove", "--label", "makeup", "bold makeup look", *w])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facecurate import catalog as catalog_mod
+from facecurate.catalog import migrations as catalog_mod
 from facecurate.catalog import Catalog
 from facecurate.errors import CatalogError, ConfigError, WorkspaceError
 from facecurate.workspace import ENV_VAR, SETTINGS, Workspace, find_workspace, init_workspace
@@ -81,7 +81,7 @@ def test_a_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: 
     Catalog.open(path).close()
     current = len(catalog_mod.MIGRATIONS)
     monkeypatch.setattr(catalog_mod, "MIGRATIONS", (*catalog_mod.MIGRATIONS, "CREATE TABLE ok (x);\nNOT SQL;"))
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(CatalogError, match="syntax error"):  # named, with the catalog's path, not a traceback
         Catalog.open(path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == current
