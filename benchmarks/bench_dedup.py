@@ -140,11 +140,11 @@ def run_facecurate(folder: Path, root: Path, threshold: int | None, faces: bool)
         t1 = time.perf_counter()
         warm = run_dedup(ws, catalog, DedupOptions.from_config(ws, threshold=threshold, faces=False))
         rerun = time.perf_counter() - t1
-        names = {r["id"]: Path(r["location"]).name for r in catalog.conn.execute(
-            "SELECT image_id AS id, location FROM sources WHERE status='ok'")}
+        names = {image_id: Path(s.location).name for image_id, s in catalog.first_sources().items()}
         groups: dict[int, list[str]] = {}
-        for r in catalog.conn.execute("SELECT id, dup_group FROM images WHERE dup_group IS NOT NULL"):
-            groups.setdefault(r["dup_group"], []).append(names[r["id"]])
+        for image_id, fields in catalog.dedup_grouped_images().items():
+            if fields.group is not None:
+                groups.setdefault(fields.group, []).append(names[image_id])
         out: dict[str, object] = {"seconds": seconds, "cpu_seconds": cpu, "rerun_seconds": rerun,
                                   "rerun_hashed": warm.photos.hashed, "groups": list(groups.values()),
                                   "stats": summary.photos.stats}
@@ -165,11 +165,11 @@ def _face_level(ws: object, catalog: Catalog, names: dict[int, str], threshold: 
     face_s = time.perf_counter() - t1
     groups: dict[int, list[str]] = {}
     with_face = set()
-    for r in catalog.conn.execute("SELECT id, image_id, dup_of, dup_group FROM faces"):
-        with_face.add(names[r["image_id"]])
-        key = r["dup_of"] if r["dup_of"] is not None else (r["id"] if r["dup_group"] is not None else None)
+    for face in catalog.faces():
+        with_face.add(names[face.image_id])
+        key = face.dup_of if face.dup_of is not None else (face.id if face.dup_group is not None else None)
         if key is not None:
-            groups.setdefault(key, []).append(names[r["image_id"]])
+            groups.setdefault(key, []).append(names[face.image_id])
     return {"crop_seconds": crop_s, "face_seconds": face_s, "face_groups": list(groups.values()),
             "with_face": sorted(with_face)}
 

@@ -32,9 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_wide_table
 
-from facecurate.dedup.core import Options
 from facecurate.dedup.groups import candidate_edges, group_around_keepers, keeper_rank
 from facecurate.dedup.hashing import WINDOW_PLACES
+from facecurate.workspace import setting
 
 PLANTED_SHARE = 0.1  # one item in ten is a planted copy of another (a third plain, a third mirrored, a third cropped)
 
@@ -103,8 +103,8 @@ def run_one(n: int, threshold: int, crop_threshold: int, windows: bool) -> dict[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,300000,1000000")
-    ap.add_argument("--threshold", type=int, default=Options.threshold)
-    ap.add_argument("--crop-threshold", type=int, default=Options.window_threshold)
+    ap.add_argument("--threshold", type=int, default=setting("dedup", "threshold").default)
+    ap.add_argument("--crop-threshold", type=int, default=setting("dedup", "crop_threshold").default)
     ap.add_argument("--no-windows", action="store_true", help="index full frame + mirror only (2 hashes/item)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
