@@ -76,6 +76,11 @@ def test_filters_count_what_they_show(client: FlaskClient, rws: Workspace):
     _decide(client, [_key(rws, "biden.jpg")], "kept")
     assert _keys(client, decision="kept") == [_key(rws, "biden.jpg")]
     assert len(_keys(client, status="reject", decision="none")) == 2
+    # the status filter and counts are on the state in force: a person's keep over the rules' reject
+    assert _key(rws, "biden.jpg") in _keys(client, status="keep") and len(_keys(client, status="reject")) == 2
+    assert client.get("/api/facets").json["statuses"] == {"keep": 4, "reject": 2, "no_face": 1}
+    cell = client.get(f"/api/items?keys={_key(rws, 'biden.jpg')}").json["items"][0]
+    assert (cell["status"], cell["rule_status"], cell["review"]["decision"]) == ("keep", "reject", "kept")
     for bad in ({"status": "nope"}, {"sort": "score:x') --"}, {"decision": "maybe"}, {"reason": "x" * 600}):
         assert client.get("/api/query", query_string=bad).status_code == 400
 
@@ -153,10 +158,9 @@ def test_writes_need_the_token_and_the_same_origin(client: FlaskClient, rws: Wor
         assert cat.conn.execute("SELECT COUNT(*) FROM review_log").fetchone()[0] == 0
     ok = _decide(client, [key], "kept", Origin="http://localhost")
     assert ok.status_code == 200 and ok.json["changed"] == [
-        {"key": key, "review": {"decision": "kept", "by": "tester", "at": ok.json["changed"][0]["review"]["at"]},
-         "status": "keep"}]  # the state in force: the person's keep over the rules' reject
+        {"key": key, "review": {"decision": "kept", "by": "tester", "at": ok.json["changed"][0]["review"]["at"]}}]
     undo = client.post("/api/undo", json={}, headers={TOKEN_HEADER: "t0ken"})
-    assert undo.json["changed"][0]["review"]["decision"] == "none" and undo.json["changed"][0]["status"] == "reject"
+    assert undo.json["changed"][0]["review"]["decision"] == "none"
     # a DNS-rebinding page reaches us under its own name: refused before any route runs
     assert client.get("/", headers={"Host": "attacker.example:8377"}).status_code == 403
     assert client.get("/api/facets", headers={"Host": "127.0.0.1:8377"}).status_code == 200

@@ -217,12 +217,10 @@ def _file_of(catalog: Catalog, text: str) -> tuple[str, str]:
 
 def _changed(catalog: Catalog, changes: list[decisions.Change],
              keys: dict[tuple[int, int], str]) -> list[dict[str, Any]]:
-    """The review field and state in force each changed item has now, by key, for the page to redraw."""
+    """The review field each changed item has now, by key, for the page to redraw."""
     pairs = [(c.image_id, c.face_index) for c in changes]
     latest = catalog.review_latest(pairs)
-    states = catalog.item_states_of(p[0] for p in pairs)
-    return [{"key": keys[p], "review": latest.get(p, dict(items.NO_REVIEW)), "status": states[p].state.value}
-            for p in pairs if p in keys and p in states]
+    return [{"key": keys[p], "review": latest.get(p, dict(items.NO_REVIEW))} for p in pairs if p in keys]
 
 
 # -- running it ------------------------------------------------------------------------------------------

@@ -306,14 +306,15 @@
     cell.classList.remove('loading');
     const decision = item.review.decision;
     cell.className = cell.className.replace(/\b(st|dec)-\S+/g, '').trim();
-    cell.classList.add(`st-${item.status}`, `dec-${decision}`);
+    // The badge is what the stages said (it never changes with a decision); the mark is the person's decision.
+    cell.classList.add(`st-${item.rule_status}`, `dec-${decision}`);
     const mark = cell.querySelector('.mark');
     mark.textContent = decision === 'kept' ? '✓ kept' : decision === 'rejected' ? '✗ rejected' : '';
     const line1 = cell.querySelector('.line1');
     line1.textContent = '';
-    line1.appendChild(el('span', `badge st-${item.status}`, item.status.replace('_', ' ')));
+    line1.appendChild(el('span', `badge st-${item.rule_status}`, item.rule_status.replace('_', ' ')));
     const reasons = item.decidable ? item.reasons.join(', ') : '';  // a photo row's reason is its badge
-    line1.appendChild(el('span', 'reasons', reasons || (item.status === 'keep' ? 'no reason' : '')));
+    line1.appendChild(el('span', 'reasons', reasons || (item.rule_status === 'keep' ? 'no reason' : '')));
     const line2 = cell.querySelector('.line2');
     const score = sortScore(item);
     line2.textContent = score ? `${score} · ${item.title || item.name}` : (item.title || item.name || '');
@@ -363,9 +364,9 @@
   // -- deciding -----------------------------------------------------------------------------------------
 
   function applyChanges(changed) {
-    for (const { key, review, status } of changed) {
+    for (const { key, review } of changed) {
       const item = state.items.get(key);
-      if (item) { item.review = review; item.status = status; item.v += 1; }
+      if (item) { item.review = review; item.v += 1; }
     }
     render();
     if (state.detailKey && changed.some((c) => c.key === state.detailKey)) openDetail();
