@@ -10,10 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from facecurate.catalog import Catalog
+from facecurate.catalog import Catalog, Decision, State
+from facecurate.catalog.review import LogEntry
 from facecurate.export import FIELDS, export
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
+from facecurate.rules.stage import run_filter
 from facecurate.workspace import Workspace
 
 
@@ -25,27 +27,53 @@ def exported_ws(ws: Workspace, catalog: Catalog, demo_dir: Path, odd_images: dic
     return ws, catalog
 
 
+def _decide_without_rejecting(ws: Workspace, catalog: Catalog) -> None:
+    """Run filter with only a rule these colour portraits never trip: the layout tests are about splits and
+    folders, and which faces the rules reject at tiny crop sizes is tests/test_rules.py's business."""
+    text = ws.config_path.read_text(encoding="utf-8")
+    ws.config_path.write_text(re.sub(r'(?m)^enabled = .*$', 'enabled = "grayscale"', text), encoding="utf-8")
+    run_filter(ws, catalog)
+
+
+def _by_status(manifest: Path) -> dict[str, list]:
+    by_status: dict[str, list] = {}
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        assert tuple(row) == FIELDS
+        by_status.setdefault(row["status"], []).append(row)
+    return by_status
+
+
+def test_faces_the_rules_have_not_seen_are_pending_and_stay_out_of_layouts(exported_ws, tmp_path: Path):
+    ws, catalog = exported_ws
+    result = export(ws, catalog, fmt="jsonl", out_dir=tmp_path / "out", layout="imagefolder")
+    by_status = _by_status(result.manifest)
+    assert len(by_status["pending"]) == 6 and "keep" not in by_status and result.layout_files == 0
+    pending = by_status["pending"][0]
+    assert pending["dup_group"] is None and pending["scores"] == {}  # later stages: present and empty
+
+
 def test_jsonl_manifest_has_every_status_and_field(exported_ws, tmp_path: Path):
     ws, catalog = exported_ws
+    run_filter(ws, catalog)
     result = export(ws, catalog, fmt="jsonl", out_dir=tmp_path / "out")
-    rows = [json.loads(line) for line in result.manifest.read_text().splitlines()]
-    assert all(tuple(r) == FIELDS for r in rows)
-    by_status: dict[str, list] = {}
-    for r in rows:
-        by_status.setdefault(r["status"], []).append(r)
-    assert len(by_status["keep"]) == 6 and len(by_status["no_face"]) == 1 and len(by_status["failed"]) == 2
+    by_status = _by_status(result.manifest)
+    assert len(by_status["keep"]) == 5 and len(by_status["reject"]) == 1
+    assert len(by_status["no_face"]) == 1 and len(by_status["failed"]) == 2
+    assert "mirroring" in by_status["reject"][0]["reasons"]  # the face at the photo's edge
     assert {r["reasons"][0] for r in by_status["failed"]} == {"not_an_image", "empty"}
     keep = by_status["keep"][0]
     assert (tmp_path / "out" / keep["file_name"]).is_file()  # relative to the manifest
     assert keep["label"] == "demo" and keep["source_path"].endswith(".jpg") and keep["review"]["decision"] == "none"
-    assert keep["dup_group"] is None and keep["scores"] == {}  # later stages: present and empty
+    assert keep["dup_group"] is None and set(keep["scores"]) >= {"mirroring", "ear_mean"}
     sidecar = json.loads(result.sidecar.read_text())
-    assert sidecar["counts"]["status"] == {"keep": 6, "no_face": 1, "failed": 2}
+    assert sidecar["counts"]["status"] == {"keep": 5, "reject": 1, "no_face": 1, "failed": 2}
     assert sidecar["config"]["crop"]["size"] == 512 and sidecar["version"]
 
 
 def test_csv_and_parquet_carry_the_same_rows(exported_ws, tmp_path: Path):
     ws, catalog = exported_ws
+    run_filter(ws, catalog)
     jsonl = export(ws, catalog, fmt="jsonl", out_dir=tmp_path / "j")
     csv_res = export(ws, catalog, fmt="csv", out_dir=tmp_path / "c")
     pq_res = export(ws, catalog, fmt="parquet", out_dir=tmp_path / "p")
@@ -61,11 +89,12 @@ def test_csv_and_parquet_carry_the_same_rows(exported_ws, tmp_path: Path):
 def test_imagefolder_loads_with_hugging_face_datasets(exported_ws, tmp_path: Path):
     datasets = pytest.importorskip("datasets")
     ws, catalog = exported_ws
+    run_filter(ws, catalog)
     out = tmp_path / "hf"
     result = export(ws, catalog, fmt="jsonl", out_dir=out, layout="imagefolder")
-    assert result.layout_files == 6
+    assert result.layout_files == 5
     ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
-    assert len(ds) == 6
+    assert len(ds) == 5
     assert ds[0]["image"].size == (128, 128) and ds[0]["label"] == "demo"
     assert set(ds.column_names) >= {"image", "label", "sample_id", "source_sha256"}
 
@@ -98,6 +127,7 @@ def two_label_ws(ws: Workspace, catalog: Catalog, demo_dir: Path):
     import_paths(ws, catalog, [demo_dir / n for n in ("biden.jpg", "astronaut.jpg", "rocket_no_face.jpg")],
                  label="no_makeup")
     run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
+    _decide_without_rejecting(ws, catalog)
     return ws, catalog
 
 
@@ -149,16 +179,18 @@ def test_per_label_split_never_puts_copies_of_one_photo_on_both_sides(ws: Worksp
     import_paths(ws, catalog, [copies], label="web")
     run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
     run_dedup(ws, catalog, DedupOptions.from_config(ws))
+    _decide_without_rejecting(ws, catalog)
     ids = {Path(r["location"]).name: r["image_id"]
            for r in catalog.conn.execute("SELECT location, image_id FROM sources")}
     family = [ids[n] for n in ("obama.jpg", "obama_mirrored.jpg", "obama_border.jpg")]
-    marked = catalog.conn.execute("SELECT COUNT(*) FROM faces WHERE status='duplicate' AND image_id IN (?,?,?)",
-                                  family).fetchone()[0]
+    marked = catalog.conn.execute("SELECT COUNT(*) FROM item_state WHERE state='duplicate' AND face_id IS NOT NULL "
+                                  "AND image_id IN (?,?,?)", family).fetchone()[0]
     assert marked == 2  # dedup found both copies (one a photo duplicate, one at least a face duplicate)
     # A person keeps the copies anyway (e.g. as augmentations): now all three reach the layout.
     with catalog.transaction():
         catalog.review_append(catalog.review_next_batch(), "keep",
-                              [(i, 0, "none", "kept", "duplicate") for i in family], "tester", "s1")
+                              [LogEntry(i, 0, Decision.NONE, Decision.KEPT, State.DUPLICATE) for i in family],
+                              "tester", "s1")
     sha = {i: catalog.conn.execute("SELECT sha256 FROM images WHERE id=?", (i,)).fetchone()[0][:16] for i in family}
     out = tmp_path / "out"
     family_sides, other_sides = set(), set()
@@ -190,7 +222,8 @@ def test_faces_of_a_duplicate_photo_stay_out_when_dedup_ran_before_crop(ws: Work
     import_paths(ws, catalog, [demo_dir / "obama.jpg", demo_dir / "biden.jpg", copies], label="web")
     run_dedup(ws, catalog, DedupOptions.from_config(ws))          # photos only: no crops yet
     run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
-    marked = catalog.conn.execute("SELECT f.status FROM faces f JOIN images i ON i.id=f.image_id "
+    _decide_without_rejecting(ws, catalog)
+    marked = catalog.conn.execute("SELECT s.state FROM item_state s JOIN images i ON i.id=s.image_id "
                                   "WHERE i.dup_of IS NOT NULL").fetchall()
     assert [r[0] for r in marked] == ["duplicate"]  # status, review and filter see it as the copy it is
     result = export(ws, catalog, out_dir=tmp_path / "out", layout="imagefolder")
