@@ -17,6 +17,7 @@ them for one call, as command-line options do.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from facecurate import media
-from facecurate.catalog import Catalog, StatusReport
+from facecurate.catalog import Catalog, Decision, StatusReport
 from facecurate.events import SILENT, Progress
 from facecurate.workspace import Workspace, find_workspace, init_workspace
 
@@ -184,6 +185,26 @@ class Project:
                           terms=tuple(terms or ()), limit=limit, device=device, fmt=fmt, layout=layout, again=again)
         with _progress(progress) as sink:
             return run_pipeline(self.workspace, self.catalog, opts, sink)
+
+    def review(self, sample_ids: Sequence[str], decision: Decision | str, *, reviewer: str | None = None
+               ) -> list[str]:
+        """A person's decision (``kept`` or ``rejected``) on faces named by their manifest sample_id, appended to
+        the review log as the gallery's key presses are; it overrides the rules in every reader. Returns the
+        sample_ids that name no face here (photos without a face, typos)."""
+        from facecurate.review.decisions import decide, reviewer_name
+        from facecurate.review.items import Target
+
+        targets, unknown = [], []
+        for sample_id in dict.fromkeys(sample_ids):
+            sha, _, index = sample_id.partition("_")
+            face = self.catalog.face_by_sample(sha, int(index)) if sha and index.isdigit() else None
+            if face is None:
+                unknown.append(sample_id)
+            else:
+                targets.append(Target(f"f{face.id}", face.image_id, face.face_index))
+        who = reviewer or reviewer_name(self.workspace.config())
+        decide(self.catalog, targets, decision, who, session=f"api-{os.getpid()}")
+        return unknown
 
     # -- reading ------------------------------------------------------------------------------------------
 

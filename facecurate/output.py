@@ -342,6 +342,8 @@ def status_view(root: Path, s: StatusReport) -> RenderableType:
     stages.add_row("images", f"{s.images} distinct")
     stages.add_row("crop", _counts(s.crop))
     stages.add_row("faces", _counts(s.face_states) or "none yet")
+    if s.photo_states:
+        stages.add_row("photos without a face", _counts(s.photo_states))
     stages.add_row("rejected by", _counts(s.reasons) or "-")
     parts: list[RenderableType] = [stages]
     dup = s.dedup

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 from rich.console import Console
-from rich.progress import Progress
 from typer.testing import CliRunner
 
+from facecurate import output
 from facecurate.catalog import Catalog
 from facecurate.cli import app
+from facecurate.crawl.queries import add_terms
 from facecurate.pipeline import STAGES, RunOptions, RunSummary, run_pipeline
-from facecurate.queries import add_terms
 from facecurate.workspace import Workspace
 from tests.fakeweb import (
     BLOCKED_TERM,
@@ -87,9 +87,7 @@ def _workspace(ws: Workspace, catalog: Catalog, engines: FakeEngines, labels: di
 
 
 def _run(ws: Workspace, catalog: Catalog, **opts: object) -> RunSummary:
-    quiet = Console(file=io.StringIO(), width=200)
-    return run_pipeline(ws, catalog, RunOptions(device="cpu", **opts), quiet,  # type: ignore[arg-type]
-                        lambda: Progress(console=quiet))
+    return run_pipeline(ws, catalog, RunOptions(device="cpu", **opts))  # type: ignore[arg-type]
 
 
 def _manifest_counts(path: Path) -> dict[str, Counter[str]]:
@@ -111,7 +109,8 @@ def test_run_end_to_end_matches_the_catalog_then_does_nothing_new(ws: Workspace,
     assert total.new == total.images == 8 == catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
     sql = catalog.conn.execute
     faces_by = {(lb, st): n for lb, st, n in sql(
-        "SELECT i.label, f.status, COUNT(*) FROM faces f JOIN images i ON i.id=f.image_id GROUP BY 1, 2")}
+        "SELECT i.label, s.state, COUNT(*) FROM item_state s JOIN images i ON i.id=s.image_id "
+        "WHERE s.face_id IS NOT NULL GROUP BY 1, 2")}
     no_face = dict(sql("SELECT label, COUNT(*) FROM images WHERE crop_state='no_face' AND dup_of IS NULL GROUP BY 1"))
     manifest = _manifest_counts(summary.manifest)  # type: ignore[arg-type]
     for label, counts in summary.labels.items():
@@ -124,10 +123,12 @@ def test_run_end_to_end_matches_the_catalog_then_does_nothing_new(ws: Workspace,
     assert summary.labels["makeup"].duplicates >= 1  # the mirrored, recompressed copy
     assert sql("SELECT COUNT(*) FROM images WHERE dup_of IS NOT NULL").fetchone()[0] == 1
     # Every reason that fired is listed, counted as in the catalog.
-    rule_reasons = Counter(r for (reasons,) in sql("SELECT reasons FROM faces WHERE status='reject'")
+    rule_reasons = Counter(r for (reasons,) in sql("SELECT f.reasons FROM faces f JOIN item_state s "
+                                                   "ON s.face_id = f.id WHERE s.state='reject'")
                            for r in json.loads(reasons))
-    assert total.reasons == rule_reasons + Counter(duplicate=total.duplicates, no_face=total.no_face)
-    assert {"duplicate", "no_face"} <= set(total.reasons)
+    assert Counter(total.rejected_by_reason) == rule_reasons + Counter(duplicate=total.duplicates,
+                                                                       no_face=total.no_face)
+    assert {"duplicate", "no_face"} <= set(total.rejected_by_reason)
     kept_files = list((ws.exports_dir / "train").glob("*.jpg"))  # imagefolder by default
     assert len(kept_files) == total.kept > 0
 
@@ -135,16 +136,16 @@ def test_run_end_to_end_matches_the_catalog_then_does_nothing_new(ws: Workspace,
     fetched = host.photo_requests()
     again = _run(ws, catalog)
     assert again.error is None and host.photo_requests() == fetched
-    figures = {s.name: s.figures for s in again.stages}
-    assert figures["crawl"]["searches"] == 0 and "nothing pending" in again.stage("crawl").detail
-    assert figures["dedup"]["photos_hashed"] == figures["dedup"]["faces_hashed"] == 0
-    assert figures["crop"]["images"] == 0 and figures["filter"]["measured"] == 0
+    results = {s.name: s.result for s in again.stages}
+    assert results["crawl"].searches == [] and "nothing pending" in again.stage("crawl").detail  # type: ignore[union-attr]
+    assert results["dedup"].photo_level.hashed == results["dedup"].face_level.hashed == 0  # type: ignore[union-attr]
+    assert results["crop"].images == 0 and results["filter"].measured == 0  # type: ignore[union-attr]
     assert again.total.new == 0
-    assert {lb: c.as_dict() | {"new": 0} for lb, c in again.labels.items()} == \
-        {lb: c.as_dict() | {"new": 0} for lb, c in summary.labels.items()}
+    assert {lb: output.jsonable(c) | {"new": 0} for lb, c in again.labels.items()} == \
+        {lb: output.jsonable(c) | {"new": 0} for lb, c in summary.labels.items()}
     # The closing table names every stage and every reason.
     out = Console(file=io.StringIO(), width=200)
-    out.print(again.table())
+    out.print(output.run_view(again))
     text = out.file.getvalue()  # type: ignore[attr-defined]
     assert all(name in text for name in STAGES) and "no_face" in text and "duplicate" in text
 
@@ -169,13 +170,13 @@ def test_stages_subset_touches_only_those_stages_and_a_full_run_resumes(ws: Work
     subset = _run(ws, catalog, stages=("crop", "filter"))
     assert [s.state for s in subset.stages] == ["not selected", "not selected", "done", "done", "not selected"]
     assert len(engines.server.requests) == searches  # no crawl
-    assert subset.stage("crop").figures["images"] == 4
+    assert subset.stage("crop").result.images == 4  # type: ignore[union-attr]
     assert not (ws.exports_dir / "manifest.jsonl").exists()  # no export
     assert subset.total.pending == 0 and subset.total.kept + subset.total.rejected == 3
     assert subset.total.no_face == 1
 
     rest = _run(ws, catalog)  # the full run goes on from there: nothing to crawl or crop, then the export
-    assert rest.stage("crop").figures["images"] == 0 and rest.stage("crawl").figures["searches"] == 0
+    assert rest.stage("crop").result.images == 0 and rest.stage("crawl").result.searches == []  # type: ignore
     assert rest.manifest is not None and rest.manifest.is_file()
     assert rest.total.kept == subset.total.kept
 
@@ -241,7 +242,7 @@ def test_kill_minus_9_mid_run_then_run_again_finishes_without_refetching(ws: Wor
             before = {r[0] for r in catalog.conn.execute("SELECT location FROM sources WHERE status='ok'")}
             assert 0 < len(before) < n, "the kill should land mid-crawl"
             summary = _run(ws, catalog, limit=n)
-    assert summary.error is None and summary.stage("crawl").figures["searches"] == 1  # the killed search resumed
+    assert summary.error is None and len(summary.stage("crawl").result.searches) == 1  # type: ignore[union-attr]
     total = summary.total
     assert total.found == total.images == n and total.pending == 0
     assert total.kept + total.rejected + total.duplicates + total.no_face == \

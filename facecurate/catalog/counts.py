@@ -28,6 +28,7 @@ class StatusReport:
     images: int
     crop: dict[str, int]                          # pending | done | no_face | failed (photos)
     face_states: dict[str, int]                   # state in force → faces
+    photo_states: dict[str, int]                  # state → photos without a face row (pending, no_face, failed…)
     reasons: dict[str, int]                       # rule reason → faces it fired on
     by_label: dict[str, dict[str, int]] = field(default_factory=dict)
     dedup: DedupCounts | None = None
@@ -58,6 +59,8 @@ class CountsMixin(DedupMixin):
                   "failed": one("SELECT COUNT(*) FROM images WHERE crop_state='failed'")},
             face_states={row["state"]: int(row["n"]) for row in self.conn.execute(
                 "SELECT state, COUNT(*) AS n FROM item_state WHERE face_id IS NOT NULL GROUP BY state ORDER BY state")},
+            photo_states={row["state"]: int(row["n"]) for row in self.conn.execute(
+                "SELECT state, COUNT(*) AS n FROM item_state WHERE face_id IS NULL GROUP BY state ORDER BY state")},
             reasons={r[0]: int(r[1]) for r in self.conn.execute(
                 "SELECT j.value, COUNT(*) FROM faces f, json_each(f.reasons) j GROUP BY 1 ORDER BY 2 DESC, 1")},
             by_label=by_label,
