@@ -146,8 +146,8 @@ def run_facecurate(folder: Path, root: Path, threshold: int | None, faces: bool)
             if fields.group is not None:
                 groups.setdefault(fields.group, []).append(names[image_id])
         out: dict[str, object] = {"seconds": seconds, "cpu_seconds": cpu, "rerun_seconds": rerun,
-                                  "rerun_hashed": warm.photos.hashed, "groups": list(groups.values()),
-                                  "stats": summary.photos.stats}
+                                  "rerun_hashed": warm.photo_level.hashed, "groups": list(groups.values()),
+                                  "stats": summary.photo_level.stats}
         if faces:
             out.update(_face_level(ws, catalog, names, threshold))
     return out

@@ -7,7 +7,7 @@
     with facecurate.init("faces") as project:          # or facecurate.open("faces")
         project.add_queries("makeup", ["red lipstick portrait", "smoky eye makeup"])
         summary = project.run(engines=["bing"], limit=200, progress=True)
-        print(summary.total.kept, "faces kept")
+        kept = summary.total.kept                      # the figures `run` prints, as a record
         frame = project.manifest_frame()               # pandas, one row per face / photo / failed source
 
 Each method returns the summary record the matching command prints (and prints as ``--json``): the CLI is a

@@ -156,7 +156,8 @@ def product_shot(face: np.ndarray, side: int = 1400, seed: int = 1) -> np.ndarra
         x, y = rng.integers(0, side - 100, 2)
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
         cv2.rectangle(frame, (int(x), int(y)), (int(x + side * 0.085), int(y + side * 0.065)), colour, -1)
-    thumb = np.asarray(_pil(face).resize((max(1, face.shape[1] // 8), max(1, face.shape[0] // 8)), Image.Resampling.LANCZOS))
+    size = (max(1, face.shape[1] // 8), max(1, face.shape[0] // 8))
+    thumb = np.asarray(_pil(face).resize(size, Image.Resampling.LANCZOS))
     y, x = side // 2 - thumb.shape[0] // 2, side // 2 - thumb.shape[1] // 2
     frame[y:y + thumb.shape[0], x:x + thumb.shape[1]] = thumb
     return frame

@@ -39,7 +39,7 @@ class Sample:
 class RuleReport:
     rule: Reason
     support: int
-    fired: int
+    fired_count: int
     true_positives: int
     precision: float | None
     recall: float | None

@@ -110,8 +110,7 @@ def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Decode
                                  f"decompression bomb.", "too_large")
             im.seek(0)  # animated GIF/WebP: the first frame
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            pixels = _to_rgb(im)
+            pixels = _to_rgb(ImageOps.exif_transpose(im) or im)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:

@@ -264,11 +264,11 @@ def dedup_view(s: DedupSummary, show: int = 20) -> RenderableType:
     for name, lv in levels.items():
         mirrored = sum(v for k, v in lv.by_transform.items() if "hflip" in k)
         cropped = sum(v for k, v in lv.by_transform.items() if "crop" in k)
-        table.add_row(name, str(lv.items), str(lv.hashed), str(lv.groups), str(lv.duplicates), str(mirrored),
+        table.add_row(name, str(lv.items), str(lv.hashed), str(lv.group_count), str(lv.duplicates), str(mirrored),
                       str(cropped), str(lv.by_kind.get("pixels", 0)), str(lv.changed), str(len(lv.failed)))
     parts: list[RenderableType] = [table]
-    if show > 0 and s.largest_groups:
-        parts.append(_groups_table(s.largest_groups[:show], len(s.largest_groups)))
+    if show > 0 and s.groups:
+        parts.append(_groups_table(s.groups[:show], len(s.groups)))
     for lv in levels.values():
         parts += _failures("not hashed", lv.failed, 10)
     return Group(*parts)
@@ -376,7 +376,7 @@ def status_view(root: Path, s: StatusReport) -> RenderableType:
 
 STATE_STYLE = {"done": "green", "blocked": "bold red", "failed": "bold red", "skipped": "yellow",
                "not selected": "dim"}
-LABEL_HEADS = {"no_face": "no face"}
+LABEL_HEADS = {"no_face": "no face", "failed_count": "failed"}
 
 
 def run_view(s: RunSummary) -> RenderableType:

@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal
 
 from facecurate.catalog import Catalog, State
 from facecurate.errors import ConfigError, FacecurateError, PipelineError
@@ -51,7 +51,6 @@ HALTING = frozenset({"dedup", "crop", "filter"})  # a failure here skips the sta
 NO_LABEL = "(none)"
 
 StageState = Literal["done", "blocked", "failed", "skipped", "not selected"]
-StageResult: TypeAlias = "CrawlSummary | DedupSummary | CropSummary | FilterSummary | ExportSummary"
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class StageOutcome:
     name: StageName
     state: StageState = "not selected"
     detail: str = ""
-    result: StageResult | None = None
+    result: CrawlSummary | DedupSummary | CropSummary | FilterSummary | ExportSummary | None = None
     error: str | None = None
     exit_code: int = 0
 
@@ -121,12 +120,12 @@ class LabelCounts:
     rejected: int = 0       # by a rule, or by a person in review
     duplicates: int = 0
     no_face: int = 0
-    failed: int = 0         # downloads or decodes that failed
+    failed_count: int = 0   # downloads or decodes that failed
     pending: int = 0        # not cropped, or cropped and not filtered yet
     rejected_by_reason: dict[str, int] = field(default_factory=dict)  # every reason that fired, incl. duplicate
     failed_by_reason: dict[str, int] = field(default_factory=dict)    # failed rows by reason (http_404, ...)
 
-    COLUMNS = ("found", "new", "images", "duplicates", "no_face", "rejected", "kept", "failed", "pending")
+    COLUMNS = ("found", "new", "images", "duplicates", "no_face", "rejected", "kept", "failed_count", "pending")
 
     def add(self, other: LabelCounts) -> None:
         for name in self.COLUMNS:
@@ -159,7 +158,7 @@ class RunSummary:
 
 
 BUCKET = {State.KEEP: "kept", State.REJECT: "rejected", State.DUPLICATE: "duplicates", State.NO_FACE: "no_face",
-          State.FAILED: "failed", State.PENDING: "pending"}
+          State.FAILED: "failed_count", State.PENDING: "pending"}
 
 
 def _row_reasons(status: State, reasons: list[str]) -> list[str]:
@@ -235,8 +234,8 @@ def _dedup(ctx: _Context) -> StageOutcome:
 
     opts = DedupOptions.from_config(ctx.ws)
     summary = run_dedup(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
-    photos, faces = summary.photos, summary.faces
-    detail = (f"{photos.hashed} photos hashed, {photos.duplicates} duplicate photos in {photos.groups} groups"
+    photos, faces = summary.photo_level, summary.face_level
+    detail = (f"{photos.hashed} photos hashed, {photos.duplicates} duplicate photos in {photos.group_count} groups"
               + (f"; {faces.hashed} faces hashed, {faces.duplicates} duplicate faces" if opts.faces else ""))
     return StageOutcome("dedup", "done", detail, summary)
 
@@ -369,9 +368,9 @@ def _dedup_new_faces(ctx: _Context, outcomes: list[StageOutcome]) -> StageOutcom
 
     before, after = first.result, second.result
     assert isinstance(before, DedupSummary) and isinstance(after, DedupSummary)
-    first.detail = (f"{first.detail}; after crop: {after.faces.hashed} new faces hashed, "
-                    f"{after.faces.duplicates} duplicate faces")
-    for old, new in ((before.photos, after.photos), (before.faces, after.faces)):  # this run's work, both passes
+    first.detail = (f"{first.detail}; after crop: {after.face_level.hashed} new faces hashed, "
+                    f"{after.face_level.duplicates} duplicate faces")
+    for old, new in ((before.photo_level, after.photo_level), (before.face_level, after.face_level)):  # both passes
         new.hashed += old.hashed
         new.failed = list(dict.fromkeys([*old.failed, *new.failed]))
     first.result = after

@@ -44,6 +44,7 @@ from facecurate.events import Failure, Silent
 from facecurate.export import export
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
+from facecurate.rules.stage import run_filter
 from facecurate.workspace import Config, Workspace, default_config, init_workspace, options_from, render_default_toml
 from tests.conftest import DEMO_DATA, needs_dev
 
@@ -398,7 +399,7 @@ def test_stage_marks_groups_keeper_by_quality_and_never_deletes(photo_ws):
     assert d["obama_mirror.jpg"][4] == "hflip"
     assert d["rocket.png"][1] is not None and {d["rocket.png"][5], d["rocket.bmp"][5]} == {None, "pixels"}
     assert d["obama2.jpg"][1:] == d["biden.jpg"][1:] == (None,) * 5
-    assert summary.photos.duplicates == 4 and summary.photos.groups == 2
+    assert summary.photo_level.duplicates == 4 and summary.photo_level.group_count == 2
     assert catalog.counts().images == 8 and all((ws.root / p).is_file() for (p,) in
                                                     catalog.conn.execute("SELECT path FROM images"))
 
@@ -461,9 +462,9 @@ def test_identical_pixels_in_a_jpeg_and_its_lossless_copy_and_a_retagged_jpeg_ar
     d = _dups(catalog)
     kinds = sorted(str(d[n][5]) for n in ("biden.jpg", "biden_retagged.jpg", "biden_decoded.png"))
     assert kinds == ["None", "pixels", "pixels"] and d["obama.jpg"][1:] == (None,) * 5
-    assert summary.photos.stats["full_decodes"] == 2   # the two JPEGs; obama's reduced digest stands alone
+    assert summary.photo_level.stats["full_decodes"] == 2   # the two JPEGs; obama's reduced digest stands alone
     again = run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False))
-    assert again.photos.hashed == 0 and again.photos.stats["full_decodes"] == 0  # full digests are cached
+    assert again.photo_level.hashed == 0 and again.photo_level.stats["full_decodes"] == 0  # full digests are cached
 
 
 def test_off_centre_and_mirrored_trims_of_bundled_photos_are_caught_and_others_are_not():
@@ -487,9 +488,9 @@ def test_off_centre_and_mirrored_trims_of_bundled_photos_are_caught_and_others_a
 def test_rerun_uses_the_cache_and_a_better_copy_takes_over(photo_ws, tmp_path: Path):
     ws, catalog, _ = photo_ws
     opts = DedupOptions.from_config(ws, faces=False)
-    assert run_dedup(ws, catalog, opts).photos.hashed == 8
+    assert run_dedup(ws, catalog, opts).photo_level.hashed == 8
     again = run_dedup(ws, catalog, opts)
-    assert (again.photos.hashed, again.photos.cached, again.photos.changed) == (0, 8, 0)
+    assert (again.photo_level.hashed, again.photo_level.cached, again.photo_level.changed) == (0, 8, 0)
     # Prove the cached hashes are what is used: corrupt one, re-run, the copy drops out of its group.
     q30 = catalog.conn.execute("SELECT i.path FROM images i JOIN sources s ON s.image_id=i.id "
                                "WHERE s.location LIKE '%obama_q30.jpg'").fetchone()[0]
@@ -497,16 +498,16 @@ def test_rerun_uses_the_cache_and_a_better_copy_takes_over(photo_ws, tmp_path: P
         catalog.conn.execute("UPDATE dedup_hashes SET hash=?, hash_flip=?, windows=? WHERE path=?",
                              (0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, bytes.fromhex("0F") * 64, q30))
     tampered = run_dedup(ws, catalog, opts)
-    assert tampered.photos.hashed == 0 and _dups(catalog)["obama_q30.jpg"][2] is None
+    assert tampered.photo_level.hashed == 0 and _dups(catalog)["obama_q30.jpg"][2] is None
     redo = run_dedup(ws, catalog, opts, redo=True)
-    assert redo.photos.hashed == 8 and _dups(catalog)["obama_q30.jpg"][2] is not None
+    assert redo.photo_level.hashed == 8 and _dups(catalog)["obama_q30.jpg"][2] is not None
     # A larger copy arrives: only it is hashed, and it becomes the keeper of the old group.
     big = _small("obama", 640)
     _save(tmp_path / "later", "obama_large.jpg", big, 95)
     import_paths(ws, catalog, [tmp_path / "later"])
     later = run_dedup(ws, catalog, opts)
     d = _dups(catalog)
-    assert later.photos.hashed == 1
+    assert later.photo_level.hashed == 1
     assert d["obama_large.jpg"][1:3] == (d["obama_large.jpg"][0], None)
     assert d["obama.jpg"][2] == d["obama_large.jpg"][0] and d["obama_half.jpg"][2] == d["obama_large.jpg"][0]
 
@@ -530,15 +531,16 @@ def test_a_catalog_from_before_the_four_windows_is_migrated_and_hashed_again(tmp
         assert "windows" in cols and not {"window", "window_flip"} & cols
         assert cat.conn.execute("SELECT COUNT(*) FROM dedup_hashes").fetchone()[0] == 0
         summary = run_dedup(ws, cat, DedupOptions.from_config(ws, faces=False))
-        assert summary.photos.hashed == 2 and summary.photos.duplicates == 1
-        assert summary.photos.by_transform == {"hflip": 1}
+        assert summary.photo_level.hashed == 2 and summary.photo_level.duplicates == 1
+        assert summary.photo_level.by_transform == {"hflip": 1}
 
 
 def test_dry_run_writes_nothing(photo_ws):
     ws, catalog, _ = photo_ws
     before = "\n".join(catalog.conn.iterdump())
     summary = run_dedup(ws, catalog, DedupOptions.from_config(ws), dry_run=True)
-    assert summary.photos.duplicates == 4 and summary.photos.changed == 6 and summary.groups  # 4 copies, 2 keepers
+    # 4 copies, 2 keepers
+    assert summary.photo_level.duplicates == 4 and summary.photo_level.changed == 6 and summary.groups
     assert "\n".join(catalog.conn.iterdump()) == before
     assert catalog.conn.execute("SELECT COUNT(*) FROM dedup_hashes").fetchone()[0] == 0
 
@@ -557,7 +559,7 @@ def test_interrupted_hashing_resumes_where_it_stopped(photo_ws, monkeypatch: pyt
     with pytest.raises(KeyboardInterrupt):
         run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), progress=StopAfterTwoBatches())
     assert catalog.conn.execute("SELECT COUNT(*) FROM dedup_hashes").fetchone()[0] == 6  # two whole batches
-    assert run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False)).photos.hashed == 2
+    assert run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False)).photo_level.hashed == 2
 
 
 class _Recorder(Silent):
@@ -589,8 +591,8 @@ def test_progress_is_plain_events_and_a_file_that_stopped_decoding_is_a_failure(
                                 "WHERE s.location LIKE '%biden.jpg'").fetchone()[0]
     (ws.root / path).write_bytes(b"no longer a JPEG")
     broken = run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), redo=True)
-    assert [f.item for f in broken.photos.failed] == [path] and isinstance(broken.photos.failed[0], Failure)
-    assert broken.photos.failed[0].error and broken.photos.hashed == 8 and broken.photos.duplicates == 4
+    assert [f.item for f in broken.photo_level.failed] == [path] and isinstance(broken.photo_level.failed[0], Failure)
+    assert broken.photo_level.failed[0].error and broken.photo_level.hashed == 8 and broken.photo_level.duplicates == 4
 
 
 def test_settings_are_documented_and_checked(ws: Workspace):
@@ -650,7 +652,7 @@ def test_faces_of_reposted_and_duplicate_photos_are_marked(cropped_ws: Workspace
     assert mirror["state"] == "duplicate" and mirror["dup_kind"] == "image" and mirror["dup_transform"] == "hflip"
     assert faces["obama2.jpg"]["state"] == faces["biden.jpg"]["state"] == "pending"
     assert faces["obama2.jpg"]["dup_group"] is None
-    assert summary.faces.duplicates == 2 and summary.faces.hashed == 5
+    assert summary.face_level.duplicates == 2 and summary.face_level.hashed == 5
 
 
 def test_face_level_is_incremental_and_restores_its_fields_cleared_elsewhere(cropped_ws: Workspace):
@@ -658,14 +660,14 @@ def test_face_level_is_incremental_and_restores_its_fields_cleared_elsewhere(cro
         opts = DedupOptions.from_config(cropped_ws)
         run_dedup(cropped_ws, catalog, opts)
         again = run_dedup(cropped_ws, catalog, opts)
-        assert (again.faces.hashed, again.faces.changed, again.photos.changed) == (0, 0, 0)
+        assert (again.face_level.hashed, again.face_level.changed, again.photo_level.changed) == (0, 0, 0)
         with catalog.transaction():
             cleared = catalog.conn.execute(
                 "UPDATE faces SET dup_group=NULL, dup_of=NULL, dup_distance=NULL, dup_transform=NULL, "
                 "dup_kind=NULL WHERE dup_kind IS NOT NULL").rowcount
         assert _duplicate_faces(catalog) == 1  # the mirrored photo's face: a duplicate through its photo
         repaired = run_dedup(cropped_ws, catalog, opts)
-        assert cleared == repaired.faces.changed == 2
+        assert cleared == repaired.face_level.changed == 2
         assert _duplicate_faces(catalog) == 2
 
 
@@ -677,6 +679,9 @@ def _duplicate_faces(catalog: Catalog) -> int:
 def test_export_carries_dup_fields_and_layouts_drop_duplicates(cropped_ws: Workspace, tmp_path: Path):
     with Catalog.open(cropped_ws.catalog_path) as catalog:
         run_dedup(cropped_ws, catalog, DedupOptions.from_config(cropped_ws))
+        text = cropped_ws.config_path.read_text(encoding="utf-8")  # the rules decide, with one that never fires
+        cropped_ws.config_path.write_text(text.replace('enabled = "all"', 'enabled = "grayscale"'), encoding="utf-8")
+        run_filter(cropped_ws, catalog)
         result = export(cropped_ws, catalog, fmt="jsonl", out_dir=tmp_path / "out", layout="imagefolder")
     rows = {Path(r["source_path"]).name: r for r in map(json.loads, result.manifest.read_text().splitlines())}
     mirror, kept = rows["obama_mirror_small.jpg"], rows["obama.jpg"]
@@ -684,7 +689,8 @@ def test_export_carries_dup_fields_and_layouts_drop_duplicates(cropped_ws: Works
     assert mirror["dup_of"] in (kept["sample_id"], rows["obama_reposted.jpg"]["sample_id"])
     assert isinstance(mirror["dup_distance"], float)
     copy, rocket = rows["rocket_copy.jpg"], rows["rocket.jpg"]   # photos without a face: the photo row
-    assert copy["status"] == "duplicate" and copy["dup_of"] == rocket["sample_id"] and rocket["dup_of"] is None
+    # no face outranks duplicate in the state (catalog.state); the copy still points at the photo it copies
+    assert copy["status"] == "no_face" and copy["dup_of"] == rocket["sample_id"] and rocket["dup_of"] is None
     assert rows["biden.jpg"]["dup_group"] is None and rows["biden.jpg"]["status"] == "keep"
     assert result.layout_files == 3  # obama (or its re-post), obama2, biden: duplicates stay out of the layout
 
@@ -697,15 +703,15 @@ def test_cli_dedup_dry_run_json_and_status(photo_ws):
     assert "dry run" in dry.output and "obama_mirror.jpg" in dry.output and "hflip" in dry.output
     real = runner.invoke(app, ["dedup", "-w", str(ws.root), "--json", "--no-faces"])
     data = json.loads(real.stdout)
-    assert data["photos"]["duplicates"] == 4 and data["photos"]["hashed"] == 8 and not data["dry_run"]
+    assert data["photo_level"]["duplicates"] == 4 and data["photo_level"]["hashed"] == 8 and not data["dry_run"]
     keepers = {g["keeper"].rsplit("/", 1)[-1] for g in data["groups"]}
     assert keepers == {"obama.jpg", "rocket.bmp"}  # identical pixels: the larger file wins the bytes criterion
     strict = json.loads(runner.invoke(app, ["dedup", "-w", str(ws.root), "--json", "--threshold", "0"]).stdout)
-    assert strict["photos"]["hashed"] == 0  # the cache serves a changed threshold
+    assert strict["photo_level"]["hashed"] == 0  # the cache serves a changed threshold
     members = [m for g in strict["groups"] if g["level"] == "photo" for m in g["members"]]
     assert members and all(m["distance"] == 0 for m in members)  # --threshold 0: only hash-identical copies
     status = json.loads(runner.invoke(app, ["status", "-w", str(ws.root), "--json"]).stdout)
-    assert status["dedup"]["image_duplicates"] == strict["photos"]["duplicates"]
+    assert status["dedup"]["image_duplicates"] == strict["photo_level"]["duplicates"]
 
 
 def test_catalog_rows_are_plain_sqlite(photo_ws):
@@ -768,4 +774,4 @@ def test_a_worker_killed_mid_hash_is_reported_with_its_files_not_waited_on(ws: W
     monkeypatch.setattr(dedup_stage, "_fingerprint_row", real)
     summary = run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False))
     hashed = catalog.conn.execute("SELECT COUNT(DISTINCT path) FROM dedup_hashes WHERE error IS NULL").fetchone()[0]
-    assert hashed == 3 * dedup_stage.CHUNK and summary.photos.failed == []
+    assert hashed == 3 * dedup_stage.CHUNK and summary.photo_level.failed == []

@@ -118,7 +118,7 @@ def test_run_end_to_end_matches_the_catalog_then_does_nothing_new(ws: Workspace,
         assert counts.rejected == faces_by.get((label, "reject"), 0) == manifest[label]["reject"]
         assert counts.no_face == no_face.get(label, 0) == manifest[label]["no_face"]
         assert counts.duplicates == manifest[label]["duplicate"]
-        assert counts.pending == counts.failed == 0
+        assert counts.pending == counts.failed_count == 0
     assert summary.labels["plain"].no_face == 1  # the rocket
     assert summary.labels["makeup"].duplicates >= 1  # the mirrored, recompressed copy
     assert sql("SELECT COUNT(*) FROM images WHERE dup_of IS NOT NULL").fetchone()[0] == 1

@@ -48,7 +48,7 @@ def _readers(project: facecurate.Project) -> dict[str, Counter[str]]:
     manifest = project.manifest()
     run: Counter[str] = Counter()
     names = {"kept": "keep", "rejected": "reject", "duplicates": "duplicate", "no_face": "no_face",
-             "failed": "failed", "pending": "pending"}
+             "failed_count": "failed", "pending": "pending"}
     for counts in workspace_counts(project.workspace, project.catalog).values():
         for field, state in names.items():
             run[state] += getattr(counts, field)

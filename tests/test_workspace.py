@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from facecurate.catalog import migrations as catalog_mod
 from facecurate.catalog import Catalog
+from facecurate.catalog import migrations as catalog_mod
 from facecurate.errors import CatalogError, ConfigError, WorkspaceError
 from facecurate.workspace import ENV_VAR, SETTINGS, Workspace, find_workspace, init_workspace
 

@@ -13,7 +13,6 @@ from facecurate.catalog.migrations import migrate, schema_version
 from facecurate.catalog.state import ITEM_STATE_VIEW
 from facecurate.errors import CatalogError
 
-
 CatalogT = TypeVar("CatalogT", bound="CatalogBase")
 
 

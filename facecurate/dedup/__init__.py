@@ -13,6 +13,6 @@ Modules, pure maths first:
 - :mod:`~facecurate.dedup.stage`   — the stage: catalog cache, batches, diffs, photos then faces
 """
 
-from facecurate.dedup.stage import DedupOptions, DedupSummary, run_dedup
+from facecurate.dedup.stage import DedupOptions, DedupSummary, GroupView, LevelSummary, run_dedup
 
-__all__ = ["DedupOptions", "DedupSummary", "run_dedup"]
+__all__ = ["DedupOptions", "DedupSummary", "GroupView", "LevelSummary", "run_dedup"]

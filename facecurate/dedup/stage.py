@@ -150,7 +150,7 @@ class LevelSummary:
     hashed: int = 0           # fingerprinted in this run
     cached: int = 0           # fingerprint found in the catalog
     failed: list[Failure] = field(default_factory=list)   # item: the workspace-relative path
-    groups: int = 0
+    group_count: int = 0
     duplicates: int = 0
     changed: int = 0          # rows whose duplicate fields this run changed (would change, in a dry run)
     by_transform: dict[str, int] = field(default_factory=dict)
@@ -162,8 +162,8 @@ class LevelSummary:
 class DedupSummary:
     options: DedupOptions
     dry_run: bool
-    photos: LevelSummary = field(default_factory=LevelSummary)
-    faces: LevelSummary = field(default_factory=LevelSummary)
+    photo_level: LevelSummary = field(default_factory=LevelSummary)
+    face_level: LevelSummary = field(default_factory=LevelSummary)
     groups: list[GroupView] = field(default_factory=list)
 
 
@@ -413,7 +413,7 @@ def _resolve_twins(run: _Run, cols: _Columns, algo: str, fresh: Fresh) -> int:
 
 def _dedup_photos(run: _Run, summary: DedupSummary) -> dict[int, DupFields]:
     """Fingerprint and group the photos; returns {image id: fields} for the photos in a group."""
-    catalog, opts, level = run.catalog, run.opts, summary.photos
+    catalog, opts, level = run.catalog, run.opts, summary.photo_level
     algo = opts.image_algo
     if run.redo and not run.dry_run:
         with catalog.transaction():
@@ -482,7 +482,7 @@ def _assignments(found: Result, ids: np.ndarray, group_ids: np.ndarray) -> dict[
 def _summarise(level: LevelSummary, result: dict[int, DupFields]) -> None:
     dups = [r for r in result.values() if r.of is not None or r.kind is not None]
     level.duplicates = len(dups)
-    level.groups = len({r.group for r in result.values() if r.group is not None})
+    level.group_count = len({r.group for r in result.values() if r.group is not None})
     level.by_transform = dict(Counter(r.transform or "none" for r in dups))
     level.by_kind = dict(Counter(r.kind or "none" for r in dups))
 
@@ -536,7 +536,7 @@ class _Face:
 
 def _dedup_faces(run: _Run, summary: DedupSummary, photos: dict[int, DupFields]) -> None:
     """Fingerprint and group the face crops; ``photos`` is the photo level's result."""
-    ws, catalog, opts, level = run.ws, run.catalog, run.opts, summary.faces
+    ws, catalog, opts, level = run.ws, run.catalog, run.opts, summary.face_level
     algo = opts.face_algo
     if run.redo and not run.dry_run:
         with catalog.transaction():

@@ -52,7 +52,7 @@ class ReasonGroup:
     rejected: int
     undecided: int
     examples: list[str]  # names of the first entries
-    entries: list[Entry] = field(repr=False)
+    entries: list[Entry] = field(default_factory=list, repr=False)  # not printed: --html draws them
 
     @property
     def decidable(self) -> bool:
