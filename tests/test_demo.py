@@ -11,8 +11,8 @@ from urllib.request import urlopen
 
 import pytest
 from rich.console import Console
-from rich.progress import Progress
 
+from facecurate import output
 from facecurate.catalog import Catalog
 from facecurate.crawl.engines.bing import parse_results
 from facecurate.demo import DEMO_PHOTOS, LANDMARKS, QUERIES, build_results, run_demo
@@ -22,18 +22,16 @@ from facecurate.rules.registry import RULES
 from facecurate.workspace import Workspace
 
 
-def _quiet() -> tuple[Console, Any]:
-    buf = io.StringIO()
-    console = Console(file=buf, width=120, force_terminal=False)
-    return console, lambda: Progress(console=console, disable=True)
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, list[dict[str, Any]], str]:
-    console, progress = _quiet()
-    manifest = run_demo(console, tmp_path_factory.mktemp("demo") / "ws", "cpu", progress)
-    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
-    return manifest, rows, console.file.getvalue()
+    result = run_demo(tmp_path_factory.mktemp("demo") / "ws", "cpu")
+    assert result.run.ok and result.run.manifest is not None
+    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    console.print(output.run_view(result.run))
+    console.print(output.demo_view(result.outcomes))
+    assert all(o.shown for o in result.outcomes), [o for o in result.outcomes if not o.shown]
+    rows = [json.loads(line) for line in result.run.manifest.read_text(encoding="utf-8").splitlines()]
+    return result.run.manifest, rows, console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def _by_photo(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -99,13 +97,12 @@ def _row_counts(catalog: Catalog) -> list[int]:
 def test_running_the_pipeline_again_adds_nothing(demo):
     manifest, rows, _ = demo
     ws = Workspace(manifest.parent.parent)
-    console, progress = _quiet()
     with Catalog.open(ws.catalog_path) as catalog:
         counts = _row_counts(catalog)
-        summary = run_pipeline(ws, catalog, RunOptions(device="cpu"), console, progress)
+        summary = run_pipeline(ws, catalog, RunOptions(device="cpu"))
         after = _row_counts(catalog)
     assert summary.error is None and after == counts and summary.total.new == 0
-    assert summary.stage("crawl").figures.get("searches", 0) == 0
+    assert summary.stage("crawl").result.searches == []  # type: ignore[union-attr]
     again = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
     assert [(r["sample_id"], r["status"], r["reasons"]) for r in again] == \
         [(r["sample_id"], r["status"], r["reasons"]) for r in rows]
