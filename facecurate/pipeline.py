@@ -130,8 +130,9 @@ class LabelCounts:
     def add(self, other: LabelCounts) -> None:
         for name in self.COLUMNS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.rejected_by_reason = dict(Counter(self.rejected_by_reason) + Counter(other.rejected_by_reason))
-        self.failed_by_reason = dict(Counter(self.failed_by_reason) + Counter(other.failed_by_reason))
+        self.rejected_by_reason = dict((Counter(self.rejected_by_reason) + Counter(other.rejected_by_reason))
+                                       .most_common())
+        self.failed_by_reason = dict((Counter(self.failed_by_reason) + Counter(other.failed_by_reason)).most_common())
 
 
 @dataclass
