@@ -32,22 +32,11 @@ class FaceRecord:
 
 
 @dataclass(frozen=True)
-class FaceRow:
-    """One stored face with its JSON columns parsed."""
+class FaceRow(FaceRecord):
+    """One stored face with its JSON columns parsed: what crop wrote, then what filter and dedup added."""
 
     id: int
     image_id: int
-    face_index: int
-    det_score: float
-    bbox: list[float]
-    landmarks: list[list[float]]
-    quad: list[list[float]]
-    oob_fraction: float
-    above_fraction: float
-    side_fraction: float
-    eye_angle: float
-    crop_path: str
-    crop_size: int
     reasons: list[str]
     scores: dict[str, float | None]
     filtered_at: str | None
