@@ -314,9 +314,11 @@ def review(port: Annotated[int | None, typer.Option(
 @reports_errors
 def evaluate(directory: Annotated[Path, typer.Argument(help="Folders named after reasons (closed_eyes/, wink/, ...) "
                                                             "and keep/.")],
-             target_precision: Annotated[float, typer.Option(help="Suggest thresholds reaching this.")] = 0.95,
+             target_precision: Annotated[float | None, typer.Option(
+                 help="Suggest thresholds reaching this (default: evaluate.target_precision, 0.95).")] = None,
              device: DeviceOpt = None,
-             size: Annotated[int, typer.Option(help="Crop size used for the evaluation.")] = 256,
+             size: Annotated[int | None, typer.Option(
+                 help="Crop size used for the evaluation (default: evaluate.crop_size, 256).")] = None,
              keep_workspace: Annotated[Path | None, typer.Option(help="Build the evaluation workspace here.")] = None,
              as_json: JsonOpt = False) -> None:
     """Per-rule precision/recall on a folder tree labelled by reason; suggested thresholds."""

@@ -105,10 +105,12 @@ class Evaluation:
 
 
 def evaluate_dir(root: Path, workspace: Path | None = None, *, device: str | None = None,
-                 target_precision: float = 0.95, crop_size: int = 256, progress: Progress = SILENT) -> Evaluation:
+                 target_precision: float | None = None, crop_size: int | None = None,
+                 progress: Progress = SILENT) -> Evaluation:
     """Run import → crop → filter over DIR's labelled folders and measure every rule against the labels.
 
-    ``device`` None: the evaluation workspace's crop.device setting."""
+    ``device``, ``target_precision`` and ``crop_size`` None: the evaluation workspace's settings ([crop] device,
+    [evaluate] target_precision and crop_size)."""
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     valid = {r.name for r in RULES} | {KEEP}
     unknown = [p.name for p in folders if p.name not in valid]
@@ -117,7 +119,10 @@ def evaluate_dir(root: Path, workspace: Path | None = None, *, device: str | Non
                               f"({', '.join(sorted(valid))}); found {', '.join(unknown) or 'none'}.")
     ws_root = workspace or Path(tempfile.mkdtemp(prefix="facecurate-eval-"))
     ws: Workspace = init_workspace(ws_root)
-    crop_options = CropOptions.from_config(ws, device=device, size=crop_size)  # checks --device before any work
+    cfg = ws.config()
+    target = cfg.get("evaluate", "target_precision") if target_precision is None else target_precision
+    size = cfg.get("evaluate", "crop_size") if crop_size is None else crop_size
+    crop_options = CropOptions.from_config(ws, device=device, size=size)  # checks --device before any work
     with Catalog.open(ws.catalog_path) as catalog:
         for folder in folders:
             progress.note(f"import {folder.name}")
@@ -125,7 +130,7 @@ def evaluate_dir(root: Path, workspace: Path | None = None, *, device: str | Non
         run_crop(ws, catalog, crop_options, progress=progress)
         run_filter(ws, catalog, progress=progress)
         samples = _samples(catalog)
-    return report(samples, thresholds(ws), target_precision, str(ws.root))
+    return report(samples, thresholds(ws), float(target), str(ws.root))
 
 
 def _samples(catalog: Catalog) -> list[Sample]:

@@ -145,6 +145,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("review", "thumb_size", 160, "Side of the gallery thumbnails in pixels (cached under .cache/review)."),
     Setting("review", "report_limit", 200,
             "Faces shown per reason in `review --html` (0 = all); the counts always cover every face."),
+    Setting("evaluate", "target_precision", 0.95,
+            "Precision a threshold `evaluate` suggests must reach on the labelled folders (then the best recall)."),
+    Setting("evaluate", "crop_size", 256,
+            "Crop size `evaluate` measures the rules at: small enough to be quick, large enough for the eye rules."),
     *CRAWL_SETTINGS,
 )
 
