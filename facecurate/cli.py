@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
@@ -25,7 +25,8 @@ queries_app = typer.Typer(help="Tracked search terms with a label: pending vs us
 app.add_typer(queries_app, name="queries")
 
 STATE = {"debug": False}
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 STAGE_NAMES = "crawl, dedup, crop, filter, export"
 
 WorkspaceOpt = Annotated[Path | None, typer.Option(
@@ -36,11 +37,11 @@ DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda (default:
 LabelOpt = Annotated[str | None, typer.Option("--label", "-l", help="Label (domain) of the terms, e.g. makeup.")]
 
 
-def reports_errors(fn: F) -> F:
+def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """FacecurateError becomes a one-paragraph message and its exit code (a traceback only with --debug)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except FacecurateError as exc:
@@ -52,7 +53,7 @@ def reports_errors(fn: F) -> F:
             output.interrupted()
             raise typer.Exit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @contextmanager

@@ -12,9 +12,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from facecurate.errors import ConfigError, WorkspaceError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -308,7 +311,7 @@ def check_choice(section: str, key: str, value: str, flag: str) -> str:
     return value
 
 
-OptionsT = TypeVar("OptionsT")
+OptionsT = TypeVar("OptionsT", bound="DataclassInstance")
 
 
 def options_from(cls: type[OptionsT], cfg: Config, section: str, **overrides: Any) -> OptionsT:
@@ -316,7 +319,7 @@ def options_from(cls: type[OptionsT], cfg: Config, section: str, **overrides: An
     default), and an override of None means "not given on the command line"."""
     values = cfg.section(section)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = [f.name for f in dataclasses.fields(cls)]
     return cls(**{k: values[k] for k in fields})
 
 
