@@ -68,32 +68,41 @@ def rule_state(*, fetched: bool = True, crop_state: str | None = None, photo_dup
 
 # The same rules over the catalog's rows: one row per face, and one per photo that has no face row (not cropped
 # yet, no face, failed). face_index is -1 on photo rows; they never carry a decision. A face of a duplicate photo
-# has dup_kind 'image' only as a pointer to the kept photo's face: its photo's dup_of decides.
+# has dup_kind 'image' only as a pointer to the kept photo's face: its photo's dup_of decides. Written as two
+# flat SELECTs joined by UNION ALL (no CTE): SQLite then pushes a reader's WHERE into each arm instead of first
+# copying every row of the view into a temporary table.
 _RULE_STATE = """
     CASE
         WHEN crop_state = 'failed' THEN 'failed'
         WHEN crop_state = 'no_face' THEN 'no_face'
         WHEN photo_dup_of IS NOT NULL OR (face_dup_kind IS NOT NULL AND face_dup_kind != 'image') THEN 'duplicate'
         WHEN crop_state IS NULL OR filtered_at IS NULL THEN 'pending'
-        WHEN json_array_length(reasons) > 0 THEN 'reject'
+        WHEN reasons != '[]' THEN 'reject'
         ELSE 'keep'
     END"""
 
-ITEM_STATE_VIEW = f"""
-CREATE TEMP VIEW IF NOT EXISTS item_state AS
-WITH rows AS (
+
+def _arm(rows: str) -> str:
+    """One arm of the view over ``rows`` (the facts under the names _RULE_STATE reads)."""
+    return f"""
+    SELECT face_id, image_id, face_index, {_RULE_STATE} AS rule_state, decision,
+           CASE decision WHEN 'kept' THEN 'keep' WHEN 'rejected' THEN 'reject' ELSE {_RULE_STATE} END AS state,
+           reasons, scores, det_score, label
+    FROM ({rows})"""
+
+
+_FACE_ROWS = """
     SELECT f.id AS face_id, f.image_id, f.face_index, i.crop_state, i.dup_of AS photo_dup_of,
-           f.dup_kind AS face_dup_kind, f.filtered_at, f.reasons,
+           f.dup_kind AS face_dup_kind, f.filtered_at, f.reasons, f.scores, f.det_score, i.label,
            COALESCE((SELECT r.decision_after FROM review_log r WHERE r.image_id = f.image_id
                      AND r.face_index = f.face_index ORDER BY r.id DESC LIMIT 1), 'none') AS decision
-    FROM faces f JOIN images i ON i.id = f.image_id
-    UNION ALL
-    SELECT NULL, i.id, -1, i.crop_state, i.dup_of, NULL, NULL, '[]', 'none'
-    FROM images i WHERE NOT EXISTS (SELECT 1 FROM faces f WHERE f.image_id = i.id)
-), ruled AS (
-    SELECT *, {_RULE_STATE} AS rule_state FROM rows
-)
-SELECT face_id, image_id, face_index, rule_state, decision,
-       CASE decision WHEN 'kept' THEN 'keep' WHEN 'rejected' THEN 'reject' ELSE rule_state END AS state
-FROM ruled
-"""
+    FROM faces f JOIN images i ON i.id = f.image_id"""
+_PHOTO_ROWS = """
+    SELECT NULL AS face_id, i.id AS image_id, -1 AS face_index, i.crop_state, i.dup_of AS photo_dup_of,
+           NULL AS face_dup_kind, NULL AS filtered_at, '[]' AS reasons, '{}' AS scores, NULL AS det_score,
+           i.label, 'none' AS decision
+    FROM images i WHERE NOT EXISTS (SELECT 1 FROM faces f WHERE f.image_id = i.id)"""
+
+# reasons, scores, det_score and label ride along: the facts readers filter and sort on, with no second join.
+ITEM_STATE_VIEW = ("CREATE TEMP VIEW IF NOT EXISTS item_state AS" + _arm(_FACE_ROWS) + "\nUNION ALL" +
+                   _arm(_PHOTO_ROWS))
