@@ -91,3 +91,22 @@ def odd_images(tmp_path: Path, demo_dir: Path) -> dict[str, Path]:
         path.write_bytes(data)
         out[name] = path
     return out
+
+
+class RecordingProgress:
+    """A progress sink (facecurate.events.Progress) that keeps every event, to check what a stage reports."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
+        self.events.append(("start", name, total, unit))
+
+    def advance(self, n: int = 1) -> None:
+        self.events.append(("advance", n))
+
+    def finish(self, total: int | None = None) -> None:
+        self.events.append(("finish",))
+
+    def note(self, message: str) -> None:
+        self.events.append(("note", message))

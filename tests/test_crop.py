@@ -19,6 +19,7 @@ from facecurate.catalog import Catalog
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
 from facecurate.workspace import Workspace
+from tests.conftest import RecordingProgress
 
 FRONTAL = ("obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.jpg")
 
@@ -155,28 +156,9 @@ def test_faces_below_min_face_size_are_not_searched_for(ws: Workspace, catalog: 
     assert 10 <= box[2] - box[0] < 20 and 260 < (box[0] + box[2]) / 2 < 320
 
 
-class Recorder:
-    """A progress sink that keeps every event, to check what a stage reports."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[object, ...]] = []
-
-    def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
-        self.events.append(("start", name, total, unit))
-
-    def advance(self, n: int = 1) -> None:
-        self.events.append(("advance", n))
-
-    def finish(self, total: int | None = None) -> None:
-        self.events.append(("finish",))
-
-    def note(self, message: str) -> None:
-        self.events.append(("note", message))
-
-
 def test_progress_is_reported_as_plain_events(ws: Workspace, catalog: Catalog, demo_dir: Path):
     import_paths(ws, catalog, [demo_dir / "obama.jpg", demo_dir / "biden.jpg", demo_dir / "rocket_no_face.jpg"])
-    events = Recorder()
+    events = RecordingProgress()
     run_crop(ws, catalog, CropOptions.from_config(ws, size=128, batch_size=2, device="cpu"), progress=events)
     assert events.events[0] == ("start", "crop (cpu)", 3, "img")
     assert sum(e[1] for e in events.events if e[0] == "advance") == 3

@@ -46,7 +46,7 @@ from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
 from facecurate.rules.stage import run_filter
 from facecurate.workspace import Config, Workspace, default_config, init_workspace, options_from, render_default_toml
-from tests.conftest import DEMO_DATA, needs_dev
+from tests.conftest import DEMO_DATA, RecordingProgress, needs_dev
 
 DEFAULTS = options_from(DedupOptions, Config(default_config()), "dedup")  # the settings table's values
 
@@ -562,29 +562,13 @@ def test_interrupted_hashing_resumes_where_it_stopped(photo_ws, monkeypatch: pyt
     assert run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False)).photo_level.hashed == 2
 
 
-class _Recorder(Silent):
-    """A progress sink that remembers what the stage said."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
-        self.events.append(("start", name, total, unit))
-
-    def advance(self, n: int = 1) -> None:
-        self.events.append(("advance", n))
-
-    def finish(self, total: int | None = None) -> None:
-        self.events.append(("finish",))
-
-
 def test_progress_is_plain_events_and_a_file_that_stopped_decoding_is_a_failure(photo_ws):
     ws, catalog, _ = photo_ws
-    first = _Recorder()
+    first = RecordingProgress()
     run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), progress=first)
     assert first.events[0] == ("start", "hash photos", 8, "files") and first.events[-1] == ("finish",)
     assert sum(e[1] for e in first.events if e[0] == "advance") == 8
-    cached = _Recorder()
+    cached = RecordingProgress()
     run_dedup(ws, catalog, DedupOptions.from_config(ws, faces=False), progress=cached)
     assert cached.events == []  # nothing to hash: no task at all
     path = catalog.conn.execute("SELECT i.path FROM images i JOIN sources s ON s.image_id=i.id "

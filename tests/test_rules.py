@@ -19,6 +19,7 @@ from facecurate.rules import geometry
 from facecurate.rules.registry import BY_NAME, RULES, decide
 from facecurate.rules.stage import explain, run_filter
 from facecurate.workspace import Workspace
+from tests.conftest import RecordingProgress
 
 FRONT = np.array([[100, 100], [160, 100], [130, 135], [108, 165], [152, 165]], dtype=float)
 
@@ -263,22 +264,9 @@ def test_filter_reports_progress_and_counts_what_the_rules_decided(judged):
     ws, catalog, reasons, first, _ = judged
     assert first.passed + first.rejected == first.faces
     assert first.rejected == sum(bool(r) for r in reasons.values()) and not first.failed
-    events: list[tuple[object, ...]] = []
-
-    class Recorder:
-        def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
-            events.append(("start", name, total, unit))
-
-        def advance(self, n: int = 1) -> None:
-            events.append(("advance", n))
-
-        def finish(self, total: int | None = None) -> None:
-            events.append(("finish",))
-
-        def note(self, message: str) -> None:
-            events.append(("note", message))
-
-    again = run_filter(ws, catalog, progress=Recorder())
+    recorder = RecordingProgress()
+    again = run_filter(ws, catalog, progress=recorder)
+    events = recorder.events
     assert events[0] == ("start", "filter", first.faces, "faces") and events[-1] == ("finish",)
     assert sum(e[1] for e in events if e[0] == "advance") == first.faces
     assert (again.passed, again.rejected) == (first.passed, first.rejected)
