@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -55,6 +56,41 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True)  # bars and messages: stdout stays parseable under --json
+
+# Control characters (C0, DEL, C1: ESC starts terminal sequences that can retitle a window, hide text or forge
+# links) and the invisible format characters that reorder text (bidi overrides, zero-width), made visible.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def clean(text: object) -> str:
+    """A string from outside (a path, term, label, title, URL, message quoting them) as it may reach a terminal:
+    every control or bidi character shown as its escape (``\\x1b``), so it can neither drive the terminal nor
+    hide; Rich markup is never parsed from it either, as it only ever goes in as Text."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else
+                       f"\\u{ord(m.group()):04x}", str(text))
+
+
+def _safe(cell: object) -> Text:
+    """A table cell: strings become Text (never markup), and Text built from outside strings is cleaned. The
+    line breaks of a Text this module built (one name a line, each cleaned first) are its own and stay."""
+    if isinstance(cell, Text):
+        return cell if not _UNSAFE.search(cell.plain.replace("\n", "")) else Text(clean(cell.plain),
+                                                                                   style=cell.style)
+    return Text(clean(cell))
+
+
+class _Table(Table):
+    """A Rich table whose cells, headers and title are text, never markup, and never terminal control."""
+
+    def __init__(self, *, title: object = None, caption: object = None, **kw: Any) -> None:
+        super().__init__(title=None if title is None else _safe(title),
+                         caption=None if caption is None else _safe(caption), **kw)
+
+    def add_column(self, header: object = "", *args: Any, **kw: Any) -> None:
+        super().add_column(_safe(header), *args, **kw)
+
+    def add_row(self, *cells: object, **kw: Any) -> None:
+        super().add_row(*(_safe(c) for c in cells), **kw)
 
 
 # -- JSON -------------------------------------------------------------------------------------------------
@@ -113,7 +149,7 @@ class Bars:
         self._progress.stop()
 
     def start(self, name: str, total: int | None, unit: str, done: int = 0) -> None:
-        self._task = self._progress.add_task(escape(name), total=total, completed=done, rate="")
+        self._task = self._progress.add_task(escape(clean(name)), total=total, completed=done, rate="")
         self._unit, self._t0, self._done = unit, time.perf_counter(), 0
 
     def advance(self, n: int = 1) -> None:
@@ -132,7 +168,7 @@ class Bars:
         self._task = None
 
     def note(self, message: str) -> None:
-        self._progress.console.print(Text(message, style="yellow"))
+        self._progress.console.print(Text(clean(message), style="yellow"))
 
 
 @contextmanager
@@ -146,16 +182,17 @@ def bars() -> Iterator[Bars]:
 
 def error(title: str, message: str) -> None:
     """One paragraph on stderr; soft_wrap keeps paths and URLs on one line, so they can be copied."""
-    err_console.print(Text.assemble((title, "bold red"), " ", message), soft_wrap=True, highlight=False)
+    err_console.print(Text.assemble((title, "bold red"), " ", clean(message)), soft_wrap=True, highlight=False)
 
 
 def warning(message: str) -> None:
-    err_console.print(Text.assemble(("Warning:", "bold yellow"), " ", message), highlight=False)
+    err_console.print(Text.assemble(("Warning:", "bold yellow"), " ", clean(message)), highlight=False)
 
 
 def say(*parts: str | tuple[str, str]) -> None:
     """A line of plain text; (text, style) pairs are styled, never parsed as markup."""
-    console.print(Text.assemble(*parts), highlight=False, soft_wrap=True)
+    console.print(Text.assemble(*((clean(p[0]), p[1]) if isinstance(p, tuple) else clean(p) for p in parts)),
+                  highlight=False, soft_wrap=True)
 
 
 def interrupted() -> None:
@@ -178,14 +215,15 @@ def _counts(mapping: Mapping[str, int]) -> str:
 
 
 def _failures(title: str, failed: list[Failure], limit: int) -> list[RenderableType]:
-    out: list[RenderableType] = [Text.assemble((title, "red"), " ", f.item, ": ", f.error) for f in failed[:limit]]
+    out: list[RenderableType] = [Text.assemble((title, "red"), " ", clean(f.item), ": ", clean(f.error))
+                                 for f in failed[:limit]]
     if len(failed) > limit:
         out.append(Text(f"... and {len(failed) - limit} more (`--json` lists every one; so does the manifest)."))
     return out
 
 
 def _table(title: str, columns: list[str], rows: list[list[str | Text]], right: bool = True) -> Table:
-    table = Table(title=title)
+    table = _Table(title=title)
     for n, col in enumerate(columns):
         table.add_column(col, justify="right" if right and n else "left")
     for row in rows:
@@ -198,7 +236,7 @@ def import_view(s: ImportSummary) -> RenderableType:
                                           [[str(v) for v in (s.found, s.new, s.duplicate, s.unchanged,
                                                              len(s.failed))]], right=False)]
     if s.failed:
-        bad = Table(title="not imported")
+        bad = _Table(title="not imported")
         bad.add_column("file", overflow="fold")
         bad.add_column("reason")
         for f in s.failed[:50]:
@@ -222,7 +260,7 @@ def _pair_cell(p: PairStatus) -> Text:
 def queries_view(listing: QueryListing) -> RenderableType:
     if not listing.queries:
         return Text("No tracked queries yet: `facecurate queries add --label LABEL TERM…` (or --file).")
-    table = Table(title="tracked queries (pending vs used per engine)")
+    table = _Table(title="tracked queries (pending vs used per engine)")
     table.add_column("label")
     table.add_column("term", overflow="fold")
     for e in listing.engines:
@@ -236,7 +274,7 @@ def queries_view(listing: QueryListing) -> RenderableType:
 def crawl_view(s: CrawlSummary) -> RenderableType:
     if not s.searches:
         return Text("Nothing pending: add terms with `facecurate queries add`, or re-run used ones with --again.")
-    table = Table(title="crawl: per query and engine")
+    table = _Table(title="crawl: per query and engine")
     table.add_column("query", overflow="fold", ratio=2)
     table.add_column("engine", no_wrap=True)
     for col in ("found", "new", "duplicate", "failed"):
@@ -257,7 +295,7 @@ def crawl_view(s: CrawlSummary) -> RenderableType:
 def dedup_view(s: DedupSummary, show: int = 20) -> RenderableType:
     o = s.options
     title = "dedup (dry run: nothing written)" if s.dry_run else "dedup"
-    table = Table(title=f"{title}: threshold {o.threshold} bits, {o.algorithm}, keeper by {o.keeper}")
+    table = _Table(title=f"{title}: threshold {o.threshold} bits, {o.algorithm}, keeper by {o.keeper}")
     for col in ("level", "items", "hashed", "groups", "dups", "mirror", "crop", "pixels", "changed", "failed"):
         table.add_column(col, justify="right")
     levels = {"photos": s.photo_level, **({"faces": s.face_level} if o.faces else {})}
@@ -282,7 +320,7 @@ def _groups_table(shown: list[GroupView], total: int) -> Table:
     def short(name: str) -> str:  # local paths relative to the folder they share, URLs as they are
         return os.path.relpath(name, base) if base and name.startswith(base + os.sep) else name
 
-    groups = Table(title=f"largest groups ({len(shown)} of {total})", show_lines=True,
+    groups = _Table(title=f"largest groups ({len(shown)} of {total})", show_lines=True,
                    caption=f"paths under {base}" if base else None)
     groups.add_column("level")
     groups.add_column("kept", overflow="fold")
@@ -293,7 +331,7 @@ def _groups_table(shown: list[GroupView], total: int) -> Table:
             bits = f"{m.distance if m.distance is not None else '-'} bits"
             extra = (f", {m.transform}" if m.transform else "") + (
                 f", {m.kind}" if m.kind not in (None, "perceptual") else "")
-            members.append_text(Text.assemble(("\n" if n else ""), short(m.name), (f"  {bits}{extra}", "dim")))
+            members.append_text(Text.assemble(("\n" if n else ""), clean(short(m.name)), (f"  {bits}{extra}", "dim")))
         groups.add_row(g.level, Text(short(g.keeper)), members)
     return groups
 
@@ -305,7 +343,7 @@ def crop_view(s: CropSummary, size: int) -> RenderableType:
 
 
 def filter_view(s: FilterSummary) -> RenderableType:
-    table = Table(title=f"filter: {s.faces} faces ({s.measured} measured now)")
+    table = _Table(title=f"filter: {s.faces} faces ({s.measured} measured now)")
     table.add_column("reason")
     table.add_column("faces", justify="right")
     for reason, n in s.by_reason.most_common():
@@ -316,7 +354,7 @@ def filter_view(s: FilterSummary) -> RenderableType:
 
 
 def explain_view(sample_id: str, rules: list[RuleExplained]) -> RenderableType:
-    table = Table(title=Text(f"rules for {sample_id}"))
+    table = _Table(title=Text(f"rules for {sample_id}"))
     for col in ("rule", "measure", "value", "threshold", "fires", "fired", "what it catches"):
         table.add_column(col, overflow="fold")
     for r in rules:
@@ -328,14 +366,14 @@ def explain_view(sample_id: str, rules: list[RuleExplained]) -> RenderableType:
 
 def export_view(s: ExportSummary) -> RenderableType:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
-    lines = [Text.assemble(("Manifest", "green"), f" {s.manifest} ({s.rows} rows: {counts})")]
+    lines = [Text.assemble(("Manifest", "green"), f" {clean(s.manifest)} ({s.rows} rows: {counts})")]
     if s.layout_dir:
-        lines.append(Text.assemble((s.layout, "green"), f" {s.layout_dir} ({s.layout_files} kept crops)"))
+        lines.append(Text.assemble((s.layout, "green"), f" {clean(s.layout_dir)} ({s.layout_files} kept crops)"))
     return Group(*lines)
 
 
 def status_view(root: Path, s: StatusReport) -> RenderableType:
-    stages = Table(title=Text(f"workspace {root}"))
+    stages = _Table(title=Text(f"workspace {root}"))
     stages.add_column("stage")
     stages.add_column("counts")
     stages.add_row("sources", f"{s.sources['ok']} imported, {s.sources['failed']} failed")
@@ -356,14 +394,14 @@ def status_view(root: Path, s: StatusReport) -> RenderableType:
             stages.add_row("largest groups", ", ".join(f"#{g['group']}: {g['size']}" for g in dup.largest_groups))
         queries = {q: v for q, v in dup.by_query.items() if q}
         if queries:
-            per_query = Table(title="per query")
+            per_query = _Table(title="per query")
             for col in ("query", "images", "duplicates"):
                 per_query.add_column(col, justify="left" if col == "query" else "right")
             for q, v in queries.items():
                 per_query.add_row(Text(q), str(v["images"]), str(v["duplicates"]))
             parts.append(per_query)
     if s.by_label:
-        labels = Table(title="per label")
+        labels = _Table(title="per label")
         cols = sorted({k for v in s.by_label.values() for k in v})
         labels.add_column("label")
         for c in cols:
@@ -383,13 +421,13 @@ def run_view(s: RunSummary) -> RenderableType:
     """The closing summary: what each stage did, counts per label, and rejections by reason per label."""
     from facecurate.pipeline import LabelCounts
 
-    stages = Table(title="run: stages")
+    stages = _Table(title="run: stages")
     stages.add_column("stage")
     stages.add_column("state")
     stages.add_column("what happened", overflow="fold")
     for o in s.stages:
         stages.add_row(o.name, Text(o.state, style=STATE_STYLE.get(o.state, "")), Text(o.detail or "-"))
-    labels = Table(title="run: per label (whole workspace; new = this run)")
+    labels = _Table(title="run: per label (whole workspace; new = this run)")
     labels.add_column("label")
     for name in LabelCounts.COLUMNS:
         labels.add_column(LABEL_HEADS.get(name, name), justify="right")
@@ -398,7 +436,7 @@ def run_view(s: RunSummary) -> RenderableType:
     labels.add_section()
     labels.add_row(Text("total", style="bold"),
                    *(Text(str(getattr(s.total, n)), style="bold") for n in LabelCounts.COLUMNS))
-    reasons = Table(title="run: rejected by reason", caption="faces; no_face and failures count photos")
+    reasons = _Table(title="run: rejected by reason", caption="faces; no_face and failures count photos")
     reasons.add_column("reason")
     names = list(s.labels)
     for label in names:
@@ -420,7 +458,7 @@ def run_view(s: RunSummary) -> RenderableType:
 
 def evaluate_view(e: Evaluation) -> RenderableType:
     parts: list[RenderableType] = [Text(f"{e.photos} photos: " + _counts(dict(sorted(e.labels.items()))))]
-    table = Table(title=f"rules vs labels (suggestions reach precision {e.target_precision:g})")
+    table = _Table(title=f"rules vs labels (suggestions reach precision {e.target_precision:g})")
     for col in ("rule", "support", "fired", "P", "R", "F1", "threshold", "suggested (P, R)"):
         table.add_column(col, justify="left" if col == "rule" else "right", no_wrap=True)
 
@@ -441,14 +479,14 @@ def evaluate_view(e: Evaluation) -> RenderableType:
             parts.append(Text(f"  {r.rule}: {fired_on}"))
     if e.keep_rejected is not None:
         parts.append(Text(f"keep/ photos rejected: {e.keep_rejected:.1%} (by an eye rule: "
-                          f"{(e.keep_rejected_by_eye_rules or 0):.1%}); workspace {e.workspace}"))
+                          f"{(e.keep_rejected_by_eye_rules or 0):.1%}); workspace {clean(e.workspace)}"))
     return Group(*parts)
 
 
 def reasons_view(report: ReasonReport) -> RenderableType:
     """``review --list``. Crawled names go in as Text, so brackets in them are not Rich markup."""
     groups = report.groups
-    out = Table(title=f"rejects by reason ({report.faces:,} faces in the catalog)",
+    out = _Table(title=f"rejects by reason ({report.faces:,} faces in the catalog)",
                 caption="kept / rejected: decided by a person in `facecurate review`; they override the rules")
     out.add_column("reason", no_wrap=True, min_width=max([len(g.reason) for g in groups] + [6]))
     for col in ("count", "kept", "rejected", "open"):
@@ -456,14 +494,14 @@ def reasons_view(report: ReasonReport) -> RenderableType:
     out.add_column("examples", overflow="ellipsis")  # one name a line; long names are cut, the counts never
     for g in groups:
         decided = (str(g.kept), str(g.rejected), str(g.undecided)) if g.decidable else ("-", "-", "-")
-        out.add_row(Text(g.reason), str(g.count), *decided, Text("\n".join(e.name or e.file for e in g.entries)))
+        out.add_row(Text(g.reason), str(g.count), *decided, Text("\n".join(clean(e.name or e.file) for e in g.entries)))
     if not groups:
         out.add_row(Text("nothing rejected yet"), "0", "0", "0", "0", Text("run `facecurate filter` after crop"))
     return out
 
 
 def demo_view(rows: list[DemoOutcome]) -> RenderableType:
-    table = Table(title="demo: what each served photo was made to show")
+    table = _Table(title="demo: what each served photo was made to show")
     for col in ("photo", "made to show", "the run found"):
         table.add_column(col, no_wrap=True)
     for r in rows:
