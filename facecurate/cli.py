@@ -271,7 +271,14 @@ def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace (default:
 def review(port: Annotated[int | None, typer.Option(
                help="Port (default: review.port in facecurate.toml, 8377; 0 = any free one).")] = None,
            host: Annotated[str | None, typer.Option(
-               help="Interface to listen on (default: 127.0.0.1); any other lets other machines in.")] = None,
+               help="Interface to listen on (default: review.host, 127.0.0.1); a non-loopback one needs "
+                    "--allow-remote.")] = None,
+           allow_remote: Annotated[bool, typer.Option(
+               "--allow-remote", help="Let --host be a non-loopback address: the gallery then asks for a "
+                                      "secret key, shown once here in its URL.")] = False,
+           allow_host: Annotated[list[str] | None, typer.Option(
+               help="With --allow-remote: a Host name the gallery answers to (besides the bound address); "
+                    "repeat for more.", metavar="NAME")] = None,
            no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL, do not open it.")] = False,
            list_: Annotated[bool, typer.Option("--list", help="Rejects by reason in the terminal, then exit.")] = False,
            html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here, then exit.",
@@ -293,12 +300,16 @@ def review(port: Annotated[int | None, typer.Option(
             return
         ws = p.workspace
     bind = host or cfg["host"]
-    if not server.is_loopback(bind):
-        output.warning(f"listening on {bind}: anyone who can reach this machine can see the photos and "
-                       "provenance. Writes still need the page's token.")
+    names = allow_host or []
+    server.access_for(bind, allow_remote=allow_remote, names=names)  # refused before anything is bound
+    remote = not server.is_loopback(bind)
 
     def ready(url: str) -> None:
         output.say(("Review gallery", "green"), f" at {url}  (Ctrl-C stops it; decisions are saved as you go)")
+        if remote:
+            output.warning(f"listening on {bind} for other machines: anyone holding this URL (its key) can see "
+                           "the photos and provenance and record decisions. It is shown only here; restart the "
+                           "gallery to change the key.")
         if not no_browser:
             import webbrowser
 
@@ -306,7 +317,8 @@ def review(port: Annotated[int | None, typer.Option(
                 output.say("No browser could be opened here: open the URL yourself.")
 
     try:
-        server.serve(ws, bind, cfg["port"] if port is None else port, fallback=port is None, on_ready=ready)
+        server.serve(ws, bind, cfg["port"] if port is None else port, fallback=port is None, on_ready=ready,
+                     allow_remote=allow_remote, names=names)
     except KeyboardInterrupt:
         output.say("Review gallery stopped.")
 

@@ -194,21 +194,52 @@ def test_image_routes_serve_only_catalog_files(flask_app, rws: Workspace):
         assert _raw_get(base, "/static/app.js")[0] == 200
 
 
-def test_cli_warns_off_loopback_and_serves(rws: Workspace, monkeypatch: pytest.MonkeyPatch):
+def _fake_serve(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """The CLI's call into the server, recorded (the real one blocks until Ctrl-C; it is tested below)."""
     seen: dict[str, object] = {}
 
-    def fake_serve(ws, host, port, fallback, on_ready):
-        seen.update(host=host, port=port, fallback=fallback)
-        on_ready(f"http://{host}:{port}/")
+    def fake_serve(ws, host, port, fallback, on_ready, *, allow_remote=False, names=()):
+        access = server.access_for(host, allow_remote=allow_remote, names=names)  # what running() builds
+        seen.update(host=host, port=port, fallback=fallback, remote=access.remote, names=sorted(access.names))
+        on_ready(f"http://{host}:{port}/" + (f"?key={access.secret}" if access.secret else ""))
 
     monkeypatch.setattr(server, "serve", fake_serve)
-    out = CliRunner().invoke(cli_app, ["review", "--host", "0.0.0.0", "--port", "9999", "--no-browser",
-                                       "-w", str(rws.root)])
-    assert out.exit_code == 0, out.output
-    assert "Warning" in out.output and "0.0.0.0" in out.output and "http://0.0.0.0:9999/" in out.output
-    assert seen == {"host": "0.0.0.0", "port": 9999, "fallback": False}
+    return seen
+
+
+def test_cli_refuses_a_remote_host_without_allow_remote(rws: Workspace, monkeypatch: pytest.MonkeyPatch):
+    seen = _fake_serve(monkeypatch)
+    for host in ("0.0.0.0", "::", "192.0.2.7", "127.evil.example", "gallery.lan"):
+        out = CliRunner().invoke(cli_app, ["review", "--host", host, "--no-browser", "-w", str(rws.root)])
+        assert out.exit_code != 0 and not seen, (host, out.output)
+        text = " ".join(out.output.split())
+        assert f"on {host}:" in text and "--allow-remote" in text and "127.0.0.1" in text, text
+        assert "Traceback" not in out.output and len(out.output.strip().split("\n\n")) == 1  # one paragraph
+    config = rws.config_path.read_text()  # review.host from facecurate.toml is held to the same rule
+    assert 'host = "127.0.0.1"' in config
+    rws.config_path.write_text(config.replace('host = "127.0.0.1"', 'host = "0.0.0.0"'))
     out = CliRunner().invoke(cli_app, ["review", "--no-browser", "-w", str(rws.root)])
-    assert "Warning" not in out.output and seen == {"host": "127.0.0.1", "port": 8377, "fallback": True}
+    assert out.exit_code != 0 and "--allow-remote" in out.output and not seen
+
+
+def test_cli_serves_loopback_plainly_and_remote_with_a_key(rws: Workspace, monkeypatch: pytest.MonkeyPatch):
+    seen = _fake_serve(monkeypatch)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        out = CliRunner().invoke(cli_app, ["review", "--host", host, "--port", "9999", "--no-browser",
+                                           "-w", str(rws.root)])
+        assert out.exit_code == 0, out.output
+        assert "Warning" not in out.output and "key=" not in out.output and f"http://{host}:9999/" in out.output
+        assert seen["remote"] is False and seen["host"] == host
+    out = CliRunner().invoke(cli_app, ["review", "--no-browser", "-w", str(rws.root)])
+    assert "Warning" not in out.output and (seen["host"], seen["port"], seen["fallback"]) == (
+        "127.0.0.1", 8377, True)
+    out = CliRunner().invoke(cli_app, ["review", "--host", "0.0.0.0", "--allow-remote", "--allow-host", "Gallery.LAN",
+                                       "--port", "9999", "--no-browser", "-w", str(rws.root)])
+    assert out.exit_code == 0, out.output
+    assert "Warning" in out.output and "0.0.0.0" in out.output and "http://0.0.0.0:9999/?key=" in out.output
+    assert seen["remote"] is True and "gallery.lan" in seen["names"]  # type: ignore[operator]
+    key = out.output.split("?key=")[1].split()[0]
+    assert len(key) >= 24 and out.output.count(key) == 1  # shown once, in the URL
 
 
 def test_a_taken_port_is_reported_or_replaced(rws: Workspace):

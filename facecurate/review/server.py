@@ -2,8 +2,14 @@
 
 Security, because the gallery shows crawled strings and writes decisions:
 
-- it binds 127.0.0.1 unless told otherwise, and on loopback answers only requests whose Host is a loopback
-  name (a DNS-rebinding page cannot read the token from the index page);
+- it binds 127.0.0.1 unless told otherwise, and answers only requests whose Host is on an allow-list (on
+  loopback: loopback names and addresses), so a DNS-rebinding page cannot read the token from the index page;
+- any other address needs ``allow_remote`` (``--allow-remote``): the gallery then answers only clients that
+  show a secret key, printed once in the terminal as part of the URL and exchanged for an HttpOnly cookie, and
+  only Host names that are the bound address or given (``--allow-host``); nothing is served before the key;
+- client input never reaches an unchecked conversion: ids are matched by a bounded pattern (no 20-digit
+  integer reaches SQLite), bodies are capped and parsed with their nesting depth caught, so hostile input is
+  a 4xx, never a 500;
 - every write needs the per-run token from the index page in ``X-Facecurate-Token`` and JSON, and is refused
   when the browser says it comes from another site (Origin, Sec-Fetch-Site): no cross-site writes;
 - the page is plain JS that writes crawled strings with ``textContent``; the index template is autoescaped and
@@ -14,16 +20,22 @@ Security, because the gallery shows crawled strings and writes decisions:
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import json
 import logging
+import re
 import secrets
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Flask, Response, abort, g, jsonify, render_template, request, send_file
+from flask import Flask, Response, abort, g, jsonify, redirect, render_template, request, send_file
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Response as BaseResponse
 
 from facecurate.catalog import Catalog
 from facecurate.errors import FacecurateError, ImageError
@@ -32,18 +44,99 @@ from facecurate.workspace import Workspace
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_HEADER = "X-Facecurate-Token"
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+KEY_PARAM = "key"  # the secret in the printed URL (remote only)
+KEY_COOKIE = "fc_key"  # ... and in the cookie it is exchanged for
+LOOPBACK_NAMES = frozenset({"localhost"})
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 MAX_DECIDE = 200_000
+MAX_BODY = 16 * 1024 * 1024  # 200,000 keys of 20 bytes and their quotes: a bigger body is no decision
+IMAGE_ID = re.compile(r"[1-9][0-9]{0,17}")  # 18 digits: every id SQLite can hold fits, no OverflowError
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-def create_app(ws: Workspace, *, public: bool = False, token: str | None = None) -> Flask:
-    """The gallery app for one workspace; ``public`` (a non-loopback --host) drops the Host check only."""
+def _bare(host: str) -> str:
+    """A host as the allow-list compares it: lower case, no IPv6 brackets, no trailing dot."""
+    return host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(_bare(host).split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return mapped or ip
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also IPv4-mapped) and localhost names: only this machine can connect there.
+    A name that merely starts with "127." is not one."""
+    bare = _bare(host)
+    ip = _ip(bare)
+    if ip is not None:
+        return ip.is_loopback
+    return bare == "localhost" or bare.endswith(".localhost")
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who the gallery answers: the Host names it accepts and, off loopback, the key a client must show.
+
+    The Host check stops DNS rebinding (a page under the attacker's name, resolved to this machine); the key
+    stops everyone on the network who did not see the terminal. An IP-literal Host cannot be rebound, so a
+    wildcard bind accepts any (the machine's addresses are whatever the client dialled)."""
+
+    host: str
+    remote: bool = False
+    names: frozenset[str] = frozenset()
+    any_ip: bool = False
+    secret: str | None = field(default=None, repr=False)
+
+    def allows_host(self, header: str | None) -> bool:
+        name = _bare(_hostname(header))
+        if not name:
+            return False
+        if name in self.names:
+            return True
+        ip = _ip(name)
+        if not self.remote:
+            return name in LOOPBACK_NAMES or name.endswith(".localhost") or (ip is not None and ip.is_loopback)
+        return self.any_ip and ip is not None
+
+
+LOCAL = Access("127.0.0.1")
+
+
+def access_for(host: str, *, allow_remote: bool = False, names: Iterable[str] = (),
+               secret: str | None = None) -> Access:
+    """The access rules for a bind address; a non-loopback one without ``allow_remote`` is refused here, so the
+    Python API is held to the same rule as the CLI."""
+    if is_loopback(host):
+        return Access(host, names=frozenset({_bare(host), *(_bare(n) for n in names)}))
+    if not allow_remote:
+        raise FacecurateError(
+            f"Refusing to serve the review gallery on {host}: it is not a loopback address, so other machines "
+            f"could see the photos and their provenance. To serve it to your network, add --allow-remote (the "
+            f"gallery then answers only clients holding a secret key, printed here once as part of its URL, and "
+            f"only the Host names {host or '*'} and those given with --allow-host NAME); to keep it on this "
+            f"machine, drop --host (or set review.host back to 127.0.0.1 in facecurate.toml).")
+    wildcard = _bare(host) in WILDCARDS
+    allowed = {_bare(n) for n in names if _bare(n)}
+    if wildcard:
+        allowed |= {"localhost", _bare(socket.gethostname())}
+    else:
+        allowed.add(_bare(host))
+    return Access(host, remote=True, names=frozenset(allowed), any_ip=wildcard,
+                  secret=secret or secrets.token_urlsafe(24))
+
+
+def create_app(ws: Workspace, *, access: Access = LOCAL, token: str | None = None) -> Flask:
+    """The gallery app for one workspace, answering as ``access`` says (loopback Host names by default)."""
     cfg = ws.config()
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static", template_folder=str(STATIC))
     app.config.update(FC_TOKEN=token or secrets.token_urlsafe(32), FC_SESSION=secrets.token_hex(6),
-                      FC_REVIEWER=decisions.reviewer_name(cfg), JSON_SORT_KEYS=False)
+                      FC_REVIEWER=decisions.reviewer_name(cfg), JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=MAX_BODY)
     thumb_side = int(cfg.get("review", "thumb_size"))
     limits = (int(cfg.get("media", "max_pixels")), int(cfg.get("media", "max_bytes")))
 
@@ -61,11 +154,29 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
             cat.close()
 
     @app.before_request
-    def _guard() -> None:
-        if not public and _hostname(request.host) not in LOOPBACK_NAMES:
-            abort(403, "this gallery answers only on a loopback address")
+    def _guard() -> BaseResponse | None:
+        if not access.allows_host(request.headers.get("Host")):
+            abort(403, "this gallery does not answer to that Host name" + (
+                " (only loopback ones)" if not access.remote else
+                ": restart it with --allow-host NAME for each name you open it by"))
+        if access.secret is not None:
+            shown = request.args.get(KEY_PARAM)
+            if shown is not None and request.method in ("GET", "HEAD"):
+                if not _same(shown, access.secret):
+                    abort(403, "wrong key: open the URL `facecurate review` printed in its terminal")
+                return _exchange(access.secret)
+            if not _same(request.cookies.get(KEY_COOKIE, ""), access.secret):
+                abort(403, "this gallery needs its key: open the URL `facecurate review` printed in its terminal")
         if request.method not in ("GET", "HEAD"):
             _check_write()
+        return None
+
+    def _exchange(secret: str) -> BaseResponse:
+        """The key from the URL becomes a cookie, and the address bar loses it (no key in later links)."""
+        rest = [(k, v) for k, v in request.args.items(multi=True) if k != KEY_PARAM]
+        resp = redirect(request.path + (f"?{urlencode(rest)}" if rest else ""), code=303)
+        resp.set_cookie(KEY_COOKIE, secret, httponly=True, samesite="Strict", path="/")
+        return resp
 
     def _check_write() -> None:
         sent = request.headers.get(TOKEN_HEADER, "")
@@ -76,8 +187,9 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
             abort(403, "cross-site write refused")
         if request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin":
             abort(403, "cross-site write refused")
-        if not request.is_json or not isinstance(request.get_json(silent=True), dict):
+        if not request.is_json:
             abort(400, "send a JSON object")
+        g.body = _json_object(request.get_data(cache=True))
 
     @app.after_request
     def _headers(resp: Response) -> Response:
@@ -94,6 +206,7 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
     @app.errorhandler(403)
     @app.errorhandler(404)
     @app.errorhandler(405)
+    @app.errorhandler(413)
     def _error(exc: Any) -> tuple[Response, int]:
         return jsonify(error=getattr(exc, "description", str(exc))), int(getattr(exc, "code", 500) or 500)
 
@@ -143,7 +256,7 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
 
     @app.post("/api/decide")
     def api_decide() -> Response:
-        body = request.get_json()
+        body: dict[str, Any] = g.body  # parsed and checked by the write guard
         keys, decision = body.get("keys"), body.get("decision")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(keys) > MAX_DECIDE:
             abort(400, "keys must be a list of item keys")
@@ -176,9 +289,11 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
             abort(404, "the crop file is missing")
         return send_file(path, conditional=True, max_age=60)
 
-    @app.get("/preview/<int:image_id>")
-    def preview(image_id: int) -> Response:
-        path = catalog().image_path(image_id)
+    @app.get("/preview/<image_id>")
+    def preview(image_id: str) -> Response:
+        if not IMAGE_ID.fullmatch(image_id):
+            abort(404, "no such image in the catalog")
+        path = catalog().image_path(int(image_id))
         if path is None:
             abort(404, "no such image in the catalog")
         return _send_cached(path, "photo", thumbs.PREVIEW_SIDE)
@@ -191,6 +306,21 @@ def create_app(ws: Workspace, *, public: bool = False, token: str | None = None)
         return send_file(path, mimetype="image/jpeg", conditional=True, max_age=60)
 
     return app
+
+
+def _same(shown: str, secret: str) -> bool:
+    return hmac.compare_digest(shown.encode("utf-8", "replace"), secret.encode())
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """A write's body as a JSON object; anything else, however malformed or deep, is a 400."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's stack
+        abort(400, "send a JSON object (this body is not JSON, or is nested too deep)")
+    if not isinstance(body, dict):
+        abort(400, "send a JSON object")
+    return body
 
 
 def _hostname(host: str | None) -> str:
@@ -233,10 +363,6 @@ class KeepAliveHandler(WSGIRequestHandler):
     protocol_version = "HTTP/1.1"
 
 
-def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-
-
 def _bind_problem(host: str, port: int) -> str | None:
     """Why (host, port) cannot be bound, probed the way the server binds (werkzeug exits instead of raising)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -250,9 +376,13 @@ def _bind_problem(host: str, port: int) -> str | None:
 
 
 @contextmanager
-def running(ws: Workspace, host: str, port: int, fallback: bool = False) -> Iterator[tuple[BaseWSGIServer, str]]:
-    """Bind the gallery (a free port when ``port`` is taken and ``fallback``); yields (server, URL)."""
-    app = create_app(ws, public=not is_loopback(host))
+def running(ws: Workspace, host: str, port: int, fallback: bool = False, *, allow_remote: bool = False,
+            names: Iterable[str] = ()) -> Iterator[tuple[BaseWSGIServer, str]]:
+    """Bind the gallery (a free port when ``port`` is taken and ``fallback``); yields (server, URL). Off
+    loopback the URL carries the key: it is the one place the key is ever shown."""
+    names = tuple(n for n in names if _bare(n))
+    access = access_for(host, allow_remote=allow_remote, names=names)
+    app = create_app(ws, access=access)
     problem = _bind_problem(host, port) if port else None
     if problem and fallback:
         port, problem = 0, None
@@ -263,16 +393,21 @@ def running(ws: Workspace, host: str, port: int, fallback: bool = False) -> Iter
         server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
     except SystemExit as exc:  # werkzeug exits on bind errors (a race with the probe above)
         raise FacecurateError(f"Cannot listen on {host}:{port}. Pick another port with --port.") from exc
-    shown = f"[{host}]" if ":" in host else host
+    name = host  # the name the URL shows: one the Host check accepts, and not 0.0.0.0 (no one can dial it)
+    if access.remote and _bare(host) in WILDCARDS:
+        name = names[0] if names else socket.gethostname()
+    shown = f"[{_bare(name)}]" if ":" in name else name
+    key = f"?{KEY_PARAM}={access.secret}" if access.secret else ""
     try:
-        yield server, f"http://{shown}:{server.server_port}/"
+        yield server, f"http://{shown}:{server.server_port}/{key}"
     finally:
         server.server_close()
 
 
-def serve(ws: Workspace, host: str, port: int, fallback: bool, on_ready: Callable[[str], None]) -> None:
+def serve(ws: Workspace, host: str, port: int, fallback: bool, on_ready: Callable[[str], None], *,
+          allow_remote: bool = False, names: Iterable[str] = ()) -> None:
     """Serve until Ctrl-C; ``on_ready`` gets the URL once the socket is bound (to print it, open a browser)."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # errors only: a line per thumbnail is noise
-    with running(ws, host, port, fallback) as (server, url):
+    with running(ws, host, port, fallback, allow_remote=allow_remote, names=names) as (server, url):
         on_ready(url)
         server.serve_forever()
