@@ -25,6 +25,10 @@ class CatalogError(FacecurateError):
     """The catalog cannot be opened or migrated."""
 
 
+class ExportError(FacecurateError):
+    """An export would overwrite or delete files facecurate did not write."""
+
+
 class DeviceError(FacecurateError):
     """The requested compute device is not available to torch."""
 

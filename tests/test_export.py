@@ -235,3 +235,33 @@ def test_faces_of_a_duplicate_photo_stay_out_when_dedup_ran_before_crop(ws: Work
     assert copy["status"] == "duplicate" and copy["dup_of"] == original["sample_id"]
     assert original["status"] == "keep" and rows["biden.jpg"]["status"] == "keep"
     assert result.layout_files == 2  # obama and biden; the mirrored copy stays out
+
+
+def test_export_writes_only_into_a_folder_it_owns_with_ordinary_files(two_label_ws, tmp_path: Path):
+    import os
+    import stat
+
+    from facecurate.errors import ExportError
+
+    ws, catalog = two_label_ws
+    users = tmp_path / "my_dataset"
+    (users / "train").mkdir(parents=True)
+    (users / "train" / "mine.jpg").write_bytes(b"the user's own file")
+    (users / "manifest.jsonl").write_text("the user's own manifest\n")
+    with pytest.raises(ExportError, match="did not write"):
+        export(ws, catalog, out_dir=users, layout="per-label")
+    assert (users / "train" / "mine.jpg").read_bytes() == b"the user's own file"  # nothing touched
+    assert (users / "manifest.jsonl").read_text() == "the user's own manifest\n"
+
+    out = tmp_path / "fresh"
+    old = os.umask(0o022)
+    try:
+        result = export(ws, catalog, out_dir=out, layout="per-label")
+        again = export(ws, catalog, out_dir=out, layout="imagefolder")  # its own folder: replaced, no refusal
+    finally:
+        os.umask(old)
+    assert again.layout_files == result.layout_files > 0
+    crop = next((out / "train").glob("*.jpg"))
+    for path in (again.manifest, again.sidecar, crop):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # readable by a training job's user
+    assert crop.stat().st_nlink == 1  # a copy: editing the export cannot edit the workspace's crop

@@ -42,7 +42,7 @@ def _write_imagefolder(rows: list[Row], out_dir: Path, stage: Path) -> int:
         for r in kept:
             src = (out_dir / r["file_name"]).resolve()
             name = f"{r['sample_id']}{src.suffix}"
-            _link_or_copy(src, split_dir / name)
+            _copy(src, split_dir / name)
             meta = {k: r[k] for k in IMAGEFOLDER_META}
             lines.append(json.dumps({"file_name": name, **meta}, ensure_ascii=False) + "\n")
             written += 1
@@ -64,7 +64,7 @@ def _write_per_label(rows: list[Row], out_dir: Path, stage: Path) -> int:
             src = (out_dir / r["file_name"]).resolve()
             folder = stage / split / label_folder(r["label"])
             folder.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(src, folder / f"{r['sample_id']}{src.suffix}")
+            _copy(src, folder / f"{r['sample_id']}{src.suffix}")
             written += 1
     return written
 
@@ -96,8 +96,7 @@ def publish_layout(layout: str, rows: list[Row], out_dir: Path) -> int:
     return written
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+def _copy(src: Path, dst: Path) -> None:
+    """A copy, not a hard link: editing an exported crop must not edit the workspace, and the copy gets the
+    user's umask permissions (copyfile uses copy_file_range, which reflinks where the filesystem can)."""
+    shutil.copyfile(src, dst)
