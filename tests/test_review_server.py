@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
+import socket
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -276,3 +281,182 @@ def test_every_item_state_row_is_an_item_with_its_state(client: FlaskClient, rws
     assert (detail["status"], detail["rule_status"], detail["decidable"]) == ("failed", "failed", False)
     assert _decide(client, [f"i{new['failed']}"], "kept").json["skipped"] == [f"i{new['failed']}"]
     assert groups["failed"].count == 1 and not groups["failed"].decidable and "pending" not in groups
+
+
+def _raw(base: str, method: str, path: str, headers: dict[str, str] | None = None,
+         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request exactly as written, Host header included (a spoofed one stands for another name or machine)."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = dict(headers or {})
+    conn.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
+    for name, value in {**headers, "Content-Length": str(len(body or b""))}.items():
+        conn.putheader(name, value)
+    conn.endheaders(body)
+    res = conn.getresponse()
+    data = res.read()
+    conn.close()
+    return res.status, {k.lower(): v for k, v in res.getheaders()}, data
+
+
+def test_remote_gallery_answers_only_the_key_holder_under_known_names(rws: Workspace):
+    """Bound to all interfaces with --allow-remote: the key from the printed URL becomes a cookie; without it
+    nothing is served (not the page with the write token, not a thumbnail), and a rebinding name is refused."""
+    access = server.access_for("0.0.0.0", allow_remote=True, names=["Gallery.LAN"])
+    assert access.remote and access.secret and len(access.secret) >= 24
+    app = create_app(rws, access=access, token="t0ken")
+    key = _key(rws, "biden.jpg")
+    with serving(app) as base:
+        port = urlsplit(base).port
+        lan = {"Host": f"192.0.2.7:{port}"}  # an IP literal cannot be rebound: any is fine on a wildcard bind
+        for path in ("/", "/api/facets", "/api/query", f"/api/item/{key}", f"/thumb/{key}", "/static/app.js",
+                     "/?key=", "/?key=wrong", f"/?key={access.secret[:-1]}"):
+            status, _, data = _raw(base, "GET", path, lan)
+            assert status == 403 and b"t0ken" not in data and access.secret.encode() not in data, path
+            assert b"printed in its terminal" in data, path
+        assert _raw(base, "POST", "/api/decide", {**lan, TOKEN_HEADER: "t0ken", "Content-Type": "application/json"},
+                    json.dumps({"keys": [key], "decision": "kept"}).encode())[0] == 403
+        # the printed URL: the key becomes an HttpOnly, same-site cookie and leaves the address bar
+        status, headers, _ = _raw(base, "GET", f"/?key={access.secret}&x=1", lan)
+        assert status == 303 and headers["location"].endswith("/?x=1") and "key" not in headers["location"]
+        cookie = headers["set-cookie"]
+        assert cookie.startswith(f"fc_key={access.secret};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        jar = {"Cookie": f"fc_key={access.secret}"}
+        status, headers, page = _raw(base, "GET", "/", {**lan, **jar})
+        assert status == 200 and b'content="t0ken"' in page and access.secret.encode() not in page
+        for host in (f"gallery.lan:{port}", f"[fd00::9]:{port}", f"localhost:{port}"):
+            assert _raw(base, "GET", "/api/facets", {"Host": host, **jar})[0] == 200, host
+        for host in (f"attacker.example:{port}", f"192.0.2.7.nip.io:{port}", ""):  # DNS rebinding, or none
+            status, _, data = _raw(base, "GET", "/", {"Host": host, **jar})
+            assert status == 403 and b"t0ken" not in data, host
+        assert _raw(base, "GET", "/", {**lan, "Cookie": "fc_key=guess"})[0] == 403
+        write = {**lan, **jar, "Content-Type": "application/json"}
+        body = json.dumps({"keys": [key], "decision": "kept"}).encode()
+        assert _raw(base, "POST", "/api/decide", write, body)[0] == 403  # the key is not the write token
+        assert _raw(base, "POST", "/api/decide", {**write, TOKEN_HEADER: "t0ken",
+                                                  "Origin": "https://evil.example"}, body)[0] == 403
+        status, _, data = _raw(base, "POST", "/api/decide", {**write, TOKEN_HEADER: "t0ken"}, body)
+        assert status == 200 and json.loads(data)["changed"][0]["review"]["decision"] == "kept"
+
+
+def test_remote_host_allow_list_is_the_bound_address_and_given_names():
+    one = server.access_for("192.0.2.2", allow_remote=True)
+    assert one.allows_host("192.0.2.2:8377") and one.allows_host("192.0.2.2")
+    for host in ("192.0.2.3:8377", "127.0.0.1:8377", "localhost:8377", "[fd00::2]:8377", "evil.example", None):
+        assert not one.allows_host(host), host
+    six = server.access_for("fd00::2", allow_remote=True, names=["box.lan"])
+    assert six.allows_host("[fd00::2]:8377") and six.allows_host("BOX.lan.:80") and not six.allows_host("other.lan")
+    assert one.secret != six.secret  # a fresh key per run
+    for host in ("192.0.2.2", "0.0.0.0", "::", "gallery.lan", "127.example.com", "::ffff:192.0.2.2"):
+        with pytest.raises(FacecurateError, match="--allow-remote"):
+            server.access_for(host)
+    for host in ("127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "[::1]", "localhost", "::ffff:127.0.0.1"):
+        local = server.access_for(host)
+        assert not local.remote and local.secret is None, host
+    local = server.access_for("127.0.0.2")  # loopback: loopback names and addresses, never anything else
+    for host in ("127.0.0.2:1", "127.0.0.1:1", "localhost:1", "[::1]:1", "app.localhost"):
+        assert local.allows_host(host), host
+    for host in ("192.0.2.2:1", "attacker.example:1", "127.0.0.1.nip.io", "0.0.0.0"):
+        assert not local.allows_host(host), host
+
+
+def _local_address() -> str | None:
+    """A non-loopback address of this machine, or None (then the remote bind is tested on loopback only)."""
+    for probe in ("192.0.2.1", "10.255.255.254", "2001:db8::1"):
+        family = socket.AF_INET6 if ":" in probe else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))  # UDP connect sends nothing: it only picks the route's source address
+                addr = str(s.getsockname()[0])
+        except OSError:
+            continue
+        if not server.is_loopback(addr) and not server._bind_problem(addr, 0):
+            return addr
+    return None
+
+
+@contextmanager
+def _served(rws: Workspace, host: str, **kwargs: object) -> Iterator[tuple[str, str]]:
+    """server.running in a thread: yields (base URL as bound, URL as printed)."""
+    with server.running(rws, host, 0, **kwargs) as (srv, url):  # type: ignore[arg-type]
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        shown = f"[{host}]" if ":" in host else host
+        try:
+            yield f"http://{shown}:{srv.server_port}", url
+        finally:
+            srv.shutdown()
+            thread.join(timeout=10)
+
+
+def test_remote_bind_on_a_real_interface(rws: Workspace):
+    addr = _local_address()
+    if addr is None:
+        pytest.skip("no non-loopback address on this machine: the policy is tested over loopback above")
+    with pytest.raises(FacecurateError, match="--allow-remote"), server.running(rws, addr, 0):
+        pass
+    with _served(rws, addr, allow_remote=True) as (base, url):
+        host = urlsplit(base).netloc
+        assert url.startswith(f"{base}/?key=")
+        status, _, data = _raw(base, "GET", "/", {"Host": host})
+        assert status == 403 and b"fc-token" not in data
+        status, headers, _ = _raw(base, "GET", urlsplit(url).path + "?" + urlsplit(url).query, {"Host": host})
+        assert status == 303 and headers["location"].endswith("/")
+        jar = {"Cookie": headers["set-cookie"].split(";")[0], "Host": host}
+        status, _, page = _raw(base, "GET", "/", jar)
+        assert status == 200 and b"fc-token" in page
+        assert _raw(base, "GET", "/", {**jar, "Host": "attacker.example"})[0] == 403
+
+
+def test_every_loopback_address_serves_without_a_key(rws: Workspace):
+    hosts = ["127.0.0.1", "127.0.0.2", "localhost"]
+    if socket.has_ipv6 and not server._bind_problem("::1", 0):
+        hosts.append("::1")
+    for host in hosts:
+        with _served(rws, host) as (base, url):
+            assert "key=" not in url and url.startswith(f"http://{'[::1]' if host == '::1' else host}:")
+            if host == "localhost":
+                base = base.replace("localhost", "127.0.0.1")  # what localhost resolved to: the bind's family
+                status, _, page = _raw(base, "GET", "/", {"Host": urlsplit(url).netloc})
+            else:
+                status, _, page = _raw(base, "GET", "/")
+            assert status == 200 and b"fc-token" in page, host  # 127.0.0.2 used to answer 403 to everything
+
+
+def test_hostile_ids_and_bodies_answer_4xx_on_every_route(flask_app, rws: Workspace):
+    big, huge = "9" * 20, "9" * 5000
+    gets = [f"/preview/{big}", f"/preview/1{big}", "/preview/-1", "/preview/0", "/preview/1e3", f"/preview/{huge}",
+            f"/thumb/f{big}", f"/thumb/i{big}", f"/crop/f{big}", f"/crop/i{big}", f"/api/item/f{big}",
+            f"/api/item/i{huge}", f"/api/item/{'x' * 20000}", "/static/" + "a/" * 2000, f"/thumb/f{'0' * 30}1"]
+    ok = [f"/api/items?keys=f{big},i{big},{',' * 50000}", f"/api/query?first={big}", f"/api/query?first=-{huge}",
+          f"/api/query?first={huge}", "/api/query?first=1e999", f"/api/query?sort=score:{'a' * 5000}",
+          "/api/query?sort=score:nonexistent", "/api/query?" + "&".join(f"x{i}=1" for i in range(2000))]
+    with serving(flask_app) as base:
+        for path in gets:
+            status, _, _ = _raw(base, "GET", path)
+            assert 400 <= status < 500, (path[:60], status)
+        for path in ok:
+            status, _, data = _raw(base, "GET", path)
+            assert status in (200, 400), (path[:60], status, data[:200])
+        write = {TOKEN_HEADER: "t0ken", "Content-Type": "application/json"}
+        deep = b"[" * 100_000 + b"]" * 100_000
+        bodies = [deep, b'{"keys": ' + deep + b', "decision": "kept"}', b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                  b"\xff\xfe{", b"[]", b"null", b"1" * 5000, b'{"keys": "f1", "decision": "kept"}',
+                  json.dumps({"keys": [[[["f1"]]]], "decision": "kept"}).encode(),
+                  json.dumps({"keys": ["f1"], "decision": {"a": [1] * 10}}).encode()]
+        for route in ("/api/decide", "/api/undo"):
+            for body in bodies:
+                status, _, data = _raw(base, "POST", route, write, body)
+                assert status == 400 or (route == "/api/undo" and status == 200 and body[:1] == b"{"), (
+                    route, body[:40], status, data[:200])
+        status, _, data = _raw(base, "POST", "/api/decide", write,
+                               json.dumps({"keys": [f"f{big}", "i1", "f" + huge], "decision": "kept"}).encode())
+        assert status == 200 and json.loads(data)["skipped"] == [f"f{big}", "i1", "f" + huge]
+        status, _, data = _raw(base, "POST", "/api/decide", write, b" " * (server.MAX_BODY + 1))
+        assert status == 413 and b"error" in data
+        for method in ("PUT", "DELETE", "PATCH"):
+            assert 400 <= _raw(base, method, "/api/decide", write, b"{}")[0] < 500, method
+        assert _raw(base, "OPTIONS", "/api/decide", write, b"{}")[0] == 200  # Flask's Allow answer: no write
+        assert _raw(base, "GET", "/api/facets")[0] == 200  # still serving after all of it
+    with Catalog.open(rws.catalog_path) as cat:  # and nothing hostile was recorded
+        assert cat.conn.execute("SELECT COUNT(*) FROM review_log").fetchone()[0] == 0
