@@ -13,7 +13,7 @@ import pytest
 from facecurate.catalog import Catalog
 from facecurate.export import export
 from facecurate.review.report import write_html
-from facecurate.review.server import create_app
+from facecurate.review.server import access_for, create_app
 from facecurate.workspace import Workspace
 from tests.test_review_support import XSS, chromium, faces_by_name, require_chromium, reviewed_workspace, serving
 
@@ -195,3 +195,34 @@ def test_fast_key_presses_are_all_kept_in_order(driver: Any, gallery: tuple[Work
     assert "dec-rejected" in classes[0] and "dec-kept" in classes[1] and "dec-rejected" in classes[2]
     assert "focus" in classes[3]
     assert sorted(_decisions(ws).values()) == ["kept", "none", "none", "none", "rejected", "rejected"]
+
+
+def test_remote_gallery_opens_from_the_printed_url_only(driver: Any, tmp_path_factory: pytest.TempPathFactory,
+                                                        tmp_path: Path):
+    """--allow-remote as a person meets it: the URL with the key opens the gallery (the key leaves the address
+    bar, the HttpOnly cookie is out of the page's reach) and decisions save; without the key nothing is shown."""
+    from selenium.webdriver.common.by import By
+
+    ws = reviewed_workspace(tmp_path_factory, tmp_path / "ws")
+    access = access_for("0.0.0.0", allow_remote=True)  # served on 127.0.0.1: an IP-literal Host, allowed
+    assert access.secret
+    with serving(create_app(ws, access=access)) as base:
+        driver.delete_all_cookies()
+        driver.get(f"{base}/")
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "needs its key" in body and not driver.find_elements(By.CSS_SELECTOR, 'meta[name="fc-token"]')
+        _open(driver, f"{base}/?key={access.secret}#status=any&sort=order")
+        url = driver.current_url  # the fragment survives the redirect (the page writes the filter back in full)
+        assert "key=" not in url and url.startswith(f"{base}/#status=any&") and "sort=order" in url
+        assert access.secret not in driver.execute_script("return document.cookie + document.body.innerHTML")
+        assert len(_cells(driver)) == 7
+        _press(driver, "r")
+        _wait(driver, "return document.querySelector('.cell[data-index=\"0\"]').classList.contains('dec-rejected')",
+              "a decision over the key's cookie")
+        assert sorted(_decisions(ws).values()).count("rejected") == 1
+        driver.delete_all_cookies()  # another browser on the network: the page and its images stay closed
+        driver.get("about:blank")  # a new document, not a same-page fragment change
+        driver.get(f"{base}/#status=any")
+        assert "needs its key" in driver.find_element(By.TAG_NAME, "body").text
+        driver.get(f"{base}/?key=guess")
+        assert "wrong key" in driver.find_element(By.TAG_NAME, "body").text
