@@ -218,7 +218,7 @@ def test_cli_refuses_a_remote_host_without_allow_remote(rws: Workspace, monkeypa
         out = CliRunner().invoke(cli_app, ["review", "--host", host, "--no-browser", "-w", str(rws.root)])
         assert out.exit_code != 0 and not seen, (host, out.output)
         text = " ".join(out.output.split())
-        assert f"on {host}:" in text and "--allow-remote" in text and "127.0.0.1" in text, text
+        assert f"on {host}, which is not a loopback" in text and "--allow-remote" in text and "127.0.0.1" in text, text
         assert "Traceback" not in out.output and len(out.output.strip().split("\n\n")) == 1  # one paragraph
     config = rws.config_path.read_text()  # review.host from facecurate.toml is held to the same rule
     assert 'host = "127.0.0.1"' in config

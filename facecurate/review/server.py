@@ -115,11 +115,12 @@ def access_for(host: str, *, allow_remote: bool = False, names: Iterable[str] = 
     if is_loopback(host):
         return Access(host, names=frozenset({_bare(host), *(_bare(n) for n in names)}))
     if not allow_remote:
+        hosts = "of this machine's addresses, its name" if _bare(host) in WILDCARDS else host
         raise FacecurateError(
-            f"Refusing to serve the review gallery on {host}: it is not a loopback address, so other machines "
+            f"Refusing to serve the review gallery on {host}, which is not a loopback address: other machines "
             f"could see the photos and their provenance. To serve it to your network, add --allow-remote (the "
             f"gallery then answers only clients holding a secret key, printed here once as part of its URL, and "
-            f"only the Host names {host or '*'} and those given with --allow-host NAME); to keep it on this "
+            f"only the Host names {hosts} and those given with --allow-host NAME); to keep it on this "
             f"machine, drop --host (or set review.host back to 127.0.0.1 in facecurate.toml).")
     wildcard = _bare(host) in WILDCARDS
     allowed = {_bare(n) for n in names if _bare(n)}
