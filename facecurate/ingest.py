@@ -1,13 +1,16 @@
 """``import``: bring local folders into the workspace, one source row per file, content stored once.
 
-Files are validated by decoding them (through :mod:`facecurate.media`) and stored through
-:mod:`facecurate.storage`, the store the crawler uses too, so imported and downloaded images are deduplicated
-and counted the same way.
+Files are read and validated through :mod:`facecurate.media`, the gate the crawler's downloads pass too (only
+regular files, never past ``[media] max_bytes``, only allow-listed formats), and stored through
+:mod:`facecurate.storage`, so imported and downloaded images are checked, deduplicated and counted the same way.
+A user's folder may hold anything (FIFOs, device links, link loops, folders they cannot read): each such entry
+is recorded as a failed source with its reason and the rest of the folder still imports.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +41,14 @@ class ImportSummary:
 
 
 @dataclass(frozen=True)
+class Found:
+    """One thing the walk turned up: a file to check, or a folder or link it could not look into (``error``)."""
+
+    path: Path
+    error: ImageError | None = None
+
+
+@dataclass(frozen=True)
 class Checked:
     """What a worker learned about one file: its bytes' hash and decoded facts, or why it failed."""
 
@@ -53,34 +64,69 @@ class Checked:
     error: ImageError | None = None
 
 
-def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files with an image extension under each path (recursively), in a stable order."""
+def _absolute(path: Path) -> Path:
+    """An absolute path whose folders are resolved but whose last part is kept: a link in the user's folder is
+    recorded (and reported) under its own name, and a link loop cannot raise here."""
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def iter_image_files(paths: Iterable[Path]) -> Iterator[Found]:
+    """Entries with an image extension under each path (recursively, not into linked folders), in a stable
+    order, plus every folder that could not be listed: a user's folder is walked to the end whatever is in
+    it, and only :func:`facecurate.media.read_regular` decides what a file is."""
     for p in paths:
-        if p.is_file():
-            yield p.resolve()
-        elif p.is_dir():
-            for root, dirs, files in os.walk(p):
+        if p.is_dir():
+            errors: list[OSError] = []
+            for root, dirs, files in os.walk(os.path.realpath(p), onerror=errors.append):
+                yield from _unlisted(errors)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for f in sorted(files):
                     if Path(f).suffix.lower() in media.EXTENSIONS:
-                        yield (Path(root) / f).resolve()
+                        yield Found(Path(root) / f)
+            yield from _unlisted(errors)
+        elif os.path.lexists(p):  # a file, or a link that is broken, loops or names a device: checked and recorded
+            yield Found(_absolute(p))
         else:
             raise FacecurateError(f"{p} does not exist. Pass folders or image files to `facecurate import`.")
 
 
-def _check(path: Path, max_bytes: int, max_pixels: int, min_side: int) -> Checked:
+def _unlisted(errors: list[OSError]) -> Iterator[Found]:
+    """The folders os.walk could not list since the last call, as failures naming each folder."""
+    for exc in errors:
+        folder = Path(exc.filename) if exc.filename else Path("?")
+        err = media.path_error(folder, exc)
+        yield Found(folder, ImageError(f"{err} Nothing inside it was imported.", err.reason))
+    errors.clear()
+
+
+def _check(found: Found, max_bytes: int, max_pixels: int, min_side: int) -> Checked:
+    path = found.path
+    if found.error is not None:
+        return Checked(path, 0, 0.0, error=found.error)
     try:
-        st = path.stat()
-    except OSError as exc:
-        return Checked(path, 0, 0.0, error=ImageError(f"{path} cannot be read: {exc}", "unreadable"))
+        data, st = media.read_regular(path, max_bytes)
+    except ImageError as exc:
+        return Checked(path, 0, 0.0, error=exc)
     try:
-        data = media.read_limited(path, max_bytes)
         decoded = media.decode(data, str(path), max_pixels, min_side)
     except ImageError as exc:
         return Checked(path, st.st_size, st.st_mtime, error=exc)
     return Checked(path, st.st_size, st.st_mtime, data=data, sha256=media.sha256_bytes(data),
                    decoded_format=decoded.format, ext=decoded.extension,
                    width=decoded.width, height=decoded.height)
+
+
+def _unchanged(catalog: Catalog, path: Path) -> bool:
+    """True when this path was imported before and its size and mtime still match (a path that can no longer
+    be looked at is not unchanged: it is checked again, and its failure recorded)."""
+    known = catalog.source_status("file", str(path))
+    if known is None or known.status != "ok":
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and known.file_size == st.st_size and known.file_mtime == st.st_mtime
 
 
 def import_paths(ws: Workspace, catalog: Catalog, paths: list[Path], label: str | None = None,
@@ -91,21 +137,18 @@ def import_paths(ws: Workspace, catalog: Catalog, paths: list[Path], label: str 
     min_side = int(cfg.get("media", "min_side"))
     summary = ImportSummary()
     progress.start("import", None, "files")  # walking big trees takes a while before the total is known
-    todo: list[Path] = []
-    for f in iter_image_files(paths):
+    todo: list[Found] = []
+    for found in iter_image_files(paths):
         summary.found += 1
-        known = catalog.source_status("file", str(f))
-        if known is not None and known.status == "ok":
-            st = f.stat()
-            if known.file_size == st.st_size and known.file_mtime == st.st_mtime:
-                summary.unchanged += 1
-                continue
-        todo.append(f)
+        if found.error is None and _unchanged(catalog, found.path):
+            summary.unchanged += 1
+            continue
+        todo.append(found)
     progress.start("import", len(todo), "files")
     reasons: Counter[str] = Counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(todo), BATCH):
-            checked = list(pool.map(lambda p: _check(p, max_bytes, max_pixels, min_side),
+            checked = list(pool.map(lambda f: _check(f, max_bytes, max_pixels, min_side),
                                     todo[start:start + BATCH]))
             with catalog.transaction():
                 for c in checked:

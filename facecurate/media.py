@@ -1,16 +1,22 @@
 """Safe image decoding, hashing and atomic writes: every stage reads and writes images through here.
 
 Crawled and imported files are hostile input: HTML saved as .jpg, truncated downloads, 16-bit scans,
-CMYK prints, palette GIFs, decompression bombs. Each one becomes an :class:`ImageError` with a short
-reason code (stored in the catalog) and a message that names the file, never a crash.
+CMYK prints, palette GIFs, decompression bombs, other formats under an image name, FIFOs and device links in
+a user's folder. This module is the one gate they all pass (issue 13): the format is sniffed from the bytes
+and must be on an explicit allow-list, every Pillow plugin outside that list is unregistered so none can run
+(EPS would start Ghostscript, DDS/SPIDER/PSD/... parse attacker-chosen headers with little checking), only
+regular files are read and never past ``[media] max_bytes``, and *any* decoder exception becomes an
+:class:`ImageError` with a short reason code (stored in the catalog) and a message naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from facecurate.errors import ImageError
 
@@ -28,9 +34,59 @@ Image.MAX_IMAGE_PIXELS = None
 
 PART_PREFIX = ".part-"
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\0", b"MM\0*")
+# The formats facecurate reads (README: jpg, png, webp, bmp, tiff, gif): Pillow's names, and the leading bytes
+# that identify each. The order matters only for reading; no two signatures overlap.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"BM", "BMP"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"II+\0", "TIFF"), (b"MM\0+", "TIFF"),
+)
+# Formats recognised only to say what a refused file is ("a PSD file", not "not an image"); never decoded.
+_FOREIGN: tuple[tuple[bytes, str], ...] = (
+    (b"%!PS", "EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"DDS ", "DDS"), (b"8BPS", "PSD"), (b"\0\0\1\0", "ICO"),
+    (b"\0\0\2\0", "CUR"), (b"\x01\xda", "SGI"), (b"icns", "ICNS"), (b"qoif", "QOI"), (b"\xffO\xffQ", "JPEG 2000"),
+    (b"\0\0\0\x0cjP  ", "JPEG 2000"), (b"FORM", "IFF"), (b"\x59\xa6\x6a\x95", "Sun raster"),
+    (b"gimp xcf", "XCF"), (b"#?RADIANCE", "HDR"), (b"\x76\x2f\x31\x01", "OpenEXR"), (b"%PDF", "PDF"),
+    (b"Image type:", "IM"), (b"BLP", "BLP"),
+)
 FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "GIF": "gif",
-              "MPO": "jpg"}
+              "MPO": "jpg"}  # MPO: a camera's multi-picture JPEG, which Pillow's JPEG reader hands back as such
+
+
+def _restrict_pillow() -> None:
+    """Load every plugin once, then unregister the openers of all formats but ours.
+
+    ``Image.init`` runs at most once per process, so a plugin removed here is never registered again, and
+    ``Image.open`` anywhere in the process (thumbnails, the demo, a library) can only reach these readers."""
+    Image.init()
+    for name in list(Image.OPEN):
+        if name not in ALLOWED_FORMATS:
+            del Image.OPEN[name]
+    Image.ID[:] = [name for name in Image.ID if name in Image.OPEN]
+
+
+_restrict_pillow()
+
+
+def sniff(data: bytes) -> str | None:
+    """The allow-listed format these bytes are in, judged from their first bytes alone; None for any other."""
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _foreign(data: bytes) -> str | None:
+    """The name of a recognisable format facecurate does not read, for the error message."""
+    if data[4:8] == b"ftyp":
+        return "HEIF/AVIF/MP4 (ISO media)"
+    if data[:1] == b"P" and data[1:2] in b"1234567fF" and len(data) > 2 and data[2:3].isspace():
+        return "PPM/PGM/PBM"
+    if data[:1] == b"\x0a" and data[1:2] in (b"\0", b"\2", b"\3", b"\4", b"\5"):
+        return "PCX"
+    return next((name for magic, name in _FOREIGN if data.startswith(magic)), None)
 
 
 @dataclass(frozen=True)
@@ -50,7 +106,7 @@ class Decoded:
 
     @property
     def extension(self) -> str:
-        return FORMAT_EXT.get(self.format, self.format.lower())
+        return FORMAT_EXT[self.format]
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -73,54 +129,131 @@ def jpeg_segments(data: bytes, limit: int | None = None) -> Iterator[tuple[int, 
         if marker in (0xD9, 0xDA):  # end of image, start of scan
             return
         length = int.from_bytes(data[i + 2:i + 4], "big")
+        if length < 2 or i + 2 + length > len(data):  # a segment running past the bytes: callers index into it
+            return
         yield marker, i + 4, length - 2
         i += 2 + length
 
 
-def read_limited(path: Path, max_bytes: int) -> bytes:
-    """Read a whole file, refusing files past ``max_bytes`` before loading them."""
+def _special_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO (named pipe)"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def path_error(path: Path, exc: OSError) -> ImageError:
+    """An OSError met while looking at a path, as the recorded reason a user can act on."""
+    if exc.errno == errno.ELOOP:
+        return ImageError(f"{path} is a symbolic link loop (it points back at itself): fix or remove the link.",
+                          "symlink_loop")
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        if os.path.islink(path):
+            return ImageError(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist: fix or "
+                              f"remove the link.", "broken_link")
+        return ImageError(f"{path} no longer exists (moved or deleted while facecurate ran).", "missing")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ImageError(f"{path} cannot be read: permission denied. Give your user read access "
+                          f"(chmod u+r, or u+rx for a folder) and import again.", "unreadable")
+    return ImageError(f"{path} cannot be read: {exc.strerror or exc}. Check that it exists and is readable.",
+                      "unreadable")
+
+
+def read_regular(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    """A regular file's bytes (symbolic links followed) and its stat, or ImageError with a reason.
+
+    FIFOs, devices and sockets are refused from ``stat`` without ever being opened (opening a FIFO blocks until
+    a writer appears; /dev/zero never ends), the open is non-blocking and re-checked on the descriptor (the
+    path may have been swapped in between), and reading stops one byte past ``max_bytes`` whatever ``stat``
+    claimed, so neither a growing file nor a lying size can exhaust memory."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ImageError(f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit "
-                             f"([media] max_bytes in facecurate.toml).", "too_large")
-        return path.read_bytes()
+        st = os.stat(path)
     except OSError as exc:
-        raise ImageError(f"{path} cannot be read: {exc.strerror or exc}. Check that it exists and is readable.",
-                         "unreadable") from exc
+        raise path_error(path, exc) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{path} is a {_special_kind(st.st_mode)}, not a regular file: skipped without opening "
+                         f"it. Import the image file itself.", "not_a_file")
+    too_large = ImageError(f"{path} is over the {max_bytes:,}-byte limit ([media] max_bytes in facecurate.toml).",
+                           "too_large")
+    if st.st_size > max_bytes:
+        raise too_large
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise path_error(path, exc) from exc
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+            raise ImageError(f"{path} was replaced while being read: import again.", "unreadable")
+        chunks, total = [], 0
+        want = min(st.st_size, max_bytes) + 1  # one read for an ordinary file; one byte more reveals growth
+        while total <= max_bytes:
+            chunk = os.read(fd, min(want, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            want = 1 << 20
+    except OSError as exc:
+        raise path_error(path, exc) from exc
+    finally:
+        os.close(fd)
+    if total > max_bytes:
+        raise too_large
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), st
+
+
+def read_limited(path: Path, max_bytes: int) -> bytes:
+    """Read a whole regular file, never past ``max_bytes`` (see :func:`read_regular`)."""
+    return read_regular(path, max_bytes)[0]
 
 
 def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Decoded:
-    """Decode bytes to RGB uint8 with EXIF orientation applied, or raise ImageError with a reason."""
+    """Decode bytes to RGB uint8 with EXIF orientation applied, or raise ImageError with a reason.
+
+    Only an allow-listed format sniffed from the bytes reaches a decoder, and only that format's; any exception
+    from the decoder (Pillow's plugins raise OSError, SyntaxError, ValueError, struct.error, IndexError,
+    NotImplementedError, ... on crafted input) is a recorded failure, never a crash of the stage."""
     if not data:
         raise ImageError(f"{name} is empty (0 bytes): the download or copy did not complete.", "empty")
-    head = data[:512].lstrip().lower()
-    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<svg", b"<head", b"<body", b"{", b"<")):
-        raise ImageError(f"{name} is text or HTML, not an image (a web page saved under an image name).",
+    fmt = sniff(data)
+    if fmt is None:
+        head = data[:512].lstrip().lower()
+        if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<svg", b"<head", b"<body", b"{", b"<")):
+            raise ImageError(f"{name} is text or HTML, not an image (a web page saved under an image name).",
+                             "not_an_image")
+        other = _foreign(data)
+        if other is not None:
+            raise ImageError(f"{name} is a {other} file, a format facecurate does not read (jpg, png, webp, bmp, "
+                             f"tiff, gif): convert it to one of those.", "unsupported_format")
+        raise ImageError(f"{name} is not an image format facecurate reads (jpg, png, webp, bmp, tiff, gif).",
                          "not_an_image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
-            fmt = im.format or "UNKNOWN"
+            im = Image.open(io.BytesIO(data), formats=[fmt])
+            fmt = im.format or fmt
             width, height = im.size
             if width * height > max_pixels:
                 raise ImageError(f"{name} is {width}x{height} = {width * height:,} pixels, over the "
                                  f"{max_pixels:,}-pixel limit ([media] max_pixels): refused as a possible "
                                  f"decompression bomb.", "too_large")
-            im.seek(0)  # animated GIF/WebP: the first frame
+            im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
             im.load()
             pixels = _to_rgb(ImageOps.exif_transpose(im) or im)
     except ImageError:
         raise
-    except UnidentifiedImageError as exc:
-        if data.startswith(MAGIC):
-            raise ImageError(f"{name} starts like an image but is corrupt and cannot be decoded.", "corrupt") from exc
-        raise ImageError(f"{name} is not an image format facecurate reads (jpg, png, webp, bmp, tiff, gif).",
-                         "not_an_image") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except (MemoryError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{name} needs more memory to decode than is available ({type(exc).__name__}): refused "
+                         f"as a possible decompression bomb; lower [media] max_pixels.", "too_large") from exc
+    except Exception as exc:  # any decoder failure on hostile bytes is the file's, never ours
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-        raise ImageError(f"{name} is {reason} and cannot be decoded ({exc}).", reason) from exc
+        raise ImageError(f"{name} starts like a {fmt} image but is {reason} and cannot be decoded "
+                         f"({type(exc).__name__}: {exc}).", reason) from exc
+    if fmt not in FORMAT_EXT:  # defensive: the opener is restricted, so this is a Pillow surprise, not the file's
+        raise ImageError(f"{name} decoded as {fmt}, a format facecurate does not store.", "unsupported_format")
     if min(pixels.shape[:2]) < min_side:
         raise ImageError(f"{name} is {pixels.shape[1]}x{pixels.shape[0]}, below the {min_side}-px minimum "
                          f"side ([media] min_side).", "too_small")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from facecurate import media
 from facecurate.catalog import Catalog
+from facecurate.errors import ImageError
 from facecurate.workspace import Workspace
 
 
@@ -33,7 +34,12 @@ def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, e
           height: int, label: str | None) -> tuple[int, bool]:
     """Record new content (writing its file if absent) or find it; returns (image_id, is_new).
 
-    Call inside a transaction: the image row and the file appear together for every reader."""
+    Call inside a transaction: the image row and the file appear together for every reader. ``fmt`` must be
+    what :func:`facecurate.media.decode` reported: the store holds only formats that passed the gate."""
+    if fmt not in media.FORMAT_EXT or ext != media.FORMAT_EXT[fmt]:
+        raise ImageError(f"refusing to store {sha256[:12]}… as {fmt!r}/.{ext}: only bytes that passed "
+                         f"media.decode (formats {', '.join(media.ALLOWED_FORMATS)}) enter the store.",
+                         "unsupported_format")
     existing = catalog.image_by_sha(sha256)
     if existing is not None:
         return existing.id, False

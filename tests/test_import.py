@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import shutil
+import socket
+import threading
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facecurate import media
 from facecurate.catalog import Catalog
-from facecurate.ingest import import_paths
+from facecurate.errors import ImageError
+from facecurate.ingest import ImportSummary, import_paths
 from facecurate.workspace import Workspace
 
 GOOD_KINDS = {"good.jpg", "cmyk.jpg", "sixteen.png", "palette.gif", "rgba.png", "lossless.webp", "plain.bmp",
@@ -103,3 +110,135 @@ def test_stale_parts_of_dead_processes_are_removed(tmp_path: Path):
     alive.write_bytes(b"in progress")
     assert media.remove_stale_parts(tmp_path) == 1
     assert not dead.exists() and alive.exists()
+
+
+# --- issue 13: only regular files are read; everything else is recorded and the rest of the folder imports ----
+
+
+def _import_in_thread(ws: Workspace, catalog_path: Path, paths: list[Path], fifos: list[Path]):
+    """Run an import that must finish: if it blocks (a FIFO opened for reading waits for a writer forever), the
+    FIFOs are opened for writing to release it, and the test fails instead of hanging the suite."""
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        cat = Catalog.open(catalog_path)
+        try:
+            result["summary"] = import_paths(ws, cat, paths)
+        except BaseException as exc:  # reported by the assertion below
+            result["error"] = exc
+        finally:
+            cat.close()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(30)
+    if thread.is_alive():
+        for fifo in fifos:
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail("import hung on a special file (it must never open one)")
+    assert "error" not in result, result.get("error")
+    summary = result["summary"]
+    assert isinstance(summary, ImportSummary)
+    return summary
+
+
+def _failed_rows(catalog: Catalog) -> dict[str, str]:
+    rows = catalog.conn.execute("SELECT location, error FROM sources WHERE status='failed'").fetchall()
+    return {Path(r["location"]).name: r["error"] for r in rows}
+
+
+def test_special_files_and_bad_links_are_recorded_and_the_rest_imports(ws: Workspace, catalog: Catalog,
+                                                                        tmp_path: Path, demo_dir: Path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(demo_dir / "obama.jpg", folder / "good.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    os.symlink("loop_b.jpg", folder / "loop_a.jpg")
+    os.symlink("loop_a.jpg", folder / "loop_b.jpg")
+    os.symlink("/dev/zero", folder / "zero_link.jpg")
+    os.symlink("gone.jpg", folder / "dangling.jpg")
+    os.symlink("good.jpg", folder / "link_to_good.jpg")  # a link to a regular file is followed
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "sock.jpg"))
+    try:
+        summary = _import_in_thread(ws, ws.catalog_path, [folder], [folder / "pipe.jpg"])
+    finally:
+        sock.close()
+    expected = {"pipe.jpg": "not_a_file", "loop_a.jpg": "symlink_loop", "loop_b.jpg": "symlink_loop",
+                "zero_link.jpg": "not_a_file", "dangling.jpg": "broken_link", "sock.jpg": "not_a_file"}
+    assert summary.new == 1 and summary.duplicate == 1
+    assert summary.found == 8
+    assert {Path(f.item).name: f for f in summary.failed}.keys() == expected.keys()
+    assert summary.failed_by_reason == dict(Counter(expected.values()))
+    assert _failed_rows(catalog) == expected  # recorded under the link's own name, not /dev/zero
+    messages = {Path(f.item).name: f.error for f in summary.failed}
+    assert "FIFO" in messages["pipe.jpg"] and "character device" in messages["zero_link.jpg"]
+    assert "socket" in messages["sock.jpg"] and "loop" in messages["loop_a.jpg"]
+    assert "gone.jpg" in messages["dangling.jpg"]
+    for f in summary.failed:
+        assert f.item in f.error  # the message names the entry
+
+
+def test_a_path_argument_that_loops_or_names_a_device_is_recorded(ws: Workspace, catalog: Catalog, tmp_path: Path):
+    loop = tmp_path / "self.jpg"
+    os.symlink("self.jpg", loop)
+    summary = import_paths(ws, catalog, [loop, Path("/dev/null")])
+    assert {Path(f.item).name for f in summary.failed} == {"self.jpg", "null"}
+    assert _failed_rows(catalog) == {"self.jpg": "symlink_loop", "null": "not_a_file"}
+
+
+def test_a_file_replaced_by_a_fifo_after_import_is_not_opened(ws: Workspace, catalog: Catalog, tmp_path: Path,
+                                                              demo_dir: Path):
+    path = tmp_path / "photo.jpg"
+    shutil.copy(demo_dir / "obama.jpg", path)
+    assert import_paths(ws, catalog, [tmp_path]).new == 1
+    path.unlink()
+    os.mkfifo(path)
+    again = _import_in_thread(ws, ws.catalog_path, [tmp_path], [path])
+    assert again.unchanged == 0 and [Path(f.item).name for f in again.failed] == ["photo.jpg"]
+    assert _failed_rows(catalog) == {"photo.jpg": "not_a_file"}
+
+
+def test_reads_stop_at_max_bytes_whatever_stat_says(tmp_path: Path):
+    with pytest.raises(ImageError) as err:
+        media.read_limited(Path("/dev/zero"), 1024)
+    assert err.value.reason == "not_a_file"
+    sparse = tmp_path / "huge.jpg"
+    with open(sparse, "wb") as fh:
+        fh.truncate(10**12)  # a terabyte on paper, nothing on disk: refused from its size, never read
+    with pytest.raises(ImageError) as err:
+        media.read_limited(sparse, 64 * 1024 * 1024)
+    assert err.value.reason == "too_large" and "max_bytes" in str(err.value)
+    proc = Path("/proc/self/status")  # a regular file whose stat size (0) understates its content
+    if proc.exists():
+        assert proc.stat().st_size == 0
+        with pytest.raises(ImageError) as err:
+            media.read_limited(proc, 16)
+        assert err.value.reason == "too_large"
+        assert len(media.read_limited(proc, 1 << 20)) > 16
+
+
+def test_unreadable_folder_and_file_are_recorded(ws: Workspace, catalog: Catalog, tmp_path: Path, demo_dir: Path):
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x")
+    probe.chmod(0)
+    if os.access(probe, os.R_OK):  # root, or CAP_DAC_OVERRIDE: permission bits do not stop reads
+        pytest.skip(f"running as uid {os.geteuid()} with permission checks bypassed (root): nothing can be made "
+                    f"unreadable here; run as an ordinary user to exercise this case")
+    folder = tmp_path / "photos"
+    (folder / "locked").mkdir(parents=True)
+    shutil.copy(demo_dir / "obama.jpg", folder / "good.jpg")
+    shutil.copy(demo_dir / "biden.jpg", folder / "locked" / "inside.jpg")
+    shutil.copy(demo_dir / "astronaut.jpg", folder / "secret.jpg")
+    (folder / "secret.jpg").chmod(0)
+    (folder / "locked").chmod(0)
+    try:
+        summary = import_paths(ws, catalog, [folder])
+    finally:
+        (folder / "locked").chmod(0o755)
+        (folder / "secret.jpg").chmod(0o644)
+    assert summary.new == 1
+    assert _failed_rows(catalog) == {"locked": "unreadable", "secret.jpg": "unreadable"}
+    assert any("permission denied" in f.error and "locked" in f.item for f in summary.failed)
