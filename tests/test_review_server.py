@@ -319,6 +319,8 @@ def test_remote_gallery_answers_only_the_key_holder_under_known_names(rws: Works
         # the printed URL: the key becomes an HttpOnly, same-site cookie and leaves the address bar
         status, headers, _ = _raw(base, "GET", f"/?key={access.secret}&x=1", lan)
         assert status == 303 and headers["location"].endswith("/?x=1") and "key" not in headers["location"]
+        status, headers2, _ = _raw(base, "GET", f"//evil.example/?key={access.secret}", lan)
+        assert status == 303 and headers2["location"] in ("/evil.example/", f"http://192.0.2.7:{port}/evil.example/")
         cookie = headers["set-cookie"]
         assert cookie.startswith(f"fc_key={access.secret};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         jar = {"Cookie": f"fc_key={access.secret}"}

@@ -175,7 +175,8 @@ def create_app(ws: Workspace, *, access: Access = LOCAL, token: str | None = Non
     def _exchange(secret: str) -> BaseResponse:
         """The key from the URL becomes a cookie, and the address bar loses it (no key in later links)."""
         rest = [(k, v) for k, v in request.args.items(multi=True) if k != KEY_PARAM]
-        resp = redirect(request.path + (f"?{urlencode(rest)}" if rest else ""), code=303)
+        path = "/" + request.path.lstrip("/")  # never "//host/...": a redirect stays on this server
+        resp = redirect(path + (f"?{urlencode(rest)}" if rest else ""), code=303)
         resp.set_cookie(KEY_COOKIE, secret, httponly=True, samesite="Strict", path="/")
         return resp
 
