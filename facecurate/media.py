@@ -230,6 +230,9 @@ def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Decode
                              f"tiff, gif): convert it to one of those.", "unsupported_format")
         raise ImageError(f"{name} is not an image format facecurate reads (jpg, png, webp, bmp, tiff, gif).",
                          "not_an_image")
+    if fmt not in Image.OPEN:
+        raise ImageError(f"{name} is a {fmt} image, but this Pillow build has no {fmt} reader: reinstall Pillow "
+                         f"with {fmt} support (python -m PIL.features) or convert the file.", "unsupported_format")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -264,3 +264,10 @@ def test_downloads_and_imports_meet_the_same_gate(ws: Workspace, catalog: Catalo
     by_download = {name: d.reason for name, d in fetched.items() if not d.ok}
     assert by_download == by_import == {"dds.jpg": "unsupported_format", "eps.jpg": "unsupported_format"}
     assert fetched["good.jpg"].ok and imported.new == 1
+
+
+def test_an_allowed_format_this_pillow_cannot_read_is_unsupported(monkeypatch: pytest.MonkeyPatch, demo_dir: Path):
+    monkeypatch.delitem(Image.OPEN, "WEBP", raising=False)  # a Pillow built without libwebp
+    with pytest.raises(ImageError) as err:
+        media.decode(allowed_samples(demo_dir)["lossy.webp"], "photo.webp", 10**8)
+    assert err.value.reason == "unsupported_format" and "photo.webp" in str(err.value) and "WEBP" in str(err.value)
