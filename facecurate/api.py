@@ -71,10 +71,17 @@ class Project:
     long methods takes a :class:`facecurate.events.Progress` sink, ``True`` for terminal bars, or nothing."""
 
     def __init__(self, workspace: Workspace) -> None:
+        # Settings and catalog are checked before anything is touched: a bad facecurate.toml or a damaged
+        # facecurate.db stops every command here, before a stage starts or a file changes (only init creates).
+        workspace.config()
         self.workspace = workspace
-        workspace.tmp_dir.mkdir(exist_ok=True)
-        media.remove_stale_parts(workspace.tmp_dir)
         self.catalog = Catalog.open(workspace.catalog_path)
+        try:
+            workspace.tmp_dir.mkdir(exist_ok=True)
+            media.remove_stale_parts(workspace.tmp_dir)
+        except BaseException:
+            self.catalog.close()
+            raise
 
     @property
     def root(self) -> Path:

@@ -7,7 +7,9 @@ Every default lives in SETTINGS, once, with the one-line reason a user reads in 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -31,11 +33,31 @@ ENV_VAR = "FACECURATE_WORKSPACE"
 
 @dataclass(frozen=True)
 class Setting:
+    """One row of the settings table. Its type is its default's type; ``min``/``max`` bound numbers (inclusive;
+    ``above`` makes ``min`` exclusive, for values that must be positive but may be fractional), ``choices``
+    lists the words a string may be, ``items`` the words a comma-list string may hold. Everything is checked
+    when facecurate.toml is read, so a bad value stops a command before any stage starts rather than deep
+    inside one."""
+
     section: str
     key: str
     default: Any
     doc: str
     choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    above: bool = False
+    items: tuple[str, ...] = ()  # a comma list: each of its words must be one of these
+
+    def range_text(self) -> str:
+        """The accepted range in words, for error messages and the generated facecurate.toml."""
+        low = None if self.min is None else f"{'above' if self.above else 'at least'} {_num(self.min)}"
+        high = None if self.max is None else f"at most {_num(self.max)}"
+        return " and ".join(t for t in (low, high) if t)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 _BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 "
@@ -45,34 +67,51 @@ _BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like 
 # search pages of engines that refuse non-browser agents (bing, duckduckgo, naver) carry search_user_agent.
 CRAWL_SETTINGS: tuple[Setting, ...] = (
     Setting("crawl", "engines", "bing",
-            "Engines `crawl` uses without --engine, comma-separated; a term is pending until each one ran it."),
-    Setting("crawl", "limit", 300, "Search results taken per (query, engine); Bing stops near 1,000 anyway."),
+            "Engines `crawl` uses without --engine, comma-separated; a term is pending until each one ran it.",
+            items=("bing", "duckduckgo", "google", "naver", "wikimedia")),
+    Setting("crawl", "limit", 300, "Search results taken per (query, engine); Bing stops near 1,000 anyway.", min=1),
     Setting("crawl", "contact", "",
             "Your e-mail or URL, sent in the User-Agent so site owners can reach you (Wikimedia requires one)."),
     Setting("crawl", "search_user_agent", _BROWSER_UA,
             "User-Agent for search result pages: Bing, DuckDuckGo and Naver answer only browser-like agents."),
-    Setting("crawl", "concurrency", 16, "Download threads in total; the per-host cap keeps each host polite."),
-    Setting("crawl", "per_host", 4, "Simultaneous requests to one host at most."),
-    Setting("crawl", "per_host_rate", 8.0, "Requests per second to one host at most (request starts are spaced)."),
-    Setting("crawl", "connect_timeout", 5.0, "Seconds to open a connection before the attempt counts as a timeout."),
-    Setting("crawl", "read_timeout", 15.0, "Seconds of silence from a server before the attempt times out."),
-    Setting("crawl", "total_timeout", 60.0, "Seconds for a whole body: a server trickling bytes cannot hold a thread."),
-    Setting("crawl", "retries", 3, "Extra attempts after a timeout, a dropped connection, 429 or 5xx."),
-    Setting("crawl", "backoff", 0.5, "First retry delay in seconds; it doubles each attempt, with random jitter."),
-    Setting("crawl", "backoff_max", 30.0, "Longest delay between two attempts, in seconds."),
+    Setting("crawl", "concurrency", 16, "Download threads in total; the per-host cap keeps each host polite.",
+            min=1, max=256),
+    Setting("crawl", "per_host", 4, "Simultaneous requests to one host at most.", min=1, max=256),
+    Setting("crawl", "per_host_rate", 8.0, "Requests per second to one host at most (request starts are spaced).",
+            min=0),
+    Setting("crawl", "connect_timeout", 5.0, "Seconds to open a connection before the attempt counts as a timeout.",
+            min=0, above=True, max=3600),
+    Setting("crawl", "read_timeout", 15.0, "Seconds of silence from a server before the attempt times out.",
+            min=0, above=True, max=3600),
+    Setting("crawl", "total_timeout", 60.0, "Seconds for a whole body: a server trickling bytes cannot hold a thread.",
+            min=0, above=True, max=86400),
+    Setting("crawl", "retries", 3, "Extra attempts after a timeout, a dropped connection, 429 or 5xx.", min=0, max=20),
+    Setting("crawl", "backoff", 0.5, "First retry delay in seconds; it doubles each attempt, with random jitter.",
+            min=0, max=3600),
+    Setting("crawl", "backoff_max", 30.0, "Longest delay between two attempts, in seconds.", min=0, max=3600),
     Setting("crawl", "retry_after_max", 120.0,
-            "A Retry-After longer than this many seconds gives up on the URL (recorded as rate_limited)."),
+            "A Retry-After longer than this many seconds gives up on the URL (recorded as rate_limited).",
+            min=0, max=86400),
     Setting("crawl", "max_bytes", 25 * 1024 * 1024,
-            "Byte cap per downloaded image: bigger bodies are cut off and recorded as too_large."),
-    Setting("crawl", "max_redirects", 5, "Redirects followed per URL; more is recorded as a redirect loop."),
-    Setting("crawl", "page_delay", 1.0, "Seconds between two result pages of one engine, to stay under its radar."),
-    Setting("crawl", "empty_pages", 2, "Stop a query after this many result pages in a row that bring nothing new."),
+            "Byte cap per downloaded image: bigger bodies are cut off and recorded as too_large.", min=1),
+    Setting("crawl", "max_redirects", 5, "Redirects followed per URL; more is recorded as a redirect loop.",
+            min=0, max=50),
+    Setting("crawl", "page_delay", 1.0, "Seconds between two result pages of one engine, to stay under its radar.",
+            min=0, max=3600),
+    Setting("crawl", "empty_pages", 2, "Stop a query after this many result pages in a row that bring nothing new.",
+            min=1),
     Setting("crawl", "chromium", "/usr/bin/chromium", "Chromium binary the google engine drives (Debian path)."),
     Setting("crawl", "chromedriver", "/usr/bin/chromedriver",
             "chromedriver matching that Chromium; given explicitly so Selenium never tries to download one."),
-    Setting("crawl", "browser_timeout", 10.0, "Seconds the google engine waits for a page or a full-size image."),
+    Setting("crawl", "browser_timeout", 10.0, "Seconds the google engine waits for a page or a full-size image.",
+            min=0, above=True, max=3600),
     Setting("crawl", "scroll_wait", 1.5,
-            "Seconds the google engine waits for the grid to grow after a scroll before it calls the end."),
+            "Seconds the google engine waits for the grid to grow after a scroll before it calls the end.",
+            min=0, max=3600),
+    Setting("crawl", "allow_private", False,
+            "Fetch images from loopback, private, link-local and reserved addresses too (an intranet mirror, "
+            "tests); off, a result or redirect pointing inside a network is refused as blocked_address. Engine "
+            "base_url hosts are always allowed."),
     Setting("engines.bing", "base_url", "https://www.bing.com", "Bing host (a mirror or a test server may stand in)."),
     Setting("engines.duckduckgo", "base_url", "https://duckduckgo.com", "DuckDuckGo host."),
     Setting("engines.google", "base_url", "https://www.google.com", "Google host, driven in headless Chromium."),
@@ -82,89 +121,99 @@ CRAWL_SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("media", "max_pixels", 100_000_000,
-            "Images above this many pixels are refused as decompression bombs (100 MP covers any camera)."),
+            "Images above this many pixels are refused as decompression bombs (100 MP covers any camera).", min=1),
     Setting("media", "max_bytes", 64 * 1024 * 1024,
-            "Files larger than this are refused before decoding, so one odd file cannot exhaust memory."),
+            "Files larger than this are refused before decoding, so one odd file cannot exhaust memory.", min=1),
     Setting("media", "min_side", 32,
-            "Images whose shorter side is below this are refused: too small to hold a usable face."),
+            "Images whose shorter side is below this are refused: too small to hold a usable face.", min=1),
     Setting("dedup", "algorithm", "phash",
             "Perceptual hash (imagehash, 64 bits); pHash survives resizing, recompression and brightness best.",
             ("phash", "dhash", "ahash", "whash")),
     Setting("dedup", "threshold", 8,
             "Hash bits (of 64) within which two photos are near-duplicate candidates; 8 catches resizes, JPEG "
-            "q30, watermarks and mirrors, and keeps a million-photo search near a minute."),
+            "q30, watermarks and mirrors, and keeps a million-photo search near a minute.", min=0, max=64),
     Setting("dedup", "min_similarity", 0.93,
             "Aligned correlation of 24-px thumbnails that confirms a candidate (copies score 0.94+, different "
-            "aligned faces up to ~0.92); 0 trusts the hash alone."),
+            "aligned faces up to ~0.92); 0 trusts the hash alone.", min=0, max=1),
     Setting("dedup", "crop_window", 0.95,
             "Also hash four windows of this share per side (a 2x2 grid of placements), so copies trimmed ~5%, "
-            "evenly or all off one side, match; 0 turns them off."),
+            "evenly or all off one side, match; 0 turns them off.", min=0, max=1),
     Setting("dedup", "crop_threshold", 6,
             "Hash bits within which a photo matches one of another photo's crop windows (pHash distances are "
-            "even: 6 and 7 are the same); never looser than threshold, as each photo has eight window hashes."),
+            "even: 6 and 7 are the same); never looser than threshold, as each photo has eight window hashes.",
+            min=0, max=64),
     Setting("dedup", "keeper", "resolution,jpeg_quality,bytes,sharpness",
             "Which copy is kept: criteria in order from resolution, jpeg_quality, bytes, sharpness, first_seen; "
             "remaining ties go to the smaller sha256."),
     Setting("dedup", "faces", True,
             "After crop, also group the aligned face crops: the same face re-posted with a new border or caption."),
-    Setting("dedup", "face_threshold", 8, "Hash bits within which two aligned face crops are candidates."),
+    Setting("dedup", "face_threshold", 8, "Hash bits within which two aligned face crops are candidates.",
+            min=0, max=64),
     Setting("dedup", "face_min_similarity", 0.95,
-            "Thumbnail correlation that confirms two face crops: aligned faces all look alike, so ask more."),
-    Setting("crop", "size", 512, "Side of the square aligned crop in pixels (FFHQ uses 1024)."),
+            "Thumbnail correlation that confirms two face crops: aligned faces all look alike, so ask more.",
+            min=0, max=1),
+    Setting("crop", "size", 512, "Side of the square aligned crop in pixels (FFHQ uses 1024).", min=16, max=8192),
     Setting("crop", "device", "auto", "auto uses CUDA when torch sees it, else the CPU.",
             ("auto", "cpu", "cuda")),
-    Setting("crop", "batch_size", 32, "Images per MTCNN batch; larger batches keep a GPU busy."),
+    Setting("crop", "batch_size", 32, "Images per MTCNN batch; larger batches keep a GPU busy.", min=1, max=4096),
     Setting("crop", "detect_max_side", 1024,
-            "Photos are downscaled to this long side for detection only; crops come from the full image."),
+            "Photos are downscaled to this long side for detection only; crops come from the full image.", min=32),
     Setting("crop", "min_face_size", 40,
             "Face size MTCNN's pyramid starts at, in detection pixels (photo pixels up to detect_max_side); "
             "it still finds some faces down to about half of it. A 40 px face would be enlarged ~8x into a "
             "512 crop, which the small_face rule rejects past 2x, and each halving of this size makes detection "
-            "~2x slower; lower it for small crops of small faces."),
-    Setting("crop", "min_prob", 0.9, "Detections below this MTCNN probability are not treated as faces."),
+            "~2x slower; lower it for small crops of small faces.", min=1),
+    Setting("crop", "min_prob", 0.9, "Detections below this MTCNN probability are not treated as faces.", min=0, max=1),
     Setting("crop", "headroom", 0.0,
-            "Widen the FFHQ square upwards by this share of its half-size (0 = FFHQ exactly)."),
+            "Widen the FFHQ square upwards by this share of its half-size (0 = FFHQ exactly).", min=0, max=2),
     Setting("crop", "padding", "reflect_blur",
             "How pixels outside the photo are filled: FFHQ's reflect+blur+fade, or black.",
             ("reflect_blur", "constant")),
     Setting("crop", "all_faces", False, "Crop every confident face instead of only the largest one."),
     Setting("crop", "image_format", "jpg", "File format of the crops.", ("jpg", "png")),
-    Setting("crop", "jpeg_quality", 95, "JPEG quality of the crops when image_format is jpg."),
+    Setting("crop", "jpeg_quality", 95, "JPEG quality of the crops when image_format is jpg.", min=1, max=100),
     Setting("export", "format", "jsonl", "Manifest format.", ("jsonl", "csv", "parquet")),
     Setting("export", "layout", "none",
             "Dataset layout `export` writes beside the manifest: none, imagefolder (Hugging Face: train/ + "
             "metadata.jsonl) or per-label (train/LABEL/, val/LABEL/: StarGAN v2 domains).",
             ("none", "imagefolder", "per-label")),
     Setting("export", "val_fraction", 0.0,
-            "Share of kept faces put in the validation split (0 = everything in train)."),
-    Setting("export", "seed", 0, "Seed of the train/validation split, so exports are reproducible."),
+            "Share of kept faces put in the validation split (0 = everything in train).", min=0, max=1),
+    Setting("export", "seed", 0, "Seed of the train/validation split, so exports are reproducible.",
+            min=0, max=2**32 - 1),
     Setting("run", "layout", "imagefolder",
             "Dataset layout `run` exports at its end (the same choices as [export] layout).",
             ("none", "imagefolder", "per-label")),
     Setting("review", "host", "127.0.0.1",
             "Interface the review gallery listens on; anything but 127.0.0.1 lets other machines see it."),
-    Setting("review", "port", 8377, "Port of the review gallery; taken means a free one is picked (0: always)."),
+    Setting("review", "port", 8377, "Port of the review gallery; taken means a free one is picked (0: always).",
+            min=0, max=65535),
     Setting("review", "reviewer", "", "Name written with each review decision; empty means the login name."),
-    Setting("review", "thumb_size", 160, "Side of the gallery thumbnails in pixels (cached under .cache/review)."),
+    Setting("review", "thumb_size", 160, "Side of the gallery thumbnails in pixels (cached under .cache/review).",
+            min=16, max=2048),
     Setting("review", "report_limit", 200,
-            "Faces shown per reason in `review --html` (0 = all); the counts always cover every face."),
+            "Faces shown per reason in `review --html` (0 = all); the counts always cover every face.", min=0),
     Setting("evaluate", "target_precision", 0.95,
-            "Precision a threshold `evaluate` suggests must reach on the labelled folders (then the best recall)."),
+            "Precision a threshold `evaluate` suggests must reach on the labelled folders (then the best recall).",
+            min=0, max=1),
     Setting("evaluate", "crop_size", 256,
-            "Crop size `evaluate` measures the rules at: small enough to be quick, large enough for the eye rules."),
+            "Crop size `evaluate` measures the rules at: small enough to be quick, large enough for the eye rules.",
+            min=16, max=8192),
     *CRAWL_SETTINGS,
 )
 
 
-def _threshold(rule: str, default: float, fires: Literal["below", "at or above"], doc: str) -> Setting:
+def _threshold(rule: str, default: float, fires: Literal["below", "at or above"], doc: str,
+               lowest: float | None = 0.0) -> Setting:
     """One rule's threshold; ``fires`` ("below" or "at or above") must match the rule's direction in
-    facecurate.rules.registry (tests/test_rules.py checks it), so the line in facecurate.toml tells the truth."""
-    return Setting("rules", rule, default, f"{doc} (fires {fires} this)")
+    facecurate.rules.registry (tests/test_rules.py checks it), so the line in facecurate.toml tells the truth.
+    Every measure is a share, a ratio or a variance, never negative, so neither is a threshold (``lowest``);
+    there is no upper bound, as a threshold past every measure is how one rule is made to never or always fire."""
+    return Setting("rules", rule, default, f"{doc} (fires {fires} this)", min=lowest)
 
 
 # Every rule's threshold, read by the rule registry (facecurate.rules.registry) as its default and its doc.
-RULE_SETTINGS: tuple[Setting, ...] = (
-    Setting("rules", "enabled", "all", "Rules that may reject a face: all, or a comma list of names."),
+_RULE_THRESHOLDS: tuple[Setting, ...] = (
     _threshold("closed_eyes", 0.18, "below",
                "Mean FaceMesh eye aspect ratio of both eyes below this: eyes shut (open eyes read 0.22-0.39)."),
     _threshold("wink", 0.18, "below",
@@ -177,7 +226,7 @@ RULE_SETTINGS: tuple[Setting, ...] = (
                "Share of the crop filled by reflect padding beside or below the face (smeared hair and skin)."),
     _threshold("no_headroom", 0.0, "below",
                "Estimated top of the skull (1.8 eye-to-mouth distances above the eyes) this many eye distances "
-               "inside the photo's top edge; below 0 the head is cut."),
+               "inside the photo's top edge; below 0 the head is cut.", lowest=None),
     _threshold("small_face", 2.0, "at or above",
                "The crop would enlarge the photo more than this factor: too little real detail."),
     _threshold("extreme_pose", 1.0, "at or above",
@@ -191,6 +240,12 @@ RULE_SETTINGS: tuple[Setting, ...] = (
                "focus."),
     _threshold("grayscale", 3.0, "below",
                "Mean per-pixel colour spread below this many levels: a black-and-white photo."),
+)
+
+RULE_SETTINGS: tuple[Setting, ...] = (
+    Setting("rules", "enabled", "all", "Rules that may reject a face: all, or a comma list of names.",
+            items=("all", "no_face", *(t.key for t in _RULE_THRESHOLDS))),  # no_face: set by crop, no threshold
+    *_RULE_THRESHOLDS,
 )
 
 SETTINGS = SETTINGS + RULE_SETTINGS
@@ -215,7 +270,9 @@ def _toml_value(value: Any) -> str:
 
 def render_default_toml() -> str:
     """The commented facecurate.toml that ``init`` writes: every setting, its default and why."""
-    lines = ["# facecurate workspace settings. Every value shown is the default; edit to change it.", ""]
+    lines = ["# facecurate workspace settings. Every value shown is the default; edit to change it.",
+             "# Every command checks this file first: a value out of its range, or a section or key not listed",
+             "# here (a typo), stops the command with the line to fix. A line left out keeps its default.", ""]
     section = None
     for s in SETTINGS:
         if s.section != section:
@@ -224,13 +281,22 @@ def render_default_toml() -> str:
             lines.append(f"[{s.section}]")
             section = s.section
         choices = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        if s.items:
+            choices += f" Names: {', '.join(s.items)}."
+        if s.range_text():
+            choices += f" Range: {s.range_text()}."
         lines.append(f"# {s.doc}{choices}")
         lines.append(f"{s.key} = {_toml_value(s.default)}")
     return "\n".join(lines) + "\n"
 
 
 class Config:
-    """Settings of one workspace: the defaults overlaid with facecurate.toml, type-checked."""
+    """Settings of one workspace: the defaults overlaid with facecurate.toml, every value checked.
+
+    The settings table defines the whole file: a section or key it does not list is refused (with the closest
+    name it does list), not passed through, because a typo silently falling back to the default is the worst
+    outcome a setting can have. ``[engines.<name>]`` holds only ``base_url``, for the engines the table names;
+    ``[rules]`` holds each rule's threshold (the registry's names) and ``enabled``."""
 
     def __init__(self, values: dict[str, dict[str, Any]]) -> None:
         self._values = values
@@ -246,14 +312,15 @@ class Config:
             raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the line it names, or move the "
                               f"file away and run `facecurate init` to write a fresh one.") from exc
         known = {(s.section, s.key): s for s in SETTINGS}
-        for section, table in user.items():
+        for section, table in _flatten_engines(user, path).items():
             if not isinstance(table, dict):
-                continue
+                raise ConfigError(_key_outside_sections(section, table, path))
+            if section not in values:
+                raise ConfigError(_unknown_section(section, path))
             for key, value in table.items():
                 setting = known.get((section, key))
-                if setting is None:  # sections owned by later stages (rules, engines) pass through
-                    values.setdefault(section, {})[key] = value
-                    continue
+                if setting is None:
+                    raise ConfigError(_unknown_key(section, key, path))
                 values[section][key] = _check(setting, value, path)
         return cls(values)
 
@@ -264,31 +331,103 @@ class Config:
         return dict(self._values.get(section, {}))
 
     def engine(self, name: str) -> dict[str, Any]:
-        """``[engines.<name>]``: TOML nests it under ``engines``, so user values pass through there and are
-        overlaid here on the defaults of the ``engines.<name>`` settings (type-checked like the rest)."""
-        out = dict(self._values.get(f"engines.{name}", {}))
-        user = self._values.get("engines", {}).get(name, {})
-        known = {s.key: s for s in SETTINGS if s.section == f"engines.{name}"}
-        for key, value in (user if isinstance(user, dict) else {}).items():
-            out[key] = _check(known[key], value, Path(CONFIG_NAME)) if key in known else value
-        return out
+        """``[engines.<name>]``, the defaults overlaid with the user's values (checked when read)."""
+        return dict(self._values.get(f"engines.{name}", {}))
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {k: dict(v) for k, v in self._values.items()}
 
 
-def _check(setting: Setting, value: Any, path: Path) -> Any:
+def _flatten_engines(user: dict[str, Any], path: Path) -> dict[str, Any]:
+    """TOML nests ``[engines.bing]`` as ``engines = {bing = {...}}``; the table spells it ``engines.bing``."""
+    out = {k: v for k, v in user.items() if k != "engines"}
+    engines = user.get("engines", {})
+    if not isinstance(engines, dict):
+        raise ConfigError(f"{path}: engines = {engines!r} is not a section: write each engine's host as "
+                          f"[engines.<name>] followed by base_url = \"https://...\".")
+    for name, table in engines.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [engines] {name} = {table!r} is not an engine's section: write it as "
+                              f"[engines.{name}] followed by base_url = \"https://...\".")
+        out[f"engines.{name}"] = table
+    return out
+
+
+def _sections() -> list[str]:
+    return list(dict.fromkeys(s.section for s in SETTINGS))
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]}?" if close else ""
+
+
+def _unknown_section(section: str, path: Path) -> str:
+    """A section the table does not define: name the closest one, or the section a lone key belongs to."""
+    sections = _sections()
+    hint = _suggest(f"[{section}]", [f"[{s}]" for s in sections])
+    owners = [s.section for s in SETTINGS if s.key == section]
+    if owners:
+        hint = f" {section} is a setting of [{owners[0]}]: put it under that header."
+    return (f"{path}: [{section}] is not a facecurate section.{hint} The sections are "
+            f"{', '.join(f'[{s}]' for s in sections)}; `facecurate init` in a new folder writes every one, "
+            f"documented.")
+
+
+def _key_outside_sections(key: str, value: Any, path: Path) -> str:
+    """``key = value`` above the first header: every setting lives in a section, so say which one."""
+    owners = {s.key: s.section for s in SETTINGS}
+    close = difflib.get_close_matches(key, list(owners), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]} in [{owners[close[0]]}]?" if close else ""
+    return (f"{path}: {key} = {value!r} stands outside any [section], and facecurate.toml has no such "
+            f"top-level setting.{hint} Put each setting under its section's header, e.g. [crawl].")
+
+
+def _unknown_key(section: str, key: str, path: Path) -> str:
+    """A key its section does not have: the closest key of that section, else the section that has it."""
+    keys = [s.key for s in SETTINGS if s.section == section]
+    hint = _suggest(key, keys)
+    if not hint:
+        owners = [s.section for s in SETTINGS if s.key == key]
+        if owners:
+            hint = f" {key} is a setting of [{owners[0]}]: move it under that header."
+    listed = "" if hint else f" Its settings are {', '.join(keys)}."
+    return (f"{path}: [{section}] has no setting {key!r}.{hint}{listed} Fix the name or delete the line (a "
+            f"setting left out keeps its default).")
+
+
+def _check(setting: Setting, value: Any, path: Path | str) -> Any:
+    """One value against its row: type (an int is accepted for a float), finiteness, range, choices."""
+    where = f"{path}: [{setting.section}] {setting.key} = {value!r}"
     expected = type(setting.default)
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise ConfigError(f"{path}: [{setting.section}] {setting.key} = {value!r} should be a "
-                          f"{expected.__name__} (default {setting.default!r}).")
+        raise ConfigError(f"{where} should be a {_type_name(expected)} (default {_toml_value(setting.default)}).")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} should be a finite number (default {_toml_value(setting.default)}).")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high = setting.min, setting.max
+        if ((low is not None and (value <= low if setting.above else value < low))
+                or (high is not None and value > high)):
+            raise ConfigError(f"{where} is out of range: it must be {setting.range_text()} (default "
+                              f"{_toml_value(setting.default)}). Fix the value, or delete the line to use the "
+                              f"default.")
     if setting.choices and value not in setting.choices:
-        raise ConfigError(f"{path}: [{setting.section}] {setting.key} = {value!r} is not one of "
-                          f"{', '.join(setting.choices)}.")
+        hint = _suggest(str(value), list(setting.choices))
+        raise ConfigError(f"{where} is not one of {', '.join(setting.choices)}.{hint}")
+    unknown = [w for w in (w.strip() for w in str(value).split(",")) if w and w.lower() not in setting.items]
+    if setting.items and unknown:
+        hint = _suggest(unknown[0].lower(), list(setting.items))
+        raise ConfigError(f"{where} names {', '.join(map(repr, unknown))}, which is not one of "
+                          f"{', '.join(setting.items)}.{hint} Write a comma-separated list of those names.")
     return value
+
+
+def _type_name(kind: type) -> str:
+    return {bool: "boolean (true or false)", int: "whole number", float: "number", str: "string in quotes"}.get(
+        kind, kind.__name__)
 
 
 @functools.lru_cache(maxsize=16)
@@ -318,7 +457,9 @@ def options_from(cls: type[OptionsT], cfg: Config, section: str, **overrides: An
     """An options record from one settings section: every field is a setting of ``section`` (the table holds its
     default), and an override of None means "not given on the command line"."""
     values = cfg.section(section)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    rows = {s.key: s for s in SETTINGS if s.section == section}
+    values.update({k: _check(rows[k], v, "the command line") if k in rows else v
+                   for k, v in overrides.items() if v is not None})
     fields = [f.name for f in dataclasses.fields(cls)]
     return cls(**{k: values[k] for k in fields})
 
@@ -372,17 +513,20 @@ class Workspace:
 
 
 def init_workspace(directory: Path) -> Workspace:
-    """Create (or complete) a workspace; an existing facecurate.toml is never overwritten."""
+    """Create (or complete) a workspace; an existing facecurate.toml is never overwritten, and is checked
+    before anything is created, as every command checks it. The only place a missing catalog is created."""
     ws = Workspace(directory.resolve())
     if ws.root.exists() and not ws.root.is_dir():
         raise WorkspaceError(f"{ws.root} exists and is not a folder; choose another path for the workspace.")
+    if ws.config_path.exists():
+        ws.config()
     for d in (ws.root, ws.raw_dir, ws.crops_dir, ws.queries_dir, ws.tmp_dir):
         d.mkdir(parents=True, exist_ok=True)
     if not ws.config_path.exists():
         ws.config_path.write_text(render_default_toml(), encoding="utf-8")
     from facecurate.catalog import Catalog  # the catalog creates and migrates its schema on open
 
-    Catalog.open(ws.catalog_path).close()
+    Catalog.open(ws.catalog_path, create=True).close()
     return ws
 
 

@@ -67,7 +67,7 @@ def test_catalog_is_wal_and_versioned(ws: Workspace):
 def test_migration_steps_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "old.db"
     monkeypatch.setattr(catalog_mod, "MIGRATIONS", catalog_mod.MIGRATIONS[:1])
-    Catalog.open(path).close()
+    Catalog.create(path).close()
     extra = "ALTER TABLE images ADD COLUMN note TEXT; -- a later release's step\nCREATE TABLE t (x INTEGER);"
     monkeypatch.setattr(catalog_mod, "MIGRATIONS", (*catalog_mod.MIGRATIONS, extra))
     with Catalog.open(path) as cat:
@@ -78,7 +78,7 @@ def test_migration_steps_run_in_order(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_a_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "c.db"
-    Catalog.open(path).close()
+    Catalog.create(path).close()
     current = len(catalog_mod.MIGRATIONS)
     monkeypatch.setattr(catalog_mod, "MIGRATIONS", (*catalog_mod.MIGRATIONS, "CREATE TABLE ok (x);\nNOT SQL;"))
     with pytest.raises(CatalogError, match="syntax error"):  # named, with the catalog's path, not a traceback

@@ -209,7 +209,10 @@ def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary) -> None:
     with catalog.transaction():
         for j, (row, outcome) in enumerate(zip(batch.rows, outcomes, strict=True)):
             summary.images += 1
-            if isinstance(outcome, ImageError):
+            if isinstance(outcome, ImageError) and row.crop_state == "done":
+                # --redo: a face row is replaced only by a new result, never by a failure to compute one
+                summary.failed.append(Failure(row.path, f"{outcome} Its earlier faces are kept."))
+            elif isinstance(outcome, ImageError):
                 catalog.save_crop_result(row.id, "failed", [], error=str(outcome))
                 summary.failed.append(Failure(row.path, str(outcome)))
             elif outcome:
