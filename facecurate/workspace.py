@@ -442,6 +442,11 @@ def setting(section: str, key: str) -> Setting:
     raise KeyError(f"no setting [{section}] {key}")
 
 
+def check_value(section: str, key: str, value: Any, flag: str) -> Any:
+    """A command-line value of a setting (``review --port``), held to the table's type and range as the file is."""
+    return _check(setting(section, key), value, f"the command line ({flag})")
+
+
 def check_choice(section: str, key: str, value: str, flag: str) -> str:
     """A command-line value of a setting with choices (``--device``, ``--format``), checked against the table."""
     choices = setting(section, key).choices

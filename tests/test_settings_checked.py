@@ -19,7 +19,7 @@ from facecurate.cli import app
 from facecurate.errors import CatalogError, ConfigError
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
-from facecurate.workspace import SETTINGS, Workspace, render_default_toml
+from facecurate.workspace import SETTINGS, Workspace, check_value, render_default_toml
 from tests.fakeweb import write_config
 
 runner = CliRunner()
@@ -173,6 +173,9 @@ def test_command_line_overrides_meet_the_same_ranges(ws: Workspace, photos: Path
     with pytest.raises(ConfigError, match=r"the command line: \[crop\] size = 0 is out of range"):
         CropOptions.from_config(ws, size=0)
     assert CropOptions.from_config(ws, size=64).size == 64
+    with pytest.raises(ConfigError, match=r"the command line \(--port\): \[review\] port = 70000 is out of range"):
+        check_value("review", "port", 70000, "--port")
+    assert check_value("review", "port", 0, "--port") == 0
     code, out = _invoke(ws, ["crop", "--batch-size", "0", "--device", "cpu"], photos)
     assert code == 1 and "[crop] batch_size = 0 is out of range" in _one_line(out) and "Traceback" not in out
 
