@@ -3,6 +3,7 @@ failure an ImageError, and a seeded fuzz run over mutated real images and other 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import struct
@@ -246,8 +247,10 @@ def test_downloads_and_imports_meet_the_same_gate(ws: Workspace, catalog: Catalo
               "good.jpg": allowed_samples(demo_dir)["baseline.jpg"]}
     server = LoopbackServer(lambda req: Reply(body=bodies[req.path.strip("/")],
                                               headers={"Content-Type": "image/jpeg"}))
+    # The image host is on loopback: allowed explicitly where the crawler has a network policy (issue 13 #4).
+    loopback = {"allow_private": True} if "allow_private" in {f.name for f in dataclasses.fields(HttpSettings)} else {}
     settings = options_from(HttpSettings, Config(default_config()), "crawl", contact="t@example.org",
-                            per_host_rate=1000.0, retries=0)
+                            per_host_rate=1000.0, retries=0, **loopback)
     with server:
         downloader = Downloader(Http(settings), 10**8, 32, workers=1)
         fetched = {name: downloader.fetch(DownloadRow(url_id=i, url=server.url(f"/{name}"), rank=i, page_url=None,
