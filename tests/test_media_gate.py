@@ -29,7 +29,7 @@ from facecurate.workspace import Config, Workspace, default_config, options_from
 from tests.fakeweb import LoopbackServer, Reply
 
 FUZZ_SEED = 1313
-FUZZ_CASES = 3000
+FUZZ_CASES = 5000
 FUZZ_MAX_PIXELS = 4_000_000  # a mutated header may claim any size; past this it is refused before decoding
 
 
