@@ -263,6 +263,19 @@ def test_catalog_open_refuses_what_only_create_may_make(tmp_path: Path):
         Catalog.open(fifo, create=True)
 
 
+def test_a_catalog_an_interrupted_init_left_blank_is_completed_by_init_only(ws: Workspace):
+    ws.catalog_path.unlink()
+    conn = sqlite3.connect(ws.catalog_path)
+    conn.execute("PRAGMA journal_mode=WAL")  # what init's first statement leaves if it is killed right there
+    conn.close()
+    before = ws.catalog_path.read_bytes()
+    result = runner.invoke(app, ["status", "-w", str(ws.root)])
+    assert result.exit_code == 1 and "never initialised" in _one_line(result.stderr)
+    assert ws.catalog_path.read_bytes() == before
+    assert runner.invoke(app, ["init", str(ws.root)]).exit_code == 0
+    assert runner.invoke(app, ["status", "-w", str(ws.root)]).exit_code == 0
+
+
 def test_a_catalog_with_its_write_ahead_log_still_opens(filled: Workspace):
     """Another command holding the catalog mid-write: the main file may lag its header; that is not damage."""
     with Catalog.open(filled.catalog_path) as holder:
