@@ -417,8 +417,9 @@ def _check(setting: Setting, value: Any, path: Path | str) -> Any:
     if setting.choices and value not in setting.choices:
         hint = _suggest(str(value), list(setting.choices))
         raise ConfigError(f"{where} is not one of {', '.join(setting.choices)}.{hint}")
-    unknown = [w for w in (w.strip() for w in str(value).split(",")) if w and w.lower() not in setting.items]
-    if setting.items and unknown:
+    words = [w.strip() for w in str(value).split(",")] if setting.items else []
+    unknown = [w for w in words if w and w.lower() not in setting.items]
+    if unknown:
         hint = _suggest(unknown[0].lower(), list(setting.items))
         raise ConfigError(f"{where} names {', '.join(map(repr, unknown))}, which is not one of "
                           f"{', '.join(setting.items)}.{hint} Write a comma-separated list of those names.")
