@@ -85,7 +85,7 @@ def _jpeg_reduced(data: bytes, max_pixels: int) -> Reduced | None:
                 cv2.IMREAD_GRAYSCALE)
     try:
         gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    except cv2.error:
+    except Exception:  # any surprise from the fast path sends the file to media.decode, the gate
         return None
     if gray is None or gray.ndim != 2 or gray.size == 0:
         return None

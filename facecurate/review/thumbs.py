@@ -41,10 +41,10 @@ def _render_crop(path: Path, side: int, max_bytes: int) -> bytes:
     """Our own crop files: JPEG draft mode decodes straight at a reduced scale."""
     data = media.read_limited(path, max_bytes)
     try:
-        im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data), formats=["JPEG", "PNG"])  # the crop formats: nothing else may run
         im.draft("RGB", (side, side))
         return _encode(im, side)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # any decoder failure on a damaged crop is "cannot be shown", never a 500
         raise ImageError(f"{path} cannot be decoded for a thumbnail ({exc}).", "corrupt") from exc
 
 
