@@ -148,6 +148,7 @@ _DEMO_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("crawl", "page_delay", "0.0"),                  # no pause between result pages
     ("crawl", "per_host_rate", "1000.0"),            # every photo comes from the same host: 127.0.0.1
     ("crawl", "contact", '"facecurate demo (offline, loopback only)"'),
+    ("crawl", "allow_private", "true"),              # the demo's photos are served from 127.0.0.1
 )
 
 

@@ -12,6 +12,7 @@ import contextlib
 import html
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -152,6 +153,62 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class TrickleServer:
+    """A raw TCP server on 127.0.0.1 that sends a valid HTTP answer ``byte_every`` seconds per byte, from the
+    first byte of the status line (``stage="status"``), of the headers (``"headers"``) or of the body (``"body"``)
+    on: the shapes of answer that a per-read socket timeout never ends. Counts the connections it accepted."""
+
+    def __init__(self, stage: str, body: bytes = b"", byte_every: float = 1.0) -> None:
+        self.stage, self.body, self.byte_every = stage, body or make_jpeg(1), byte_every
+        self.connections = 0
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        status = b"HTTP/1.1 200 OK\r\n"
+        headers = (f"Content-Type: image/jpeg\r\nContent-Length: {len(self.body)}\r\n"
+                   f"X-Padding: {'x' * 64}\r\n\r\n").encode()
+        fast, slow = {"status": (b"", status + headers + self.body), "headers": (status, headers + self.body),
+                      "body": (status + headers, self.body)}[self.stage]
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            conn.recv(65536)
+            conn.sendall(fast)
+            for i in range(len(slow)):
+                if self._stop.wait(self.byte_every):
+                    return
+                conn.sendall(slow[i:i + 1])
+
+    def __enter__(self) -> TrickleServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sock.close()
 
 
 # -- image host with faults ---------------------------------------------------------------------------------
@@ -431,9 +488,10 @@ def items_for(host: ImageHost, seeds: list[int], kind: str = "img") -> list[Item
 
 
 def write_config(ws_root: Path, engines_base: str | None = None, **crawl: Any) -> None:
-    """facecurate.toml for tests: loopback engines, no page delay, tiny backoffs and timeouts."""
-    values: dict[str, Any] = {"page_delay": 0.0, "per_host_rate": 1000.0, "backoff": 0.01, "backoff_max": 0.05,
-                              "connect_timeout": 2.0,
+    """facecurate.toml for tests: loopback engines and image hosts (so allow_private is on), no page delay,
+    tiny backoffs and timeouts."""
+    values: dict[str, Any] = {"allow_private": True, "page_delay": 0.0, "per_host_rate": 1000.0, "backoff": 0.01,
+                              "backoff_max": 0.05, "connect_timeout": 2.0,
                               "read_timeout": 2.0, "total_timeout": 5.0, "retries": 2, "scroll_wait": 0.8,
                               "browser_timeout": 8.0, "contact": "tests@example.org", **crawl}
     lines = ["[crawl]"]

@@ -23,7 +23,7 @@ FAULTS: dict[str, tuple[bool, str | None]] = {
     "redirect": (True, None),
     "hotlink": (True, None),          # 403 unless the Referer is the result page
     "500-always": (False, "http_500"),
-    "slow": (False, "timeout"),
+    "slow": (False, "too_slow"),      # a trickling body: ended by the deadline, not retried
     "cut": (False, "truncated"),      # Content-Length promised, connection closed halfway
     "truncated-jpeg": (False, "truncated"),
     "html": (False, "not_an_image"),  # HTML served as image/jpeg
@@ -41,7 +41,7 @@ FAULTS: dict[str, tuple[bool, str | None]] = {
 def _settings(**kw: object) -> HttpSettings:
     base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0,
                                "backoff": 0.01, "backoff_max": 0.05, "read_timeout": 2.0, "total_timeout": 5.0,
-                               "retries": 2}
+                               "retries": 2, "allow_private": True}
     base.update(kw)
     return options_from(HttpSettings, Config(default_config()), "crawl", **base)
 

@@ -1,38 +1,59 @@
 """Polite, bounded HTTP for result pages and image hosts.
 
 One :class:`Http` per crawl: pooled ``requests`` sessions (one per thread, so connections are reused without
-sharing a session across threads), a per-host gate (concurrency cap plus spacing of request starts), timeouts on
-connect, on each read and on the whole body, a byte cap, and retries with exponential backoff and jitter that
-honour ``Retry-After``. Every outcome is a :class:`Fetched` with a short reason code and a message that names the
-URL and what to do, never an exception, so one bad host cannot stop a crawl.
+sharing a session across threads), a per-host gate (concurrency cap plus spacing of request starts), a byte cap,
+and retries with exponential backoff and jitter that honour ``Retry-After``. Every outcome is a :class:`Fetched`
+with a short reason code and a message that names the URL and what to do, never an exception, so one bad host
+cannot stop a crawl.
+
+Two things a server must not be able to do, whatever it sends:
+
+- *hold a thread*: a socket read timeout restarts with every byte, so a server trickling its status line,
+  headers or body would never trip it. Each URL gets one time budget (``total_timeout``) that covers connecting,
+  the status line, the headers and the body of all its attempts; a watchdog thread shuts the socket down when
+  it runs out (recorded as ``too_slow``, never retried: a trickle is a choice, not a transient fault).
+- *reach inside the network*: every connection is opened by :class:`_Guard` to an address it resolved and
+  checked itself (no second lookup an attacker's DNS could answer differently), on the first request and on
+  every redirect hop; loopback, private, link-local, multicast, reserved and unspecified addresses are refused
+  as ``blocked_address`` unless ``[crawl] allow_private`` is on. Hosts of engines the user configured are
+  trusted (their ``base_url`` is the user's own choice, a test server or an intranet mirror).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from facecurate import __version__
-from facecurate.crawl.urls import host_key
+from facecurate.crawl.urls import host_key, unfetchable_reason
 from facecurate.workspace import Workspace, options_from
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-# Failures worth another try on a later crawl; the rest (404, robots, not an image…) are final.
+# Failures worth another try on a later crawl; the rest (404, robots, not an image, too slow…) are final.
+# blocked_address is here so that turning [crawl] allow_private on lets the next crawl fetch what it refused.
 TRANSIENT = frozenset({"timeout", "connection", "truncated", "http_429", "http_500", "http_502", "http_503",
-                       "http_504", "rate_limited"})
+                       "http_504", "rate_limited", "interrupted", "blocked_address"})
 ROBOTS_OPT_OUT = ("noai", "noimageai")
 CHUNK = 64 * 1024
+# Addresses a v6 address may carry a v4 one in: checked as that v4 address too (NAT64 well-known prefix).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def identifiable_user_agent(contact: str) -> str:
@@ -58,6 +79,7 @@ class HttpSettings:
     retry_after_max: float
     max_bytes: int
     max_redirects: int
+    allow_private: bool
 
     @property
     def user_agent(self) -> str:
@@ -96,11 +118,213 @@ def robots_opt_out(header: str | None) -> str | None:
     return next((d for d in ROBOTS_OPT_OUT if d in tokens), None)
 
 
+def blocked_range(address: str) -> str | None:
+    """Why ``address`` is inside someone's network rather than on the public internet (None: public).
+
+    ``is_global`` alone lets multicast through, and a v6 address can carry a private v4 one (mapped,
+    6to4, Teredo, NAT64), so each of those is checked as the v4 address it stands for."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is None and ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None:
+            why = blocked_range(str(inner))
+            return f"{why} (inside {ip})" if why else None
+    for name in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{name}"):
+            return name.replace("_", "-")
+    return None if ip.is_global else "not globally routable"
+
+
+class BlockedAddress(Exception):
+    """A connection the network policy refused; not an OSError, so urllib3 and requests pass it through
+    untouched instead of retrying it or wrapping it as a connection failure."""
+
+    def __init__(self, host: str, address: str, why: str) -> None:
+        super().__init__(f"{host} resolves to {address} ({why})")
+        self.host, self.address, self.why = host, address, why
+
+
+class _Attempt:
+    """One HTTP attempt's deadline and the sockets it uses, so the watchdog can cut them off."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self.aborted = False
+        self._open = True
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def over(self) -> bool:
+        """Cut off by the watchdog (deadline or abort): whatever the read returned is not the whole answer."""
+        return self.expired
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._open and not self.expired:
+                self._socks.append(sock)
+                return
+        _cut(sock)
+
+    def expire(self, aborted: bool = False) -> None:
+        """Shut the sockets down (not close: another thread may be blocked in them, and the descriptor must not
+        be reused under it); a blocked read returns at once and the attempt sees ``expired``."""
+        with self._lock:
+            if not self._open or self.expired:
+                return
+            self.expired, self.aborted = True, aborted
+            socks, self._socks = self._socks, []
+        for s in socks:
+            _cut(s)
+
+    def end(self) -> None:
+        """The attempt is over: from now on its sockets belong to the pool, and the watchdog leaves them alone."""
+        with self._lock:
+            self._open = False
+            self._socks.clear()
+
+
+def _cut(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread per :class:`Http` that expires attempts at their deadline (or all of them on abort)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._attempts: set[_Attempt] = set()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, attempt: _Attempt) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="facecurate-http-watchdog", daemon=True)
+                self._thread.start()
+            self._attempts.add(attempt)
+            self._cond.notify()
+
+    def unwatch(self, attempt: _Attempt) -> None:
+        with self._cond:
+            self._attempts.discard(attempt)
+
+    def abort_all(self) -> None:
+        with self._cond:
+            attempts, self._attempts = list(self._attempts), set()
+        for a in attempts:
+            a.expire(aborted=True)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                due = [a for a in self._attempts if a.deadline <= now]
+                for a in due:
+                    self._attempts.discard(a)
+                    a.expire()
+                nearest = min((a.deadline for a in self._attempts), default=None)
+                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
+
+
+class _Guard:
+    """The network policy and the current attempt of each thread, shared by the connections of one Http."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self.trusted: set[tuple[str, int]] = set()
+        self.local = threading.local()
+
+    def attempt(self) -> _Attempt | None:
+        return getattr(self.local, "attempt", None)
+
+    def trust(self, base_url: str) -> None:
+        parts = urlsplit(base_url)
+        if parts.hostname:
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            self.trusted.add((parts.hostname.lower().rstrip("."), port))
+
+    def connect(self, conn: HTTPConnection) -> socket.socket:
+        """Resolve once, check every address, connect only to a checked one, and hand the socket to the
+        attempt's watchdog. Mirrors urllib3's ``_new_conn`` (same exceptions), which it replaces."""
+        host = conn._dns_host.strip("[]").lower()
+        port = int(conn.port or 80)
+        attempt = self.attempt()
+        limit = conn.timeout if isinstance(conn.timeout, (int, float)) else None
+        if attempt is not None:
+            limit = max(0.001, min(limit if limit is not None else attempt.remaining(), attempt.remaining()))
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(conn.host, conn, exc) from exc
+        if not (self.allow_private or (host, port) in self.trusted):
+            refused = [(str(i[4][0]), why) for i in infos if (why := blocked_range(str(i[4][0])))]
+            if refused:  # one inside address is enough to refuse: a name that points inside is not a photo host
+                raise BlockedAddress(host, *refused[0])
+        error: OSError | None = None
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                for opt in conn.socket_options or ():
+                    sock.setsockopt(*opt)
+                sock.settimeout(limit)
+                if attempt is not None:
+                    attempt.add(sock)
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+                if isinstance(exc, TimeoutError):
+                    raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out. "
+                                              f"(connect timeout={limit})") from exc
+        raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
+
+
+def _adapter(guard: _Guard, size: int) -> HTTPAdapter:
+    """An adapter whose every connection (first request and each redirect hop) is opened by ``guard``."""
+
+    class Conn(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return guard.connect(self)
+
+    class TlsConn(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return guard.connect(self)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class TlsPool(HTTPSConnectionPool):
+        ConnectionCls = TlsConn
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TlsPool}
+
+    return Adapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+
+
 class HostGate:
     """At most ``per_host`` requests in flight per host, and request starts spaced by ``1 / rate``."""
 
     def __init__(self, per_host: int, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], object] = time.sleep) -> None:
         self._per_host = max(1, per_host)
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._clock, self._sleep = clock, sleep
@@ -162,23 +386,31 @@ class _Retry(Exception):
 
 
 class Http:
-    """Thread-safe GETs with the politeness and failure rules above."""
+    """Thread-safe GETs with the politeness, time and network rules above."""
 
-    def __init__(self, settings: HttpSettings, *, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, settings: HttpSettings, *, sleep: Callable[[float], None] | None = None,
                  rng: Callable[[], float] = random.random) -> None:
         self.settings = settings
-        self.gate = HostGate(settings.per_host, settings.per_host_rate, sleep=sleep)
-        self._sleep, self._rng = sleep, rng
+        self._stop = threading.Event()
+        # Waits (backoff, Retry-After, spacing) end early on abort(), so Ctrl-C never waits them out.
+        self._sleep: Callable[[float], object] = sleep or self._stop.wait
+        self.gate = HostGate(settings.per_host, settings.per_host_rate, sleep=sleep or self._stop.wait)
+        self._rng = rng
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        self._guard = _Guard(settings.allow_private)
+        self._watchdog = _Watchdog()
+
+    def trust(self, base_url: str) -> None:
+        """Let the network policy through for ``base_url``'s host and port (an engine the user configured)."""
+        self._guard.trust(base_url)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            size = max(self.settings.concurrency, self.settings.per_host)
-            adapter = HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+            adapter = _adapter(self._guard, max(self.settings.concurrency, self.settings.per_host))
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.max_redirects = self.settings.max_redirects
@@ -188,7 +420,13 @@ class Http:
                 self._sessions.append(session)
         return session
 
+    def abort(self) -> None:
+        """Give up everything in flight now (Ctrl-C): sockets are shut, waits end, no new attempt starts."""
+        self._stop.set()
+        self._watchdog.abort_all()
+
     def close(self) -> None:
+        self._watchdog.close()
         with self._lock:
             for s in self._sessions:
                 s.close()
@@ -196,14 +434,25 @@ class Http:
 
     def get(self, url: str, headers: dict[str, str] | None = None, max_bytes: int | None = None,
             respect_robots: bool = True) -> Fetched:
-        """GET ``url`` with retries; never raises for network or HTTP trouble."""
+        """GET ``url`` with retries; never raises for network or HTTP trouble. All attempts share one time
+        budget ([crawl] total_timeout), waits between them excluded, so no server holds a thread longer."""
         s = self.settings
+        bad = unfetchable_reason(url)
+        if bad is not None:
+            return Fetched(url, reason=bad, message=_unfetchable_message(url, bad))
         cap = max_bytes or s.max_bytes
         last = Fetched(url, reason="connection", message=f"{url}: not fetched.")
+        spent = 0.0
         for attempt in range(s.retries + 1):
+            if self._stop.is_set():
+                return _interrupted(url, attempt)
             try:
                 with self.gate.slot(host_key(url)):
-                    result = self._once(url, headers or {}, cap, respect_robots)
+                    started = time.monotonic()
+                    try:
+                        result = self._once(url, headers or {}, cap, respect_robots, started + s.total_timeout - spent)
+                    finally:
+                        spent += time.monotonic() - started
                 result.attempts = attempt + 1
                 return result
             except _Retry as retry:
@@ -218,6 +467,8 @@ class Http:
                                     f"[crawl] retry_after_max = {s.retry_after_max:.0f} s; left for a later "
                                     f"crawl, which retries it.")
                     return last
+                if spent >= s.total_timeout:
+                    break
                 if wait is None:
                     wait = backoff_delay(attempt, s.backoff, s.backoff_max, self._rng())
                 else:
@@ -226,30 +477,70 @@ class Http:
         last.message += f" Gave up after {last.attempts} attempts ([crawl] retries)."
         return last
 
-    def _once(self, url: str, headers: dict[str, str], cap: int, respect_robots: bool) -> Fetched:
+    def _once(self, url: str, headers: dict[str, str], cap: int, respect_robots: bool, deadline: float) -> Fetched:
         s = self.settings
+        attempt = _Attempt(deadline)
+        self._guard.local.attempt = attempt
+        self._watchdog.watch(attempt)
         try:
-            resp = self._session().get(url, headers=headers, stream=True, allow_redirects=True,
-                                       timeout=(s.connect_timeout, s.read_timeout))
-        except requests.exceptions.TooManyRedirects:
-            return Fetched(url, reason="redirect_loop",
-                           message=f"{url}: more than {s.max_redirects} redirects ([crawl] max_redirects).")
-        except requests.exceptions.Timeout as exc:
-            raise _Retry(Fetched(url, reason="timeout", message=f"{url}: no answer within the connect/read "
-                                 f"timeouts ({s.connect_timeout:g}/{s.read_timeout:g} s, [crawl] connect_timeout "
-                                 f"and read_timeout) ({type(exc).__name__}).")) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise _Retry(Fetched(url, reason="connection", message=f"{url}: connection failed "
-                                 f"({_short(exc)}); check the host name and your network.")) from None
-        except (requests.exceptions.RequestException, ValueError) as exc:
-            return Fetched(url, reason="bad_url", message=f"{url}: not a URL requests can fetch ({_short(exc)}).")
-        with resp:
-            return self._read(url, resp, cap, respect_robots)
+            if attempt.remaining() <= 0:
+                return self._too_slow(url, attempt, None)
+            try:
+                resp = self._session().get(url, headers=headers, stream=True, allow_redirects=True,
+                                           timeout=(min(s.connect_timeout, attempt.remaining()), s.read_timeout))
+            except BlockedAddress as exc:
+                return Fetched(url, reason="blocked_address", message=(
+                    f"{url}: refused, {exc.host} resolves to {exc.address}, a {exc.why} address inside a private "
+                    f"network, not a public photo host (a search result or redirect pointing there may be an "
+                    f"attack). To crawl an intranet mirror, set [crawl] allow_private = true."))
+            except requests.exceptions.TooManyRedirects:
+                return Fetched(url, reason="redirect_loop",
+                               message=f"{url}: more than {s.max_redirects} redirects ([crawl] max_redirects).")
+            except requests.exceptions.InvalidSchema as exc:
+                return Fetched(url, reason="bad_scheme", message=f"{url}: redirected to a URL that is not http(s) "
+                               f"({_short(exc)}); only http and https are fetched.")
+            except requests.exceptions.Timeout as exc:
+                if attempt.over():
+                    return self._too_slow(url, attempt, None)
+                raise _Retry(Fetched(url, reason="timeout", message=f"{url}: no answer within the connect/read "
+                                     f"timeouts ({s.connect_timeout:g}/{s.read_timeout:g} s, [crawl] connect_timeout "
+                                     f"and read_timeout) ({type(exc).__name__}).")) from None
+            except requests.exceptions.ConnectionError as exc:
+                if attempt.over():
+                    return self._too_slow(url, attempt, None)
+                raise _Retry(Fetched(url, reason="connection", message=f"{url}: connection failed "
+                                     f"({_short(exc)}); check the host name and your network.")) from None
+            except (requests.exceptions.RequestException, ValueError) as exc:
+                if attempt.over():
+                    return self._too_slow(url, attempt, None)
+                return Fetched(url, reason="bad_url",
+                               message=f"{url}: not a URL requests can fetch ({_short(exc)}).")
+            with resp:
+                try:
+                    result = self._read(url, resp, cap, respect_robots, attempt)
+                finally:
+                    attempt.end()  # before the connection goes back to the pool
+            return result
+        finally:
+            attempt.end()
+            self._watchdog.unwatch(attempt)
+            self._guard.local.attempt = None
 
-    def _read(self, url: str, resp: requests.Response, cap: int, respect_robots: bool) -> Fetched:
+    def _too_slow(self, url: str, attempt: _Attempt, base: Fetched | None) -> Fetched:
+        if attempt.aborted:
+            return _interrupted(url, 0)
+        s = self.settings
+        return replace(base or Fetched(url), body=None, reason="too_slow", message=(
+            f"{url}: status line, headers and body not complete within {s.total_timeout:g} s ([crawl] "
+            f"total_timeout, all attempts together); the host sends too slowly, so it is not retried. Raise "
+            f"total_timeout if it is a slow host you trust."))
+
+    def _read(self, url: str, resp: requests.Response, cap: int, respect_robots: bool, attempt: _Attempt) -> Fetched:
         s = self.settings
         head = {k.lower(): v for k, v in resp.headers.items()}
         base = Fetched(url, status=resp.status_code, final_url=resp.url, headers=head)
+        if attempt.over():
+            return self._too_slow(url, attempt, base)
         if resp.status_code in RETRY_STATUS:
             wait = parse_retry_after(head.get("retry-after"), time.time()) \
                 if resp.status_code in (429, 503) else None
@@ -269,28 +560,41 @@ class Http:
         if declared.isdigit() and int(declared) > cap:
             return replace(base, reason="too_large", message=f"{url}: {int(declared):,} bytes announced, over "
                            f"the {cap:,}-byte cap ([crawl] max_bytes); not downloaded.")
-        deadline = time.monotonic() + s.total_timeout
         chunks: list[bytes] = []
         size = 0
         try:
-            # read1 returns whatever has arrived (read(n) would wait for n bytes), so a trickling body meets
-            # the total deadline instead of holding the thread until it ends.
+            # read1 returns whatever has arrived (read(n) would wait for n bytes); the watchdog ends a trickle.
             while chunk := resp.raw.read1(CHUNK, decode_content=True):
                 size += len(chunk)
                 if size > cap:
                     return replace(base, reason="too_large", message=f"{url}: body passed the {cap:,}-byte cap "
                                    f"([crawl] max_bytes); cut off and not stored.")
                 chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise _Retry(replace(base, reason="timeout", message=f"{url}: body not complete within "
-                                         f"{s.total_timeout:g} s ([crawl] total_timeout)."))
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+            if attempt.over():
+                return self._too_slow(url, attempt, base)
             raise _Retry(replace(base, reason="timeout", message=f"{url}: the body stalled after {size:,} bytes "
                                  f"for {s.read_timeout:g} s ([crawl] read_timeout) ({_short(exc)}).")) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # IncompleteRead, reset, bad chunking or gzip
+            if attempt.over():
+                return self._too_slow(url, attempt, base)
             raise _Retry(replace(base, reason="truncated", message=f"{url}: the body stopped after {size:,} "
                                  f"bytes ({_short(exc)}).")) from None
+        if attempt.over():  # a cut socket can also look like a clean end of a close-delimited body
+            return self._too_slow(url, attempt, base)
         return replace(base, body=b"".join(chunks))
+
+
+def _interrupted(url: str, attempts: int) -> Fetched:
+    return Fetched(url, reason="interrupted", attempts=attempts,
+                   message=f"{url}: the crawl was interrupted before this URL finished; the next crawl fetches it.")
+
+
+def _unfetchable_message(url: str, reason: str) -> str:
+    if reason == "bad_scheme":
+        return (f"{url}: not an http(s) URL; facecurate downloads only http and https, so this result is "
+                f"recorded and skipped (nothing to fix on your side: the engine returned it).")
+    return f"{url}: not a URL with a host and a valid port; recorded and skipped (the engine returned it)."
 
 
 def _short(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Resul
 from facecurate.crawl.engines.base import BrowserSettings
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.crawl.queries import configured_engines, is_pending, sync_from_files, write_mirror
-from facecurate.crawl.urls import is_fetchable, normalise
+from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
 from facecurate.errors import FacecurateError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.storage import put_raw, store
@@ -132,7 +132,9 @@ def plan(ws: Workspace, catalog: Catalog, engines: list[str] | None, label: str 
 
 def make_engine(ws: Workspace, name: str, http: Http) -> Engine:
     cfg = ws.config()
-    ctx = EngineContext(http=http, base_url=str(cfg.engine(name)["base_url"]),
+    base_url = str(cfg.engine(name)["base_url"])
+    http.trust(base_url)  # the user chose this host; its pages may sit on loopback (a mirror, a test server)
+    ctx = EngineContext(http=http, base_url=base_url,
                         search_user_agent=str(cfg.get("crawl", "search_user_agent")),
                         identifiable_user_agent=http.settings.user_agent,
                         browser=BrowserSettings.from_config(ws))
@@ -163,7 +165,9 @@ class Crawl:
     def __enter__(self) -> Crawl:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.http.abort()  # Ctrl-C or a crash: in-flight downloads are given up, not waited for
         self.close()
 
     def _prewrite(self, d: Downloaded) -> None:
@@ -243,6 +247,7 @@ class Crawl:
                 catalog.finish_run(run.id, "blocked", error=stop.describe(), saved_page=saved)
             report.state, report.stopped = "blocked", Stopped.of(stop)
         except KeyboardInterrupt:
+            self.http.abort()  # trickling servers cannot delay the stop: their sockets are shut now
             self._drain(inflight, block=False)  # keep what already arrived; the rest is refetched next time
             raise
         finally:
@@ -267,9 +272,9 @@ class Crawl:
                 for i, r in enumerate(page.results):
                     if hits >= limit:
                         break
-                    if not is_fetchable(r.url):
-                        continue
-                    state = catalog.add_hit(run.id, normalise(r.url), r.url, seen + i + 1, r.page_url, r.title,
+                    # a file:/javascript:/data: result is recorded too: the downloader fails it as bad_scheme
+                    key, url = frontier_key(r.url)
+                    state = catalog.add_hit(run.id, key, url, seen + i + 1, r.page_url, r.title,
                                             r.license, r.author, TRANSIENT)
                     if state is None:
                         continue  # this run already had the URL: an all-seen page counts as empty
@@ -301,7 +306,8 @@ class Crawl:
             for f in done:
                 d = f.result()
                 inflight.pop(d.row.url_id, None)
-                batch.append(d)
+                if d.reason != "interrupted":  # given up on Ctrl-C: stays pending, fetched next time
+                    batch.append(d)
             if len(batch) >= COMMIT_EVERY or time.monotonic() - last_commit > COMMIT_SECONDS:
                 self._commit(batch)
                 batch, last_commit = [], time.monotonic()

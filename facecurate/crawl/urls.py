@@ -8,6 +8,7 @@ second engine from downloading and counting the same file again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -17,6 +18,7 @@ _TRACKING = re.compile(r"^(utm_[a-z]+|fbclid|gclid|mc_cid|mc_eid)$", re.IGNORECA
 _SAFE_PATH = "/:@!$&'()*+,;=-._~%"
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def _canonical_path(path: str) -> str:
@@ -37,12 +39,34 @@ def absolute(url: str, base_scheme: str = "https") -> str:
 
 def is_fetchable(url: str) -> bool:
     """Only http(s) URLs with a host (and a valid port) are downloads; data: URIs and javascript: links are
-    not. An engine's odd result is skipped, never a crash."""
+    not. An engine's odd result is recorded as failed (see :func:`unfetchable_reason`), never a crash."""
+    return unfetchable_reason(url) is None
+
+
+def unfetchable_reason(url: str) -> str | None:
+    """``bad_scheme`` for a non-http(s) URL (``file:``, ``javascript:``, ``data:``…), ``bad_url`` for an
+    http(s) one without a usable host or port, None for a URL worth fetching."""
     try:
         normalise(url)
     except ValueError:
-        return False
-    return True
+        scheme = _SCHEME.match(url)
+        return "bad_scheme" if scheme and scheme.group(1).lower() not in ("http", "https") else "bad_url"
+    return None
+
+
+MAX_KEPT = 300
+
+
+def frontier_key(url: str) -> tuple[str, str]:
+    """(key, URL as recorded) of a search result. A fetchable URL is keyed by :func:`normalise`; any other is
+    kept as given, so it is recorded and counted once, but a long one (a ``data:`` URI can be megabytes) is
+    cut, with a hash of the whole so two different ones stay two."""
+    if is_fetchable(url):
+        return normalise(url), url
+    text = url.strip()
+    if len(text) > MAX_KEPT:
+        text = f"{text[:200]}…(sha256 {hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:16]})"
+    return text, text
 
 
 def normalise(url: str) -> str:

@@ -1,0 +1,219 @@
+"""Issue 13, must-haves 3 and 4: no server holds a download thread past one deadline, whatever it trickles, and
+by default no search result or redirect reaches an address inside a network (loopback, private, link-local,
+metadata, multicast, reserved; v4 and v6) or a non-http(s) scheme. Real loopback servers throughout."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from facecurate.catalog import Catalog, DownloadRow
+from facecurate.crawl import run_crawl
+from facecurate.crawl.download import Downloader
+from facecurate.crawl.http import TRANSIENT, Http, HttpSettings, blocked_range
+from facecurate.crawl.queries import add_terms
+from facecurate.workspace import Config, Workspace, default_config, options_from
+from tests.fakeweb import (
+    FakeEngines,
+    ImageHost,
+    Item,
+    LoopbackServer,
+    Reply,
+    Request,
+    TrickleServer,
+    items_for,
+    make_jpeg,
+    write_config,
+)
+
+
+def _settings(**kw: object) -> HttpSettings:
+    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0, "backoff": 0.01,
+                               "backoff_max": 0.05, "read_timeout": 5.0, "total_timeout": 1.5, "retries": 3}
+    base.update(kw)
+    return options_from(HttpSettings, Config(default_config()), "crawl", **base)
+
+
+def _row(i: int, url: str) -> DownloadRow:
+    return DownloadRow(url_id=i, url=url, rank=i, page_url=None, title=None, license=None, author=None,
+                       engine="bing", query="q", label="l")
+
+
+# -- bounded time -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", ["status", "headers", "body"])
+def test_a_trickle_anywhere_in_the_answer_ends_at_the_deadline_and_is_not_retried(stage: str):
+    # one byte every 0.3 s never trips the 5 s read timeout; only the 1.5 s deadline of the attempt can end it
+    with TrickleServer(stage, byte_every=0.3) as server:
+        http = Http(_settings(allow_private=True))
+        t0 = time.monotonic()
+        result = http.get(server.url("/1.jpg"))
+        elapsed = time.monotonic() - t0
+        http.close()
+    assert result.reason == "too_slow" and result.reason not in TRANSIENT
+    assert "total_timeout" in result.message and server.url("/1.jpg") in result.message
+    assert result.body is None
+    assert 1.4 < elapsed < 3.0, elapsed
+    assert result.attempts == 1 and server.connections == 1  # a trickle is not retried
+
+
+def test_the_deadline_is_shared_by_the_attempts_of_one_url():
+    """A server that answers 500 slowly cannot multiply the deadline by the number of retries."""
+    def slow_500(req: Request) -> Reply:
+        time.sleep(0.5)
+        return Reply(500, b"oops")
+
+    with LoopbackServer(slow_500) as server:
+        http = Http(_settings(allow_private=True, retries=10, total_timeout=1.2))
+        t0 = time.monotonic()
+        result = http.get(server.url("/x.jpg"))
+        elapsed = time.monotonic() - t0
+    assert elapsed < 2.5, elapsed
+    assert 2 <= result.attempts <= 4 and len(server.requests) == result.attempts
+    assert result.reason in ("http_500", "too_slow")
+
+
+def test_a_crawl_of_trickling_hosts_ends_on_time_with_every_url_recorded(ws: Workspace, catalog: Catalog):
+    with TrickleServer("headers", byte_every=0.5) as heads, TrickleServer("body", byte_every=0.5) as bodies:
+        items = [Item(s.url(f"/{i}.jpg"), f"http://example.org/{i}", f"t{i}") for s in (heads, bodies)
+                 for i in range(6)]
+        with FakeEngines({"slow": items}).server as engine:
+            write_config(ws.root, engine.base, total_timeout=1.0, read_timeout=5.0, retries=3, concurrency=12,
+                         per_host=6)
+            add_terms(ws, catalog, "faces", ["slow"])
+            t0 = time.monotonic()
+            (report,) = run_crawl(ws, catalog, ["bing"], limit=50).searches
+            elapsed = time.monotonic() - t0
+    assert report.state == "done" and report.counts.failed_by_reason == {"too_slow": 12}
+    assert heads.connections == 6 and bodies.connections == 6  # one attempt each
+    assert elapsed < 6, elapsed
+
+
+# -- network policy -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("address", "blocked"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("10.1.2.3", True), ("172.16.0.1", True), ("192.168.1.1", True),
+    ("169.254.169.254", True), ("100.64.0.1", True), ("0.0.0.0", True), ("224.0.0.1", True), ("240.0.0.1", True),
+    ("255.255.255.255", True), ("::1", True), ("::", True), ("fe80::1", True), ("fc00::1", True), ("ff02::1", True),
+    ("::ffff:127.0.0.1", True), ("::ffff:169.254.169.254", True), ("2002:a00:1::", True), ("64:ff9b::a00:1", True),
+    ("8.8.8.8", False), ("93.184.216.34", False), ("2606:4700:4700::1111", False), ("::ffff:8.8.8.8", False),
+])
+def test_address_ranges(address: str, blocked: bool):
+    assert (blocked_range(address) is not None) == blocked, blocked_range(address)
+
+
+@pytest.fixture
+def target() -> Iterator[ImageHost]:
+    """The image host an attacker would like the crawler to reach: it must see no request when refused."""
+    host = ImageHost()
+    with host.server:
+        yield host
+
+
+@pytest.mark.parametrize("where", ["127.0.0.1:{port}", "localhost:{port}", "10.0.0.1:{port}", "169.254.169.254",
+                                   "[::1]:{port}", "[::ffff:127.0.0.1]:{port}", "0.0.0.0:{port}"])
+def test_a_result_url_inside_the_network_is_refused_by_default(where: str, target: ImageHost):
+    url = f"http://{where.format(port=target.server.httpd.server_address[1])}/img/1.jpg"
+    http = Http(_settings(connect_timeout=1.0))
+    result = Downloader(http, 10**8, 32, workers=1).fetch(_row(1, url))
+    assert result.reason == "blocked_address"
+    assert url in result.message and "allow_private = true" in result.message
+    assert target.server.requests == []
+
+
+@pytest.mark.parametrize("where", ["127.0.0.1:{port}", "10.0.0.1:{port}", "169.254.169.254", "[::1]:{port}"])
+def test_a_redirect_into_the_network_is_refused_at_the_hop(where: str, target: ImageHost):
+    inside = f"http://{where.format(port=target.server.httpd.server_address[1])}/img/2.jpg"
+    with LoopbackServer(lambda req: Reply(302, b"", {"Location": inside})) as hop:
+        http = Http(_settings(connect_timeout=1.0))
+        http.trust(hop.base)  # the first hop is allowed (as an engine's host is), the second is checked
+        result = http.get(hop.url("/a.jpg"))
+        assert result.reason == "blocked_address", result.message
+        assert len(hop.requests) == 1
+    assert target.server.requests == []
+
+
+def test_with_allow_private_on_the_same_urls_are_fetched(target: ImageHost):
+    port = target.server.httpd.server_address[1]
+    hop = LoopbackServer(lambda req: Reply(302, b"", {"Location": f"http://127.0.0.1:{port}/img/3.jpg"}))
+    with hop, Downloader(Http(_settings(allow_private=True)), 10**8, 32) as dl:
+        direct = dl.fetch(_row(1, f"http://127.0.0.1:{port}/img/1.jpg"))
+        named = dl.fetch(_row(2, f"http://localhost:{port}/img/2.jpg"))
+        redirected = dl.fetch(_row(3, hop.url("/r.jpg")))
+    assert direct.ok and named.ok and redirected.ok
+    assert target.server.hits("/img/1.jpg") == target.server.hits("/img/2.jpg") == 1
+    assert target.server.hits("/img/3.jpg") == 1
+
+
+def test_the_address_checked_is_the_address_connected_to(monkeypatch: pytest.MonkeyPatch, target: ImageHost):
+    """A name is resolved once: the check and the connection use the same answer, so a DNS server that
+    answers differently the second time (rebinding) has no second time. 'photos.invalid' exists only in this
+    resolver, so a fetch that works proves the connection used the checked address, not a new lookup."""
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def resolver(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        if host == "photos.invalid":
+            lookups.append(host)
+            return real("127.0.0.1", port, *args, **kw)
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    url = f"http://photos.invalid:{target.server.httpd.server_address[1]}/img/4.jpg"
+    refused = Http(_settings()).get(url)
+    assert refused.reason == "blocked_address" and "127.0.0.1" in refused.message
+    assert target.server.requests == [] and lookups == ["photos.invalid"]
+    fetched = Http(_settings(allow_private=True)).get(url)
+    assert fetched.ok and target.server.hits("/img/4.jpg") == 1 and len(lookups) == 2
+
+
+def test_a_crawl_with_the_default_policy_trusts_the_engine_and_refuses_inside_results(ws: Workspace,
+                                                                                        catalog: Catalog,
+                                                                                        target: ImageHost):
+    # the engine itself is on loopback: its configured base_url is trusted even with allow_private off
+    with FakeEngines({"inside": items_for(target, [1, 2, 3])}).server as engine:
+        write_config(ws.root, engine.base, allow_private=False)
+        add_terms(ws, catalog, "faces", ["inside"])
+        (report,) = run_crawl(ws, catalog, ["bing"], limit=10).searches
+        assert report.state == "done" and report.counts.found == 3
+        assert report.counts.failed_by_reason == {"blocked_address": 3}
+        assert target.server.requests == []
+        assert all(r["error"] == "blocked_address" for r in catalog.conn.execute("SELECT error FROM sources"))
+        # an intranet mirror: once allowed, the next crawl checks the refused URLs again and fetches them
+        write_config(ws.root, engine.base, allow_private=True)
+        (again,) = run_crawl(ws, catalog, ["bing"], limit=10, again=True).searches
+    assert again.counts.new == 3 and again.counts.failed_count == 0
+    assert sum(target.server.hits(f"/img/{i}.jpg") for i in (1, 2, 3)) == 3
+
+
+# -- schemes ------------------------------------------------------------------------------------------------
+
+def test_non_http_results_are_recorded_as_bad_scheme_and_counted(ws: Workspace, catalog: Catalog, target: ImageHost):
+    png = "data:image/png;base64," + base64.b64encode(make_jpeg(3)).decode() * 40  # long: kept cut, with a hash
+    odd = ["file:///etc/passwd", "javascript:alert(1)", png, "ftp://example.org/a.jpg"]
+    items = [Item(u, f"http://example.org/{i}", f"odd {i}") for i, u in enumerate(odd)]
+    items += items_for(target, [5])
+    with FakeEngines({"odd": items}).server as engine:
+        write_config(ws.root, engine.base)
+        add_terms(ws, catalog, "faces", ["odd"])
+        summary = run_crawl(ws, catalog, ["bing"], limit=10)
+    (report,) = summary.searches
+    assert report.counts.found == 5 and report.counts.new == 1
+    assert report.counts.failed_by_reason == {"bad_scheme": 4} and summary.failed_count == 4
+    messages = {f.item: f.error for f in summary.failed}
+    assert "file:///etc/passwd" in messages and "javascript:alert(1)" in messages
+    assert all("http(s)" in m for m in messages.values())
+    kept = max(messages, key=len)
+    assert kept.startswith("data:image/png;base64,") and len(kept) < 300 and "sha256" in kept
+    assert target.server.hits("/img/5.jpg") == 1
+
+
+def test_a_redirect_to_a_file_url_is_bad_scheme():
+    with LoopbackServer(lambda req: Reply(302, b"", {"Location": "file:///etc/passwd"})) as hop:
+        result = Http(_settings(allow_private=True)).get(hop.url("/a.jpg"))
+    assert result.reason == "bad_scheme" and result.body is None
