@@ -16,7 +16,7 @@ from facecurate.catalog import Catalog
 from facecurate.crawl import run_crawl
 from facecurate.crawl.queries import add_terms, list_queries
 from facecurate.workspace import Workspace
-from tests.fakeweb import FakeEngines, ImageHost, items_for, write_config
+from tests.fakeweb import FakeEngines, ImageHost, Item, TrickleServer, items_for, write_config
 
 N = 60
 
@@ -64,3 +64,39 @@ def test_kill_minus_9_mid_crawl_then_rerun(ws: Workspace, catalog: Catalog):
         assert media.sha256_bytes(ws.resolve(r["path"]).read_bytes()) == r["sha256"]
     (status,) = list_queries(ws, catalog, engines=["bing"]).queries
     assert not status.pending
+
+
+def test_ctrl_c_stops_a_crawl_of_trickling_hosts_within_seconds(ws: Workspace, catalog: Catalog):
+    """Every host trickles (status line, headers or body) under the default 60 s budget per URL: Ctrl-C must
+    not wait for any of them, and what was in flight is given up whole (pending, no file, no part file)."""
+    servers = [TrickleServer(stage, byte_every=0.5) for stage in ("status", "headers", "body")]
+    for s in servers:
+        s.__enter__()
+    try:
+        items = [Item(s.url(f"/{i}.jpg"), f"http://example.org/{i}", f"t{i}") for s in servers for i in range(4)]
+        with FakeEngines({"slow": items}).server as engine:
+            write_config(ws.root, engine.base, total_timeout=60.0, read_timeout=15.0, retries=3)
+            add_terms(ws, catalog, "faces", ["slow"])
+            proc = subprocess.Popen([sys.executable, "-m", "facecurate", "crawl", "--engine", "bing", "-w",
+                                     str(ws.root)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and sum(s.connections for s in servers) < len(items):
+                time.sleep(0.05)
+            time.sleep(1.0)  # every download is now stuck in a trickle
+            assert proc.poll() is None
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30)
+            stopped_in = time.monotonic() - t0
+    finally:
+        if "proc" in locals() and proc.poll() is None:
+            proc.kill()
+        for s in servers:
+            s.__exit__()
+    assert code == 130 and stopped_in < 5, stopped_in
+    assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
+    assert catalog.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 0  # given up, not failed
+    assert catalog.conn.execute("SELECT COUNT(*) FROM frontier WHERE state='pending'").fetchone()[0] == len(items)
+    assert not [p for p in ws.root.rglob("*") if p.is_file() and (p.name.startswith(media.PART_PREFIX)
+                                                                   or ws.raw_dir in p.parents)]
