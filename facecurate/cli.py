@@ -16,7 +16,7 @@ import typer
 from facecurate import __version__, output
 from facecurate.api import Project
 from facecurate.errors import FacecurateError, PipelineError
-from facecurate.workspace import check_choice, find_workspace, init_workspace
+from facecurate.workspace import check_choice, check_value, find_workspace, init_workspace
 
 app = typer.Typer(help="Turn keyword image searches and local folders into a clean, aligned face dataset.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -287,6 +287,8 @@ def review(port: Annotated[int | None, typer.Option(
     """Local web gallery of rejects and keeps, keyboard-driven (k keep, r reject, u undo, ? help)."""
     from facecurate.review import report, server
 
+    if port is not None:
+        check_value("review", "port", port, "--port")
     with project(workspace) as p:
         cfg = p.settings()["review"]
         if list_ or html:

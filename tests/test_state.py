@@ -72,7 +72,7 @@ def _python_states(conn: sqlite3.Connection) -> dict[tuple[int, int], tuple[str,
 
 @pytest.mark.parametrize("seed", range(5))
 def test_item_state_view_equals_the_python_definition(tmp_path: Path, seed: int):
-    cat = Catalog.open(tmp_path / "c.db")
+    cat = Catalog.create(tmp_path / "c.db")
     _random_catalog(cat, random.Random(seed))
     view = {(r[0], r[1]): (r[2], r[3]) for r in cat.conn.execute(
         "SELECT image_id, face_index, rule_state, state FROM item_state")}
@@ -134,7 +134,7 @@ def test_old_catalogs_migrate_to_the_fresh_schema_and_keep_their_data(tmp_path: 
         old.execute("UPDATE faces SET filtered_at = 'now'")
     old.close()
     migrated = Catalog.open(tmp_path / "old.db")
-    fresh = Catalog.open(tmp_path / "fresh.db")
+    fresh = Catalog.create(tmp_path / "fresh.db")
     assert _schema(migrated.conn) == _schema(fresh.conn)
     assert migrated.schema_version == len(MIGRATIONS)
     face = next(migrated.faces())
