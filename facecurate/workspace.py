@@ -185,7 +185,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Dataset layout `run` exports at its end (the same choices as [export] layout).",
             ("none", "imagefolder", "per-label")),
     Setting("review", "host", "127.0.0.1",
-            "Interface the review gallery listens on; anything but 127.0.0.1 lets other machines see it."),
+            "Interface the review gallery listens on: any loopback address as is; another needs --allow-remote "
+            "(then a secret key in the printed URL and a Host allow-list)."),
     Setting("review", "port", 8377, "Port of the review gallery; taken means a free one is picked (0: always).",
             min=0, max=65535),
     Setting("review", "reviewer", "", "Name written with each review decision; empty means the login name."),
