@@ -217,3 +217,12 @@ def test_a_redirect_to_a_file_url_is_bad_scheme():
     with LoopbackServer(lambda req: Reply(302, b"", {"Location": "file:///etc/passwd"})) as hop:
         result = Http(_settings(allow_private=True)).get(hop.url("/a.jpg"))
     assert result.reason == "bad_scheme" and result.body is None
+
+
+def test_a_retry_after_longer_than_the_urls_budget_is_not_waited_for():
+    """Retry-After waits count against the URL's budget too: a host cannot park a thread with 429s."""
+    with LoopbackServer(lambda req: Reply(429, b"later", {"Retry-After": "30"})) as server:
+        waits: list[float] = []
+        result = Http(_settings(allow_private=True, total_timeout=5.0), sleep=waits.append).get(server.url("/a.jpg"))
+    assert result.reason == "rate_limited" and "total_timeout" in result.message and result.reason in TRANSIENT
+    assert waits == [] and len(server.requests) == 1

@@ -10,8 +10,9 @@ Two things a server must not be able to do, whatever it sends:
 
 - *hold a thread*: a socket read timeout restarts with every byte, so a server trickling its status line,
   headers or body would never trip it. Each URL gets one time budget (``total_timeout``) that covers connecting,
-  the status line, the headers and the body of all its attempts; a watchdog thread shuts the socket down when
-  it runs out (recorded as ``too_slow``, never retried: a trickle is a choice, not a transient fault).
+  the status line, the headers and the body of all its attempts and the waits between them; a watchdog thread
+  shuts the socket down when it runs out (recorded as ``too_slow``, never retried: a trickle is a choice, not
+  a transient fault).
 - *reach inside the network*: every connection is opened by :class:`_Guard` to an address it resolved and
   checked itself (no second lookup an attacker's DNS could answer differently), on the first request and on
   every redirect hop; loopback, private, link-local, multicast, reserved and unspecified addresses are refused
@@ -434,8 +435,11 @@ class Http:
 
     def get(self, url: str, headers: dict[str, str] | None = None, max_bytes: int | None = None,
             respect_robots: bool = True) -> Fetched:
-        """GET ``url`` with retries; never raises for network or HTTP trouble. All attempts share one time
-        budget ([crawl] total_timeout), waits between them excluded, so no server holds a thread longer."""
+        """GET ``url`` with retries; never raises for network or HTTP trouble.
+
+        One time budget per URL ([crawl] total_timeout) covers all its attempts and the waits between them
+        (backoff, Retry-After); only queueing for the host's slot is outside it, as that is other URLs' time.
+        So no server, however it answers, holds a thread on one URL for longer than total_timeout."""
         s = self.settings
         bad = unfetchable_reason(url)
         if bad is not None:
@@ -461,19 +465,23 @@ class Http:
                 if attempt == s.retries:
                     break
                 wait = retry.wait
-                if wait is not None and wait > s.retry_after_max:
+                left = s.total_timeout - spent
+                if wait is not None and wait > min(s.retry_after_max, left):
                     last.reason = "rate_limited"
+                    limit = (f"[crawl] retry_after_max = {s.retry_after_max:.0f} s" if wait > s.retry_after_max
+                             else f"the {max(0.0, left):.0f} s left of this URL's [crawl] total_timeout")
                     last.message = (f"{url}: the host asks to wait {wait:.0f} s (Retry-After), longer than "
-                                    f"[crawl] retry_after_max = {s.retry_after_max:.0f} s; left for a later "
-                                    f"crawl, which retries it.")
+                                    f"{limit}; left for a later crawl, which retries it.")
                     return last
-                if spent >= s.total_timeout:
-                    break
                 if wait is None:
                     wait = backoff_delay(attempt, s.backoff, s.backoff_max, self._rng())
+                    if wait >= left:
+                        last.message += " No time left for another attempt ([crawl] total_timeout)."
+                        break
                 else:
                     self.gate.defer(host_key(url), wait)
                 self._sleep(wait)
+                spent += wait
         last.message += f" Gave up after {last.attempts} attempts ([crawl] retries)."
         return last
 
