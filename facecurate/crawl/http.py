@@ -498,9 +498,10 @@ class Http:
                                            timeout=(min(s.connect_timeout, attempt.remaining()), s.read_timeout))
             except BlockedAddress as exc:
                 return Fetched(url, reason="blocked_address", message=(
-                    f"{url}: refused, {exc.host} resolves to {exc.address}, a {exc.why} address inside a private "
-                    f"network, not a public photo host (a search result or redirect pointing there may be an "
-                    f"attack). To crawl an intranet mirror, set [crawl] allow_private = true."))
+                    f"{url}: refused, {exc.host} resolves to {exc.address} ({exc.why}), an address on this "
+                    f"machine or inside a private network, not a public photo host (a search result or redirect "
+                    f"pointing there may be an attack). To crawl an intranet mirror, set [crawl] allow_private = "
+                    f"true."))
             except requests.exceptions.TooManyRedirects:
                 return Fetched(url, reason="redirect_loop",
                                message=f"{url}: more than {s.max_redirects} redirects ([crawl] max_redirects).")
