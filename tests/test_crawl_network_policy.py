@@ -226,3 +226,24 @@ def test_a_retry_after_longer_than_the_urls_budget_is_not_waited_for():
         result = Http(_settings(allow_private=True, total_timeout=5.0), sleep=waits.append).get(server.url("/a.jpg"))
     assert result.reason == "rate_limited" and "total_timeout" in result.message and result.reason in TRANSIENT
     assert waits == [] and len(server.requests) == 1
+
+
+def test_a_trickling_host_does_not_hold_the_workers_of_other_hosts(ws: Workspace, catalog: Catalog):
+    """Results of a slow host ranked first: the other host's images still arrive at once, not after the slow
+    host's backlog has used up every worker."""
+    times: list[float] = []
+
+    def fast(req: Request) -> Reply:
+        times.append(time.monotonic())
+        return Reply(body=make_jpeg(int(req.path.strip("/").split(".")[0])), headers={"Content-Type": "image/jpeg"})
+
+    with TrickleServer("body", byte_every=0.5) as slow, LoopbackServer(fast) as quick:
+        items = [Item(slow.url(f"/{i}.jpg"), f"http://example.org/s{i}", f"s{i}") for i in range(6)]
+        items += [Item(quick.url(f"/{i}.jpg"), f"http://example.org/q{i}", f"q{i}") for i in range(6)]
+        with FakeEngines({"mixed": items}).server as engine:
+            write_config(ws.root, engine.base, total_timeout=2.0, read_timeout=5.0, concurrency=4, per_host=2)
+            add_terms(ws, catalog, "faces", ["mixed"])
+            t0 = time.monotonic()
+            (report,) = run_crawl(ws, catalog, ["bing"], limit=20).searches
+    assert report.counts.new == 6 and report.counts.failed_by_reason == {"too_slow": 6}
+    assert len(times) == 6 and max(times) - t0 < 1.5, [round(t - t0, 2) for t in times]

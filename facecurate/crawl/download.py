@@ -9,6 +9,8 @@ the file already in place — so a kill -9 loses at most the batch in flight and
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from facecurate import media
 from facecurate.catalog import DownloadRow
 from facecurate.crawl.http import Fetched, Http
+from facecurate.crawl.urls import host_key
 from facecurate.errors import ImageError
 
 IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
@@ -56,7 +59,11 @@ def validate(row: DownloadRow, fetched: Fetched, max_pixels: int, min_side: int)
 
 
 class Downloader:
-    """Fetch and validate many URLs at once; results come back as they finish."""
+    """Fetch and validate many URLs at once; results come back as they finish.
+
+    A row reaches a worker only when its host has a free slot ([crawl] per_host): a worker handed a row of a
+    busy host would sit waiting for that host, and a slow host's backlog would hold every worker while other
+    hosts' rows wait behind it."""
 
     def __init__(self, http: Http, max_pixels: int, min_side: int, workers: int | None = None,
                  prewrite: Callable[[Downloaded], None] | None = None) -> None:
@@ -65,6 +72,10 @@ class Downloader:
         self.prewrite = prewrite
         self._pool = ThreadPoolExecutor(max_workers=workers or http.settings.concurrency,
                                         thread_name_prefix="facecurate-dl")
+        self._per_host = max(1, http.settings.per_host)
+        self._lock = threading.Lock()
+        self._waiting: dict[str, deque[tuple[DownloadRow, Future[Downloaded]]]] = {}
+        self._busy: dict[str, int] = {}
 
     def fetch(self, row: DownloadRow) -> Downloaded:
         """One URL: Referer is the page the engine found it on (hot-link protection wants it)."""
@@ -77,7 +88,40 @@ class Downloader:
         return result
 
     def submit(self, row: DownloadRow) -> Future[Downloaded]:
-        return self._pool.submit(self.fetch, row)
+        future: Future[Downloaded] = Future()
+        host = host_key(row.url)
+        with self._lock:
+            self._waiting.setdefault(host, deque()).append((row, future))
+            self._dispatch(host)
+        return future
+
+    def _dispatch(self, host: str) -> None:
+        """Hand the host's next rows to the pool while it has free slots; call with the lock held."""
+        queue = self._waiting.get(host)
+        while queue and self._busy.get(host, 0) < self._per_host:
+            row, future = queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited
+            try:
+                self._pool.submit(self._work, host, row, future)
+            except RuntimeError as exc:  # the pool is shutting down (Ctrl-C): nothing more starts
+                future.set_exception(exc)
+                continue
+            self._busy[host] = self._busy.get(host, 0) + 1
+        if not queue:
+            self._waiting.pop(host, None)
+
+    def _work(self, host: str, row: DownloadRow, future: Future[Downloaded]) -> None:
+        try:
+            future.set_result(self.fetch(row))
+        except BaseException as exc:  # handed to whoever waits on the future, as the pool would
+            future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._busy[host] -= 1
+                if not self._busy[host]:
+                    del self._busy[host]
+                self._dispatch(host)
 
     def run(self, rows: Iterable[DownloadRow]) -> Iterator[Downloaded]:
         """Every row's outcome, in completion order."""

@@ -23,7 +23,7 @@ from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Resul
 from facecurate.crawl.engines.base import BrowserSettings
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.crawl.queries import configured_engines, is_pending, sync_from_files, write_mirror
-from facecurate.crawl.urls import frontier_key, host_key, is_fetchable, normalise
+from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
 from facecurate.errors import FacecurateError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.storage import put_raw, store
@@ -291,18 +291,9 @@ class Crawl:
                 break
 
     def _submit_pending(self, run_id: int, inflight: dict[int, Future[Downloaded]]) -> None:
-        """Queue the new pending rows one host at a time in turn: the workers take rows in queue order and wait
-        for their host's slot, so rows queued host after host would let one slow host's backlog hold every
-        worker while other hosts' rows sit idle behind it."""
-        rows = [r for r in self.catalog.pending_downloads(run_id) if r.url_id not in inflight]
-        turn: dict[str, int] = {}
-        order = []
-        for row in rows:
-            host = host_key(row.url)
-            turn[host] = turn.get(host, -1) + 1
-            order.append((turn[host], row.rank, row))
-        for _, _, row in sorted(order, key=lambda t: (t[0], t[1])):
-            inflight[row.url_id] = self.downloader.submit(row)
+        for row in self.catalog.pending_downloads(run_id):
+            if row.url_id not in inflight:
+                inflight[row.url_id] = self.downloader.submit(row)
 
     def _drain(self, inflight: dict[int, Future[Downloaded]], block: bool) -> None:
         """Store finished downloads in batches; with ``block``, until none is left in flight."""
