@@ -83,7 +83,9 @@ CRAWL_SETTINGS: tuple[Setting, ...] = (
             min=0, above=True, max=3600),
     Setting("crawl", "read_timeout", 15.0, "Seconds of silence from a server before the attempt times out.",
             min=0, above=True, max=3600),
-    Setting("crawl", "total_timeout", 60.0, "Seconds for a whole body: a server trickling bytes cannot hold a thread.",
+    Setting("crawl", "total_timeout", 60.0,
+            "Seconds one URL may take in all: connect, status line, headers and body of every attempt and the waits "
+            "between them; a trickling server is cut off here (too_slow, not retried).",
             min=0, above=True, max=86400),
     Setting("crawl", "retries", 3, "Extra attempts after a timeout, a dropped connection, 429 or 5xx.", min=0, max=20),
     Setting("crawl", "backoff", 0.5, "First retry delay in seconds; it doubles each attempt, with random jitter.",
