@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -58,19 +59,9 @@ class FaceRow(FaceRecord):
 
 
 @dataclass(frozen=True)
-class FaceToFilter:
-    """One face with the facts of its photo that the rules read (filter's input), JSON columns parsed."""
+class FaceToFilter(FaceRow):
+    """One face with the facts of its photo that the rules read (filter's input)."""
 
-    id: int
-    scores: dict[str, float | None]
-    bbox: list[float]
-    landmarks: list[list[float]]
-    quad: list[list[float]]
-    oob_fraction: float
-    above_fraction: float
-    side_fraction: float
-    crop_size: int
-    crop_path: str
     photo_path: str
     photo_width: int
     photo_height: int
@@ -116,13 +107,15 @@ class FacesMixin(CatalogBase):
         """Every face with its photo's facts, in face order: filter decides all of them on every run (thresholds
         may have changed) and measures only what a face lacks."""
         rows = self.conn.execute(
-            "SELECT f.id, f.scores, f.bbox, f.landmarks, f.quad, f.oob_fraction, f.above_fraction, f.side_fraction, "
-            "f.crop_size, f.crop_path, i.path, i.width, i.height, i.detections "
+            "SELECT f.*, i.path AS photo_path, i.width AS photo_width, i.height AS photo_height, i.detections "
             "FROM faces f JOIN images i ON i.id = f.image_id ORDER BY f.id").fetchall()
-        return [FaceToFilter(id=r[0], scores=json.loads(r[1]), bbox=json.loads(r[2]), landmarks=json.loads(r[3]),
-                             quad=json.loads(r[4]), oob_fraction=r[5], above_fraction=r[6], side_fraction=r[7],
-                             crop_size=r[8], crop_path=r[9], photo_path=r[10], photo_width=r[11],
-                             photo_height=r[12], detections=json.loads(r[13])) for r in rows]
+        out = []
+        for r in rows:
+            face = FaceRow.from_row(r)
+            out.append(FaceToFilter(**{f.name: getattr(face, f.name) for f in dataclasses.fields(FaceRow)},
+                                    photo_path=r["photo_path"], photo_width=r["photo_width"],
+                                    photo_height=r["photo_height"], detections=json.loads(r["detections"])))
+        return out
 
     def save_filter_results(self, results: Iterable[FilterResult]) -> None:
         """Filter's own facts only (measures, reasons, when); the state in force follows from them
