@@ -85,8 +85,8 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 def init(directory: Annotated[Path, typer.Argument(help="Folder to create the workspace in.")] = Path(".")) -> None:
     """Create a workspace: facecurate.toml (every default documented), queries/ and the catalog."""
     ws = init_workspace(directory)
-    output.say(("Workspace ready", "green"), f" at {ws.root}\n  settings: {ws.config_path.name}  "
-               f"catalog: {ws.catalog_path.name}  queries: queries/")
+    output.say(("Workspace ready", "green"), f" at {ws.root}")
+    output.say(f"  settings: {ws.config_path.name}  catalog: {ws.catalog_path.name}  queries: queries/")
 
 
 @app.command("import")
@@ -262,8 +262,8 @@ def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace (default:
     output.show(output.demo_view(result.outcomes))
     result.run.raise_for_error()
     export = result.run.stage("export").result
-    output.say(("manifest", "green"), f" {result.run.manifest}\n", ("imagefolder", "green"),
-               f" {result.run.layout_dir} ({getattr(export, 'layout_files', 0)} kept crops)")
+    output.say(("manifest", "green"), f" {result.run.manifest}")
+    output.say(("imagefolder", "green"), f" {result.run.layout_dir} ({getattr(export, 'layout_files', 0)} kept crops)")
 
 
 @app.command()

@@ -190,7 +190,8 @@ def warning(message: str) -> None:
 
 
 def say(*parts: str | tuple[str, str]) -> None:
-    """A line of plain text; (text, style) pairs are styled, never parsed as markup."""
+    """One line of plain text (a line break inside a part is shown escaped, like any control character: call
+    say once per line); (text, style) pairs are styled, never parsed as markup."""
     console.print(Text.assemble(*((clean(p[0]), p[1]) if isinstance(p, tuple) else clean(p) for p in parts)),
                   highlight=False, soft_wrap=True)
 

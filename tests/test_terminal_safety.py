@@ -75,3 +75,11 @@ def test_a_crawled_url_with_escapes_is_listed_as_text(ws: Workspace, catalog: Ca
     assert result.exit_code == 0, result.output
     assert "img.example" in result.output  # the URL was listed
     _assert_safe(result.output)
+
+
+def test_our_own_multi_line_messages_keep_their_lines(tmp_path: Path):
+    result = runner.invoke(app, ["init", str(tmp_path / "ws")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Workspace ready at") and lines[1].lstrip().startswith("settings: facecurate.toml")
+    assert "\\x0a" not in result.output
