@@ -57,9 +57,10 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)  # bars and messages: stdout stays parseable under --json
 
-# Control characters (C0, DEL, C1: ESC starts terminal sequences that can retitle a window, hide text or forge
-# links) and the invisible format characters that reorder text (bidi overrides, zero-width), made visible.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# Control characters (C0 but tab, DEL, C1: ESC starts terminal sequences that can retitle a window, hide text or
+# forge links) and the invisible format characters that reorder text (bidi overrides, zero-width), made visible.
+# A tab only moves the cursor: `crawl --dry-run` lists "url<TAB>page" for cut(1).
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 def clean(text: object) -> str:
