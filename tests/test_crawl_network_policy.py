@@ -46,19 +46,19 @@ def _row(i: int, url: str) -> DownloadRow:
 
 # -- bounded time -------------------------------------------------------------------------------------------
 
+# The trickling answers below take minutes to finish and never trip the per-read timeout, so without the URL's
+# deadline these calls would run until the servers ran dry; the timeout marks only turn such a hang into a failure.
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("stage", ["status", "headers", "body"])
 def test_a_trickle_anywhere_in_the_answer_ends_at_the_deadline_and_is_not_retried(stage: str):
     # one byte every 0.3 s never trips the 5 s read timeout; only the 1.5 s deadline of the attempt can end it
     with TrickleServer(stage, byte_every=0.3) as server:
         http = Http(_settings(allow_private=True))
-        t0 = time.monotonic()
         result = http.get(server.url("/1.jpg"))
-        elapsed = time.monotonic() - t0
         http.close()
-    assert result.reason == "too_slow" and result.reason not in TRANSIENT
+    assert result.reason == "too_slow" and result.reason not in TRANSIENT  # the deadline, not a read timeout
     assert "total_timeout" in result.message and server.url("/1.jpg") in result.message
     assert result.body is None
-    assert 1.4 < elapsed < 3.0, elapsed
     assert result.attempts == 1 and server.connections == 1  # a trickle is not retried
 
 
@@ -70,15 +70,14 @@ def test_the_deadline_is_shared_by_the_attempts_of_one_url():
 
     with LoopbackServer(slow_500) as server:
         http = Http(_settings(allow_private=True, retries=10, total_timeout=1.2))
-        t0 = time.monotonic()
         result = http.get(server.url("/x.jpg"))
-        elapsed = time.monotonic() - t0
-    assert elapsed < 2.5, elapsed
+    # 11 attempts were allowed; a 1.2 s budget for the URL holds only a few half-second answers
     assert 2 <= result.attempts <= 4 and len(server.requests) == result.attempts
     assert result.reason in ("http_500", "too_slow")
 
 
-def test_a_crawl_of_trickling_hosts_ends_on_time_with_every_url_recorded(ws: Workspace, catalog: Catalog):
+@pytest.mark.timeout(60)
+def test_a_crawl_of_trickling_hosts_ends_with_every_url_recorded(ws: Workspace, catalog: Catalog):
     with TrickleServer("headers", byte_every=0.5) as heads, TrickleServer("body", byte_every=0.5) as bodies:
         items = [Item(s.url(f"/{i}.jpg"), f"http://example.org/{i}", f"t{i}") for s in (heads, bodies)
                  for i in range(6)]
@@ -86,12 +85,9 @@ def test_a_crawl_of_trickling_hosts_ends_on_time_with_every_url_recorded(ws: Wor
             write_config(ws.root, engine.base, total_timeout=1.0, read_timeout=5.0, retries=3, concurrency=12,
                          per_host=6)
             add_terms(ws, catalog, "faces", ["slow"])
-            t0 = time.monotonic()
             (report,) = run_crawl(ws, catalog, ["bing"], limit=50).searches
-            elapsed = time.monotonic() - t0
     assert report.state == "done" and report.counts.failed_by_reason == {"too_slow": 12}
     assert heads.connections == 6 and bodies.connections == 6  # one attempt each
-    assert elapsed < 6, elapsed
 
 
 # -- network policy -----------------------------------------------------------------------------------------
@@ -229,12 +225,12 @@ def test_a_retry_after_longer_than_the_urls_budget_is_not_waited_for():
 
 
 def test_a_trickling_host_does_not_hold_the_workers_of_other_hosts(ws: Workspace, catalog: Catalog):
-    """Results of a slow host ranked first: the other host's images still arrive at once, not after the slow
-    host's backlog has used up every worker."""
-    times: list[float] = []
+    """Results of a slow host ranked first: the other host's images are fetched while the slow host's first URLs
+    are still trickling, not after its backlog has used up every worker."""
+    slow_seen: list[int] = []  # connections the slow host had accepted when each fast image was asked for
 
     def fast(req: Request) -> Reply:
-        times.append(time.monotonic())
+        slow_seen.append(slow.connections)
         return Reply(body=make_jpeg(int(req.path.strip("/").split(".")[0])), headers={"Content-Type": "image/jpeg"})
 
     with TrickleServer("body", byte_every=0.5) as slow, LoopbackServer(fast) as quick:
@@ -243,7 +239,7 @@ def test_a_trickling_host_does_not_hold_the_workers_of_other_hosts(ws: Workspace
         with FakeEngines({"mixed": items}).server as engine:
             write_config(ws.root, engine.base, total_timeout=2.0, read_timeout=5.0, concurrency=4, per_host=2)
             add_terms(ws, catalog, "faces", ["mixed"])
-            t0 = time.monotonic()
             (report,) = run_crawl(ws, catalog, ["bing"], limit=20).searches
     assert report.counts.new == 6 and report.counts.failed_by_reason == {"too_slow": 6}
-    assert len(times) == 6 and max(times) - t0 < 1.5, [round(t - t0, 2) for t in times]
+    # per_host = 2: while the fast host was served, only the slow host's first two URLs had been started
+    assert len(slow_seen) == 6 and max(slow_seen) <= 2, slow_seen

@@ -234,7 +234,6 @@ def test_fuzz_decode_raises_nothing_but_image_error(demo_dir: Path):
     # Not vacuous: mutants both decode and fail, for several different reasons.
     assert outcomes["ok"] > FUZZ_CASES // 10
     assert {"corrupt", "unsupported_format"} <= set(outcomes) and len(outcomes) >= 4
-    assert elapsed < 45, f"fuzz run took {elapsed:.0f}s; CI budget is well under a minute"
 
 
 # --- one gate for both ways in ----------------------------------------------------------------------------------
