@@ -99,7 +99,7 @@ def _unlisted(errors: list[OSError]) -> Iterator[Found]:
     errors.clear()
 
 
-def _check(found: Found, max_bytes: int, max_pixels: int, min_side: int) -> Checked:
+def _check(found: Found, max_bytes: int, max_pixels: int, min_side: int, budget: media.PixelBudget) -> Checked:
     path = found.path
     if found.error is not None:
         return Checked(path, 0, 0.0, error=found.error)
@@ -108,7 +108,7 @@ def _check(found: Found, max_bytes: int, max_pixels: int, min_side: int) -> Chec
     except ImageError as exc:
         return Checked(path, 0, 0.0, error=exc)
     try:
-        decoded = media.decode(data, str(path), max_pixels, min_side)
+        decoded = media.probe(data, str(path), max_pixels, min_side, budget=budget)
     except ImageError as exc:
         return Checked(path, st.st_size, st.st_mtime, error=exc)
     return Checked(path, st.st_size, st.st_mtime, data=data, sha256=media.sha256_bytes(data),
@@ -135,6 +135,7 @@ def import_paths(ws: Workspace, catalog: Catalog, paths: list[Path], label: str 
     cfg = ws.config()
     max_bytes, max_pixels = int(cfg.get("media", "max_bytes")), int(cfg.get("media", "max_pixels"))
     min_side = int(cfg.get("media", "min_side"))
+    budget = media.PixelBudget(cfg.get("media", "decode_budget"))
     summary = ImportSummary()
     progress.start("import", None, "files")  # walking big trees takes a while before the total is known
     todo: list[Found] = []
@@ -148,7 +149,7 @@ def import_paths(ws: Workspace, catalog: Catalog, paths: list[Path], label: str 
     reasons: Counter[str] = Counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(todo), BATCH):
-            checked = list(pool.map(lambda f: _check(f, max_bytes, max_pixels, min_side),
+            checked = list(pool.map(lambda f: _check(f, max_bytes, max_pixels, min_side, budget),
                                     todo[start:start + BATCH]))
             with catalog.transaction():
                 for c in checked:

@@ -14,14 +14,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import math
+import multiprocessing
 import os
 import shutil
 import stat
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -31,6 +36,7 @@ from facecurate.errors import ImageError
 # We apply our own pixel limit before decoding; Pillow's global guard would otherwise raise or warn
 # on its own threshold and hide which limit the user should change.
 Image.MAX_IMAGE_PIXELS = None
+_T = TypeVar("_T")
 
 PART_PREFIX = ".part-"
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -89,12 +95,65 @@ def _foreign(data: bytes) -> str | None:
     return next((name for magic, name in _FOREIGN if data.startswith(magic)), None)
 
 
+class _Counter(Protocol):
+    value: int
+
+
+class PixelBudget:
+    """How many decoded pixels a stage may hold at once, across its threads (or forked worker processes).
+
+    Why pixels and not files: one 97 KB PNG can decode to 10,000 x 10,000 pixels, so a pool of threads each
+    decoding "one file" has no memory bound at all. A decode holds its pixel count from the moment the header
+    is read until its pixels are released; anyone who would go over the budget waits. A single image larger
+    than the whole budget is let through alone (capped at the budget), so nothing ever waits forever.
+    """
+
+    def __init__(self, megapixels: float, *, processes: bool = False) -> None:
+        """``processes``: share the count with worker processes forked after this call (dedup's pool)."""
+        self.capacity = max(1, int(megapixels * 1_000_000))
+        self._used: _Counter
+        if processes:
+            ctx = multiprocessing.get_context("fork")
+            self._cond: threading.Condition = ctx.Condition()  # type: ignore[assignment]
+            self._used = ctx.RawValue("q", 0)
+        else:
+            self._cond = threading.Condition()
+            self._used = _Count()
+
+    @property
+    def held(self) -> int:
+        return self._used.value
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Wait until ``pixels`` fit beside what others hold, hold them for the block, then give them back."""
+        n = min(max(0, int(pixels)), self.capacity)
+        with self._cond:
+            while self._used.value + n > self.capacity:
+                self._cond.wait(1.0)  # re-checked each second: a waiter never depends on one notify alone
+            self._used.value += n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used.value -= n
+                self._cond.notify_all()
+
+
+class _Count:
+    value = 0
+
+
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded image: RGB pixels after EXIF orientation, and the format it was stored in."""
+    """A decoded image: RGB pixels after EXIF orientation, and the format it was stored in.
 
-    pixels: np.ndarray  # (H, W, 3) uint8 RGB
-    format: str         # Pillow's format name, e.g. JPEG
+    With ``max_side`` the pixels may be a reduced copy: ``source_size`` is always the stored image's (width,
+    height) after orientation, so coordinates found on the copy map back to the file."""
+
+    pixels: np.ndarray               # (H, W, 3) uint8 RGB
+    format: str                      # Pillow's format name, e.g. JPEG
+    source_size: tuple[int, int]     # (width, height) of the full image, after EXIF orientation
 
     @property
     def width(self) -> int:
@@ -103,6 +162,23 @@ class Decoded:
     @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
+
+    @property
+    def reduced(self) -> bool:
+        return (self.width, self.height) != self.source_size
+
+    @property
+    def extension(self) -> str:
+        return FORMAT_EXT[self.format]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What validating a file established: it decodes in full, in this format, at this oriented size."""
+
+    format: str
+    width: int
+    height: int
 
     @property
     def extension(self) -> str:
@@ -210,12 +286,8 @@ def read_limited(path: Path, max_bytes: int) -> bytes:
     return read_regular(path, max_bytes)[0]
 
 
-def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Decoded:
-    """Decode bytes to RGB uint8 with EXIF orientation applied, or raise ImageError with a reason.
-
-    Only an allow-listed format sniffed from the bytes reaches a decoder, and only that format's; any exception
-    from the decoder (Pillow's plugins raise OSError, SyntaxError, ValueError, struct.error, IndexError,
-    NotImplementedError, ... on crafted input) is a recorded failure, never a crash of the stage."""
+def _refuse_unknown(data: bytes, name: str) -> str:
+    """The allow-listed format of these bytes, or ImageError saying what they are instead."""
     if not data:
         raise ImageError(f"{name} is empty (0 bytes): the download or copy did not complete.", "empty")
     fmt = sniff(data)
@@ -233,6 +305,16 @@ def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Decode
     if fmt not in Image.OPEN:
         raise ImageError(f"{name} is a {fmt} image, but this Pillow build has no {fmt} reader: reinstall Pillow "
                          f"with {fmt} support (python -m PIL.features) or convert the file.", "unsupported_format")
+    return fmt
+
+
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _gated(data: bytes, name: str, max_pixels: int, min_side: int, work: Callable[[Image.Image], _T]) -> _T:
+    """Open allow-listed bytes, refuse bombs from the header, and run ``work`` on the image: the one place a
+    decoder runs, so every exception it raises becomes an ImageError with a reason."""
+    fmt = _refuse_unknown(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -243,9 +325,14 @@ def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Decode
                 raise ImageError(f"{name} is {width}x{height} = {width * height:,} pixels, over the "
                                  f"{max_pixels:,}-pixel limit ([media] max_pixels): refused as a possible "
                                  f"decompression bomb.", "too_large")
+            if fmt not in FORMAT_EXT:  # defensive: the opener is restricted, so this is a Pillow surprise
+                raise ImageError(f"{name} decoded as {fmt}, a format facecurate does not store.",
+                                 "unsupported_format")
+            if min(width, height) < min_side:
+                raise ImageError(f"{name} is {width}x{height}, below the {min_side}-px minimum side "
+                                 f"([media] min_side).", "too_small")
             im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-            im.load()
-            pixels = _to_rgb(ImageOps.exif_transpose(im) or im)
+            return work(im)
     except ImageError:
         raise
     except (MemoryError, Image.DecompressionBombError) as exc:
@@ -255,12 +342,90 @@ def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Decode
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise ImageError(f"{name} starts like a {fmt} image but is {reason} and cannot be decoded "
                          f"({type(exc).__name__}: {exc}).", reason) from exc
-    if fmt not in FORMAT_EXT:  # defensive: the opener is restricted, so this is a Pillow surprise, not the file's
-        raise ImageError(f"{name} decoded as {fmt}, a format facecurate does not store.", "unsupported_format")
-    if min(pixels.shape[:2]) < min_side:
-        raise ImageError(f"{name} is {pixels.shape[1]}x{pixels.shape[0]}, below the {min_side}-px minimum "
-                         f"side ([media] min_side).", "too_small")
-    return Decoded(pixels=pixels, format=fmt)
+
+
+def _oriented(im: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
+    return (size[1], size[0]) if im.getexif().get(0x0112) in _TURNED else size
+
+
+def _draft(im: Image.Image, side: int) -> None:
+    """Let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (its DCT does the reduction, so the full image is
+    never built) while keeping the long side at least ``side``; other formats ignore it."""
+    if im.format in ("JPEG", "MPO") and max(im.size) > side:
+        f = side / max(im.size)
+        im.draft(None, (max(1, math.ceil(im.size[0] * f)), max(1, math.ceil(im.size[1] * f))))
+
+
+def _hold(budget: PixelBudget | None, im: Image.Image, stack: ExitStack) -> None:
+    if budget is not None:  # im.size is the size it will decode at: a JPEG draft has already shrunk it
+        stack.enter_context(budget.hold(im.size[0] * im.size[1]))
+
+
+def probe(data: bytes, name: str, max_pixels: int, min_side: int = 1, *,
+          budget: PixelBudget | None = None) -> Probe:
+    """Validate bytes by decoding them to the last byte, cheaply: what download and import need to accept a
+    file. A JPEG's whole entropy stream is decoded at 1/8 scale (a truncated or corrupt stream still fails),
+    other formats are decoded in their own mode without the RGB copy; the pixels are dropped at once."""
+    def work(im: Image.Image) -> Probe:
+        size = _oriented(im, im.size)
+        _draft(im, 1)
+        with ExitStack() as stack:
+            _hold(budget, im, stack)
+            im.load()
+            _to_rgb(im.crop((0, 0, 1, 1)))  # the mode converts: a later full decode will not fail on it
+        return Probe(format=str(im.format), width=size[0], height=size[1])
+
+    return _gated(data, name, max_pixels, min_side, work)
+
+
+def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1, *, max_side: int | None = None,
+           budget: PixelBudget | None = None) -> Decoded:
+    """Decode bytes to RGB uint8 with EXIF orientation applied, or raise ImageError with a reason.
+
+    Only an allow-listed format sniffed from the bytes reaches a decoder, and only that format's; any exception
+    from the decoder (Pillow's plugins raise OSError, SyntaxError, ValueError, struct.error, IndexError,
+    NotImplementedError, ... on crafted input) is a recorded failure, never a crash of the stage.
+
+    ``max_side``: return a copy whose long side is at most this (JPEGs are decoded reduced by libjpeg; other
+    formats are box-reduced before the RGB conversion). ``budget``: hold the decode's pixels in it while
+    decoding; the returned pixels are the caller's (see :func:`decoded` to keep holding them)."""
+    with ExitStack() as stack:
+        return _decode(data, name, max_pixels, min_side, max_side, budget, stack)
+
+
+@contextmanager
+def decoded(data: bytes, name: str, max_pixels: int, budget: PixelBudget | None, *, min_side: int = 1,
+            max_side: int | None = None) -> Iterator[Decoded]:
+    """:func:`decode`, holding the pixels in ``budget`` until the block ends (crop's full-size originals)."""
+    with ExitStack() as stack:
+        yield _decode(data, name, max_pixels, min_side, max_side, budget, stack)
+
+
+def _decode(data: bytes, name: str, max_pixels: int, min_side: int, max_side: int | None,
+            budget: PixelBudget | None, stack: ExitStack) -> Decoded:
+    def work(im: Image.Image) -> Decoded:
+        fmt, source = str(im.format), _oriented(im, im.size)
+        if max_side is not None:
+            _draft(im, max_side)
+        _hold(budget, im, stack)
+        im.load()
+        if max_side is not None and max(im.size) >= 2 * max_side:
+            im = im.reduce(max(im.size) // max_side)  # integer box reduction: cheap, and never below max_side
+        pixels = _to_rgb(ImageOps.exif_transpose(im) or im)
+        if max_side is not None and max(pixels.shape[:2]) > max_side:
+            pixels = _fit(pixels, max_side)
+        return Decoded(pixels=pixels, format=fmt, source_size=source)
+
+    return _gated(data, name, max_pixels, min_side, work)
+
+
+def _fit(pixels: np.ndarray, side: int) -> np.ndarray:
+    """Area-averaged resize to long side ``side``: the same reduction the detector applies to large images."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    f = side / max(h, w)
+    return cv2.resize(pixels, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

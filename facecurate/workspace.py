@@ -128,6 +128,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Files larger than this are refused before decoding, so one odd file cannot exhaust memory.", min=1),
     Setting("media", "min_side", 32,
             "Images whose shorter side is below this are refused: too small to hold a usable face.", min=1),
+    Setting("media", "decode_budget", 128.0,
+            "Megapixels one stage may hold decoded at once across its threads and processes; a larger image "
+            "is decoded alone. Peak memory grows ~3-7 bytes per pixel (128: well under 1.5 GB per stage).",
+            min=1, max=100_000),
     Setting("dedup", "algorithm", "phash",
             "Perceptual hash (imagehash, 64 bits); pHash survives resizing, recompression and brightness best.",
             ("phash", "dhash", "ahash", "whash")),

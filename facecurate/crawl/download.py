@@ -44,12 +44,13 @@ class Downloaded:
         return self.reason is None
 
 
-def validate(row: DownloadRow, fetched: Fetched, max_pixels: int, min_side: int) -> Downloaded:
-    """Decode the body (HTML/SVG/truncated/too small/bombs are refused) and hash it. Pure over its inputs."""
+def validate(row: DownloadRow, fetched: Fetched, max_pixels: int, min_side: int,
+             budget: media.PixelBudget | None = None) -> Downloaded:
+    """Decode the body to its last byte (HTML/SVG/truncated/too small/bombs are refused) and hash it."""
     if not fetched.ok or fetched.body is None:
         return Downloaded(row, fetched, reason=fetched.reason or "failed", message=fetched.message)
     try:
-        decoded = media.decode(fetched.body, row.url, max_pixels, min_side)
+        decoded = media.probe(fetched.body, row.url, max_pixels, min_side, budget=budget)
     except ImageError as exc:
         ctype = fetched.headers.get("content-type", "?")
         return Downloaded(row, fetched, reason=exc.reason, message=f"{exc} (served as {ctype}; nothing to fix on "
@@ -66,9 +67,11 @@ class Downloader:
     hosts' rows wait behind it."""
 
     def __init__(self, http: Http, max_pixels: int, min_side: int, workers: int | None = None,
-                 prewrite: Callable[[Downloaded], None] | None = None) -> None:
+                 prewrite: Callable[[Downloaded], None] | None = None,
+                 budget: media.PixelBudget | None = None) -> None:
+        """``budget``: decoded pixels all workers may hold at once (the stage's [media] decode_budget)."""
         self.http = http
-        self.max_pixels, self.min_side = max_pixels, min_side
+        self.max_pixels, self.min_side, self.budget = max_pixels, min_side, budget
         self.prewrite = prewrite
         self._pool = ThreadPoolExecutor(max_workers=workers or http.settings.concurrency,
                                         thread_name_prefix="facecurate-dl")
@@ -82,7 +85,8 @@ class Downloader:
         headers = {"Accept": IMAGE_ACCEPT}
         if row.page_url:
             headers["Referer"] = row.page_url
-        result = validate(row, self.http.get(row.url, headers=headers), self.max_pixels, self.min_side)
+        result = validate(row, self.http.get(row.url, headers=headers), self.max_pixels, self.min_side,
+                          self.budget)
         if result.ok and self.prewrite is not None:
             self.prewrite(result)
         return result

@@ -152,7 +152,8 @@ class Crawl:
         self.empty_pages = int(cfg.get("crawl", "empty_pages"))
         self.http = http or Http(HttpSettings.from_config(ws))
         self.downloader = Downloader(self.http, int(cfg.get("media", "max_pixels")),
-                                     int(cfg.get("media", "min_side")), prewrite=self._prewrite)
+                                     int(cfg.get("media", "min_side")), prewrite=self._prewrite,
+                                     budget=media.PixelBudget(cfg.get("media", "decode_budget")))
         self.progress = progress
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}

@@ -42,13 +42,14 @@ def is_exact(digest: str) -> bool:
     return not digest.startswith(REDUCED_PREFIX)
 
 
-def decode_reduced(data: bytes, name: str, max_pixels: int) -> Reduced:
-    """The fingerprint's view of a file: a JPEG decoded to grayscale at reduced scale, else a full decode."""
+def decode_reduced(data: bytes, name: str, max_pixels: int, budget: media.PixelBudget | None = None) -> Reduced:
+    """The fingerprint's view of a file: a JPEG decoded to grayscale at reduced scale, else a full decode
+    whose pixels stay counted in ``budget`` until the digest and the grayscale copy are taken."""
     fast = _jpeg_reduced(data, max_pixels)
     if fast is not None:
         return fast
-    decoded = media.decode(data, name, max_pixels)
-    return Reduced(gray=np.asarray(gray_image(decoded.pixels)), digest=pixel_digest(decoded.pixels))
+    with media.decoded(data, name, max_pixels, budget) as decoded:
+        return Reduced(gray=np.asarray(gray_image(decoded.pixels)), digest=pixel_digest(decoded.pixels))
 
 
 def full_digest(data: bytes, name: str, max_pixels: int) -> str:

@@ -198,7 +198,7 @@ def _fingerprint_row(job: _Job, rel: str, stamp: str) -> HashRow:
     """Decode one file (reduced where it can be) and fingerprint it; a bad file becomes a row with an error."""
     try:
         data = media.read_limited(Path(job.root) / rel, job.max_bytes)
-        reduced = decode_reduced(data, rel, job.max_pixels)
+        reduced = decode_reduced(data, rel, job.max_pixels, _budget)
         fp = fingerprint_gray(reduced.gray, reduced.digest, job.algorithm, job.window, data)
     except ImageError as exc:
         return HashRow(rel, job.algo, stamp, None, None, None, None, None, None, None, str(exc), utc_now())
@@ -211,8 +211,20 @@ def _fingerprint_chunk(job: _Job, chunk: list[tuple[str, str]]) -> list[HashRow]
     return [_fingerprint_row(job, rel, stamp) for rel, stamp in chunk]
 
 
+# The stage's [media] decode_budget, shared by this process and its forked fingerprinting workers. A global
+# because a process-shared lock can only reach a worker by inheritance (the pool's initializer), never
+# pickled inside a job.
+_budget: media.PixelBudget | None = None
+
+
+def _use_budget(budget: media.PixelBudget | None) -> None:
+    global _budget
+    _budget = budget
+
+
 @contextmanager
-def _mapper(jobs: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]]:
+def _mapper(jobs: int, budget: media.PixelBudget | None = None
+            ) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]]:
     """An ordered, lazy map over worker processes (forked: no re-import, ~10 ms to start) when there is work
     for more than one, else in this process.
 
@@ -223,13 +235,18 @@ def _mapper(jobs: int) -> Iterator[Callable[[Callable[[Any], Any], Iterable[Any]
     reported with the files of the chunk in flight, never waited on forever."""
     workers = min(WORKERS, jobs)
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        yield map
+        _use_budget(budget)
+        try:
+            yield map
+        finally:
+            _use_budget(None)
         return
     with warnings.catch_warnings():
         # Python 3.12 warns when forking a process that runs other threads (a progress bar's refresher):
         # the children only decode and hash, never touching the locks those threads hold.
         warnings.simplefilter("ignore", DeprecationWarning)
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_use_budget, initargs=(budget,))
         pool.submit(int).result()  # start the workers here, under the filter
 
     def ordered(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
@@ -262,7 +279,9 @@ def _fingerprint_all(run: _Run, job: _Job, todo: list[tuple[str, str]]) -> Itera
     size = min(CHUNK, BATCH)
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     per_batch = max(1, BATCH // size)
-    with _mapper(len(chunks)) as pmap:
+    budget = media.PixelBudget(run.ws.config().get("media", "decode_budget"),
+                               processes="fork" in multiprocessing.get_all_start_methods())
+    with _mapper(len(chunks), budget) as pmap:
         results = pmap(partial(_fingerprint_chunk, job), chunks)
         for start in range(0, len(chunks), per_batch):
             rows = [row for _ in chunks[start:start + per_batch] for row in next(results)]

@@ -112,11 +112,43 @@ def _unframed(box: tuple[float, float, float, float], scale: float,
     return (x1 - pad) / scale, (y1 - pad) / scale, (x2 - pad) / scale, (y2 - pad) / scale
 
 
-def _decode(ws: Workspace, row: ImageRow, max_pixels: int, max_bytes: int) -> np.ndarray | ImageError:
+@dataclass(frozen=True)
+class _Limits:
+    """What reading one photo may cost: the [media] limits and the stage's pixel budget."""
+
+    max_pixels: int
+    max_bytes: int
+    budget: media.PixelBudget
+
+
+def _decode(ws: Workspace, row: ImageRow, limits: _Limits, max_side: int) -> media.Decoded | ImageError:
+    """The detector's copy of a photo: long side at most ``max_side`` (JPEGs decoded reduced by libjpeg), so
+    a batch in memory costs batch_size x max_side² pixels whatever the photos' sizes."""
     try:
-        return media.load_rgb(ws.resolve(row.path), max_pixels, max_bytes).pixels
+        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
+        return media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
     except ImageError as exc:
         return exc
+
+
+def _to_source(found: list[Detection], copy: media.Decoded) -> list[Detection]:
+    """Detections on a reduced copy, in the stored photo's pixel coordinates."""
+    if not copy.reduced:
+        return found
+    sx, sy = copy.source_size[0] / copy.width, copy.source_size[1] / copy.height
+    return [Detection(box=(d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy), prob=d.prob,
+                      landmarks=np.asarray(d.landmarks, dtype=float) * [sx, sy]) for d in found]
+
+
+def _crop_image(ws: Workspace, row: ImageRow, copy: media.Decoded, chosen: list[Detection], opts: CropOptions,
+                limits: _Limits) -> list[FaceRecord]:
+    """Align and write one photo's chosen faces. A reduced detection copy is not what a crop is cut from: the
+    original is decoded again here, one photo at a time under the pixel budget, and dropped when done."""
+    if not copy.reduced:
+        return [_crop_one(ws, row, copy.pixels, k, d, opts) for k, d in enumerate(chosen)]
+    data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
+    with media.decoded(data, row.path, limits.max_pixels, limits.budget) as full:
+        return [_crop_one(ws, row, full.pixels, k, d, opts) for k, d in enumerate(chosen)]
 
 
 def _crop_one(ws: Workspace, row: ImageRow, pixels: np.ndarray, index: int, det: Detection,
@@ -135,11 +167,11 @@ def _crop_one(ws: Workspace, row: ImageRow, pixels: np.ndarray, index: int, det:
 
 @dataclass
 class _Batch:
-    """One batch between pipeline steps: rows, then decoded pixels, then per-image crop jobs."""
+    """One batch between pipeline steps: rows, then detection copies, then each photo's crop job."""
 
     rows: list[ImageRow]
-    decoded: list[Future[np.ndarray | ImageError]]
-    jobs: dict[int, list[Future[FaceRecord]]] = field(default_factory=dict)
+    decoded: list[Future[media.Decoded | ImageError]]
+    jobs: dict[int, Future[list[FaceRecord]]] = field(default_factory=dict)
     found: dict[int, list[dict[str, object]]] = field(default_factory=dict)  # every detection, for the rules
 
 
@@ -148,10 +180,13 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
     """Detect, align and write crops for every image not cropped yet (all of them with ``redo``).
 
     Worker threads decode batch i+1 while MTCNN runs on batch i; then they align and write batch i's
-    crops, and the batch is committed once its files are on disk.
+    crops, and the batch is committed once its files are on disk. Memory stays bounded whatever the photos:
+    a batch holds only detection copies (long side <= detect_max_side), and every decode, reduced or full,
+    holds its pixels in the [media] decode_budget shared by the workers.
     """
     cfg = ws.config()
-    max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
+    limits = _Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"),
+                     media.PixelBudget(cfg.get("media", "decode_budget")))
     rows = catalog.images_to_crop(redo=redo)
     detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
                                max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
@@ -160,34 +195,35 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
     chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         def decode(chunk: list[ImageRow]) -> _Batch:
-            return _Batch(chunk, [pool.submit(_decode, ws, r, max_pixels, max_bytes) for r in chunk])
+            return _Batch(chunk, [pool.submit(_decode, ws, r, limits, opts.detect_max_side) for r in chunk])
 
         upcoming = decode(chunks[0]) if chunks else None
         for i in range(len(chunks)):
             batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else None
             assert batch is not None
-            # (index in the batch, pixels) of the photos that decoded; the others are failures in _commit
-            good: list[tuple[int, np.ndarray]] = []
+            # (index in the batch, detection copy) of the photos that decoded; the others fail in _commit
+            good: list[tuple[int, media.Decoded]] = []
             for j, future in enumerate(batch.decoded):
                 decoded = future.result()
                 if not isinstance(decoded, ImageError):
                     good.append((j, decoded))
-            detections = detector.detect([px for _, px in good])
+            detections = detector.detect([copy.pixels for _, copy in good])
             missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
-                      and min(good[k][1].shape[:2]) < RETRY_UP_TO]
+                      and min(good[k][1].source_size) < RETRY_UP_TO]
             for min_side, pad_share in RETRY_LOOKS:
                 if not missed:
                     break
-                looked = retry_tight(detector, [good[k][1] for k in missed], min_side, pad_share)
+                looked = retry_tight(detector, [good[k][1].pixels for k in missed], min_side, pad_share)
                 for k, found in zip(missed, looked, strict=True):
                     detections[k] = found
                 missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
-            for (j, px), found in zip(good, detections, strict=True):
+            for (j, copy), found in zip(good, detections, strict=True):
+                found = _to_source(found, copy)
                 batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
                                   for d in found]
                 chosen = choose_faces(found, opts.min_prob, opts.all_faces)
-                batch.jobs[j] = [pool.submit(_crop_one, ws, batch.rows[j], px, k, d, opts)
-                                 for k, d in enumerate(chosen)]
+                if chosen:
+                    batch.jobs[j] = pool.submit(_crop_image, ws, batch.rows[j], copy, chosen, opts, limits)
             _commit(catalog, batch, summary)
             progress.advance(len(batch.rows))
     progress.finish()
@@ -202,8 +238,9 @@ def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary) -> None:
         if isinstance(decoded, ImageError):
             outcomes.append(decoded)
             continue
+        job = batch.jobs.get(j)
         try:
-            outcomes.append([f.result() for f in batch.jobs.get(j, [])])
+            outcomes.append(job.result() if job is not None else [])
         except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
             outcomes.append(ImageError(f"{row.path}: aligning or writing a crop failed ({exc}).", "crop_failed"))
     with catalog.transaction():

@@ -49,8 +49,9 @@ def _render_crop(path: Path, side: int, max_bytes: int) -> bytes:
 
 
 def _render_photo(path: Path, side: int, max_pixels: int, max_bytes: int) -> bytes:
-    """Crawled originals are hostile input: decoded through media (bomb guard, EXIF orientation, any mode)."""
-    decoded = media.decode(media.read_limited(path, max_bytes), str(path), max_pixels)
+    """Crawled originals are hostile input: decoded through media (bomb guard, EXIF orientation, any mode),
+    already reduced to the thumbnail's side (a JPEG by libjpeg's scaled decode)."""
+    decoded = media.decode(media.read_limited(path, max_bytes), str(path), max_pixels, max_side=side)
     return _encode(Image.fromarray(decoded.pixels), side)
 
 
