@@ -11,8 +11,9 @@ none is a byte-duplicate of another; just under the default ``[media] max_pixels
 (the rules' dev photos when ../shared is present, else variants of the bundled demo photos).
 
 Peak RSS is the larger of two readings: the kernel's ``ru_maxrss`` of the stage's process (exact, but per
-process) and the sum of the RSS of the process and its children sampled every 20 ms (dedup fingerprints in
-worker processes, whose memory adds up). ``--python`` runs another checkout's environment on the same data,
+process) and the proportional set size (PSS) of the process and its children summed, sampled every 20 ms
+(dedup fingerprints in forked worker processes, whose own memory adds up while the pages they share with
+the parent count once). ``--python`` runs another checkout's environment on the same data,
 for a before/after comparison:
 
     uv run python benchmarks/bench_memory.py --bombs 4,32 --ordinary 1000
@@ -91,10 +92,11 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _rss_kb(pid: int) -> int:
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: pages a forked worker still shares with its parent count once over the tree."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
-            return next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            return next((int(line.split()[1]) for line in fh if line.startswith("Pss:")), 0)
     except OSError:
         return 0
 
@@ -109,7 +111,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     def sample() -> None:
         nonlocal peak_sum
         while not done.is_set():
-            peak_sum = max(peak_sum, sum(_rss_kb(p) for p in _tree(proc.pid)))
+            peak_sum = max(peak_sum, sum(_pss_kb(p) for p in _tree(proc.pid)))
             done.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -141,9 +143,9 @@ def run_set(name: str, files: list[bytes], python: str, work: Path) -> list[dict
         crawl_ws, import_ws = work / name / "crawl-ws", work / name / "import-ws"
         for ws in (crawl_ws, import_ws):
             measure([*fc, "init", str(ws)], env)
-        with open(crawl_ws / "facecurate.toml", "a", encoding="utf-8") as fh:
-            fh.write(f'\n[crawl]\npage_delay = 0.0\nallow_private = true\nlimit = {len(files)}\n'
-                     f'contact = "bench@example.org"\n[engines.bing]\nbase_url = "{base}"\n')
+        (crawl_ws / "facecurate.toml").write_text(  # every other setting at its default
+            f'[crawl]\npage_delay = 0.0\nallow_private = true\nlimit = {len(files)}\n'
+            f'contact = "bench@example.org"\n[engines.bing]\nbase_url = "{base}"\n', encoding="utf-8")
         measure([*fc, "queries", "add", "memory bench", "-w", str(crawl_ws)], env)
         steps = {"crawl": (crawl_ws, ["crawl", "--engine", "bing", "--limit", str(len(files))]),
                  "import": (import_ws, ["import", str(folder)]), "dedup": (import_ws, ["dedup"]),

@@ -428,12 +428,31 @@ def _fit(pixels: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(pixels, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
+_WIDE = ("I;16", "I;16B", "I;16L", "I", "F")
+STRIP_PIXELS = 1 << 22  # converted at a time: a 100 MP image never exists as a second full-size copy
+
+
 def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode to RGB uint8: 16-bit and float scaled, alpha composited on white, CMYK converted."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        gray = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """Any Pillow mode to RGB uint8: 16-bit and float scaled, alpha composited on white, CMYK converted.
+
+    Large images are converted a strip of rows at a time into one preallocated array, so the peak is the
+    decoded image plus its RGB copy, not also Pillow's intermediate modes and a bytes copy of each."""
+    top = 255.0
+    if im.mode in _WIDE:
+        high = im.getextrema()[1]
+        top = 65535.0 if im.mode.startswith("I;16") or float(high) > 255 else 255.0  # type: ignore[arg-type]
+    rows = max(1, STRIP_PIXELS // max(1, im.width))
+    if rows >= im.height:
+        return _strip_to_rgb(im, top)
+    out = np.empty((im.height, im.width, 3), np.uint8)
+    for y in range(0, im.height, rows):
+        out[y:y + rows] = _strip_to_rgb(im.crop((0, y, im.width, min(im.height, y + rows))), top)
+    return out
+
+
+def _strip_to_rgb(im: Image.Image, top: float) -> np.ndarray:
+    if im.mode in _WIDE:
+        gray = np.clip(np.asarray(im, dtype=np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")

@@ -162,6 +162,27 @@ def test_max_side_gives_a_faithful_reduced_copy(demo_dir: Path, fmt: str) -> Non
     assert not same.reduced and same.pixels.shape == pixels.shape
 
 
+@pytest.mark.parametrize("mode", ["L", "P", "PA", "RGBA", "LA", "CMYK", "I;16", "I", "F", "1", "RGB"])
+def test_rgb_conversion_by_strips_equals_the_whole_image(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Big images are converted a strip of rows at a time; the pixels are those of one whole conversion."""
+    rng = np.random.default_rng(7)
+    rgba = Image.fromarray(rng.integers(0, 256, (97, 61, 4), dtype=np.uint8), "RGBA")
+    if mode in ("I;16", "I", "F"):
+        im = Image.fromarray((rng.random((97, 61)) * (900 if mode == "F" else 60000)).astype(
+            {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+        im = im if mode != "I;16" else im.convert("I;16")
+    elif mode in ("P", "PA"):
+        im = rgba.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=50)
+        if mode == "PA":
+            im.info["transparency"] = 3
+    else:
+        im = rgba.convert(mode)
+    whole = media._to_rgb(im)
+    monkeypatch.setattr(media, "STRIP_PIXELS", 61 * 10)  # ten rows a strip: ten strips
+    assert np.array_equal(media._to_rgb(im), whole)
+    assert whole.shape == (97, 61, 3) and whole.dtype == np.uint8
+
+
 # -- crop: detect on the copy, cut from the original ------------------------------------------------------
 
 
