@@ -27,6 +27,9 @@ from torchvision.ops import batched_nms
 from facecurate.device import DeviceChoice, resolve_device
 
 BUCKET = 64  # images whose scaled sides round up to the same multiple of BUCKET share a canvas
+# Canvas pixels per CPU forward pass: 32 letterboxed 1024 px photos took ~1.3 GB in the cascade (integral
+# image, pyramid levels); 8 MP keeps it near 0.3 GB, and on a CPU smaller batches cost no throughput.
+CPU_BATCH_PIXELS = 8_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,9 +87,12 @@ class BatchedDetector:
             if min(h, w) >= self.min_face_size:  # smaller images cannot hold a face MTCNN looks for
                 buckets[(-(-h // BUCKET), -(-w // BUCKET))].append(i)
         results: list[list[Detection]] = [[] for _ in images]
-        for members in buckets.values():
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start : start + self.batch_size]
+        for (rows, cols), members in buckets.items():
+            step = self.batch_size
+            if self.device.type == "cpu":  # host memory: the cascade needs ~40 bytes per canvas pixel
+                step = max(1, min(step, CPU_BATCH_PIXELS // (rows * cols * BUCKET * BUCKET)))
+            for start in range(0, len(members), step):
+                chunk = members[start : start + step]
                 for i, dets in zip(chunk, self._detect_batch([scaled[i] for i in chunk]), strict=True):
                     results[i] = dets
         return results
@@ -130,8 +136,8 @@ class BatchedDetector:
         sizes = torch.tensor(shapes, device=dev)
         dtype = torch.int32 if 255 * height * width < 2**31 else torch.int64
         integral = canvas.new_zeros((batch, height + 1, width + 1, 3), dtype=dtype)  # sums above-left
-        integral[:, 1:, 1:] = canvas.cumsum(1, dtype=dtype)
-        integral[:, 1:, 1:].cumsum_(2)
+        integral[:, 1:, 1:] = canvas
+        integral.cumsum_(1).cumsum_(2)  # in place: no second full-size temporary
         every, zero = torch.arange(batch, device=dev), torch.zeros_like(sizes[:, 0])
         # Stage 1: P-Net over each image's pyramid; NMS per scale and image, then per image.
         level_boxes: list[torch.Tensor] = []
