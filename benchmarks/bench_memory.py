@@ -155,7 +155,8 @@ def run_set(name: str, files: list[bytes], python: str, work: Path) -> list[dict
             got = measure(fc + args + ["-w", str(ws)], env)
             rows.append({"set": name, "stage": stage, "files": len(files), "peak_mb": round(got["peak_mb"], 1),
                          "seconds": round(got["seconds"], 2)})
-            print(f"  {name:>14} {stage:>6}: peak {got['peak_mb']:8.1f} MB  {got['seconds']:7.2f} s", flush=True)
+            print(f"  {name:>14} {stage:>6}: peak {got['peak_mb']:8.1f} MB  {got['seconds']:7.2f} s",
+                  file=sys.stderr, flush=True)
     finally:
         server.shutdown()
     return rows

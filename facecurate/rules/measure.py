@@ -21,6 +21,7 @@ FAMILY_KEYS = {
     "eyes": ("ear_right", "ear_left", "ear_mean", "ear_min", "ear_max", "skin_ratio", "dark_ratio", "eye_cascade_hits",
              "occlusion", "mesh_found"),
 }
+PHOTO_SIDE = 1024  # the photo is read at most this size for its frame (saturated_share looks at 256 px)
 FRAME_CHECK_BELOW = 0.05  # the full photo is decoded for colourfulness only when the face is this small
 
 
@@ -52,10 +53,17 @@ def geometry_measures(f: FaceFacts) -> dict[str, float]:
 
 
 def pixel_measures(f: FaceFacts, crop: np.ndarray, photo: np.ndarray | None) -> dict[str, float | None]:
+    """``photo`` may be a reduced copy of the photo (its long side at least PHOTO_SIDE): the face box is
+    scaled to it."""
     share = geometry.face_share(f.bbox, f.image_width, f.image_height)
     upscale = geometry.upscale_factor(f.quad, f.crop_size)
+    saturated = None
+    if photo is not None:
+        sx, sy = photo.shape[1] / max(f.image_width, 1), photo.shape[0] / max(f.image_height, 1)
+        box = [f.bbox[0] * sx, f.bbox[1] * sy, f.bbox[2] * sx, f.bbox[3] * sy]
+        saturated = pixels.saturated_share(photo, box)
     return {"sharpness": pixels.sharpness(crop, upscale), "chroma": pixels.chroma(crop), "face_share": share,
-            "frame_saturated": pixels.saturated_share(photo, f.bbox) if photo is not None else None}
+            "frame_saturated": saturated}
 
 
 def occlusion_score(cascade_hits: int, skin_ratio: float) -> float:

@@ -22,6 +22,7 @@ from facecurate.rules.eyes import FaceMesh
 from facecurate.rules.measure import (
     FAMILY_KEYS,
     FRAME_CHECK_BELOW,
+    PHOTO_SIDE,
     FaceFacts,
     eye_family,
     geometry_measures,
@@ -109,7 +110,8 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
             bbox = face.bbox
             share = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / max(face.photo_width * face.photo_height, 1)
             if "pixels" in fams and share < FRAME_CHECK_BELOW:
-                photo = media.load_rgb(ws.resolve(face.photo_path), max_pixels, max_bytes).pixels
+                data = media.read_limited(ws.resolve(face.photo_path), max_bytes)
+                photo = media.decode(data, face.photo_path, max_pixels, max_side=PHOTO_SIDE).pixels
             return crop, photo, None
         except ImageError as exc:
             return None, None, str(exc)
