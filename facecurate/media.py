@@ -75,6 +75,12 @@ def _restrict_pillow() -> None:
 
 _restrict_pillow()
 
+# Pillow warns about the files it reads (corrupt EXIF, a malformed MPO, palette transparency): facts about
+# hostile input, reported through ImageError or not at all, never printed over the progress bars. One filter
+# set here rather than catch_warnings around each decode, which swaps process-wide state and is not thread-safe.
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+warnings.filterwarnings("ignore", module=r"facecurate\.media$")
+
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 MALLOC_ARENAS = 2
 
@@ -337,28 +343,24 @@ def _gated(data: bytes, name: str, max_pixels: int, min_side: int, work: Callabl
     decoder runs, so every exception it raises becomes an ImageError with a reason."""
     fmt = _refuse_unknown(data, name)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data), formats=[fmt])
-            fmt = im.format or fmt
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageError(f"{name} is {width}x{height} = {width * height:,} pixels, over the "
-                                 f"{max_pixels:,}-pixel limit ([media] max_pixels): refused as a possible "
-                                 f"decompression bomb.", "too_large")
-            if fmt not in FORMAT_EXT:  # defensive: the opener is restricted, so this is a Pillow surprise
-                raise ImageError(f"{name} decoded as {fmt}, a format facecurate does not store.",
-                                 "unsupported_format")
-            if min(width, height) < min_side:
-                raise ImageError(f"{name} is {width}x{height}, below the {min_side}-px minimum side "
-                                 f"([media] min_side).", "too_small")
-            try:
-                im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-                return work(im)
-            finally:
-                # Freed now, not whenever the cycle collector runs: a PNG image sits in a reference cycle,
-                # and a stage decoding 100 MP images one after another would otherwise keep several alive.
-                im.close()
+        im = Image.open(io.BytesIO(data), formats=[fmt])
+        fmt = im.format or fmt
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ImageError(f"{name} is {width}x{height} = {width * height:,} pixels, over the "
+                             f"{max_pixels:,}-pixel limit ([media] max_pixels): refused as a possible "
+                             f"decompression bomb.", "too_large")
+        if fmt not in FORMAT_EXT:  # defensive: the opener is restricted, so this is a Pillow surprise
+            raise ImageError(f"{name} decoded as {fmt}, a format facecurate does not store.",
+                             "unsupported_format")
+        if min(width, height) < min_side:
+            raise ImageError(f"{name} is {width}x{height}, below the {min_side}-px minimum side "
+                             f"([media] min_side).", "too_small")
+        try:
+            im.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+            return work(im)
+        finally:
+            im.close()  # the decoded pixels are freed here, not whenever the last reference goes
     except ImageError:
         raise
     except (MemoryError, Image.DecompressionBombError) as exc:
