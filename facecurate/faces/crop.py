@@ -143,26 +143,31 @@ def _to_source(found: list[Detection], copy: media.Decoded) -> list[Detection]:
 def _crop_image(ws: Workspace, row: ImageRow, copy: media.Decoded, chosen: list[Detection], opts: CropOptions,
                 limits: _Limits) -> list[FaceRecord]:
     """Align and write one photo's chosen faces. A reduced detection copy is not what a crop is cut from: the
-    original is decoded again here, one photo at a time under the pixel budget, and dropped when done."""
-    if not copy.reduced:
-        return [_crop_one(ws, row, copy.pixels, k, d, opts) for k, d in enumerate(chosen)]
-    data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
-    with media.decoded(data, row.path, limits.max_pixels, limits.budget) as full:
-        return [_crop_one(ws, row, full.pixels, k, d, opts) for k, d in enumerate(chosen)]
+    original is decoded again here, one photo at a time under the pixel budget, and dropped when done.
+
+    Every face is cut and encoded before any file is written, so a face that fails (under ``--redo``, whose
+    earlier rows are then kept) leaves the files those rows point to untouched."""
+    if copy.reduced:
+        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
+        with media.decoded(data, row.path, limits.max_pixels, limits.budget) as full:
+            cuts = [_cut(row, full.pixels, k, d, opts) for k, d in enumerate(chosen)]
+    else:
+        cuts = [_cut(row, copy.pixels, k, d, opts) for k, d in enumerate(chosen)]
+    for record, encoded in cuts:
+        media.atomic_write(ws.resolve(record.crop_path), encoded, ws.tmp_dir)
+    return [record for record, _ in cuts]
 
 
-def _crop_one(ws: Workspace, row: ImageRow, pixels: np.ndarray, index: int, det: Detection,
-              opts: CropOptions) -> FaceRecord:
+def _cut(row: ImageRow, pixels: np.ndarray, index: int, det: Detection, opts: CropOptions) -> tuple[FaceRecord, bytes]:
     aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding)
-    rel = crop_relpath(row.sha256, index, opts.size, opts.image_format)
-    media.atomic_write(ws.resolve(rel), media.encode(aligned.crop, opts.image_format, opts.jpeg_quality),
-                       ws.tmp_dir)
+    encoded = media.encode(aligned.crop, opts.image_format, opts.jpeg_quality)
     return FaceRecord(face_index=index, det_score=float(det.prob), bbox=[float(v) for v in det.box],
                       landmarks=np.asarray(det.landmarks, dtype=float).round(2).tolist(),
                       quad=np.asarray(aligned.quad, dtype=float).round(3).tolist(),
                       oob_fraction=float(aligned.oob_fraction), above_fraction=float(aligned.above_fraction),
                       side_fraction=float(aligned.side_fraction), eye_angle=float(aligned.eye_angle_deg),
-                      crop_path=rel, crop_size=opts.size)
+                      crop_path=crop_relpath(row.sha256, index, opts.size, opts.image_format),
+                      crop_size=opts.size), encoded
 
 
 @dataclass
