@@ -203,6 +203,11 @@ def _mutate(data: bytes, rng: np.random.Generator, allowed_heads: list[bytes]) -
     return bytes(buf)
 
 
+def _reduced_copy(data: bytes, name: str, max_pixels: int) -> media.Decoded:
+    """crop's detection copy: a reduced decode (JPEG draft, box reduction, area resize)."""
+    return media.decode(data, name, max_pixels, max_side=16)
+
+
 def test_fuzz_decode_raises_nothing_but_image_error(demo_dir: Path):
     allowed, foreign = allowed_samples(demo_dir), foreign_samples(demo_dir)
     heads = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"II*\0", b"MM\0*", b"RIFF\0\0\0\0WEBPVP8 "]
@@ -216,21 +221,28 @@ def test_fuzz_decode_raises_nothing_but_image_error(demo_dir: Path):
         data = _mutate(base, rng, heads) if case >= len(corpus) else base
         label = f"case {case} ({name}, seed {FUZZ_SEED})"
         assert 1 <= jpeg_quality(data) <= 100, label  # dedup reads JPEG tables without a decoder: no IndexError
-        for decoder in (media.decode, decode_reduced):
+        verdicts = {}
+        for decoder in (media.decode, media.probe, _reduced_copy, decode_reduced):
             try:
                 decoded = decoder(data, label, FUZZ_MAX_PIXELS)
             except ImageError as exc:
                 outcomes[exc.reason] += 1
+                verdicts[decoder] = None
                 assert label in str(exc)
             except BaseException as exc:  # anything else escaping is the bug this test exists for
                 pytest.fail(f"{label}: {type(exc).__name__}: {exc} escaped the gate; bytes[:32]={data[:32]!r}")
             else:
                 outcomes["ok"] += 1
                 assert media.sniff(data) is not None, f"{label}: decoded bytes that sniff outside the allow-list"
-                if isinstance(decoded, media.Decoded):
+                if isinstance(decoded, (media.Decoded, media.Probe)):
                     assert decoded.format in media.FORMAT_EXT
+                    verdicts[decoder] = (decoded.width, decoded.height) if isinstance(decoded, media.Probe) \
+                        else decoded.source_size
+        # What download and import accept (probe) is what crop can decode, at the same size.
+        assert verdicts[media.probe] == verdicts[media.decode], label
+        outcomes["agreed"] += 1
     elapsed = time.perf_counter() - began
-    print(f"fuzz: {FUZZ_CASES} cases x 2 decoders, seed {FUZZ_SEED}, {elapsed:.1f}s, {dict(outcomes)}")
+    print(f"fuzz: {FUZZ_CASES} cases x 4 decoders, seed {FUZZ_SEED}, {elapsed:.1f}s, {dict(outcomes)}")
     # Not vacuous: mutants both decode and fail, for several different reasons.
     assert outcomes["ok"] > FUZZ_CASES // 10
     assert {"corrupt", "unsupported_format"} <= set(outcomes) and len(outcomes) >= 4
