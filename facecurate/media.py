@@ -399,12 +399,14 @@ def probe(data: bytes, name: str, max_pixels: int, min_side: int = 1, *,
     def work(im: Image.Image) -> Probe:
         full = im.size
         _draft(im, 1)
+        fmt = str(im.format)
         with ExitStack() as stack:
             _hold(budget, im, stack)
             im.load()
             _to_rgb(im.crop((0, 0, 1, 1)))  # the mode converts: a later full decode will not fail on it
             size = _oriented(im, full)
-        return Probe(format=str(im.format), width=size[0], height=size[1])
+            im.close()  # the pixels go before the budget is given back
+        return Probe(format=fmt, width=size[0], height=size[1])
 
     return _gated(data, name, max_pixels, min_side, work)
 
