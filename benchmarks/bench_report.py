@@ -1,11 +1,11 @@
 """`facecurate report` on a synthetic catalog of N faces: build time (cold and warm thumbnail cache) and HTML size.
 
-The workspace is made through the catalog API as the stages would fill it: N photos (each a distinct 256 px
-crop cut from the bundled demo photos at a random place and scale, so every thumbnail is really made), their
-sources (40 queries over three labels), crop's face rows, filter's measures drawn around the thresholds with
-the reasons the rule registry decides from them, 5% face duplicates, 3% photos with no face, and a few hundred
-review decisions. The photos' arrival is spread over 14 days (one UPDATE: the catalog stamps `added_at` now),
-as a crawl over two weeks would, so the over-time chart has days to draw.
+The workspace is made through the catalog API as the stages would fill it: N faces, each in its own photo and
+with a distinct 256 px crop cut from the bundled demo photos at a random place and scale (so every thumbnail is
+really made), plus 3% more photos in which no face was found; sources over 40 queries and three labels;
+filter's measures drawn around the thresholds with the reasons the rule registry decides from them; 5% face
+duplicates; 300 review decisions. The photos' arrival is spread over 14 days (one UPDATE: the catalog stamps
+`added_at` now), as a crawl over two weeks would, so the over-time chart has days to draw.
 
     uv run python benchmarks/bench_report.py                  # 10,000 faces
     uv run python benchmarks/bench_report.py --faces 2000 --keep /tmp/ws --json
@@ -77,7 +77,9 @@ def build(root: Path, n: int, seed: int = 0) -> Workspace:
     start = datetime.now(timezone.utc) - timedelta(days=14)
     with Catalog.open(ws.catalog_path) as cat:
         with cat.transaction():
-            for k in range(n):
+            made, k = 0, -1
+            while made < n:  # n faces, plus the photos in which none was found
+                k += 1
                 term, label = rng.choice(queries)
                 sha = hashlib.sha256(b"photo%d" % k).hexdigest()
                 image_id = cat.add_image(sha256=sha, path="raw/demo.jpg", format="jpeg", width=1024, height=768,
@@ -90,7 +92,8 @@ def build(root: Path, n: int, seed: int = 0) -> Workspace:
                     continue
                 crop = f"crops/{sha[:2]}/{sha}_0.jpg"
                 (ws.root / crop).parent.mkdir(parents=True, exist_ok=True)
-                (ws.root / crop).write_bytes(crops[k])
+                (ws.root / crop).write_bytes(crops[made])
+                made += 1
                 cat.save_crop_result(image_id, "done", [FaceRecord(0, 0.99, [0, 0, 100, 100], [[0, 0]] * 5,
                                                                    [[0, 0]] * 4, 0.0, 0.1, 0.0, 0.0, crop, 256)])
         faces = list(cat.faces())
@@ -104,8 +107,9 @@ def build(root: Path, n: int, seed: int = 0) -> Workspace:
             dups = rng.sample(faces[1:], len(faces) // 20)
             cat.dedup_set_faces((faces[0].id, faces[0].id, rng.randint(0, 8), None, "perceptual", f.id)
                                 for f in dups)
-            for image_id in range(1, n + 1):  # arrival spread over two weeks, in crawl order
-                at = start + timedelta(seconds=14 * 86400 * (image_id - 1) / max(1, n))
+            photos = k + 1
+            for image_id in range(1, photos + 1):  # arrival spread over two weeks, in crawl order
+                at = start + timedelta(seconds=14 * 86400 * (image_id - 1) / photos)
                 cat.conn.execute("UPDATE images SET added_at = ? WHERE id = ?",
                                  (at.isoformat(timespec="seconds"), image_id))
         picked = rng.sample(faces, min(300, len(faces)))

@@ -33,7 +33,7 @@ from facecurate.workspace import Config
 Kind = Literal["reasons", "histogram", "queries", "timeline"]
 
 BINS = 40             # histogram bins between the 1st and 99th percentile (widened to take in the threshold)
-TOP_QUERIES = 25      # queries drawn one bar each; the rest share one "other" bar
+TOP_QUERIES = 40      # queries drawn one bar each; the rest share one "other" bar (it can outgrow them)
 TOP_LABELS = 11       # labels drawn one colour each; the rest share one "other labels" colour
 TEXT_CHARS = 40       # crawled strings (labels, queries) are cut to this many characters on a chart
 NO_LABEL, NO_QUERY = "(no label)", "(imported, no query)"
