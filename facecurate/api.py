@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from facecurate.faces.crop import CropSummary
     from facecurate.ingest import ImportSummary
     from facecurate.pipeline import RunSummary
+    from facecurate.review.report import HtmlReport
     from facecurate.rules.stage import FilterSummary
 
 
@@ -214,6 +215,17 @@ class Project:
         return unknown
 
     # -- reading ------------------------------------------------------------------------------------------
+
+    def report(self, out: str | Path | None = None, *, limit: int | None = None) -> HtmlReport:
+        """Write the self-contained HTML report (charts of what was rejected and why, a contact sheet per
+        reason) to ``out``, default ``[review] report_file`` in the workspace; ``limit`` thumbnails per reason
+        (default ``[review] report_limit``, 0 = all)."""
+        from facecurate.review.report import write_html
+
+        cfg = self.workspace.config()
+        path = Path(out) if out is not None else self.root / str(cfg.get("review", "report_file"))
+        return write_html(self.workspace, self.catalog, path,
+                          int(cfg.get("review", "report_limit")) if limit is None else limit)
 
     def status(self) -> StatusReport:
         """Counts per stage, per state in force, per reason and per label."""

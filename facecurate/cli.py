@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
@@ -17,6 +17,9 @@ from facecurate import __version__, output
 from facecurate.api import Project
 from facecurate.errors import FacecurateError, PipelineError
 from facecurate.workspace import check_choice, check_value, find_workspace, init_workspace
+
+if TYPE_CHECKING:
+    from facecurate.review.report import HtmlReport
 
 app = typer.Typer(help="Turn keyword image searches and local folders into a clean, aligned face dataset.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -281,8 +284,8 @@ def review(port: Annotated[int | None, typer.Option(
                     "repeat for more.", metavar="NAME")] = None,
            no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the URL, do not open it.")] = False,
            list_: Annotated[bool, typer.Option("--list", help="Rejects by reason in the terminal, then exit.")] = False,
-           html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here, then exit.",
-                                                     metavar="OUT")] = None,
+           html: Annotated[Path | None, typer.Option(
+               help="Write the self-contained HTML report (as `report` does) here, then exit.", metavar="OUT")] = None,
            workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Local web gallery of rejects and keeps, keyboard-driven (k keep, r reject, u undo, ? help)."""
     from facecurate.review import report, server
@@ -293,9 +296,7 @@ def review(port: Annotated[int | None, typer.Option(
         cfg = p.settings()["review"]
         if list_ or html:
             if html:
-                written = report.write_html(p.workspace, p.catalog, html, cfg["report_limit"])
-                output.say(("Report", "green"), f" {written.path} ({written.groups} groups, "
-                           f"{written.thumbnails} thumbnails)")
+                _report_written(p.report(html))
             if list_:
                 reasons = report.reason_report(p.catalog)
                 output.print_json(reasons) if as_json else output.show(output.reasons_view(reasons))
@@ -323,6 +324,28 @@ def review(port: Annotated[int | None, typer.Option(
                      allow_remote=allow_remote, names=names)
     except KeyboardInterrupt:
         output.say("Review gallery stopped.")
+
+
+def _report_written(written: HtmlReport) -> None:
+    output.say(("Report", "green"), f" {written.path} ({written.charts} charts, {written.sheets} contact sheets, "
+               f"{written.thumbnails} thumbnails, {written.size_bytes / 2**20:.1f} MiB)")
+
+
+@app.command()
+@reports_errors
+def report(out: Annotated[Path | None, typer.Option(
+               help="HTML file to write (default: review.report_file in the workspace, report.html).",
+               metavar="OUT")] = None,
+           limit: Annotated[int | None, typer.Option(
+               help="Thumbnails per reason (default: review.report_limit, 200; 0 = all).")] = None,
+           workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Self-contained HTML with charts of what was rejected and why, and a contact sheet per reason; it opens
+    offline and fetches nothing."""
+    if limit is not None:
+        check_value("review", "report_limit", limit, "--limit")
+    with project(workspace) as p:
+        written = p.report(out, limit=limit)
+    output.print_json(written) if as_json else _report_written(written)
 
 
 @app.command()

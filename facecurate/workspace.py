@@ -199,7 +199,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("review", "thumb_size", 160, "Side of the gallery thumbnails in pixels (cached under .cache/review).",
             min=16, max=2048),
     Setting("review", "report_limit", 200,
-            "Faces shown per reason in `review --html` (0 = all); the counts always cover every face.", min=0),
+            "Faces shown per reason in `report` and `review --html` (0 = all); the counts and charts always cover "
+            "every face.", min=0),
+    Setting("review", "report_file", "report.html",
+            "Where `facecurate report` writes its HTML (charts and contact sheets); relative to the workspace."),
     Setting("evaluate", "target_precision", 0.95,
             "Precision a threshold `evaluate` suggests must reach on the labelled folders (then the best recall).",
             min=0, max=1),

@@ -33,7 +33,7 @@ from facecurate.export import ExportSummary
 from facecurate.faces.crop import CropSummary
 from facecurate.ingest import ImportSummary
 from facecurate.pipeline import RunSummary
-from facecurate.review.report import ReasonReport
+from facecurate.review.report import HtmlReport, ReasonReport
 from facecurate.rules.stage import FilterSummary, RuleExplained
 from facecurate.workspace import init_workspace
 
@@ -43,6 +43,7 @@ COMMAND_RECORDS: dict[str, Any] = {
     "import": ImportSummary, "crawl": CrawlSummary, "queries list": QueryListing, "dedup": DedupSummary,
     "crop": CropSummary, "filter": FilterSummary, "filter --explain": list[RuleExplained], "export": ExportSummary,
     "status": StatusReport, "review --list": ReasonReport, "run": RunSummary, "evaluate": Evaluation,
+    "report": HtmlReport,
 }
 SETTINGS_ECHOES = (DedupOptions,)
 
@@ -157,6 +158,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, demo_dir_module: Path) -> 
         invoke("filter --explain", "filter", "--explain", kept["sample_id"], *w)
         invoke("status", "status", *w)
         invoke("review --list", "review", "--list", *w)
+        invoke("report", "report", "--out", str(root / "report.html"), *w)
         invoke("run", "run", "--device", "cpu", *w)
     tree = root / "labelled"
     for folder, photo in (("keep", "biden.jpg"), ("no_face", "rocket_no_face.jpg")):

@@ -133,8 +133,9 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def chromium(width: int = 1400, height: int = 900) -> Iterator[Any]:
-    """Headless Chromium via an explicit chromedriver path, so Selenium Manager never downloads anything."""
+def chromium(width: int = 1400, height: int = 900, logs: bool = False) -> Iterator[Any]:
+    """Headless Chromium via an explicit chromedriver path, so Selenium Manager never downloads anything.
+    ``logs``: keep the browser console and the performance (network) log, read with ``driver.get_log``."""
     require_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -146,6 +147,8 @@ def chromium(width: int = 1400, height: int = 900) -> Iterator[Any]:
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", f"--window-size={width},{height}", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
+    if logs:
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
     try:
         yield driver

@@ -8,6 +8,7 @@ definition of an item's state in force. Files on disk are content-addressed and 
 from __future__ import annotations
 
 from facecurate.catalog.base import utc_now
+from facecurate.catalog.charts import ChartRow, ChartsMixin
 from facecurate.catalog.counts import CountsMixin, DedupCounts, StatusReport
 from facecurate.catalog.faces import FaceRecord, FaceRow, FacesMixin
 from facecurate.catalog.images import ImageRow, ImagesMixin, SourceRow
@@ -18,7 +19,7 @@ from facecurate.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from facecurate.catalog.state import Decision, State, state_of
 
 
-class Catalog(CountsMixin, ImagesMixin, ItemsMixin, FacesMixin, QueriesMixin, ReviewMixin):
+class Catalog(CountsMixin, ImagesMixin, ItemsMixin, FacesMixin, QueriesMixin, ReviewMixin, ChartsMixin):
     """A connection to one workspace's catalog, with every concern's queries."""
 
 
@@ -26,6 +27,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Catalog",
+    "ChartRow",
     "Decision",
     "DedupCounts",
     "DownloadRow",

@@ -1,9 +1,12 @@
-"""``review --list`` and ``review --html``: the rejects by reason, without a server.
+"""``review --list``, ``review --html`` and ``report``: what was rejected and why, without a server.
 
 :func:`reason_report` is what the terminal table (drawn by the output layer) and ``--json`` show: "what did the
-rules throw out, and why" at a glance. The HTML file is something to mail or archive: one file, thumbnails
-embedded as data URIs, crawled strings escaped by Jinja's autoescape and a Content-Security-Policy that runs no
-script at all.
+rules throw out, and why" at a glance. :func:`write_html` is the one HTML builder behind ``review --html`` and
+``facecurate report``: a file to mail or archive, opened offline. Its charts (rejects by reason x label, each
+rule's score histogram with its threshold, kept vs rejected per query and over time) are matplotlib's SVG inlined
+by :mod:`facecurate.review.charts`; its contact sheets (one grid of thumbnails per reason) embed JPEGs as data
+URIs. Crawled strings are escaped by Jinja's autoescape (and by matplotlib's XML writer inside the charts), and
+a Content-Security-Policy runs no script and fetches nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from facecurate import __version__, media
 from facecurate.catalog import Catalog, State, utc_now
 from facecurate.errors import ImageError
 from facecurate.review import thumbs
+from facecurate.review.charts import build_charts
 from facecurate.review.items import NO_REVIEW, display_name
 from facecurate.workspace import Workspace
 
@@ -117,17 +122,20 @@ def _data_uri(ws: Workspace, entry: Entry, limits: tuple[int, int]) -> str | Non
 
 @dataclass(frozen=True)
 class HtmlReport:
-    """What ``review --html`` wrote."""
+    """What ``review --html`` and ``report`` wrote (``report --json``)."""
 
     path: Path
-    groups: int
+    sheets: int      # contact sheets: one per reason group
     thumbnails: int  # embedded; a file that cannot be decoded is shown as "no image"
+    charts: int      # SVG charts drawn
+    size_bytes: int  # of the HTML file
 
 
 def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> HtmlReport:
-    """Write the static report (``limit`` entries per group, 0 = all)."""
+    """Write the static report: the charts, then one contact sheet per reason (``limit`` entries each, 0 = all)."""
     cfg = ws.config()
     limits = (int(cfg.get("media", "max_pixels")), int(cfg.get("media", "max_bytes")))
+    charts = build_charts(catalog.chart_rows(), cfg)
     groups = reason_groups(catalog, examples=limit)
     images: dict[str, str | None] = {}
     for g in groups:
@@ -135,8 +143,9 @@ def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> HtmlRe
             if e.key not in images:
                 images[e.key] = _data_uri(ws, e, limits)
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]))
+    svg = {c.id: Markup(c.svg) for c in charts.all}  # matplotlib's SVG, its text escaped by its XML writer
     html = env.get_template("report.html").render(
         groups=groups, images=images, workspace=str(ws.root), created=utc_now(), version=__version__,
-        faces=catalog.face_count(), limit=limit)
-    media.atomic_write(out, html.encode("utf-8"))
-    return HtmlReport(out, len(groups), sum(v is not None for v in images.values()))
+        faces=catalog.face_count(), limit=limit, charts=charts, svg=svg).encode("utf-8")
+    media.atomic_write(out, html)
+    return HtmlReport(out, len(groups), sum(v is not None for v in images.values()), len(svg), len(html))
