@@ -309,6 +309,7 @@ def test_layouts_have_their_own_folders_and_formats_replace_each_other(mixed):
                                                                                      "manifest.parquet"]
     assert (exports / "imagefolder" / "train" / "metadata.parquet").is_file()  # per-label did not replace it
     assert (exports / "manifest.csv").is_file() and not (exports / "train").exists()
+    assert not list(exports.glob("*/manifest.csv"))  # the bare manifest went to exports/ only
     assert json.loads((exports / "per-label" / "manifest.json").read_text())["layout"] == "per-label"
 
 

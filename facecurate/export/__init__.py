@@ -119,8 +119,10 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
             (out / f"manifest.{other}").unlink(missing_ok=True)
     by_status = Counter(r["status"] for r in rows)
     by_reason = Counter(reason for r in rows for reason in r["reasons"])
-    layout_files = publish_layout(opts.layout, in_layout, out)
-    layout_dir = out if opts.layout in LAYOUT_WRITERS and opts.layout != "none" else None
+    # A manifest-only export leaves layout folders alone: in an exports/ from before layouts had folders of their
+    # own, train/ and val/ are the last layout a user made, and a bare manifest is no reason to delete it.
+    layout_files = publish_layout(opts.layout, in_layout, out) if opts.layout in LAYOUT_WRITERS else 0
+    layout_dir = out if opts.layout in LAYOUT_WRITERS else None
     splits: dict[str, dict[str, int]] = {}
     for r in in_layout:
         per = splits.setdefault(label_folder(r["label"]), {"train": 0, "val": 0})

@@ -148,13 +148,8 @@ def _place(r: Row, out_dir: Path, folder: Path) -> int:
     return 1
 
 
-def _write_none(rows: list[Row], out_dir: Path, stage: Path) -> int:
-    """No layout: the swap then removes the previous export's layout folders, so the folder holds the manifest."""
-    return 0
-
-
 LAYOUT_WRITERS: dict[str, Callable[[list[Row], Path, Path], int]] = {
-    "none": _write_none, "imagefolder": _write_imagefolder, "per-label": _write_per_label,
+    "imagefolder": _write_imagefolder, "per-label": _write_per_label,
     "cyclegan": _write_cyclegan}
 
 
