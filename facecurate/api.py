@@ -171,12 +171,13 @@ class Project:
         with _progress(progress) as sink:
             return run_filter(self.workspace, self.catalog, rules=rules, redo=redo, progress=sink)
 
-    def export(self, *, fmt: str | None = None, layout: str | None = None,
+    def export(self, *, fmt: str | None = None, layout: str | None = None, licenses: str | None = None,
                out_dir: str | Path | None = None) -> ExportSummary:
-        """Write the manifest and, with ``layout``, the kept crops as a dataset."""
+        """Write the manifest, the dataset card and, with ``layout``, the kept crops as a dataset (in
+        exports/LAYOUT/ unless ``out_dir``); ``licenses`` (``"cc0,pd,cc-by"``) keeps other licence families out."""
         from facecurate.export import export
 
-        return export(self.workspace, self.catalog, fmt=fmt, layout=layout,
+        return export(self.workspace, self.catalog, fmt=fmt, layout=layout, licenses=licenses,
                       out_dir=Path(out_dir) if out_dir is not None else None)
 
     def run(self, *, stages: Sequence[str] | None = None, engines: Sequence[str] | None = None,
@@ -234,11 +235,11 @@ class Project:
     def manifest(self) -> list[dict[str, Any]]:
         """Every manifest row (faces, photos without one, failed sources), as ``export`` would write them now;
         ``file_name`` is relative to the workspace."""
-        from facecurate.export import manifest_rows
+        from facecurate.export import ExportOptions, manifest_rows
 
-        cfg = self.workspace.config()
-        return manifest_rows(self.workspace, self.catalog, self.root, seed=cfg.get("export", "seed"),
-                             val_fraction=cfg.get("export", "val_fraction"))
+        opts = ExportOptions.from_config(self.workspace)
+        return manifest_rows(self.workspace, self.catalog, self.root, seed=opts.seed, val_fraction=opts.val_fraction,
+                             min_val=opts.min_val)
 
     def manifest_table(self) -> pyarrow.Table:
         """The manifest as a pyarrow Table with the Parquet manifest's schema."""

@@ -231,14 +231,19 @@ def filter_(rules: Annotated[str | None, typer.Option(help="Comma list of rules 
 @reports_errors
 def export(fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet "
                                                    "(default: export.format).")] = None,
-           out: Annotated[Path | None, typer.Option(help="Output folder (default: WORKSPACE/exports).")] = None,
-           layout: Annotated[str | None, typer.Option(help="none | imagefolder (HF: train/ + metadata.jsonl) | "
+           out: Annotated[Path | None, typer.Option(help="Output folder (default: WORKSPACE/exports/LAYOUT, or "
+                                                         "WORKSPACE/exports for --layout none).")] = None,
+           layout: Annotated[str | None, typer.Option(help="imagefolder (HF: train/ val/ + metadata.parquet) | "
                                                            "per-label (train/LABEL/ and val/LABEL/, StarGAN v2 "
-                                                           "domains) (default: export.layout).")] = None,
+                                                           "domains) | cyclegan (trainA/ trainB/ testA/ testB/, "
+                                                           "two labels) | none (default: export.layout).")] = None,
+           license_: Annotated[str | None, typer.Option("--license", help="Licence families the dataset carries, "
+                                                        "e.g. cc0,pd,cc-by,cc-by-sa (unknown: none recorded) "
+                                                        "(default: export.licenses, all).")] = None,
            workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Write the manifest (every face and image, whatever its status) and optional dataset layout."""
+    """Write the manifest (every face and image, whatever its status), a dataset card and the dataset layout."""
     with project(workspace) as p:
-        summary = p.export(fmt=fmt, layout=layout, out_dir=out)
+        summary = p.export(fmt=fmt, layout=layout, licenses=license_, out_dir=out)
     output.print_json(summary) if as_json else output.show(output.export_view(summary))
 
 
@@ -266,7 +271,8 @@ def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace (default:
     result.run.raise_for_error()
     export = result.run.stage("export").result
     output.say(("manifest", "green"), f" {result.run.manifest}")
-    output.say(("imagefolder", "green"), f" {result.run.layout_dir} ({getattr(export, 'layout_files', 0)} kept crops)")
+    output.say((getattr(export, "layout", "layout"), "green"),
+               f" {result.run.layout_dir} ({getattr(export, 'layout_files', 0)} kept crops)")
 
 
 @app.command()
@@ -382,8 +388,8 @@ def run(query: Annotated[list[str] | None, typer.Option("--query", "-q", help="C
         device: DeviceOpt = None,
         fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet "
                                                 "(default: export.format).")] = None,
-        layout: Annotated[str | None, typer.Option(help="none | imagefolder | per-label (default: run.layout; see "
-                                                        "`export --help`).")] = None,
+        layout: Annotated[str | None, typer.Option(help="imagefolder | per-label | cyclegan | none (default: "
+                                                        "export.layout; see `export --help`).")] = None,
         again: Annotated[bool, typer.Option("--again", help="Crawl: re-run pairs already used.")] = False,
         workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """The whole pipeline for the pending queries: crawl, dedup, crop, filter, export, each resuming where it stopped.

@@ -370,7 +370,15 @@ def export_view(s: ExportSummary) -> RenderableType:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
     lines = [Text.assemble(("Manifest", "green"), f" {clean(s.manifest)} ({s.rows} rows: {counts})")]
     if s.layout_dir:
-        lines.append(Text.assemble((s.layout, "green"), f" {clean(s.layout_dir)} ({s.layout_files} kept crops)"))
+        per_label = "; ".join(f"{label} {n['train']} train, {n['val']} val" for label, n in sorted(s.splits.items()))
+        lines.append(Text.assemble((s.layout, "green"), f" {clean(s.layout_dir)} ({s.layout_files} kept crops"
+                                   + (f": {clean(per_label)}" if per_label else "") + ")"))
+    if s.card:
+        lines.append(Text.assemble(("Card", "green"), f" {clean(s.card)}"))
+    if s.left_out:
+        lines.append(Text.assemble(("Left out", "yellow"), " by licence: " + ", ".join(
+            f"{family} {n}" for family, n in sorted(s.left_out.items()))))
+    lines += [Text.assemble(("Note", "yellow"), f" {clean(note)}") for note in s.notes]
     return Group(*lines)
 
 

@@ -63,7 +63,7 @@ class RunOptions:
     limit: int | None = None           # results per (query, engine); None: [crawl] limit
     device: str | None = None          # crop device; None: [crop] device
     fmt: str | None = None             # manifest format; None: [export] format
-    layout: str | None = None          # export layout; None: [run] layout
+    layout: str | None = None          # export layout; None: [export] layout (export's default too)
     again: bool = False                # crawl: re-run (query, engine) pairs already used
 
 
@@ -262,9 +262,8 @@ def _filter(ctx: _Context) -> StageOutcome:
 
 
 def _export(ctx: _Context) -> StageOutcome:
-    layout = ctx.opts.layout or ctx.ws.config().get("run", "layout")
-    summary = export(ctx.ws, ctx.catalog, ExportOptions.from_config(ctx.ws, format=ctx.opts.fmt, layout=layout),
-                     progress=ctx.progress)
+    opts = ExportOptions.from_config(ctx.ws, format=ctx.opts.fmt, layout=ctx.opts.layout)
+    summary = export(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
     detail = f"{summary.rows} rows in {summary.manifest}"
     if summary.layout_dir:
         detail += f"; {summary.layout}: {summary.layout_files} kept crops in {summary.layout_dir}"

@@ -179,17 +179,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("crop", "image_format", "jpg", "File format of the crops.", ("jpg", "png")),
     Setting("crop", "jpeg_quality", 95, "JPEG quality of the crops when image_format is jpg.", min=1, max=100),
     Setting("export", "format", "jsonl", "Manifest format.", ("jsonl", "csv", "parquet")),
-    Setting("export", "layout", "none",
-            "Dataset layout `export` writes beside the manifest: none, imagefolder (Hugging Face: train/ + "
-            "metadata.jsonl) or per-label (train/LABEL/, val/LABEL/: StarGAN v2 domains).",
-            ("none", "imagefolder", "per-label")),
-    Setting("export", "val_fraction", 0.0,
-            "Share of kept faces put in the validation split (0 = everything in train).", min=0, max=1),
+    Setting("export", "layout", "imagefolder",
+            "Dataset layout `export` and `run` write, each in its own folder under exports/: imagefolder (Hugging "
+            "Face: exports/imagefolder/, train/ + val/ with metadata.parquet and a dataset card), per-label "
+            "(exports/per-label/: train/LABEL/, val/LABEL/, StarGAN v2 domains), cyclegan (exports/cyclegan/: "
+            "trainA/ trainB/ testA/ testB/, exactly two labels) or none (the manifest alone, in exports/).",
+            ("none", "imagefolder", "per-label", "cyclegan")),
+    Setting("export", "val_fraction", 0.1,
+            "Share of each label's kept faces put in the validation split (0 = everything in train, unless "
+            "min_val_per_label asks for some).", min=0, max=1),
+    Setting("export", "min_val_per_label", 2,
+            "Validation faces each label gets at least, as long as one stays in train: StarGAN v2 and CycleGAN "
+            "need a val/test folder per domain, so per-label and cyclegan apply it even at val_fraction 0; the "
+            "other layouts when val_fraction > 0 (0 = no minimum).", min=0),
     Setting("export", "seed", 0, "Seed of the train/validation split, so exports are reproducible.",
             min=0, max=2**32 - 1),
-    Setting("run", "layout", "imagefolder",
-            "Dataset layout `run` exports at its end (the same choices as [export] layout).",
-            ("none", "imagefolder", "per-label")),
+    Setting("export", "licenses", "",
+            "Licence families the layouts carry, comma-separated (empty = all): a kept face whose source licence "
+            "is in another family stays out of the dataset (the manifest and the card say so). `unknown` is the "
+            "family of imports and of results without a licence.",
+            items=("cc0", "pd", "cc-by", "cc-by-sa", "cc-by-nc", "cc-by-nd", "cc-by-nc-sa", "cc-by-nc-nd", "gfdl",
+                   "other", "unknown")),
     Setting("review", "host", "127.0.0.1",
             "Interface the review gallery listens on: any loopback address as is; another needs --allow-remote "
             "(then a secret key in the printed URL and a Host allow-list)."),
@@ -322,7 +332,7 @@ class Config:
             raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the line it names, or move the "
                               f"file away and run `facecurate init` to write a fresh one.") from exc
         known = {(s.section, s.key): s for s in SETTINGS}
-        for section, table in _flatten_engines(user, path).items():
+        for section, table in _retire(_flatten_engines(user, path), path).items():
             if not isinstance(table, dict):
                 raise ConfigError(_key_outside_sections(section, table, path))
             if section not in values:
@@ -360,6 +370,33 @@ def _flatten_engines(user: dict[str, Any], path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: [engines] {name} = {table!r} is not an engine's section: write it as "
                               f"[engines.{name}] followed by base_url = \"https://...\".")
         out[f"engines.{name}"] = table
+    return out
+
+
+# Settings that were merged into another: (section, key) -> (the value `init` used to write, the setting now in
+# charge). A line holding the old written default is skipped (init wrote it, nobody chose it); another value is
+# refused with where it lives now, so a choice the user made is never silently dropped.
+RETIRED: dict[tuple[str, str], tuple[Any, str]] = {
+    ("run", "layout"): ("imagefolder", "[export] layout (run and export now share it)"),
+}
+
+
+def _retire(user: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``user`` without its retired lines (see RETIRED); a section left empty by them goes too."""
+    out = {}
+    for section, table in user.items():
+        retired = [key for (old, key) in RETIRED if old == section and isinstance(table, dict) and key in table]
+        if retired:
+            table = dict(table)
+            for key in retired:
+                value = table.pop(key)
+                written, now = RETIRED[(section, key)]
+                if value != written:
+                    raise ConfigError(f"{path}: [{section}] {key} = {value!r} is retired: it is {now}. Move the "
+                                      f"value there and delete the line.")
+            if not table and section not in _sections():
+                continue
+        out[section] = table
     return out
 
 

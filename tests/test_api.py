@@ -32,7 +32,7 @@ def test_a_notebook_session_from_folder_to_dataframe(tmp_path: Path, demo_dir: P
         rows = project.manifest()
         assert len(rows) == 7 and {r["status"] for r in rows} <= {"keep", "reject", "no_face"}
         kept = [r["sample_id"] for r in rows if r["status"] == "keep"]
-        assert len(kept) == total.kept == len(list((project.root / "exports" / "train").rglob("*.jpg")))
+        assert len(kept) == total.kept == len(list((project.root / "exports" / "per-label").rglob("*.jpg")))
         # a person overrides the rules from the notebook as from the gallery; every reader sees it
         assert project.review([kept[0], "ffffffffffffffff_0"], "rejected") == ["ffffffffffffffff_0"]
         assert project.status().face_states.get("reject", 0) == total.rejected + 1

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
@@ -64,10 +65,11 @@ def test_copies_are_duplicates_of_their_original(demo):
 def test_imagefolder_holds_only_the_kept_crops(demo):
     manifest, rows, _ = demo
     kept = {r["sample_id"] for r in rows if r["status"] == "keep"}
-    files = {p.stem for p in (manifest.parent / "train").glob("*.jpg")}
+    assert manifest.parent.name == "imagefolder"  # the default layout, in its own folder under exports/
+    files = {p.stem for p in manifest.parent.glob("*/*.jpg")}
     assert files == kept and len(kept) == sum(1 for p in DEMO_PHOTOS if p.shows == "keep")
-    meta = [json.loads(line) for line in (manifest.parent / "train" / "metadata.jsonl").read_text().splitlines()]
-    assert {m["label"] for m in meta} == set(QUERIES)
+    meta = pq.read_table(manifest.parent / "val" / "metadata.parquet").to_pylist()
+    assert {m["label"] for m in meta} == set(QUERIES)  # each label has a face to validate on
 
 
 def test_provenance_names_the_engine_query_and_loopback_urls(demo):
@@ -96,7 +98,7 @@ def _row_counts(catalog: Catalog) -> list[int]:
 
 def test_running_the_pipeline_again_adds_nothing(demo):
     manifest, rows, _ = demo
-    ws = Workspace(manifest.parent.parent)
+    ws = Workspace(manifest.parents[2])
     with Catalog.open(ws.catalog_path) as catalog:
         counts = _row_counts(catalog)
         summary = run_pipeline(ws, catalog, RunOptions(device="cpu"))

@@ -93,10 +93,11 @@ def test_imagefolder_loads_with_hugging_face_datasets(exported_ws, tmp_path: Pat
     out = tmp_path / "hf"
     result = export(ws, catalog, fmt="jsonl", out_dir=out, layout="imagefolder")
     assert result.layout_files == 5
-    ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
-    assert len(ds) == 5
+    both = datasets.load_dataset("imagefolder", data_dir=str(out))
+    assert len(both["train"]) + len(both["validation"]) == 5 and len(both["validation"]) == 2  # min_val_per_label
+    ds = both["train"]
     assert ds[0]["image"].size == (128, 128) and ds[0]["label"] == "demo"
-    assert set(ds.column_names) >= {"image", "label", "sample_id", "source_sha256"}
+    assert set(ds.column_names) >= {"image", "label", "sample_id", "source_sha256", "license", "author"}
 
 
 # -- per-label layout (StarGAN v2 domain folders) -------------------------------------------------------------
@@ -153,13 +154,13 @@ def test_re_export_replaces_the_layout_and_clears_a_killed_one(two_label_ws, tmp
     ws, catalog = two_label_ws
     out = tmp_path / "out"
     export(ws, catalog, out_dir=out, layout="imagefolder")
-    assert (out / "train" / "metadata.jsonl").is_file()
+    assert (out / "train" / "metadata.parquet").is_file()
     stale = out / ".part-999999999-layout" / "train" / "makeup"  # a dead pid's half-built layout
     stale.mkdir(parents=True)
     (stale / "half.jpg").write_bytes(b"\xff\xd8")
     result = export(ws, catalog, out_dir=out, layout="per-label")
     assert _layout_files(out) == _expected_per_label(result.manifest)  # no imagefolder file left behind
-    assert not (out / "train" / "metadata.jsonl").exists()
+    assert not (out / "train" / "metadata.parquet").exists()
     assert not list(out.glob(".part-*"))
 
 

@@ -129,7 +129,7 @@ def test_run_end_to_end_matches_the_catalog_then_does_nothing_new(ws: Workspace,
     assert Counter(total.rejected_by_reason) == rule_reasons + Counter(duplicate=total.duplicates,
                                                                        no_face=total.no_face)
     assert {"duplicate", "no_face"} <= set(total.rejected_by_reason)
-    kept_files = list((ws.exports_dir / "train").glob("*.jpg"))  # imagefolder by default
+    kept_files = list((ws.exports_dir / "imagefolder").glob("*/*.jpg"))  # imagefolder by default
     assert len(kept_files) == total.kept > 0
 
     # Second run: nothing pending, nothing new fetched, hashed, cropped or measured; same counts.
@@ -164,14 +164,14 @@ def test_stages_subset_touches_only_those_stages_and_a_full_run_resumes(ws: Work
     first = _run(ws, catalog, stages=("crawl", "dedup"))
     assert [s.state for s in first.stages] == ["done", "done", "not selected", "not selected", "not selected"]
     assert first.total.images == first.total.pending == 4 and first.total.kept == 0  # found, not cropped
-    assert not (ws.exports_dir / "manifest.jsonl").exists()
+    assert not list(ws.exports_dir.rglob("manifest.*"))
 
     searches = len(engines.server.requests)
     subset = _run(ws, catalog, stages=("crop", "filter"))
     assert [s.state for s in subset.stages] == ["not selected", "not selected", "done", "done", "not selected"]
     assert len(engines.server.requests) == searches  # no crawl
     assert subset.stage("crop").result.images == 4  # type: ignore[union-attr]
-    assert not (ws.exports_dir / "manifest.jsonl").exists()  # no export
+    assert not list(ws.exports_dir.rglob("manifest.*"))  # no export
     assert subset.total.pending == 0 and subset.total.kept + subset.total.rejected == 3
     assert subset.total.no_face == 1
 
@@ -193,7 +193,7 @@ def test_blocked_search_is_reported_exit_3_and_the_rest_runs_on_the_catalog(ws: 
     assert not data["ok"] and "bing" in data["error"] and "resumes" in data["error"]
     assert "already holds (2 images)" in data["error"]
     assert data["total"]["images"] == 2 and data["total"]["no_face"] == 1
-    assert (ws.exports_dir / "train" / "plain").is_dir()  # the export ran, per label
+    assert (ws.exports_dir / "per-label" / "train" / "plain").is_dir()  # the export ran, per label
     assert "blocked" in result.stderr  # said at once, not only at the end
 
 
@@ -208,7 +208,7 @@ def test_a_failing_stage_skips_the_later_ones_and_says_so(ws: Workspace, catalog
     assert "skipped" in result.stdout and "failed" in result.stdout  # in the closing table too
     assert catalog.conn.execute("SELECT COUNT(*) FROM images WHERE crop_state IS NOT NULL").fetchone()[0] == 0
     assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 4  # the crawl itself finished
-    assert not (ws.exports_dir / "manifest.jsonl").exists()
+    assert not list(ws.exports_dir.rglob("manifest.*"))
 
 
 def test_unknown_stage_or_query_is_a_clear_error_before_anything_runs(ws: Workspace, catalog: Catalog, web):

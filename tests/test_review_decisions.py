@@ -7,6 +7,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -110,8 +111,8 @@ def test_export_follows_the_person_over_the_rules(rws: Workspace, cat: Catalog, 
     assert rows["biden.jpg"]["status"] == "reject" and rows["biden.jpg"]["review"] == {
         "decision": "none", "by": None, "at": None}
     # the layout follows the overridden status: 3 rule keeps - obama + partial
-    kept = {json.loads(line)["sample_id"] for line in (tmp_path / "out" / "train" / "metadata.jsonl").read_text()
-            .splitlines()}
+    kept = {m["sample_id"] for split in ("train", "val") if (tmp_path / "out" / split).is_dir()
+            for m in pq.read_table(tmp_path / "out" / split / "metadata.parquet").to_pylist()}
     assert result.layout_files == 3 and rows["obama_partial_face.jpg"]["sample_id"] in kept
     assert rows["obama.jpg"]["sample_id"] not in kept
 
