@@ -10,10 +10,11 @@ The sets: N all-zero 10,000 x 10,000 grayscale PNGs (100 MP each, ~97 KB on disk
 none is a byte-duplicate of another; just under the default ``[media] max_pixels``), and ordinary photos
 (the rules' dev photos when ../shared is present, else variants of the bundled demo photos).
 
-Peak RSS is the larger of two readings: the kernel's ``ru_maxrss`` of the stage's process (exact, but per
-process) and the proportional set size (PSS) of the process and its children summed, sampled every 20 ms
-(dedup fingerprints in forked worker processes, whose own memory adds up while the pages they share with
-the parent count once). ``--python`` runs another checkout's environment on the same data,
+Peak RSS is the larger of two readings: the stage process's own high-water mark (``VmHWM``, written by the
+process itself as it exits; not ``ru_maxrss``, which on Linux also counts the parent's memory at the moment
+it forked the stage) and the proportional set size (PSS) of the process and its children summed, sampled
+every 20 ms (dedup fingerprints in forked worker processes, whose own memory adds up while the pages they
+share with the parent count once). ``--python`` runs another checkout's environment on the same data,
 for a before/after comparison:
 
     uv run python benchmarks/bench_memory.py --bombs 4,32 --ordinary 1000
@@ -101,11 +102,29 @@ def _pss_kb(pid: int) -> int:
         return 0
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run ``cmd``; its wall time, exit status and peak RSS in MB (see the module docstring)."""
+# Run as ``python -c HIGH_WATER <args>``: facecurate's command line, writing the process's VmHWM (its own peak,
+# since exec) to the file $FACECURATE_BENCH_HWM as it exits, however it exits.
+HIGH_WATER = """
+import atexit, os, runpy, sys
+def _peak():
+    with open("/proc/self/status") as fh:
+        kb = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    with open(os.environ["FACECURATE_BENCH_HWM"], "w") as out:
+        out.write(kb)
+atexit.register(_peak)
+sys.argv = ["facecurate", *sys.argv[1:]]
+runpy.run_module("facecurate", run_name="__main__", alter_sys=True)
+"""
+
+
+def measure(python: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run ``facecurate args`` with ``python``; its wall time and peak memory in MB (see the module docstring)."""
     t0 = time.perf_counter()
     log = tempfile.TemporaryFile()  # noqa: SIM115 -- read back below, closed with the function's frame
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    fd, hwm = tempfile.mkstemp(prefix="fc-hwm-")
+    os.close(fd)
+    proc = subprocess.Popen([python, "-c", HIGH_WATER, *args], stdout=log, stderr=log,
+                            env={**env, "FACECURATE_BENCH_HWM": hwm})
     peak_sum, done = 0, threading.Event()
 
     def sample() -> None:
@@ -116,16 +135,17 @@ def measure(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)  # reaps the child here, reading its own peak
+    proc.wait()
     seconds = time.perf_counter() - t0
     done.set()
     sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     log.seek(0)
     out = log.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
-    return {"seconds": seconds, "peak_mb": max(usage.ru_maxrss, peak_sum) / 1024, "out": out}
+        raise SystemExit(f"facecurate {' '.join(args)} failed ({proc.returncode}):\n{out[-3000:]}")
+    own = int(Path(hwm).read_text() or 0)
+    Path(hwm).unlink()
+    return {"seconds": seconds, "peak_mb": max(own, peak_sum) / 1024, "out": out}
 
 
 def run_set(name: str, files: list[bytes], python: str, work: Path) -> list[dict[str, Any]]:
@@ -135,24 +155,23 @@ def run_set(name: str, files: list[bytes], python: str, work: Path) -> list[dict
     for i, data in enumerate(files):
         (folder / f"{i}.{ext}").write_bytes(data)
     env = {**os.environ, "FACECURATE_NO_COLOR": "1", "NO_COLOR": "1"}
-    fc = [python, "-m", "facecurate"]
     server = serve(files, 0.0)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     rows = []
     try:
         crawl_ws, import_ws = work / name / "crawl-ws", work / name / "import-ws"
         for ws in (crawl_ws, import_ws):
-            measure([*fc, "init", str(ws)], env)
+            measure(python, ["init", str(ws)], env)
         (crawl_ws / "facecurate.toml").write_text(  # every other setting at its default
             f'[crawl]\npage_delay = 0.0\nallow_private = true\nlimit = {len(files)}\n'
             f'contact = "bench@example.org"\n[engines.bing]\nbase_url = "{base}"\n', encoding="utf-8")
-        measure([*fc, "queries", "add", "memory bench", "-w", str(crawl_ws)], env)
+        measure(python, ["queries", "add", "memory bench", "-w", str(crawl_ws)], env)
         steps = {"crawl": (crawl_ws, ["crawl", "--engine", "bing", "--limit", str(len(files))]),
                  "import": (import_ws, ["import", str(folder)]), "dedup": (import_ws, ["dedup"]),
                  "crop": (import_ws, ["crop"])}
         for stage in STAGES:
             ws, args = steps[stage]
-            got = measure(fc + args + ["-w", str(ws)], env)
+            got = measure(python, [*args, "-w", str(ws)], env)
             rows.append({"set": name, "stage": stage, "files": len(files), "peak_mb": round(got["peak_mb"], 1),
                          "seconds": round(got["seconds"], 2)})
             print(f"  {name:>14} {stage:>6}: peak {got['peak_mb']:8.1f} MB  {got['seconds']:7.2f} s",
