@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import re
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -196,8 +196,12 @@ class Crawl:
         self.progress = progress
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}
+        # Every result page of a crawl is fetched on this one thread (one HTTP session: an engine's cookies
+        # carry from page to page), the next one while this thread records the current one.
+        self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecurate-search")
 
     def close(self) -> None:
+        self._searcher.shutdown(wait=True, cancel_futures=True)
         for engine in self.engines.values():
             engine.close()
         self.downloader.close()
@@ -303,31 +307,54 @@ class Crawl:
             return
         empty = run.empty_pages
         hits = catalog.run_hit_count(run.id)
-        while hits < limit and empty < self.empty_pages:
-            page = self._search(engine, pair.query.term, cursor)
-            seen = int(cursor.get("_seen", 0))
-            added = 0
-            with catalog.transaction():
-                for i, r in enumerate(page.results):
-                    if hits >= limit:
-                        break
-                    # a file:/javascript:/data: result is recorded too: the downloader fails it as bad_scheme
-                    key, url = frontier_key(r.url)
-                    state = catalog.add_hit(run.id, key, url, seen + i + 1, r.page_url, r.title,
-                                            r.license, r.author, TRANSIENT)
-                    if state is None:
-                        continue  # this run already had the URL: an all-seen page counts as empty
-                    hits += 1
-                    added += 1
-                    if state != "pending":
-                        self.progress.advance(1)
-                empty = 0 if added else empty + 1
-                cursor = {**page.cursor, "_seen": seen + len(page.results), "_end": page.end}
-                catalog.save_cursor(run.id, cursor, empty)
-            self._submit_pending(run.id, inflight, after_rank=seen)
-            self._drain(inflight, block=False)
-            if page.end:
-                break
+        ahead: Future[Page] | None = None
+        try:
+            while hits < limit and empty < self.empty_pages:
+                if ahead is None:
+                    ahead = self._searcher.submit(self._search, engine, pair.query.term, cursor)
+                page = ahead.result()
+                # The next page is asked for now (still one at a time, spaced by page_delay) unless this one
+                # may be the last needed (the limit reached, or one empty page more ends the run): the search
+                # asks for no page more than it did when it fetched each page after recording the one before.
+                ahead = None
+                if not page.end and hits + len(page.results) < limit and empty + 1 < self.empty_pages:
+                    ahead = self._searcher.submit(self._search, engine, pair.query.term, page.cursor)
+                hits, empty, cursor = self._record_page(run, page, cursor, hits, empty, limit, inflight)
+                if page.end:
+                    break
+        except BaseException:  # Ctrl-C: not waited for (the crawl aborts its HTTP, then shuts the searcher)
+            if ahead is not None:
+                ahead.cancel()
+            raise
+        if ahead is not None and not ahead.cancel():
+            wait([ahead])  # its result is not needed, but the engine must be idle for the next search
+
+    def _record_page(self, run: RunRow, page: Page, cursor: dict[str, Any], hits: int, empty: int, limit: int,
+                     inflight: Inflight) -> tuple[int, int, dict[str, Any]]:
+        """Record one page's hits and the next cursor in one transaction, then start its downloads."""
+        catalog = self.catalog
+        seen = int(cursor.get("_seen", 0))
+        added = 0
+        with catalog.transaction():
+            for i, r in enumerate(page.results):
+                if hits >= limit:
+                    break
+                # a file:/javascript:/data: result is recorded too: the downloader fails it as bad_scheme
+                key, url = frontier_key(r.url)
+                state = catalog.add_hit(run.id, key, url, seen + i + 1, r.page_url, r.title,
+                                        r.license, r.author, TRANSIENT)
+                if state is None:
+                    continue  # this run already had the URL: an all-seen page counts as empty
+                hits += 1
+                added += 1
+                if state != "pending":
+                    self.progress.advance(1)
+            empty = 0 if added else empty + 1
+            cursor = {**page.cursor, "_seen": seen + len(page.results), "_end": page.end}
+            catalog.save_cursor(run.id, cursor, empty)
+        self._submit_pending(run.id, inflight, after_rank=seen)
+        self._drain(inflight, block=False)
+        return hits, empty, cursor
 
     def _submit_pending(self, run_id: int, inflight: Inflight, after_rank: int = 0) -> None:
         """Start the run's pending downloads ranked after ``after_rank`` (0: all, as on a resume)."""
