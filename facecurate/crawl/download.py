@@ -11,6 +11,7 @@ and never leaves a half file.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +25,7 @@ from facecurate.crawl.urls import host_key
 from facecurate.errors import ImageError
 
 IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+FINISHERS_PER_CPU = 3
 
 
 @dataclass
@@ -66,8 +68,8 @@ class Downloader:
     A row reaches a worker only when its host has a free slot ([crawl] per_host): a worker handed a row of a
     busy host would sit waiting for that host, and a slow host's backlog would hold every worker while other
     hosts' rows wait behind it. The slot is held for the request only; decoding and writing happen on a
-    finishing thread, and at most ``workers`` fetched bodies wait for one (a download thread with a body in
-    hand waits for a free finisher: memory stays bounded when finishing falls behind)."""
+    finishing thread, and at most ``workers`` fetched bodies are queued for or on one (a download thread with
+    a body in hand waits past that: memory stays bounded when finishing falls behind)."""
 
     def __init__(self, http: Http, max_pixels: int, min_side: int, workers: int | None = None,
                  prewrite: Callable[[Downloaded], None] | None = None) -> None:
@@ -76,8 +78,11 @@ class Downloader:
         self.prewrite = prewrite
         workers = workers or http.settings.concurrency
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facecurate-dl")
-        self._finishers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facecurate-finish")
-        self._finishing = threading.BoundedSemaphore(workers)
+        # Finishing is CPU work (decode, hash) plus an fsync: a few threads per core keep the cores busy; more
+        # only fight over the GIL (32 finishers on 2 cores were ~10% slower end to end than 6).
+        finishers = min(workers, FINISHERS_PER_CPU * (os.cpu_count() or 1))
+        self._finishers = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="facecurate-finish")
+        self._finishing = threading.BoundedSemaphore(workers)  # bodies fetched and not yet finished
         self._per_host = max(1, http.settings.per_host)
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[tuple[DownloadRow, Future[Downloaded]]]] = {}
