@@ -3,13 +3,14 @@ every unrecoverable one recorded with its reason, no crash; politeness limits ho
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from facecurate.catalog import Catalog, DownloadRow
 from facecurate.crawl import run_crawl
-from facecurate.crawl.download import Downloader
+from facecurate.crawl.download import Downloaded, Downloader
 from facecurate.crawl.http import HostGate, Http, HttpSettings
 from facecurate.crawl.queries import add_terms
 from facecurate.workspace import Config, Workspace, default_config, options_from
@@ -181,3 +182,27 @@ def test_downloads_are_validated_by_decoding(tmp_path: Path):
             html = dl.fetch(_row(2, host.server.url("/fault/html/11.jpg")))
     assert good.ok and good.format == "JPEG" and (good.width, good.height) == (72, 64) and good.sha256
     assert html.reason == "not_an_image" and "image/jpeg" in html.message
+
+
+
+@pytest.mark.timeout(90)  # a hang guard only
+def test_a_hosts_slot_is_free_once_its_answer_is_in():
+    """Decoding and writing happen after the request: with per_host = 1, the host's next URL is requested
+    while the first one's body is still being finished (held here until that request has arrived)."""
+    host = ImageHost()
+    seen_while_finishing: list[bool] = []
+
+    def prewrite(d: Downloaded) -> None:
+        if d.row.url_id == 1:
+            give_up = time.monotonic() + 30
+            while len(host.server.requests) < 2 and time.monotonic() < give_up:
+                time.sleep(0.01)
+            seen_while_finishing.append(len(host.server.requests) == 2)
+
+    with host.server:
+        http = Http(_settings(concurrency=2, per_host=1))
+        with Downloader(http, 10**8, 32, prewrite=prewrite) as dl:
+            results = list(dl.run([_row(1, host.server.url("/img/1.jpg")), _row(2, host.server.url("/img/2.jpg"))]))
+    assert all(r.ok for r in results) and len(results) == 2
+    assert seen_while_finishing == [True]
+    assert host.max_inflight == 1  # the cap on requests holds

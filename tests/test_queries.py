@@ -148,3 +148,20 @@ def test_cli_queries_add_list_remove(ws: Workspace, tmp_path):
     result = runner.invoke(app, ["queries", "remove", "--label", "makeup", "bold makeup look", *w])
     assert result.exit_code == 0 and "1 removed" in result.output
     assert runner.invoke(app, ["queries", "add", *w]).exit_code != 0  # nothing to add: a usage error
+
+
+def test_pending_downloads_after_a_rank_are_the_new_pages_hits(ws: Workspace, catalog: Catalog):
+    """The crawl asks, after each page, only for the hits that page added (ranks grow page by page); a resume
+    (after_rank 0) gets every hit still to fetch, fetched ones left out."""
+    add_terms(ws, catalog, "faces", ["portrait"])
+    (query,) = catalog.tracked_queries("faces")
+    with catalog.transaction():
+        run = catalog.start_run(query.id, "bing", 10)
+        for rank in range(1, 7):
+            url = f"http://example.org/{rank}.jpg"
+            catalog.add_hit(run.id, url, url, rank, None, None, None, None, frozenset())
+        (first,) = [r for r in catalog.pending_downloads(run.id) if r.rank == 1]
+        catalog.settle_url(first.url_id, state="failed", image_id=None, is_new=False, error="http_404",
+                           http_status=404)
+    assert [r.rank for r in catalog.pending_downloads(run.id, after_rank=3)] == [4, 5, 6]
+    assert [r.rank for r in catalog.pending_downloads(run.id)] == [2, 3, 4, 5, 6]

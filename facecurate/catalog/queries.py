@@ -184,13 +184,17 @@ class QueriesMixin(CatalogBase):
     def run_hit_count(self, run_id: int) -> int:
         return self._scalar("SELECT COUNT(*) FROM hits WHERE run_id=?", (run_id,))
 
-    def pending_downloads(self, run_id: int) -> list[DownloadRow]:
-        """Hits of this run whose URL is still to fetch (after a kill, exactly the ones in flight)."""
+    def pending_downloads(self, run_id: int, after_rank: int = 0) -> list[DownloadRow]:
+        """Hits of this run whose URL is still to fetch (after a kill, exactly the ones in flight).
+
+        ``after_rank``: only hits ranked after it, i.e. the page just recorded (ranks grow page by page), so a
+        crawl of N results reads each pending row once instead of all of them again after every page."""
         rows = self.conn.execute(
             "SELECT f.id AS url_id, f.url, h.rank, h.page_url, h.title, h.license, h.author, r.engine, "
             "q.term AS query, q.label FROM hits h JOIN frontier f ON f.id=h.url_id "
             "JOIN query_runs r ON r.id=h.run_id JOIN queries q ON q.id=r.query_id "
-            "WHERE h.run_id=? AND h.outcome IS NULL AND f.state='pending' ORDER BY h.rank", (run_id,)).fetchall()
+            "WHERE h.run_id=? AND h.rank>? AND h.outcome IS NULL AND f.state='pending' ORDER BY h.rank",
+            (run_id, after_rank)).fetchall()
         return [DownloadRow(**r) for r in rows]
 
     def settle_url(self, url_id: int, *, state: UrlState, image_id: int | None, is_new: bool, error: str | None,

@@ -206,6 +206,7 @@ class _Watchdog:
         self._attempts: set[_Attempt] = set()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._wake: float | None = None  # the deadline the thread sleeps until (None: until notified)
 
     def watch(self, attempt: _Attempt) -> None:
         with self._cond:
@@ -213,7 +214,10 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._run, name="facecurate-http-watchdog", daemon=True)
                 self._thread.start()
             self._attempts.add(attempt)
-            self._cond.notify()
+            # Woken only when this deadline comes before the one it sleeps until: attempts start with the same
+            # budget, so most end after one already watched and need no wake-up (a thread switch per request).
+            if self._wake is None or attempt.deadline < self._wake:
+                self._cond.notify()
 
     def unwatch(self, attempt: _Attempt) -> None:
         with self._cond:
@@ -238,8 +242,8 @@ class _Watchdog:
                 for a in due:
                     self._attempts.discard(a)
                     a.expire()
-                nearest = min((a.deadline for a in self._attempts), default=None)
-                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
+                self._wake = min((a.deadline for a in self._attempts), default=None)
+                self._cond.wait(None if self._wake is None else max(0.0, self._wake - now))
 
 
 class _Guard:

@@ -8,9 +8,10 @@ is marked used only when its run finishes; a blocked search stays pending, with 
 
 from __future__ import annotations
 
+import queue
 import re
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -32,6 +33,45 @@ from facecurate.workspace import Workspace
 COMMIT_EVERY = 32          # downloads per transaction: a kill loses at most this many fetches
 COMMIT_SECONDS = 1.0       # …or this much time, so slow hosts do not hold finished work in memory
 SAVED_PAGES = "crawl_pages"
+
+
+class Inflight:
+    """The downloads of one run not yet recorded, and the ones that finished, in the order they finished.
+
+    Each future reports itself on a queue when done, so collecting one costs the same however many are in
+    flight (waiting on all of them would lock every future each time, thousands per completion)."""
+
+    def __init__(self) -> None:
+        self.futures: dict[int, Future[Downloaded]] = {}
+        self._done: queue.SimpleQueue[Future[Downloaded]] = queue.SimpleQueue()
+        self._ids: dict[Future[Downloaded], int] = {}
+
+    def add(self, url_id: int, future: Future[Downloaded]) -> None:
+        self.futures[url_id] = future
+        self._ids[future] = url_id
+        future.add_done_callback(self._done.put)
+
+    def __contains__(self, url_id: int) -> bool:
+        return url_id in self.futures
+
+    def __bool__(self) -> bool:
+        return bool(self.futures)
+
+    def next(self, timeout: float | None) -> Future[Downloaded] | None:
+        """A finished (or cancelled) download, no longer in flight; None if none finishes within ``timeout``
+        (0: only one that already has)."""
+        try:
+            future = self._done.get(timeout=timeout) if timeout != 0 else self._done.get_nowait()
+        except queue.Empty:
+            return None
+        url_id = self._ids.pop(future, None)
+        if url_id is not None and self.futures.get(url_id) is future:
+            del self.futures[url_id]
+        return future
+
+    def cancel(self) -> None:
+        for f in self.futures.values():
+            f.cancel()
 
 
 @dataclass(frozen=True)
@@ -157,8 +197,12 @@ class Crawl:
         self.progress = progress
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}
+        # Every result page of a crawl is fetched on this one thread (one HTTP session: an engine's cookies
+        # carry from page to page), the next one while this thread records the current one.
+        self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecurate-search")
 
     def close(self) -> None:
+        self._searcher.shutdown(wait=True, cancel_futures=True)
         for engine in self.engines.values():
             engine.close()
         self.downloader.close()
@@ -234,7 +278,7 @@ class Crawl:
         counts = catalog.run_counts(run.id)
         self.progress.start(task_name(pair.query.term, pair.engine), max(limit, counts.found), "URLs",
                             counts.found - counts.pending)
-        inflight: dict[int, Future[Downloaded]] = {}
+        inflight = Inflight()
         try:
             self._submit_pending(run.id, inflight)
             self._search_loop(pair, run, limit, inflight)
@@ -252,61 +296,86 @@ class Crawl:
             self._drain(inflight, block=False)  # keep what already arrived; the rest is refetched next time
             raise
         finally:
-            for f in inflight.values():
-                f.cancel()
+            inflight.cancel()
         report.counts = catalog.run_counts(run.id)
         report.failed = [Failure(f.url, f.message) for f in catalog.run_failures(run.id)]
         return report
 
-    def _search_loop(self, pair: Pair, run: RunRow, limit: int, inflight: dict[int, Future[Downloaded]]) -> None:
+    def _search_loop(self, pair: Pair, run: RunRow, limit: int, inflight: Inflight) -> None:
         catalog, engine = self.catalog, self.engine(pair.engine)
         cursor = run.cursor
         if cursor.get("_end"):
             return
         empty = run.empty_pages
         hits = catalog.run_hit_count(run.id)
-        while hits < limit and empty < self.empty_pages:
-            page = self._search(engine, pair.query.term, cursor)
-            seen = int(cursor.get("_seen", 0))
-            added = 0
-            with catalog.transaction():
-                for i, r in enumerate(page.results):
-                    if hits >= limit:
-                        break
-                    # a file:/javascript:/data: result is recorded too: the downloader fails it as bad_scheme
-                    key, url = frontier_key(r.url)
-                    state = catalog.add_hit(run.id, key, url, seen + i + 1, r.page_url, r.title,
-                                            r.license, r.author, TRANSIENT)
-                    if state is None:
-                        continue  # this run already had the URL: an all-seen page counts as empty
-                    hits += 1
-                    added += 1
-                    if state != "pending":
-                        self.progress.advance(1)
-                empty = 0 if added else empty + 1
-                cursor = {**page.cursor, "_seen": seen + len(page.results), "_end": page.end}
-                catalog.save_cursor(run.id, cursor, empty)
-            self._submit_pending(run.id, inflight)
-            self._drain(inflight, block=False)
-            if page.end:
-                break
+        ahead: Future[Page] | None = None
+        try:
+            while hits < limit and empty < self.empty_pages:
+                if ahead is None:
+                    ahead = self._searcher.submit(self._search, engine, pair.query.term, cursor)
+                page = ahead.result()
+                # The next page is asked for now (still one at a time, spaced by page_delay) unless this one
+                # may be the last needed (the limit reached, or one empty page more ends the run): the search
+                # asks for no page more than it did when it fetched each page after recording the one before.
+                ahead = None
+                if not page.end and hits + len(page.results) < limit and empty + 1 < self.empty_pages:
+                    ahead = self._searcher.submit(self._search, engine, pair.query.term, page.cursor)
+                hits, empty, cursor = self._record_page(run, page, cursor, hits, empty, limit, inflight)
+                if page.end:
+                    break
+        except BaseException:  # Ctrl-C: not waited for (the crawl aborts its HTTP, then shuts the searcher)
+            if ahead is not None:
+                ahead.cancel()
+            raise
+        if ahead is not None and not ahead.cancel():
+            wait([ahead])  # its result is not needed, but the engine must be idle for the next search
 
-    def _submit_pending(self, run_id: int, inflight: dict[int, Future[Downloaded]]) -> None:
-        for row in self.catalog.pending_downloads(run_id):
+    def _record_page(self, run: RunRow, page: Page, cursor: dict[str, Any], hits: int, empty: int, limit: int,
+                     inflight: Inflight) -> tuple[int, int, dict[str, Any]]:
+        """Record one page's hits and the next cursor in one transaction, then start its downloads."""
+        catalog = self.catalog
+        seen = int(cursor.get("_seen", 0))
+        added = 0
+        with catalog.transaction():
+            for i, r in enumerate(page.results):
+                if hits >= limit:
+                    break
+                # a file:/javascript:/data: result is recorded too: the downloader fails it as bad_scheme
+                key, url = frontier_key(r.url)
+                state = catalog.add_hit(run.id, key, url, seen + i + 1, r.page_url, r.title,
+                                        r.license, r.author, TRANSIENT)
+                if state is None:
+                    continue  # this run already had the URL: an all-seen page counts as empty
+                hits += 1
+                added += 1
+                if state != "pending":
+                    self.progress.advance(1)
+            empty = 0 if added else empty + 1
+            cursor = {**page.cursor, "_seen": seen + len(page.results), "_end": page.end}
+            catalog.save_cursor(run.id, cursor, empty)
+        self._submit_pending(run.id, inflight, after_rank=seen)
+        self._drain(inflight, block=False)
+        return hits, empty, cursor
+
+    def _submit_pending(self, run_id: int, inflight: Inflight, after_rank: int = 0) -> None:
+        """Start the run's pending downloads ranked after ``after_rank`` (0: all, as on a resume)."""
+        for row in self.catalog.pending_downloads(run_id, after_rank):
             if row.url_id not in inflight:
-                inflight[row.url_id] = self.downloader.submit(row)
+                inflight.add(row.url_id, self.downloader.submit(row))
 
-    def _drain(self, inflight: dict[int, Future[Downloaded]], block: bool) -> None:
+    def _drain(self, inflight: Inflight, block: bool) -> None:
         """Store finished downloads in batches; with ``block``, until none is left in flight."""
         batch: list[Downloaded] = []
         last_commit = time.monotonic()
         while inflight:
-            done, _ = wait(list(inflight.values()), timeout=None if block else 0, return_when=FIRST_COMPLETED)
-            if not done:
-                break
-            for f in done:
+            # blocking, a partial batch still waits at most COMMIT_SECONDS before it is recorded
+            timeout = (max(0.0, last_commit + COMMIT_SECONDS - time.monotonic()) if batch else None) if block else 0
+            f = inflight.next(timeout)
+            if f is None:
+                if not block:
+                    break
+            elif not f.cancelled():
                 d = f.result()
-                inflight.pop(d.row.url_id, None)
                 if d.reason != "interrupted":  # given up on Ctrl-C: stays pending, fetched next time
                     batch.append(d)
             if len(batch) >= COMMIT_EVERY or time.monotonic() - last_commit > COMMIT_SECONDS:
