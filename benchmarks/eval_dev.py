@@ -66,8 +66,8 @@ def measure(device: str = "cpu") -> tuple[dict[str, float | None], dict[str, Any
     rules = {r["rule"]: r for r in results["labelled"]["rules"]}
     keep_n = results["labelled"]["labels"]["keep"]
     values = [rules["closed_eyes"]["precision"], rules["closed_eyes"]["recall"], rules["wink"]["recall"],
-              rules["wink"]["fired_by_label"].get("keep", 0) / keep_n, rules["occluded_eyes"]["recall"],
-              rules["occluded_eyes"]["fired_by_label"].get("keep", 0) / keep_n,
+              rules["wink"]["by_label"].get("keep", 0) / keep_n, rules["occluded_eyes"]["recall"],
+              rules["occluded_eyes"]["by_label"].get("keep", 0) / keep_n,
               results["ordinary"]["keep_rejected_by_eye_rules"]]
     return dict(zip(TARGETS, values, strict=True)), results
 

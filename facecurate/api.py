@@ -33,12 +33,14 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow
 
+    from facecurate.calibrate import Calibration
     from facecurate.crawl import CrawlSummary, QueryListing
     from facecurate.dedup import DedupSummary
     from facecurate.export import ExportSummary
     from facecurate.faces.crop import CropSummary
     from facecurate.ingest import ImportSummary
     from facecurate.pipeline import RunSummary
+    from facecurate.review.calibration import CalibrationQueue, DisagreementReport
     from facecurate.review.report import HtmlReport
     from facecurate.rules.stage import FilterSummary
 
@@ -215,18 +217,42 @@ class Project:
         decide(self.catalog, targets, decision, who, session=f"api-{os.getpid()}")
         return unknown
 
+    def calibrate(self, *, rules: str | None = None, label: str | None = None,
+                  target_precision: float | None = None, apply: bool = False) -> Calibration:
+        """The rules against the review decisions: agreement now, the threshold that fits best, and how many
+        faces it would change; ``apply`` writes the trusted suggestions to facecurate.toml (dated backup) and
+        decides every face again from its stored measures."""
+        from facecurate.calibrate import calibrate
+
+        return calibrate(self.workspace, self.catalog, rules=rules, label=label, target_precision=target_precision,
+                         apply=apply)
+
+    def calibration_queue(self, n: int) -> CalibrationQueue:
+        """The ``n`` undecided faces a decision would teach the most about the thresholds (``review --calibrate``)."""
+        from facecurate.review.calibration import calibration_queue
+
+        return calibration_queue(self.catalog, self.workspace.config(), n)
+
+    def disagreements(self) -> DisagreementReport:
+        """Faces a person decided against the rules, by rule, each measure beside its threshold."""
+        from facecurate.review.calibration import disagreements
+
+        return disagreements(self.catalog, self.workspace.config())
+
     # -- reading ------------------------------------------------------------------------------------------
 
     def report(self, out: str | Path | None = None, *, limit: int | None = None) -> HtmlReport:
         """Write the self-contained HTML report (charts of what was rejected and why, a contact sheet per
         reason) to ``out``, default ``[review] report_file`` in the workspace; ``limit`` thumbnails per reason
         (default ``[review] report_limit``, 0 = all)."""
+        from facecurate.calibrate import calibrate
         from facecurate.review.report import write_html
 
         cfg = self.workspace.config()
         path = Path(out) if out is not None else self.root / str(cfg.get("review", "report_file"))
+        fits = calibrate(self.workspace, self.catalog).rules  # the calibration table, and its lines on the charts
         return write_html(self.workspace, self.catalog, path,
-                          int(cfg.get("review", "report_limit")) if limit is None else limit)
+                          int(cfg.get("review", "report_limit")) if limit is None else limit, fits)
 
     def status(self) -> StatusReport:
         """Counts per stage, per state in force, per reason and per label."""

@@ -292,18 +292,33 @@ def review(port: Annotated[int | None, typer.Option(
            list_: Annotated[bool, typer.Option("--list", help="Rejects by reason in the terminal, then exit.")] = False,
            html: Annotated[Path | None, typer.Option(
                help="Write the self-contained HTML report (as `report` does) here, then exit.", metavar="OUT")] = None,
+           disagree: Annotated[bool, typer.Option(
+               "--disagree", help="With --list: only faces a person decided against the rules, by rule, each "
+                                  "measure beside its threshold.")] = False,
+           calibrate: Annotated[int | None, typer.Option(
+               help="List the N undecided faces whose decision would teach the thresholds the most (nearest a "
+                    "threshold, across rules and labels, plus a random share), then exit.", metavar="N",
+               min=1)] = None,
            workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Local web gallery of rejects and keeps, keyboard-driven (k keep, r reject, u undo, ? help)."""
+    """Local web gallery of rejects and keeps, keyboard-driven (k keep, r reject, 1-5/0 reject with a reason,
+    w keep: the rule was wrong, u undo, ? help)."""
     from facecurate.review import report, server
 
     if port is not None:
         check_value("review", "port", port, "--port")
     with project(workspace) as p:
         cfg = p.settings()["review"]
+        if calibrate is not None:
+            queue = p.calibration_queue(calibrate)
+            output.print_json(queue) if as_json else output.show(output.queue_view(queue))
+            return
         if list_ or html:
             if html:
                 _report_written(p.report(html))
-            if list_:
+            if list_ and disagree:
+                found = p.disagreements()
+                output.print_json(found) if as_json else output.show(output.disagreements_view(found))
+            elif list_:
                 reasons = report.reason_report(p.catalog)
                 output.print_json(reasons) if as_json else output.show(output.reasons_view(reasons))
             return
@@ -372,6 +387,24 @@ def evaluate(directory: Annotated[Path, typer.Argument(help="Folders named after
         result = evaluate_dir(directory, keep_workspace, device=device_choice(device),
                               target_precision=target_precision, crop_size=size, progress=bars)
     output.print_json(result) if as_json else output.show(output.evaluate_view(result))
+
+
+@app.command()
+@reports_errors
+def calibrate(rules: Annotated[str | None, typer.Option(
+                  help="Comma list of rules to fit (default: the enabled ones).")] = None,
+              label: Annotated[str | None, typer.Option(help="Fit only this label's decisions.")] = None,
+              target_precision: Annotated[float | None, typer.Option(
+                  help="Suggest the best-recall threshold reaching this precision (default: "
+                       "calibrate.target_precision; 0 = most agreement).", min=0.0, max=1.0)] = None,
+              apply: Annotated[bool, typer.Option(
+                  "--apply", help="Write the trusted suggestions to facecurate.toml (the old file kept as a dated "
+                                  "backup) and decide every face again, without measuring anything.")] = False,
+              workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """The rules' thresholds fitted to the review decisions: agreement now, the best threshold, faces it changes."""
+    with project(workspace) as p:
+        result = p.calibrate(rules=rules, label=label, target_precision=target_precision, apply=apply)
+    output.print_json(result) if as_json else output.show(output.calibrate_view(result))
 
 
 @app.command()

@@ -2,15 +2,16 @@
 
 It runs the real stages (import, crop, filter) in a workspace of its own, then compares each photo's
 reasons with its folder. Thresholds that would reach a target precision are found by sweeping each rule's
-stored measure, so the suggestion is exactly what editing facecurate.toml would give. An orchestrator (it
-runs stages one after another), so it lives beside the pipeline, not in the rules package.
+stored measure (:mod:`facecurate.rules.fitting`, shared with ``calibrate``, which fits the same way to review
+decisions and prints the same record), so the suggestion is exactly what editing facecurate.toml would give.
+An orchestrator (it runs stages one after another), so it lives beside the pipeline, not in the rules package.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from facecurate.errors import FacecurateError
 from facecurate.events import SILENT, Progress
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
+from facecurate.rules.fitting import Example, RuleFit, fit_rule, ratio
 from facecurate.rules.registry import RULES, Reason, Rule
 from facecurate.rules.stage import run_filter, thresholds
 from facecurate.workspace import Workspace, init_workspace
@@ -35,57 +37,16 @@ class Sample:
     scores: dict[str, float | None] = field(default_factory=dict)
 
 
-@dataclass
-class RuleReport:
-    rule: Reason
-    support: int
-    fired_count: int
-    true_positives: int
-    precision: float | None
-    recall: float | None
-    f1: float | None
-    fired_by_label: dict[str, int]
-    threshold: float
-    suggested_threshold: float | None = None
-    suggested_precision: float | None = None
-    suggested_recall: float | None = None
-
-
-def _ratio(a: int, b: int) -> float | None:
-    return a / b if b else None
-
-
-def suggest_threshold(rule: Rule, samples: list[Sample], limits: dict[str, float],
-                      target: float) -> tuple[float, float, float] | None:
-    """The threshold with the best recall among those reaching ``target`` precision, or None.
-
-    Only faces the rule applies to (its precondition under the current thresholds) take part, as in a real
-    run; candidate thresholds are the observed values themselves."""
-    points = []
-    support = sum(s.label == rule.name for s in samples)
+def examples_of(rule: Rule, samples: list[Sample]) -> list[Example]:
+    """Every photo as an example for one rule: positive when its folder is the rule's name. A photo with no face
+    has no measures (no rule can fire on it) except the image-level no_face flag."""
+    out = []
     for s in samples:
-        value = s.scores.get(rule.measure)
-        if value is None or (rule.applies is not None and not rule.applies(s.scores, limits)):
-            continue
-        points.append((value, s.label == rule.name))
-    if not points or not support:
-        return None
-    below = rule.direction == "below"
-    points.sort(key=lambda p: p[0], reverse=not below)  # most suspicious first
-    best = None
-    tp = fp = 0
-    for i, (value, positive) in enumerate(points):
-        tp += positive
-        fp += not positive
-        nxt = points[i + 1][0] if i + 1 < len(points) else None
-        if nxt == value:
-            continue  # a threshold cannot split equal values
-        precision, recall = tp / (tp + fp), tp / support
-        if precision >= target and (best is None or recall > best[2]):
-            # 'above' fires at value >= limit; 'below' fires strictly under it, so go halfway to the next value
-            limit = value if not below else (value + nxt) / 2 if nxt is not None else value + 1e-6
-            best = (float(limit), precision, recall)
-    return best
+        measures = dict(s.scores)
+        if "no_face" in s.reasons:
+            measures["no_face"] = 1.0
+        out.append(Example(measures, s.label == rule.name))
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,7 +56,7 @@ class Evaluation:
     photos: int
     labels: dict[str, int]
     target_precision: float
-    rules: list[RuleReport]
+    rules: list[RuleFit]         # the shared fitting module's record, as `calibrate` prints it
     keep_rejected: float | None                 # share of keep/ photos any rule rejected
     keep_rejected_by_eye_rules: float | None
     workspace: str                              # where the evaluation ran (kept for a look at the crops)
@@ -151,27 +112,18 @@ def _samples(catalog: Catalog) -> list[Sample]:
 
 
 def report(samples: list[Sample], limits: dict[str, float], target: float, workspace: str) -> Evaluation:
+    """Each rule fitted to the folders' labels by the one fitting module ``calibrate`` uses too."""
     labels = Counter(s.label for s in samples)
     rules = []
     for rule in RULES:
-        fired_by: dict[str, int] = defaultdict(int)
-        for s in samples:
-            if rule.name in s.reasons:
-                fired_by[s.label] += 1
-        fired = sum(fired_by.values())
-        support = labels.get(rule.name, 0)
-        tp = fired_by.get(rule.name, 0)
-        precision, recall = _ratio(tp, fired), _ratio(tp, support)
-        f1 = (2 * precision * recall / (precision + recall)) if precision and recall else None
-        entry = RuleReport(rule.name, support, fired, tp, precision, recall, f1, dict(fired_by),
-                           limits.get(rule.name, rule.default))
-        suggestion = suggest_threshold(rule, samples, limits, target)
-        if suggestion:
-            entry.suggested_threshold, entry.suggested_precision, entry.suggested_recall = suggestion
-        rules.append(entry)
+        ex = examples_of(rule, samples)
+        fit = fit_rule(rule, ex, limits, target_precision=target, resamples=0)
+        fit.by_label = dict(Counter(s.label for s, e in zip(samples, ex, strict=True)
+                                    if rule.fires(e.measures, limits)))
+        rules.append(fit)
     keep = [s for s in samples if s.label == KEEP]
     return Evaluation(
         photos=len(samples), labels=dict(labels), target_precision=target, rules=rules,
-        keep_rejected=_ratio(sum(bool(s.reasons) for s in keep), len(keep)),
-        keep_rejected_by_eye_rules=_ratio(sum(any(r in s.reasons for r in EYE_RULES) for s in keep), len(keep)),
+        keep_rejected=ratio(sum(bool(s.reasons) for s in keep), len(keep)),
+        keep_rejected_by_eye_rules=ratio(sum(any(r in s.reasons for r in EYE_RULES) for s in keep), len(keep)),
         workspace=workspace)

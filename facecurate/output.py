@@ -41,6 +41,7 @@ from rich.text import Text
 from facecurate.events import Failure
 
 if TYPE_CHECKING:
+    from facecurate.calibrate import Calibration
     from facecurate.catalog import StatusReport
     from facecurate.crawl import CrawlSummary, QueryListing
     from facecurate.crawl.queries import PairStatus
@@ -51,7 +52,9 @@ if TYPE_CHECKING:
     from facecurate.faces.crop import CropSummary
     from facecurate.ingest import ImportSummary
     from facecurate.pipeline import RunSummary
+    from facecurate.review.calibration import CalibrationQueue, DisagreementReport
     from facecurate.review.report import ReasonReport
+    from facecurate.rules.fitting import RuleFit
     from facecurate.rules.stage import FilterSummary, RuleExplained
 
 console = Console()
@@ -466,31 +469,116 @@ def run_view(s: RunSummary) -> RenderableType:
     return Group(stages, labels, reasons)
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def fits_table(title: str, fits: list[RuleFit], *, interval: bool, caption: str | None = None) -> _Table:
+    """The one table of rule fits: ``evaluate`` (labelled folders) and ``calibrate`` (review decisions) both
+    print it, from the shared fitting module's record."""
+    table = _Table(title=title, caption=caption)
+    cols = ["rule", "label", "labelled", "positive", "fired", "P", "R", "agree", "threshold", "suggested",
+            "(P, R, agree)", "changes"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("rule", "label") else "right", no_wrap=True)
+    for r in fits:
+        if not r.fired_count and not r.positives and not (interval and r.labelled):
+            continue
+        p, rr = _pct(r.precision), _pct(r.recall)
+        if interval and r.precision_low is not None:
+            p += f" [{r.precision_low:.2f}-{r.precision_high:.2f}]"
+        if interval and r.recall_low is not None:
+            rr += f" [{r.recall_low:.2f}-{r.recall_high:.2f}]"
+        moved = r.suggested_threshold is not None and r.suggested_threshold != r.threshold
+        suggested = Text("-" if r.suggested_threshold is None else f"{r.suggested_threshold:.4g}",
+                         style="bold" if moved and r.enough else "dim" if not r.enough else "")
+        if r.suggested_threshold is not None and not r.enough:
+            suggested.append(" (few)")
+        table.add_row(r.rule, Text(r.label if r.label is not None else "all"), str(r.labelled), str(r.positives),
+                      str(r.fired_count), p, rr, _pct(r.agreement), f"{r.threshold:.4g}", suggested,
+                      "-" if r.suggested_threshold is None else
+                      f"{_pct(r.suggested_precision)}, {_pct(r.suggested_recall)}, {_pct(r.suggested_agreement)}",
+                      "-" if r.changes is None else str(r.changes))
+    return table
+
+
 def evaluate_view(e: Evaluation) -> RenderableType:
     parts: list[RenderableType] = [Text(f"{e.photos} photos: " + _counts(dict(sorted(e.labels.items()))))]
-    table = _Table(title=f"rules vs labels (suggestions reach precision {e.target_precision:g})")
-    for col in ("rule", "support", "fired", "P", "R", "F1", "threshold", "suggested (P, R)"):
-        table.add_column(col, justify="left" if col == "rule" else "right", no_wrap=True)
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}"
-
-    for r in e.rules:
-        if not r.fired_count and not r.support:
-            continue
-        suggested = "-" if r.suggested_threshold is None else (
-            f"{r.suggested_threshold:.3g} ({pct(r.suggested_precision)}, {pct(r.suggested_recall)})")
-        table.add_row(r.rule, str(r.support), str(r.fired_count), pct(r.precision), pct(r.recall), pct(r.f1),
-                      f"{r.threshold:g}", suggested)
-    parts += [table, Text("where each rule fired (folder: photos)", style="bold")]
+    parts += [fits_table(f"rules vs labels (suggestions reach precision {e.target_precision:g})", e.rules,
+                         interval=False),
+              Text("where each rule fired (folder: photos)", style="bold")]
     for r in e.rules:
         if r.fired_count:
-            fired_on = ", ".join(f"{k} {v}" for k, v in sorted(r.fired_by_label.items(), key=lambda kv: -kv[1]))
+            fired_on = ", ".join(f"{k} {v}" for k, v in sorted(r.by_label.items(), key=lambda kv: -kv[1]))
             parts.append(Text(f"  {r.rule}: {fired_on}"))
     if e.keep_rejected is not None:
         parts.append(Text(f"keep/ photos rejected: {e.keep_rejected:.1%} (by an eye rule: "
                           f"{(e.keep_rejected_by_eye_rules or 0):.1%}); workspace {clean(e.workspace)}"))
     return Group(*parts)
+
+
+def calibrate_view(c: Calibration) -> RenderableType:
+    """``calibrate``: the fits table (with bootstrap intervals), then what ``--apply`` changed."""
+    how = f"precision >= {c.target_precision:g}, then recall" if c.target_precision else "most agreement"
+    labels = ", ".join(f"{Text(k or '(none)').plain} {v}" for k, v in sorted(c.labels.items()))
+    parts: list[RenderableType] = [Text(f"{c.decisions} review decisions ({c.reasons_given} with a reason); "
+                                        f"by label: {clean(labels) or '-'}")]
+    parts.append(fits_table(f"rules vs review decisions (suggestions: {how})", c.rules, interval=True,
+                            caption=f"P, R: of the rule firing against the person's rejects [90% bootstrap]; "
+                                    f"a suggestion needs {c.min_decisions} decisions (few: not applied); "
+                                    f"changes: faces whose rule verdict it flips"))
+    if not c.decisions:
+        parts.append(Text("No review decisions yet: decide some faces in `facecurate review` (`review --calibrate "
+                          "N` lists the most informative first), then run calibrate again."))
+    if c.applied is not None:
+        a = c.applied
+        if not a.thresholds:
+            parts.append(Text("--apply: no trusted suggestion differs from the thresholds in force; nothing written."))
+        for section, values in a.thresholds.items():
+            for rule, (old, new) in values.items():
+                parts.append(Text.assemble(("applied ", "green"), f"[rules{'.' + clean(section) if section else ''}] "
+                                           f"{rule}: {old:g} -> {new:g}"))
+        if a.backup:
+            parts.append(Text(f"{clean(a.config_file)} rewritten; the old file is {clean(a.backup)}"))
+        r = a.redecided
+        parts.append(Text(f"re-decided {r.faces} faces from their stored measures: {r.now_rejected} now rejected, "
+                          f"{r.now_kept} now kept, {r.reasons_changed} with other reasons"
+                          + (f"; {r.unmeasured} never measured (run filter)" if r.unmeasured else "")))
+    return Group(*parts)
+
+
+def queue_view(q: CalibrationQueue) -> RenderableType:
+    """``review --calibrate N``: the faces to decide first, and why each."""
+    table = _Table(title=f"ask first: {len(q.queue)} of {q.undecided} undecided faces, most informative first",
+                   caption="near: the measure sits by the rule's threshold (the decisions so far, else the one in "
+                           "force); random: an honest sample of the rest. Open `facecurate review` sorted by "
+                           "'most informative first' to decide them.")
+    for col in ("#", "face", "label", "why", "rule", "measure", "value", "threshold"):
+        table.add_column(col, justify="right" if col in ("#", "value", "threshold") else "left", no_wrap=True)
+    for i, f in enumerate(q.queue, 1):
+        it = f.why
+        table.add_row(str(i), Text(clean(f.crop_path)), Text(it.label or ""), "near" if it.rule else "random",
+                      it.rule or "", it.measure or "", "" if it.value is None else f"{it.value:.4g}",
+                      "" if it.boundary is None else f"{it.boundary:.4g}")
+    return table
+
+
+def disagreements_view(d: DisagreementReport) -> RenderableType:
+    """``review --list --disagree``: faces a person decided against the rules, by rule, measure beside threshold."""
+    table = _Table(title=f"person vs rules: {d.disagreeing} disagreements among {d.decided} decided faces",
+                   caption="kept: a person kept what the rule rejected; rejected: a person rejected what the rules "
+                           "kept (grouped by the reason given)")
+    for col in ("rule", "face", "person", "reason", "measure", "value", "threshold"):
+        table.add_column(col, justify="right" if col in ("value", "threshold") else "left", no_wrap=True)
+    for g in d.groups:
+        for e in g.entries:
+            table.add_row(g.rule, Text(clean(e.crop_path)), e.decision, Text(e.reason or ""), e.measure or "",
+                          "-" if e.value is None else f"{e.value:.4g}",
+                          "-" if e.threshold is None else f"{e.threshold:.4g}")
+        table.add_section()
+    if not d.groups:
+        table.add_row("-", Text("no disagreements"), "", "", "", "", "")
+    return table
 
 
 def reasons_view(report: ReasonReport) -> RenderableType:

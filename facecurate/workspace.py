@@ -219,6 +219,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("evaluate", "crop_size", 256,
             "Crop size `evaluate` measures the rules at: small enough to be quick, large enough for the eye rules.",
             min=16, max=8192),
+    Setting("calibrate", "target_precision", 0.0,
+            "Precision a threshold `calibrate` suggests must reach on the review decisions (then the best recall); "
+            "0 picks the threshold agreeing with the most decisions.", min=0, max=1),
+    Setting("calibrate", "min_decisions", 20,
+            "Decisions a rule needs (among faces it could judge) before `calibrate` trusts its suggestion and "
+            "the gallery calls calibration worth running.", min=1),
+    Setting("calibrate", "label_min_decisions", 30,
+            "Decisions a label needs before `calibrate` fits that label's own thresholds ([rules.<label>]).",
+            min=1),
+    Setting("calibrate", "bootstrap", 1000,
+            "Bootstrap resamples behind each precision/recall interval (0: no interval).", min=0, max=100_000),
+    Setting("calibrate", "random_share", 0.1,
+            "Share of the `review --calibrate` queue drawn at random, so the error overall is estimated honestly "
+            "and not only near the thresholds.", min=0, max=1),
+    Setting("calibrate", "seed", 0, "Seed of that random share, so the queue is reproducible.", min=0,
+            max=2**32 - 1),
     *CRAWL_SETTINGS,
 )
 
@@ -307,6 +323,9 @@ def render_default_toml() -> str:
             choices += f" Range: {s.range_text()}."
         lines.append(f"# {s.doc}{choices}")
         lines.append(f"{s.key} = {_toml_value(s.default)}")
+        if s.section == "rules" and s is RULE_SETTINGS[-1]:
+            lines += ["", "# Thresholds for one label's faces only go in a section of their own, e.g.",
+                      "# [rules.makeup]", "# closed_eyes = 0.15"]
     return "\n".join(lines) + "\n"
 
 
@@ -316,10 +335,13 @@ class Config:
     The settings table defines the whole file: a section or key it does not list is refused (with the closest
     name it does list), not passed through, because a typo silently falling back to the default is the worst
     outcome a setting can have. ``[engines.<name>]`` holds only ``base_url``, for the engines the table names;
-    ``[rules]`` holds each rule's threshold (the registry's names) and ``enabled``."""
+    ``[rules]`` holds each rule's threshold (the registry's names) and ``enabled``; ``[rules.<label>]`` (any
+    label, e.g. ``[rules.makeup]``) holds thresholds for that label's faces only, each checked like its
+    ``[rules]`` row (``calibrate --apply`` writes them when a label has enough decisions of its own)."""
 
-    def __init__(self, values: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, values: dict[str, dict[str, Any]], labels: dict[str, dict[str, float]] | None = None) -> None:
         self._values = values
+        self._labels = labels or {}
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -332,6 +354,9 @@ class Config:
             raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the line it names, or move the "
                               f"file away and run `facecurate init` to write a fresh one.") from exc
         known = {(s.section, s.key): s for s in SETTINGS}
+        user, label_tables = _split_label_rules(user, path)
+        labels = {label: {key: _check(_label_rule(label, key, path), value, path) for key, value in table.items()}
+                  for label, table in label_tables.items()}
         for section, table in _retire(_flatten_engines(user, path), path).items():
             if not isinstance(table, dict):
                 raise ConfigError(_key_outside_sections(section, table, path))
@@ -342,7 +367,17 @@ class Config:
                 if setting is None:
                     raise ConfigError(_unknown_key(section, key, path))
                 values[section][key] = _check(setting, value, path)
-        return cls(values)
+        return cls(values, labels)
+
+    def rule_thresholds(self, label: str | None = None) -> dict[str, float]:
+        """Every rule's threshold for faces of ``label``: ``[rules]`` overlaid with ``[rules.<label>]``."""
+        out = {k: float(v) for k, v in self._values["rules"].items() if k != "enabled"}
+        out.update(self._labels.get(label or "", {}) if label else {})
+        return out
+
+    def rule_labels(self) -> dict[str, dict[str, float]]:
+        """The ``[rules.<label>]`` sections: label -> the thresholds it sets (only those)."""
+        return {k: dict(v) for k, v in self._labels.items()}
 
     def get(self, section: str, key: str) -> Any:
         return self._values[section][key]
@@ -356,6 +391,30 @@ class Config:
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {k: dict(v) for k, v in self._values.items()}
+
+
+def _split_label_rules(user: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """TOML nests ``[rules.makeup]`` inside ``[rules]`` as a table: take those out as per-label thresholds."""
+    rules = user.get("rules")
+    if not isinstance(rules, dict):
+        return user, {}
+    labels = {k: v for k, v in rules.items() if isinstance(v, dict)}
+    if not labels:
+        return user, {}
+    for label in labels:
+        if not label.strip():
+            raise ConfigError(f"{path}: [rules.\"{label}\"] names no label: write [rules.<label>] with a label "
+                              f"your queries or imports use.")
+    return {**user, "rules": {k: v for k, v in rules.items() if k not in labels}}, labels
+
+
+def _label_rule(label: str, key: str, path: Path) -> Setting:
+    """The ``[rules]`` row a ``[rules.<label>]`` key overrides; only thresholds can be set per label."""
+    thresholds = [s.key for s in RULE_SETTINGS if s.key != "enabled"]
+    if key not in thresholds:
+        raise ConfigError(f"{path}: [rules.{label}] has no setting {key!r}.{_suggest(key, thresholds)} A label's "
+                          f"section holds rule thresholds only: {', '.join(thresholds)}.")
+    return setting("rules", key)
 
 
 def _flatten_engines(user: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -563,6 +622,73 @@ class Workspace:
 
     def resolve(self, relative: str) -> Path:
         return self.root / relative
+
+
+_BARE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _header(label: str | None) -> str:
+    if label is None:
+        return "[rules]"
+    return f"[rules.{label}]" if set(label) <= _BARE_KEY else f"[rules.{_toml_value(label)}]"
+
+
+def write_thresholds(ws: Workspace, changes: dict[str | None, dict[str, float]], note: str) -> Path:
+    """Set rule thresholds in facecurate.toml (label None: ``[rules]``, else ``[rules.<label>]``), keeping every
+    other line and comment as it was, with ``note`` in a dated comment beside each value changed. The old file is
+    kept as ``facecurate.toml.YYYYMMDD-HHMMSS.bak``; the new text is checked as every command checks the file
+    before it replaces the old one, so a failed write leaves the settings untouched. Returns the backup's path."""
+    import re
+    import shutil
+    from datetime import datetime
+
+    path = ws.config_path
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.splitlines()
+    stamp = datetime.now().astimezone()
+    day = stamp.strftime("%Y-%m-%d %H:%M")
+    current = Config.load(path)
+    for label, values in changes.items():
+        header = _header(label)
+        alt = {header, header.replace(" ", "")}
+        if label is not None:
+            alt |= {f"[rules.{_toml_value(label)}]", f"[rules.'{label}']"}
+        start = next((i for i, ln in enumerate(lines) if ln.strip() in alt), None)
+        if start is None:
+            lines += ["", header]
+            start = len(lines) - 1
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        lines.insert(start + 1, f"# calibrate {day}: {note}")
+        end += 1
+        for key, value in values.items():
+            old = current.rule_thresholds(label).get(key)
+            line = f"{key} = {value!r}  # calibrate {day}, was {old!r}"
+            pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+            found = next((i for i in range(start + 1, end) if pattern.match(lines[i])), None)
+            if found is None:
+                lines.insert(end, line)
+                end += 1
+            else:
+                lines[found] = line
+    new_text = "\n".join(lines) + "\n"
+    trial = ws.tmp_dir / f"{CONFIG_NAME}.check"
+    ws.tmp_dir.mkdir(parents=True, exist_ok=True)
+    trial.write_text(new_text, encoding="utf-8")
+    try:
+        Config.load(trial)
+    finally:
+        trial.unlink(missing_ok=True)
+    backup = path.with_name(f"{CONFIG_NAME}.{stamp.strftime('%Y%m%d-%H%M%S')}.bak")
+    n = 1
+    while backup.exists():
+        backup = path.with_name(f"{CONFIG_NAME}.{stamp.strftime('%Y%m%d-%H%M%S')}-{n}.bak")
+        n += 1
+    if path.exists():
+        shutil.copy2(path, backup)
+    part = path.with_name(path.name + ".part")
+    part.write_text(new_text, encoding="utf-8")
+    os.replace(part, path)
+    return backup
 
 
 def init_workspace(directory: Path) -> Workspace:

@@ -22,13 +22,14 @@ LAYERS: list[tuple[int, str]] = [
     (2, "facecurate.dedup.hashing"), (2, "facecurate.dedup.decode"), (2, "facecurate.dedup.verify"),
     (2, "facecurate.faces.detect"), (2, "facecurate.faces.align"),
     (2, "facecurate.rules.measure"), (2, "facecurate.rules.geometry"), (2, "facecurate.rules.pixels"),
-    (2, "facecurate.rules.eyes"), (2, "facecurate.rules.registry"),
+    (2, "facecurate.rules.eyes"), (2, "facecurate.rules.registry"), (2, "facecurate.rules.fitting"),
     (2, "facecurate.crawl.engines"), (2, "facecurate.crawl.http"), (2, "facecurate.crawl.urls"),
     # a loopback server and image edits: neither reads the catalog or the workspace
     (2, "facecurate.demo_engine"), (2, "facecurate.demo_variants"),
     (3, "facecurate.ingest"), (3, "facecurate.crawl"), (3, "facecurate.dedup"), (3, "facecurate.faces"),
     (3, "facecurate.rules"), (3, "facecurate.review"), (3, "facecurate.export"),
-    (4, "facecurate.pipeline"), (4, "facecurate.evaluate"), (4, "facecurate.demo"),
+    (4, "facecurate.pipeline"), (4, "facecurate.evaluate"), (4, "facecurate.calibrate"),
+    (4, "facecurate.demo"),
     (5, "facecurate.api"), (5, "facecurate.output"), (5, "facecurate"),
     (6, "facecurate.cli"), (6, "facecurate.__main__"), (6, "facecurate.review.server"),
 ]

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from facecurate import output
+from facecurate.calibrate import Calibration
 from facecurate.catalog import StatusReport
 from facecurate.cli import app
 from facecurate.crawl import CrawlSummary, QueryListing
@@ -33,6 +34,7 @@ from facecurate.export import ExportSummary
 from facecurate.faces.crop import CropSummary
 from facecurate.ingest import ImportSummary
 from facecurate.pipeline import RunSummary
+from facecurate.review.calibration import CalibrationQueue, DisagreementReport
 from facecurate.review.report import HtmlReport, ReasonReport
 from facecurate.rules.stage import FilterSummary, RuleExplained
 from facecurate.workspace import init_workspace
@@ -43,7 +45,8 @@ COMMAND_RECORDS: dict[str, Any] = {
     "import": ImportSummary, "crawl": CrawlSummary, "queries list": QueryListing, "dedup": DedupSummary,
     "crop": CropSummary, "filter": FilterSummary, "filter --explain": list[RuleExplained], "export": ExportSummary,
     "status": StatusReport, "review --list": ReasonReport, "run": RunSummary, "evaluate": Evaluation,
-    "report": HtmlReport,
+    "report": HtmlReport, "calibrate": Calibration, "review --calibrate": CalibrationQueue,
+    "review --list --disagree": DisagreementReport,
 }
 SETTINGS_ECHOES = (DedupOptions,)
 
@@ -158,6 +161,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, demo_dir_module: Path) -> 
         invoke("filter --explain", "filter", "--explain", kept["sample_id"], *w)
         invoke("status", "status", *w)
         invoke("review --list", "review", "--list", *w)
+        invoke("review --list --disagree", "review", "--list", "--disagree", *w)
+        invoke("review --calibrate", "review", "--calibrate", "5", *w)
+        invoke("calibrate", "calibrate", *w)
         invoke("report", "report", "--out", str(root / "report.html"), *w)
         invoke("run", "run", "--device", "cpu", *w)
     tree = root / "labelled"

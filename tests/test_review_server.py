@@ -163,7 +163,8 @@ def test_writes_need_the_token_and_the_same_origin(client: FlaskClient, rws: Wor
         assert cat.conn.execute("SELECT COUNT(*) FROM review_log").fetchone()[0] == 0
     ok = _decide(client, [key], "kept", Origin="http://localhost")
     assert ok.status_code == 200 and ok.json["changed"] == [
-        {"key": key, "review": {"decision": "kept", "by": "tester", "at": ok.json["changed"][0]["review"]["at"]}}]
+        {"key": key, "review": {"decision": "kept", "by": "tester", "at": ok.json["changed"][0]["review"]["at"],
+                                "reason": None}}]
     undo = client.post("/api/undo", json={}, headers={TOKEN_HEADER: "t0ken"})
     assert undo.json["changed"][0]["review"]["decision"] == "none"
     # a DNS-rebinding page reaches us under its own name: refused before any route runs

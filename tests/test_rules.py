@@ -136,8 +136,8 @@ def test_evaluate_measures_rules_against_folders(judged, tmp_path: Path):
     result = evaluate_dir(tree, tmp_path / "ws", device="cpu", target_precision=0.9)
     rules = {r.rule: r for r in result.rules}
     for name in ("mirroring", "no_headroom", "grayscale"):
-        assert rules[name].support == 1 and rules[name].recall == 1.0
-    assert rules["grayscale"].precision == 1.0 and rules["grayscale"].fired_by_label == {"grayscale": 1}
+        assert rules[name].positives == 1 and rules[name].recall == 1.0
+    assert rules["grayscale"].precision == 1.0 and rules["grayscale"].by_label == {"grayscale": 1}
     assert result.keep_rejected == 0.0
     assert result.as_dict()["rules"][0]["rule"] == "no_face"  # the --json shape: plain dicts, registry order
 

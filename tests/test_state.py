@@ -122,14 +122,19 @@ def _old_catalog(path: Path, version: int) -> sqlite3.Connection:
     return conn
 
 
-@pytest.mark.parametrize("version", [1, 6])
+@pytest.mark.parametrize("version", [1, 6, 7])
 def test_old_catalogs_migrate_to_the_fresh_schema_and_keep_their_data(tmp_path: Path, version: int):
     old = _old_catalog(tmp_path / "old.db", version)
     old.execute("INSERT INTO images (id, sha256, path, format, width, height, bytes, label, added_at, crop_state) "
                 "VALUES (1, 'ab', 'raw/ab.jpg', 'jpeg', 10, 10, 5, 'x', 'now', 'done')")
+    status = ("status, ", "'reject', ") if version < 7 else ("", "")  # v7 dropped the stored status
     old.execute("INSERT INTO faces (image_id, face_index, det_score, bbox, landmarks, quad, oob_fraction, "
-                "above_fraction, side_fraction, eye_angle, crop_path, crop_size, status, reasons) "
-                "VALUES (1, 0, 0.9, '[]', '[]', '[]', 0, 0, 0, 0, 'crops/ab_0.jpg', 64, 'reject', '[\"wink\"]')")
+                f"above_fraction, side_fraction, eye_angle, crop_path, crop_size, {status[0]}reasons) "
+                f"VALUES (1, 0, 0.9, '[]', '[]', '[]', 0, 0, 0, 0, 'crops/ab_0.jpg', 64, {status[1]}'[\"wink\"]')")
+    if version >= 5:  # a decision logged before v8 has no reason: it reads as none given
+        old.execute("INSERT INTO review_log (image_id, face_index, batch, action, decision_before, decision_after, "
+                    "rule_status, reviewer, session, decided_at) VALUES (1, 0, 1, 'keep', 'none', 'kept', 'reject', "
+                    "'ann', 's', 'now')")
     if version >= 4:  # filter ran: the stored status followed from the reasons
         old.execute("UPDATE faces SET filtered_at = 'now'")
     old.close()
@@ -140,6 +145,9 @@ def test_old_catalogs_migrate_to_the_fresh_schema_and_keep_their_data(tmp_path: 
     face = next(migrated.faces())
     assert face.reasons == ["wink"] and face.crop_path == "crops/ab_0.jpg"
     expected = State.REJECT if version >= 4 else State.PENDING  # v1 had no filtered_at: the rules must run again
+    if version >= 5:
+        expected = State.KEEP
+        assert [r.reason for r in migrated.review_history(1, 0)] == [None]
     assert migrated.item_states()[(1, 0)].state is expected
     migrated.close()
     fresh.close()

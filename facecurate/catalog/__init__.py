@@ -14,7 +14,7 @@ from facecurate.catalog.faces import FaceRecord, FaceRow, FacesMixin
 from facecurate.catalog.images import ImageRow, ImagesMixin, SourceRow
 from facecurate.catalog.items import ImageFacts, ItemsMixin, ItemState
 from facecurate.catalog.queries import DownloadRow, QueriesMixin, QueryRow, RunRow
-from facecurate.catalog.review import ReviewMixin
+from facecurate.catalog.review import DecidedFace, ReviewMixin, RuledFace
 from facecurate.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from facecurate.catalog.state import Decision, State, state_of
 
@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Catalog",
     "ChartRow",
+    "DecidedFace",
     "Decision",
     "DedupCounts",
     "DownloadRow",
@@ -37,6 +38,7 @@ __all__ = [
     "ImageRow",
     "ItemState",
     "QueryRow",
+    "RuledFace",
     "RunRow",
     "SourceRow",
     "State",

@@ -66,6 +66,7 @@ class FaceToFilter(FaceRow):
     photo_width: int
     photo_height: int
     detections: list[dict[str, Any]]     # every detection in the photo, as crop stored them
+    label: str | None = None             # the photo's label: [rules.<label>] thresholds apply to its faces
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,16 @@ class FacesMixin(CatalogBase):
         """Every face with its photo's facts, in face order: filter decides all of them on every run (thresholds
         may have changed) and measures only what a face lacks."""
         rows = self.conn.execute(
-            "SELECT f.*, i.path AS photo_path, i.width AS photo_width, i.height AS photo_height, i.detections "
+            "SELECT f.*, i.path AS photo_path, i.width AS photo_width, i.height AS photo_height, i.detections, "
+            "i.label AS photo_label "
             "FROM faces f JOIN images i ON i.id = f.image_id ORDER BY f.id").fetchall()
         out = []
         for r in rows:
             face = FaceRow.from_row(r)
             out.append(FaceToFilter(**{f.name: getattr(face, f.name) for f in dataclasses.fields(FaceRow)},
                                     photo_path=r["photo_path"], photo_width=r["photo_width"],
-                                    photo_height=r["photo_height"], detections=json.loads(r["detections"])))
+                                    photo_height=r["photo_height"], detections=json.loads(r["detections"]),
+                                    label=r["photo_label"]))
         return out
 
     def save_filter_results(self, results: Iterable[FilterResult]) -> None:

@@ -70,6 +70,7 @@ class GalleryFilter:
     score: str | None          # the score sorted on when sort == "score" (a NAME_RE name)
     worst_first: bool
     score_worse: Literal["high", "low"]  # the bad end of that score
+    disagree: bool = False     # only faces a person decided against the rules (kept a reject, rejected a keep)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,9 @@ def _where(flt: GalleryFilter) -> tuple[str, list[Any]]:
     if flt.decision is not None:
         clauses.append("it.decision = ?")
         params.append(flt.decision.value)
+    if flt.disagree:
+        clauses.append("((it.decision = 'kept' AND it.rule_state = 'reject') OR "
+                       "(it.decision = 'rejected' AND it.rule_state = 'keep'))")
     return " AND ".join(clauses), params
 
 

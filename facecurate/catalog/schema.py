@@ -196,6 +196,12 @@ _V7_DERIVED_STATE = """
     ALTER TABLE faces DROP COLUMN status;
 """
 
+_V8_REVIEW_REASON = """
+    -- the reason a person gave with a decision (review hotkeys 1-5, 0): a reject names the rule it agrees with
+    -- (closed_eyes, wink, ...) or 'other'; a keep may say 'rule_wrong'. NULL: no reason given. calibrate reads it.
+    ALTER TABLE review_log ADD COLUMN reason TEXT;
+"""
+
 MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_DEDUP, _V3_CRAWL, _V4_RULES, _V5_REVIEW, _V6_DEDUP_WINDOWS,
-                               _V7_DERIVED_STATE)
+                               _V7_DERIVED_STATE, _V8_REVIEW_REASON)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ OUTCOMES: dict[str, str] = {"kept": "#30a46c", "rejected": "#e5484d", "duplicate
                             "no face / failed / pending": "#8b8f98"}
 _OUTCOME_OF = {State.KEEP: "kept", State.REJECT: "rejected", State.DUPLICATE: "duplicate"}
 FIRED, NOT_FIRED, THRESHOLD = "#e5484d", "#5b8def", "#f0f0f0"
+SUGGESTED = "#f5a524"  # calibrate's threshold, dotted beside the one in force
 _RC: Any = {  # (matplotlib types rc_context's keys as a Literal of every rcParam)
     "svg.fonttype": "none",          # text as <text>, not glyph paths: smaller, selectable, searchable
     "text.parse_math": False,        # labels and queries are crawled text: a "$" is a dollar, not mathtext
@@ -197,10 +198,11 @@ def _measures(rows: Sequence[ChartRow], rules: Sequence[Rule]) -> dict[str, tupl
     return out
 
 
-def _histogram(rule: Rule, values: list[float], fired_flags: list[bool], threshold: float, enabled: bool) -> Chart:
+def _histogram(rule: Rule, values: list[float], fired_flags: list[bool], threshold: float, enabled: bool,
+               suggested: float | None = None) -> Chart:
     data, fired = np.asarray(values), np.asarray(fired_flags, dtype=bool)
     lo, hi = (float(v) for v in np.percentile(data, [1, 99]))
-    lo, hi = min(lo, threshold), max(hi, threshold)
+    lo, hi = min(lo, threshold, suggested if suggested is not None else lo), max(hi, threshold, suggested or hi)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     pad = (hi - lo) * 0.04
@@ -218,18 +220,23 @@ def _histogram(rule: Rule, values: list[float], fired_flags: list[bool], thresho
                 linewidth=0), cid, n)
     ax.axvline(threshold, color=THRESHOLD, linestyle="--", linewidth=1.4, gid=f"{cid}-threshold",
                label=f"threshold {threshold:g}")
+    if suggested is not None:  # calibrate's suggestion from the review decisions, beside the one in force
+        ax.axvline(suggested, color=SUGGESTED, linestyle=":", linewidth=1.6, gid=f"{cid}-suggested",
+                   label=f"calibrated {suggested:.4g}")
     ax.set_xlabel(rule.measure)
     ax.set_ylabel("faces")
     _counts(ax.yaxis)
     fig.legend(loc="outside upper center", ncols=3, fontsize=7)
     way = "below" if rule.direction == "below" else "at or above"
     state = "" if enabled else " (disabled in [rules] enabled)"
-    caption = (f"Fires {way} {threshold:g}{state} · {len(data)} faces measured, fired on {int(fired.sum())} · "
+    moved = "" if suggested is None else f" (calibrate suggests {suggested:.4g}, dotted)"
+    caption = (f"Fires {way} {threshold:g}{moved}{state} · {len(data)} faces measured, fired on {int(fired.sum())} · "
                f"values outside {edges[0]:.3g}…{edges[-1]:.3g} in the end bins. {_FIRES.sub('', rule.doc)}")
     return Chart(cid, "histogram", f"{rule.name} ({rule.measure})", caption, _render(fig, cid))
 
 
-def _histograms(rows: Sequence[ChartRow], cfg: Config) -> tuple[list[Chart], list[str]]:
+def _histograms(rows: Sequence[ChartRow], cfg: Config,
+                suggested: Mapping[str, float] | None = None) -> tuple[list[Chart], list[str]]:
     rules = [r for r in RULES if r.family != "image"]  # an image-level reason is a flag, not a measure
     limits = cfg.section("rules")
     try:
@@ -245,7 +252,8 @@ def _histograms(rows: Sequence[ChartRow], cfg: Config) -> tuple[list[Chart], lis
             missing.append(rule.name)
             continue
         threshold = float(limits.get(rule.name, rule.default))
-        charts.append(_histogram(rule, values, fired, threshold, rule.name in enabled))
+        charts.append(_histogram(rule, values, fired, threshold, rule.name in enabled,
+                                 (suggested or {}).get(rule.name)))
     return charts, missing
 
 
@@ -322,13 +330,14 @@ def _timeline_chart(rows: Sequence[ChartRow]) -> Chart | None:
                     keys, counts, False, f"{unit} added (UTC)")
 
 
-def build_charts(rows: Iterable[ChartRow], cfg: Config) -> ChartSet:
-    """Every chart of the report from the catalog's items and the settings in force."""
+def build_charts(rows: Iterable[ChartRow], cfg: Config, suggested: Mapping[str, float] | None = None) -> ChartSet:
+    """Every chart of the report from the catalog's items and the settings in force; ``suggested``: thresholds
+    ``calibrate`` would set (rule -> value), drawn beside the ones in force."""
     import matplotlib
 
     items = list(rows)
     with matplotlib.rc_context(_RC):
-        histograms, missing = _histograms(items, cfg)
+        histograms, missing = _histograms(items, cfg, suggested)
         return ChartSet(reasons=_reason_chart(items), histograms=histograms, unmeasured=missing,
                         queries=_query_chart(items), timeline=_timeline_chart(items),
                         states=dict(Counter(r.state.value for r in items).most_common()))

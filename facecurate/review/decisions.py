@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from facecurate.catalog import Catalog, Decision
 from facecurate.catalog.review import Action, LogEntry
+from facecurate.review.calibration import check_reason
 from facecurate.review.items import Target
 from facecurate.workspace import Config
 
@@ -51,17 +52,23 @@ def _decision(value: Decision | str) -> Decision:
 
 
 def decide(catalog: Catalog, targets: list[Target], decision: Decision | str, reviewer: str,
-           session: str) -> tuple[int | None, list[Change]]:
-    """Record one decision for every target that does not already have it; returns (batch, changes)."""
+           session: str, reason: str | None = None) -> tuple[int | None, list[Change]]:
+    """Record one decision for every target that does not already have it, or has it with another reason
+    (pressing ``1`` on a face rejected with ``r`` adds the reason); returns (batch, changes). ``reason``: a
+    rule's name or ``other`` with a reject, ``rule_wrong`` with a keep (ValueError otherwise)."""
     wanted = _decision(decision)
+    said = check_reason(wanted, reason)
     unique = list({(t.image_id, t.face_index): t for t in targets}.values())
     with catalog.transaction():  # read and append in one transaction: two tabs deciding at once stay in order
         states = catalog.item_states_of(t.image_id for t in unique)
+        given = catalog.review_reasons([(t.image_id, t.face_index) for t in unique]) if said else {}
         entries = []
         for t in unique:
             st = states.get((t.image_id, t.face_index))
-            if st is not None and st.decision != wanted:  # None: crop --redo took the face away meanwhile
-                entries.append(LogEntry(t.image_id, t.face_index, st.decision, wanted, st.rule_state))
+            if st is None:  # crop --redo took the face away meanwhile
+                continue
+            if st.decision != wanted or (said is not None and given.get((t.image_id, t.face_index)) != said):
+                entries.append(LogEntry(t.image_id, t.face_index, st.decision, wanted, st.rule_state, said))
         if not entries:
             return None, []
         batch = catalog.review_next_batch()

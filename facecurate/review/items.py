@@ -20,11 +20,14 @@ from facecurate.catalog.gallery import NAME_RE, NO_VALUE, SORTS, GalleryFilter, 
 
 KEY_RE = re.compile(r"^([fi])([1-9][0-9]{0,17})$")
 STATUSES = tuple(s.value for s in State)
-DECISION_FILTERS = ("any", *(d.value for d in Decision))
+DISAGREE = "disagree"  # the decision filter's "a person overrode the rules" value
+DECISION_FILTERS = ("any", *(d.value for d in Decision), DISAGREE)
 MAX_FILTER_VALUE = 500
+CALIBRATE_SORT = "calibrate"  # the gallery's "most informative first" order (review --calibrate)
 NO_REVIEW: dict[str, Any] = {"decision": Decision.NONE.value, "by": None, "at": None}
 
-__all__ = ["DECISION_FILTERS", "KEY_RE", "NO_VALUE", "STATUSES", "ItemKey", "Target", "display_name", "facets",
+__all__ = ["CALIBRATE_SORT", "DECISION_FILTERS", "DISAGREE",
+           "KEY_RE", "NO_VALUE", "STATUSES", "ItemKey", "Target", "display_name", "facets",
            "keys_for", "parse_filter", "resolve_targets", "summaries"]
 
 
@@ -60,12 +63,15 @@ def parse_filter(args: dict[str, str], score_worse: dict[str, str]) -> GalleryFi
     if decision not in DECISION_FILTERS:
         raise ValueError(f"unknown decision filter {decision!r}")
     score = sort[6:] if sort.startswith("score:") and NAME_RE.match(sort[6:]) else None
-    by = next((s for s in SORTS if s == sort), "score" if score is not None else None)
+    # "calibrate" lists the filter in catalog order; the server then puts the most informative faces first
+    by = next((s for s in SORTS if s == sort), "score" if score is not None else
+              "order" if sort == CALIBRATE_SORT else None)
     if by is None or (by == "score" and score is None):
         raise ValueError(f"unknown sort {sort!r}")
     return GalleryFilter(status=None if status == "any" else State(status), reason=text("reason"),
                          label=text("label"), query=text("query"),
-                         decision=None if decision == "any" else Decision(decision), sort=by, score=score,
+                         decision=None if decision in ("any", DISAGREE) else Decision(decision), sort=by,
+                         score=score, disagree=decision == DISAGREE,
                          worst_first=args.get("dir", "worst") != "best",
                          score_worse="low" if score is not None and score_worse.get(score) == "low" else "high")
 
@@ -124,6 +130,10 @@ def summaries(catalog: Catalog, keys: list[str]) -> list[dict[str, Any]]:
     """What a grid cell shows, for the keys in view (unknown keys are left out)."""
     parsed = [k for k in (ItemKey.parse(t) for t in keys[:1000]) if k is not None]
     found = catalog.gallery_items([k.id for k in parsed if k.kind == "f"], [k.id for k in parsed if k.kind == "i"])
-    decisions = catalog.review_latest([(it.image_id, it.face_index) for it in found.values() if it.face_index >= 0])
+    pairs = [(it.image_id, it.face_index) for it in found.values() if it.face_index >= 0]
+    decisions = catalog.review_latest(pairs)
+    reasons = catalog.review_reasons(p for p in pairs if p in decisions)  # the gallery shows what was said
+    for pair, review in decisions.items():
+        review["reason"] = reasons.get(pair) if review["decision"] != Decision.NONE.value else None
     return [_summary(found[text], decisions.get((found[text].image_id, found[text].face_index), dict(NO_REVIEW)))
             for text in keys if text in found]

@@ -25,6 +25,7 @@ from facecurate.errors import ImageError
 from facecurate.review import thumbs
 from facecurate.review.charts import build_charts
 from facecurate.review.items import NO_REVIEW, display_name
+from facecurate.rules.fitting import RuleFit
 from facecurate.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "static"
@@ -131,11 +132,17 @@ class HtmlReport:
     size_bytes: int  # of the HTML file
 
 
-def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> HtmlReport:
-    """Write the static report: the charts, then one contact sheet per reason (``limit`` entries each, 0 = all)."""
+def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int,
+               calibration: list[RuleFit] | None = None) -> HtmlReport:
+    """Write the static report: the charts, the calibration table (``calibration``: ``calibrate``'s fits to the
+    review decisions, whose trusted suggestions the histograms draw beside the thresholds in force), then one
+    contact sheet per reason (``limit`` entries each, 0 = all)."""
     cfg = ws.config()
     limits = (int(cfg.get("media", "max_pixels")), int(cfg.get("media", "max_bytes")))
-    charts = build_charts(catalog.chart_rows(), cfg)
+    fits = [f for f in calibration or [] if f.labelled]
+    suggested = {f.rule: f.suggested_threshold for f in fits if f.label is None and f.enough
+                 and f.suggested_threshold is not None and f.suggested_threshold != f.threshold}
+    charts = build_charts(catalog.chart_rows(), cfg, suggested)
     groups = reason_groups(catalog, examples=limit)
     images: dict[str, str | None] = {}
     for g in groups:
@@ -146,6 +153,6 @@ def write_html(ws: Workspace, catalog: Catalog, out: Path, limit: int) -> HtmlRe
     svg = {c.id: Markup(c.svg) for c in charts.all}  # matplotlib's SVG, its text escaped by its XML writer
     html = env.get_template("report.html").render(
         groups=groups, images=images, workspace=str(ws.root), created=utc_now(), version=__version__,
-        faces=catalog.face_count(), limit=limit, charts=charts, svg=svg).encode("utf-8")
+        faces=catalog.face_count(), limit=limit, charts=charts, svg=svg, fits=fits).encode("utf-8")
     media.atomic_write(out, html)
     return HtmlReport(out, len(groups), sum(v is not None for v in images.values()), len(svg), len(html))

@@ -39,7 +39,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from facecurate.catalog import Catalog
 from facecurate.errors import FacecurateError, ImageError
-from facecurate.review import decisions, detail, items, scoring, thumbs
+from facecurate.review import calibration, decisions, detail, items, scoring, thumbs
 from facecurate.workspace import Workspace
 
 STATIC = Path(__file__).parent / "static"
@@ -49,6 +49,7 @@ KEY_COOKIE = "fc_key"  # ... and in the cookie it is exchanged for
 LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 MAX_DECIDE = 200_000
+CALIBRATE_FIRST = 500  # faces the "most informative first" order ranks; the rest follow in catalog order
 MAX_BODY = 16 * 1024 * 1024  # 200,000 keys of 20 bytes and their quotes: a bigger body is no decision
 IMAGE_ID = re.compile(r"[1-9][0-9]{0,17}")  # 18 digits: every id SQLite can hold fits, no OverflowError
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -224,6 +225,8 @@ def create_app(ws: Workspace, *, access: Access = LOCAL, token: str | None = Non
         out["scores"] = [s.as_dict() for s in infos]
         out["reason_scores"] = scoring.reason_scores(infos)
         out["reviewer"] = app.config["FC_REVIEWER"]
+        out["calibration"] = [r.as_dict() for r in calibration.catalog_progress(catalog(), ws.config())]
+        out["hotkeys"] = calibration.HOTKEYS
         return jsonify(out)
 
     @app.get("/api/query")
@@ -237,9 +240,13 @@ def create_app(ws: Workspace, *, access: Access = LOCAL, token: str | None = Non
         except ValueError as exc:
             abort(400, str(exc))
         found = catalog().gallery_keys(flt)
+        keys = found.keys
+        if args.get("sort") == items.CALIBRATE_SORT:  # most informative first, then the rest in catalog order
+            asked = [q.key for q in calibration.catalog_queue(catalog(), ws.config(), CALIBRATE_FIRST, set(keys))]
+            keys = asked + [k for k in keys if k not in set(asked)]
         first = min(max(request.args.get("first", 0, type=int), 0), 500)  # the page in view: saves a round trip
-        return jsonify(count=len(found.keys), total=found.total, keys=found.keys,
-                       items=items.summaries(catalog(), found.keys[:first]) if first else [])
+        return jsonify(count=len(keys), total=found.total, keys=keys,
+                       items=items.summaries(catalog(), keys[:first]) if first else [])
 
     @app.get("/api/items")
     def api_items() -> Response:
@@ -259,14 +266,20 @@ def create_app(ws: Workspace, *, access: Access = LOCAL, token: str | None = Non
     @app.post("/api/decide")
     def api_decide() -> Response:
         body: dict[str, Any] = g.body  # parsed and checked by the write guard
-        keys, decision = body.get("keys"), body.get("decision")
+        keys, decision, reason = body.get("keys"), body.get("decision"), body.get("reason")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(keys) > MAX_DECIDE:
             abort(400, "keys must be a list of item keys")
         if decision not in decisions.DECISIONS:
             abort(400, f"decision must be one of {', '.join(d.value for d in decisions.DECISIONS)}")
+        if reason is not None and not isinstance(reason, str):
+            abort(400, "reason must be a string")
+        try:
+            calibration.check_reason(decision, reason)
+        except ValueError as exc:
+            abort(400, str(exc))
         targets, skipped = items.resolve_targets(catalog(), keys)
         batch, changes = decisions.decide(catalog(), targets, decision, app.config["FC_REVIEWER"],
-                                          app.config["FC_SESSION"])
+                                          app.config["FC_SESSION"], reason=reason)
         by_pair = {(t.image_id, t.face_index): t.key for t in targets}
         return jsonify(batch=batch, changed=_changed(catalog(), changes, by_pair), skipped=skipped)
 
@@ -352,6 +365,9 @@ def _changed(catalog: Catalog, changes: list[decisions.Change],
     """The review field each changed item has now, by key, for the page to redraw."""
     pairs = [(c.image_id, c.face_index) for c in changes]
     latest = catalog.review_latest(pairs)
+    reasons = catalog.review_reasons(p for p in pairs if p in latest)
+    for pair, review in latest.items():
+        review["reason"] = reasons.get(pair) if review["decision"] != "none" else None
     return [{"key": keys[p], "review": latest.get(p, dict(items.NO_REVIEW))} for p in pairs if p in keys]
 
 

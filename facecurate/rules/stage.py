@@ -59,9 +59,64 @@ class RuleExplained:
     doc: str
 
 
-def thresholds(ws: Workspace) -> dict[str, float]:
-    cfg = ws.config().section("rules")
+def thresholds(ws: Workspace, label: str | None = None) -> dict[str, float]:
+    """Every rule's threshold for a face of ``label``: ``[rules]``, overlaid with ``[rules.<label>]``."""
+    cfg = ws.config().rule_thresholds(label)
     return {r.name: float(cfg.get(r.name, r.default)) for r in RULES}
+
+
+class LabelThresholds:
+    """Thresholds per label, looked up once per label: filter decides each face with its own label's."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self._ws = ws
+        self._labels = set(ws.config().rule_labels())
+        self._cache: dict[str | None, dict[str, float]] = {None: thresholds(ws)}
+
+    @property
+    def labels(self) -> set[str]:
+        """Labels with a ``[rules.<label>]`` section of their own."""
+        return set(self._labels)
+
+    def __call__(self, label: str | None) -> dict[str, float]:
+        key = label if label in self._labels else None
+        if key not in self._cache:
+            self._cache[key] = thresholds(self._ws, key)
+        return self._cache[key]
+
+
+@dataclass
+class RedecideSummary:
+    """What deciding every face again from its stored measures changed (``calibrate --apply``)."""
+
+    faces: int = 0
+    now_rejected: int = 0            # the rules kept it before, reject it now
+    now_kept: int = 0                # the rules rejected it before, keep it now
+    reasons_changed: int = 0         # any change of the reason list, the two above included
+    unmeasured: int = 0              # faces filter never measured: left for the next `filter`
+
+
+def redecide(ws: Workspace, catalog: Catalog) -> RedecideSummary:
+    """Decide every measured face again with the thresholds in force, from its stored measures only: no crop is
+    read, nothing is measured (a face filter never measured is left to ``filter``)."""
+    limits = LabelThresholds(ws)
+    deciding = [r for r in RULES if r in enabled_rules(ws, None)]
+    summary = RedecideSummary()
+    results = []
+    for face in catalog.faces_to_filter():
+        if face.filtered_at is None:
+            summary.unmeasured += 1
+            continue
+        summary.faces += 1
+        reasons = decide(face.scores, limits(face.label), deciding)
+        if list(reasons) != list(face.reasons):
+            summary.reasons_changed += 1
+            summary.now_rejected += bool(reasons) and not face.reasons
+            summary.now_kept += not reasons and bool(face.reasons)
+            results.append(FilterResult(face.id, dict(face.scores), reasons))
+    with catalog.transaction():
+        catalog.save_filter_results(results)
+    return summary
 
 
 def enabled_rules(ws: Workspace, names: str | None) -> list[Rule]:
@@ -85,7 +140,7 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
     chosen = enabled_rules(ws, rules)
     enabled = enabled_rules(ws, None)
     deciding = [r for r in RULES if r in enabled or r in chosen]
-    limits = thresholds(ws)
+    limits = LabelThresholds(ws)
     cfg = ws.config()
     min_prob = float(cfg.get("crop", "min_prob"))
     max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
@@ -140,7 +195,7 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
                 if fams:
                     summary.measured += 1
                 scores = {k: _clean(v) for k, v in scores.items()}
-                reasons = decide(scores, limits, deciding)
+                reasons = decide(scores, limits(face.label), deciding)
                 summary.by_reason.update(reasons)
                 if reasons:
                     summary.rejected += 1
@@ -162,7 +217,8 @@ def explain(ws: Workspace, catalog: Catalog, sample_id: str) -> list[RuleExplain
         raise ConfigError(f"No face {sample_id!r} in this workspace: use a sample_id from the manifest "
                           f"(`facecurate export`), e.g. 0930e3aa8cae5920_0.")
     reasons = set(face.reasons)
-    limits = thresholds(ws)
+    image = catalog.image_row(face.image_id)
+    limits = thresholds(ws, image.label if image else None)
     return [RuleExplained(rule=r.name, measure=r.measure, value=face.scores.get(r.measure), threshold=limits[r.name],
                           fires_when=r.direction, fired=r.name in reasons, doc=r.doc)
             for r in RULES if r.family != "image"]

@@ -309,7 +309,8 @@
     // The badge is what the stages said (it never changes with a decision); the mark is the person's decision.
     cell.classList.add(`st-${item.rule_status}`, `dec-${decision}`);
     const mark = cell.querySelector('.mark');
-    mark.textContent = decision === 'kept' ? '✓ kept' : decision === 'rejected' ? '✗ rejected' : '';
+    const said = item.review.reason ? ` (${item.review.reason.replace('_', ' ')})` : '';
+    mark.textContent = decision === 'kept' ? `✓ kept${said}` : decision === 'rejected' ? `✗ rejected${said}` : '';
     const line1 = cell.querySelector('.line1');
     line1.textContent = '';
     line1.appendChild(el('span', `badge st-${item.rule_status}`, item.rule_status.replace('_', ' ')));
@@ -380,7 +381,7 @@
     return chain;
   }
 
-  function decide(decision) {
+  function decide(decision, reason) {
     if (!state.keys.length) return;
     const bulk = state.selected.size > 0;
     const keys = bulk ? state.keys.filter((k) => state.selected.has(k)) : [state.keys[state.cursor]];
@@ -398,9 +399,10 @@
     }
     enqueue(async () => {
       try {
-        const res = await api('/api/decide', { keys, decision });
+        const res = await api('/api/decide', reason ? { keys, decision, reason } : { keys, decision });
         applyChanges(res.changed);
-        if (bulk) toast(`${decision} ${fmt(res.changed.length)} · u undoes`);
+        if (bulk || reason) toast(`${decision}${reason ? ` (${reason})` : ''} ${fmt(res.changed.length)} · u undoes`);
+        refreshCalibration();
       } catch (e) {
         toast(`not saved: ${e.message}`);
       }
@@ -588,9 +590,40 @@
     const actions = {
       home: () => setCursor(0, e.shiftKey), end: () => setCursor(state.keys.length - 1, e.shiftKey),
       k: () => decide('kept'), r: () => decide('rejected'), u: () => undo(), x: () => toggleSelect(),
+      w: () => decide('kept', 'rule_wrong'),
       a: () => selectAll(), enter: () => openDetail(), ' ': () => openDetail(), o: () => openDetail(),
     };
-    if (key in actions) { actions[key](); e.preventDefault(); }
+    if (key in actions) { actions[key](); e.preventDefault(); return; }
+    const hot = (state.facets && state.facets.hotkeys) || {};
+    if (key in hot) { decide('rejected', hot[key]); e.preventDefault(); }
+  }
+
+  // Per rule: decisions so far, disagreements, and whether `facecurate calibrate` is worth running yet.
+  function drawCalibration(rows) {
+    const table = $('calib-table');
+    table.textContent = '';
+    const head = table.insertRow();
+    for (const h of ['rule', 'decisions', 'disagree', 'calibrate?']) head.appendChild(el('th', '', h));
+    let worth = 0;
+    for (const r of rows || []) {
+      const tr = table.insertRow();
+      tr.dataset.rule = r.rule;
+      tr.appendChild(el('td', '', r.rule));
+      tr.appendChild(el('td', '', `${fmt(r.decisions)} / ${fmt(r.needed)}`));
+      tr.appendChild(el('td', '', fmt(r.disagreements)));
+      tr.appendChild(el('td', r.worth ? 'worth' : '', r.worth ? 'worth running' : 'not yet'));
+      worth += r.worth ? 1 : 0;
+    }
+    $('calib-sum').textContent = worth ? `calibration: worth running (${worth} rule${worth > 1 ? 's' : ''})`
+      : 'calibration';
+  }
+
+  function refreshCalibration() {
+    api('/api/facets').then((f) => {
+      if (state.facets) state.facets.calibration = f.calibration;
+      drawCalibration(f.calibration);
+      fc.calibrationDrawn = (fc.calibrationDrawn || 0) + 1;
+    }).catch(() => {});
   }
 
   function onClick(e) {
@@ -626,6 +659,7 @@
     const menus = api('/api/facets').then((f) => {
       state.facets = f;
       setupFilters(f, initial);
+      drawCalibration(f.calibration);
     });
     Promise.all([grid0, menus]).then(() => {
       // the URL named a value the menus do not offer, or there are no rejects: show what the menus say
