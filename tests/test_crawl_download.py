@@ -206,3 +206,28 @@ def test_a_hosts_slot_is_free_once_its_answer_is_in():
     assert all(r.ok for r in results) and len(results) == 2
     assert seen_while_finishing == [True]
     assert host.max_inflight == 1  # the cap on requests holds
+
+
+def test_netrc_credentials_never_reach_an_image_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Search results name third-party hosts: a ~/.netrc entry for one is not sent (requests would add it as
+    Basic auth when a session trusts the environment)."""
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login alice password secret\n", encoding="utf-8")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    for key in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(key, raising=False)
+    host = ImageHost()
+    with host.server:
+        result = Downloader(Http(_settings()), 10**8, 32, workers=1).fetch(_row(1, host.server.url("/img/4.jpg")))
+    assert result.ok
+    (req,) = host.server.requests
+    assert "authorization" not in req.headers
+
+
+def test_pending_downloads_read_the_page_by_rank(ws: Workspace, catalog: Catalog):
+    """Recording a result page reads that page's hits through the (run_id, rank) index, not the whole run."""
+    plan = " ".join(r[3] for r in catalog.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT h.id FROM hits h WHERE h.run_id=? AND h.rank>? AND h.outcome IS NULL", (1, 35)))
+    assert "hits_run_rank" in plan and "rank>?" in plan

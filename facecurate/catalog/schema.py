@@ -202,6 +202,12 @@ _V8_REVIEW_REASON = """
     ALTER TABLE review_log ADD COLUMN reason TEXT;
 """
 
+_V9_HITS_BY_RANK = """
+    -- crawl reads each result page's pending hits by rank as it records the page: without this index every
+    -- page scanned all the run's hits (a 10,000-result query read ~1.4 million rows).
+    CREATE INDEX hits_run_rank ON hits(run_id, rank);
+"""
+
 MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_DEDUP, _V3_CRAWL, _V4_RULES, _V5_REVIEW, _V6_DEDUP_WINDOWS,
-                               _V7_DERIVED_STATE, _V8_REVIEW_REASON)
+                               _V7_DERIVED_STATE, _V8_REVIEW_REASON, _V9_HITS_BY_RANK)
 SCHEMA_VERSION = len(MIGRATIONS)
