@@ -123,7 +123,9 @@ def measure(python: str, args: list[str], env: dict[str, str]) -> dict[str, Any]
     log = tempfile.TemporaryFile()  # noqa: SIM115 -- read back below, closed with the function's frame
     fd, hwm = tempfile.mkstemp(prefix="fc-hwm-")
     os.close(fd)
-    proc = subprocess.Popen([python, "-c", HIGH_WATER, *args], stdout=log, stderr=log,
+    # From a neutral folder: ``python -c`` puts the current folder first on sys.path, and a checkout there would
+    # shadow the facecurate that ``python`` has installed (another checkout's, for --python).
+    proc = subprocess.Popen([python, "-c", HIGH_WATER, *args], stdout=log, stderr=log, cwd=tempfile.gettempdir(),
                             env={**env, "FACECURATE_BENCH_HWM": hwm})
     peak_sum, done = 0, threading.Event()
 
