@@ -7,7 +7,8 @@ detection, FFHQ alignment, atomic writes, catalog) over a workspace holding the 
     uv run python benchmarks/bench_crop.py                       # CPU, real photos from ../shared if present
     uv run python benchmarks/bench_crop.py --device cuda --batch-sizes 32,64,128 --resize 1024
 
-Prints images/s for both and the ratio; ``--json`` for benchmarks/run_all.py.
+Prints images/s for both and the ratio, and the ratio of the CPU time each used (process time, all threads:
+steadier than wall time on a machine other jobs share); ``--json`` for benchmarks/run_all.py.
 """
 
 from __future__ import annotations
@@ -57,14 +58,14 @@ def prepare(photos: list[Path], folder: Path, resize: int | None) -> list[Path]:
     return out
 
 
-def run_anchor(files: list[Path], out: Path, size: int, device: str) -> tuple[float, int]:
+def run_anchor(files: list[Path], out: Path, size: int, device: str) -> tuple[float, float, int]:
     from facenet_pytorch import MTCNN
     from facenet_pytorch.models.utils.detect_face import extract_face
 
     out.mkdir(parents=True)
     mtcnn = MTCNN(device=device)
     faces = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i, f in enumerate(files):
         img = Image.open(f).convert("RGB")
         boxes, _ = mtcnn.detect(img)
@@ -73,17 +74,18 @@ def run_anchor(files: list[Path], out: Path, size: int, device: str) -> tuple[fl
         for j, box in enumerate(boxes):
             extract_face(img, box, image_size=size, save_path=str(out / f"{i}_{j}.jpg"))
             faces += 1
-    return time.perf_counter() - t0, faces
+    return time.perf_counter() - t0, time.process_time() - c0, faces
 
 
-def run_facecurate(files: list[Path], root: Path, size: int, device: str, batch_size: int) -> tuple[float, int]:
+def run_facecurate(files: list[Path], root: Path, size: int, device: str,
+                   batch_size: int) -> tuple[float, float, int]:
     ws = init_workspace(root)
     with Catalog.open(ws.catalog_path) as catalog:
         import_paths(ws, catalog, files)  # import is its own stage; the timing below is `crop` alone
         opts = CropOptions.from_config(ws, size=size, device=device, batch_size=batch_size)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         summary = run_crop(ws, catalog, opts)
-        return time.perf_counter() - t0, summary.faces
+        return time.perf_counter() - t0, time.process_time() - c0, summary.faces
 
 
 def main() -> None:
@@ -102,21 +104,24 @@ def main() -> None:
     photos = [photos[i] for i in rng.permutation(len(photos))[: args.limit]]
     with tempfile.TemporaryDirectory() as tmp:
         files = prepare(photos, Path(tmp) / "photos", args.resize)
-        anchor_s, anchor_faces = run_anchor(files, Path(tmp) / "anchor", args.size, args.device)
+        anchor_s, anchor_cpu, anchor_faces = run_anchor(files, Path(tmp) / "anchor", args.size, args.device)
         rows, results = [], []
         for bs in (int(b) for b in args.batch_sizes.split(",")):
-            fc_s, fc_faces = run_facecurate(files, Path(tmp) / f"ws{bs}", args.size, args.device, bs)
+            fc_s, fc_cpu, fc_faces = run_facecurate(files, Path(tmp) / f"ws{bs}", args.size, args.device, bs)
             ratio = anchor_s / fc_s
-            rows.append([bs, len(files) / anchor_s, len(files) / fc_s, ratio, anchor_faces, fc_faces])
+            rows.append([bs, len(files) / anchor_s, len(files) / fc_s, ratio, anchor_cpu / fc_cpu, anchor_faces,
+                         fc_faces])
             results.append({"batch_size": bs, "anchor_img_s": len(files) / anchor_s,
-                            "facecurate_img_s": len(files) / fc_s, "ratio": ratio})
+                            "facecurate_img_s": len(files) / fc_s, "ratio": ratio,
+                            "anchor_cpu_s": anchor_cpu, "facecurate_cpu_s": fc_cpu, "cpu_ratio": anchor_cpu / fc_cpu})
     title = (f"crop: {len(files)} photos, {args.device}, torch threads {torch.get_num_threads()}, "
              f"size {args.size}" + (f", resized to {args.resize}px" if args.resize else ""))
     if args.json:
         print(json.dumps({"benchmark": "crop", "anchor": "facenet-pytorch MTCNN.detect loop + extract_face",
                           "images": len(files), "device": args.device, "results": results}))
     else:
-        print_table(title, ["batch", "anchor img/s", "facecurate img/s", "ratio", "anchor faces", "fc faces"], rows)
+        print_table(title, ["batch", "anchor img/s", "facecurate img/s", "ratio", "CPU-time ratio", "anchor faces",
+                            "fc faces"], rows)
         print("anchor faces counts every detection (any probability); facecurate keeps the largest face "
               "with prob >= crop.min_prob per photo.")
 
