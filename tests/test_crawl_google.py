@@ -47,7 +47,7 @@ def test_google_scrolls_clicks_and_takes_full_size_images(ws: Workspace, catalog
     _, engines = web
     write_config(ws.root, engines.server.base, chromium=CHROMIUM, chromedriver=CHROMEDRIVER)
     add_terms(ws, catalog, "faces", ["smiling face", "two faces", BLOCKED_TERM])
-    reports = {r.term: r for r in run_crawl(ws, catalog, ["google"], limit=30).searches}
+    reports = {r.term: r for r in run_crawl(ws, catalog, ["google-browser"], limit=30).searches}
     main = reports["smiling face"]
     assert main.state == "done", main.stopped
     # 30 results need more than the 20 thumbnails of the first screen: lazy loading on scroll worked

@@ -22,10 +22,11 @@ from facecurate.catalog.queries import RunCounts
 from facecurate.crawl.download import Downloaded, Downloader
 from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Result, SearchStopped
 from facecurate.crawl.engines.base import BrowserSettings
+from facecurate.crawl.engines.wikimedia import download_limits
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.crawl.queries import configured_engines, is_pending, sync_from_files, write_mirror
 from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
-from facecurate.errors import FacecurateError
+from facecurate.errors import ConfigError, FacecurateError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.storage import put_raw, store
 from facecurate.workspace import Workspace
@@ -154,6 +155,7 @@ def plan(ws: Workspace, catalog: Catalog, engines: list[str] | None, label: str 
     unknown = [e for e in names if e not in ENGINES]
     if unknown:
         raise FacecurateError(f"Unknown engine {', '.join(unknown)}: use {', '.join(ENGINES)} (--engine, repeatable).")
+    require_contact(ws, names)
     sync_from_files(ws, catalog, configured_engines(ws.config()))
     queries = catalog.tracked_queries(label)
     if terms:
@@ -170,14 +172,28 @@ def plan(ws: Workspace, catalog: Catalog, engines: list[str] | None, label: str 
     return pairs
 
 
+def require_contact(ws: Workspace, names: list[str]) -> None:
+    """Wikimedia's robot policy (2025) refuses agents without a contact (HTTP 403): stop before any search."""
+    if "wikimedia" in names and not str(ws.config().get("crawl", "contact")).strip():
+        raise ConfigError(f"The wikimedia engine needs [crawl] contact in {ws.root / 'facecurate.toml'}: "
+                          f"Wikimedia refuses agents without a contact (HTTP 403, robot policy). Set it to your "
+                          f"e-mail or a URL, e.g. contact = \"you@example.org\", or leave wikimedia out of the "
+                          f"engines.")
+
+
 def make_engine(ws: Workspace, name: str, http: Http) -> Engine:
     cfg = ws.config()
-    base_url = str(cfg.engine(name)["base_url"])
+    options = cfg.engine(name)
+    base_url = str(options["base_url"])
     http.trust(base_url)  # the user chose this host; its pages may sit on loopback (a mirror, a test server)
+    require_contact(ws, [name])
+    if name == "wikimedia":  # its file hosts get the policy's caps before any download starts
+        for host, (per_host, rate) in download_limits(options).items():
+            http.gate.limit(host, per_host, rate)
     ctx = EngineContext(http=http, base_url=base_url,
                         search_user_agent=str(cfg.get("crawl", "search_user_agent")),
                         identifiable_user_agent=http.settings.user_agent,
-                        browser=BrowserSettings.from_config(ws))
+                        browser=BrowserSettings.from_config(ws), options=options)
     return ENGINES[name](ctx)
 
 
