@@ -35,7 +35,7 @@ class EngineCheck:
     url: str | None = None
     reached: bool = False
     blocked: str | None = None      # captcha | consent | rate_limited | layout_changed | unreachable | browser …
-    results: int = 0
+    parsed: int = 0
     first_url: str | None = None
     downloadable: bool = False
     download_error: str | None = None
@@ -44,17 +44,19 @@ class EngineCheck:
 
     @property
     def ok(self) -> bool:
-        return self.reached and self.blocked is None and self.results > 0 and self.downloadable
+        return self.reached and self.blocked is None and self.parsed > 0 and self.downloadable
 
 
 @dataclass
 class CheckReport:
+    """``engines check``: the term searched and one check per engine; ``ok`` only if every one passed."""
+
     term: str
-    engines: list[EngineCheck] = field(default_factory=list)
+    checks: list[EngineCheck] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.engines)
+        return all(c.ok for c in self.checks)
 
 
 def _save(ws: Workspace, engine: str, text: str) -> str:
@@ -79,7 +81,7 @@ def check_engine(ws: Workspace, name: str, http: Http, term: str = CHECK_TERM) -
                 out.saved_page = _save(ws, name, stop.page_text)
                 out.message = f"{stop.what} ({stop.kind}); the page is saved at {out.saved_page}. {stop.fix}"
             return out
-        out.reached, out.results = True, len(page.results)
+        out.reached, out.parsed = True, len(page.results)
         if not page.results:
             out.message = "the engine answered, but with no results for a term that always has some"
             return out
@@ -110,9 +112,9 @@ def check_engines(ws: Workspace, engines: list[str] | None = None, term: str = C
     try:
         for name in names:
             try:
-                report.engines.append(check_engine(ws, name, http, term))
+                report.checks.append(check_engine(ws, name, http, term))
             except FacecurateError as exc:  # e.g. wikimedia without [crawl] contact
-                report.engines.append(EngineCheck(name, blocked="config", message=str(exc)))
+                report.checks.append(EngineCheck(name, blocked="config", message=str(exc)))
     finally:
         http.close()
     return report

@@ -82,7 +82,8 @@ class SearchStopped(FacecurateError):
 
     def describe(self) -> str:
         saved = f" The page is saved at {self.saved_page}." if self.saved_page else ""
-        return f"{self.engine}: {self.what} ({self.kind}) at {self.url}.{saved} {self.fix}"
+        return (f"{self.engine}: {self.what} ({self.kind}) at {self.url}.{saved} {self.fix} "
+                f"`facecurate engines check --engine {self.engine}` tells whether it answers now.")
 
 
 @dataclass(frozen=True)
