@@ -254,6 +254,8 @@ def import_view(s: ImportSummary) -> RenderableType:
 
 
 def _pair_cell(p: PairStatus) -> Text:
+    if p.state == "skipped":
+        return Text("- (not this query's)", style="dim")
     if p.state == "pending" or p.counts is None:
         return Text("pending", style="yellow")
     figures = f"{p.counts.found} found, {p.counts.new} new"
@@ -272,7 +274,10 @@ def queries_view(listing: QueryListing) -> RenderableType:
     for e in listing.engines:
         table.add_column(e)
     for q in listing.queries:
-        table.add_row(Text(q.label), Text(q.term), *(_pair_cell(p) for p in q.pairs))
+        own = " | ".join(f"{k}={','.join(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else v}"
+                         for k, v in q.settings.items())
+        term = Text.assemble(clean(q.term), (f"  [{clean(own)}]", "dim")) if own else Text(q.term)
+        table.add_row(Text(q.label), term, *(_pair_cell(p) for p in q.pairs))
     pending = sum(q.pending for q in listing.queries)
     return Group(table, Text(f"{pending} of {len(listing.queries)} terms pending for at least one engine."))
 

@@ -579,6 +579,12 @@ def check_value(section: str, key: str, value: Any, flag: str) -> Any:
     return _check(setting(section, key), value, f"the command line ({flag})")
 
 
+def check_setting(section: str, key: str, value: Any, where: str) -> Any:
+    """A value of a setting given somewhere else than facecurate.toml (a query's own ``limit=``), held to the
+    table's row; ``where`` names the place for the error message."""
+    return _check(setting(section, key), value, where)
+
+
 def check_choice(section: str, key: str, value: str, flag: str) -> str:
     """A command-line value of a setting with choices (``--device``, ``--format``), checked against the table."""
     choices = setting(section, key).choices
