@@ -325,6 +325,7 @@ class FakeEngines:
         self.server = LoopbackServer(self.handle)
         self.vqd = "4-21176171812345_aBc-9"  # 2026 tokens hold letters and '_', not only digits
         self.flaky_left = 1
+        self.google_layout = "2024"  # "2026": grid of encrypted-tbn thumbnails, no dTDiAc (see docs/engines.md)
 
     def _items(self, req: Request, key: str) -> list[Item]:
         return self.results.get(req.query.get(key, ""), [])
@@ -454,6 +455,16 @@ class FakeEngines:
     def google(self, req: Request) -> Reply:
         term = req.query.get("q", "")
         items = self.results.get(term, [])
+        if self.google_layout == "2026":
+            # thumbnails on Google's thumbnail host, as in 2026; the page's CSP lets the browser load images only
+            # from loopback, so the test never reaches the real host (the src attribute is all the parser reads)
+            data = [{"thumb": f"https://encrypted-tbn0.gstatic.com/images?q=tbn:ANd9Gc{i}", "full": it.url,
+                     "page": it.page, "title": it.title} for i, it in enumerate(items)]
+            page = GOOGLE_PAGE.replace("d.setAttribute('jsname', 'dTDiAc');", "d.className = 'tile';").replace(
+                "d.setAttribute('data-ri', String(shown));", "")
+            return Reply(200, page.replace("__DATA__", json.dumps(data)).encode(),
+                         {"Content-Type": "text/html; charset=utf-8",
+                          "Content-Security-Policy": "default-src 'self' 'unsafe-inline'; img-src 'self' http://127.0.0.1:*"})
         data = [{"thumb": f"/images?q=tbn:ANd9Gc{i}", "full": it.url, "page": it.page, "title": it.title}
                 for i, it in enumerate(items)]
         page = GOOGLE_PAGE.replace("__DATA__", json.dumps(data))
@@ -483,8 +494,8 @@ class FakeEngines:
 
 
 GOOGLE_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Google Images</title>
-<style>div[jsname="dTDiAc"]{width:560px;height:300px;display:inline-block;margin:4px}
-div[jsname="dTDiAc"] img{width:540px;height:280px}
+<style>div[jsname="dTDiAc"],div.tile{width:560px;height:300px;display:inline-block;margin:4px}
+div[jsname="dTDiAc"] img,div.tile img{width:540px;height:280px;display:inline-block}
 #panel{position:fixed;right:0;top:0;width:300px;height:400px;background:#eee}</style></head>
 <body><div id="grid"></div>
 <div jsname="figiqf" id="panel"><a id="plink" href="#"><img id="pimg" src="" alt=""></a></div>
