@@ -442,7 +442,8 @@ def calibrate(rules: Annotated[str | None, typer.Option(
 def run(query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Crawl only this tracked term; "
                                                        "repeatable (default: every pending query).")] = None,
         engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="bing | duckduckgo | google | "
-                                                         "naver | wikimedia; repeatable (default: crawl.engines).")]
+                                                         "google-browser | naver | wikimedia; repeatable "
+                                                         "(default: crawl.engines).")]
         = None,
         stages: Annotated[str, typer.Option(help=f"Comma list of stages to run, in pipeline order: {STAGE_NAMES}.")]
         = STAGE_NAMES.replace(" ", ""),

@@ -141,8 +141,7 @@ def test_wikimedia_thumbnails_and_two_connections(ws: Workspace, catalog: Catalo
     write_config(ws.root, engines.server.base, per_host=8, concurrency=8)
     text = (ws.root / "facecurate.toml").read_text()
     upload = host.server.base.split("//", 1)[1]
-    text = text.replace('[engines.wikimedia]\n', f'[engines.wikimedia]\ndownload_hosts = "{upload}"\n'
-                                                 f'per_host_rate = 8.0\n')
+    text = text.replace("[engines.wikimedia]\n", f'[engines.wikimedia]\ndownload_hosts = "{upload}"\n')
     (ws.root / "facecurate.toml").write_text(text)
     add_terms(ws, catalog, "faces", ["many faces"])
     (report,) = run_crawl(ws, catalog, ["wikimedia"], limit=20).searches
