@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from facecurate.calibrate import Calibration
     from facecurate.crawl import CrawlSummary, QueryListing
+    from facecurate.crawl.check import CheckReport, Replayed
     from facecurate.dedup import DedupSummary
     from facecurate.export import ExportSummary
     from facecurate.faces.crop import CropSummary
@@ -126,6 +127,21 @@ class Project:
         from facecurate.crawl.queries import list_queries
 
         return list_queries(self.workspace, self.catalog, label, list(engines) if engines else None)
+
+    # -- engines ------------------------------------------------------------------------------------------
+
+    def check_engines(self, engines: Sequence[str] | None = None, term: str | None = None) -> CheckReport:
+        """One real search and one download per engine (default: all), so a changed engine shows before a run."""
+        from facecurate.crawl.check import CHECK_TERM, check_engines
+
+        return check_engines(self.workspace, list(engines) if engines else None, term or CHECK_TERM)
+
+    @staticmethod
+    def replay_page(page: str | Path, engine: str) -> Replayed:
+        """An engine's parser run on a saved page (no network): what it finds, or why it finds nothing."""
+        from facecurate.crawl.check import replay
+
+        return replay(Path(page), engine)
 
     # -- stages -------------------------------------------------------------------------------------------
 

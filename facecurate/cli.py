@@ -26,6 +26,9 @@ app = typer.Typer(help="Turn keyword image searches and local folders into a cle
 queries_app = typer.Typer(help="Tracked search terms with a label: pending vs used per engine.",
                           no_args_is_help=True)
 app.add_typer(queries_app, name="queries")
+engines_app = typer.Typer(help="Search engines: check that they answer today, replay a saved page.",
+                          no_args_is_help=True)
+app.add_typer(engines_app, name="engines")
 
 STATE = {"debug": False}
 P = ParamSpec("P")
@@ -147,10 +150,37 @@ def queries_remove(terms: Annotated[list[str], typer.Argument(help="Terms to sto
     output.say(f"{len(removed)} removed" + (f"; not tracked under {label}: {', '.join(unknown)}" if unknown else ""))
 
 
+@engines_app.command("check")
+@reports_errors
+def engines_check(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="Engine to check; "
+                                                                   "repeatable (default: every engine).")] = None,
+                  term: Annotated[str | None, typer.Option(help="Term searched (default: portrait).")] = None,
+                  workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """One real search per engine: reached, blocked, parsed N results, first result downloadable.
+
+    Exits 1 if any checked engine fails; the page of a failed check is saved under crawl_pages/."""
+    with project(workspace) as p:
+        report = p.check_engines([e.strip().lower() for e in engine] if engine else None, term)
+    output.print_json(report) if as_json else output.show(output.engines_check_view(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@engines_app.command("replay")
+@reports_errors
+def engines_replay(page: Annotated[Path, typer.Argument(help="A page saved under crawl_pages/ (or a fixture).")],
+                   engine: Annotated[str, typer.Option("--engine", "-e", help="Engine whose parser reads it.")],
+                   as_json: JsonOpt = False) -> None:
+    """Run an engine's parser on a saved page and print what it finds (no network); see docs/engines.md."""
+    found = Project.replay_page(page, engine)
+    output.print_json(found) if as_json else output.show(output.replay_view(found))
+
+
 @app.command()
 @reports_errors
 def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="bing | duckduckgo | google | "
-                                                           "naver | wikimedia; repeatable (default: crawl.engines).")]
+                                                           "google-browser | naver | wikimedia; repeatable "
+                                                           "(default: crawl.engines).")]
           = None,
           limit: Annotated[int | None, typer.Option(help="Results per (query, engine) (default: crawl.limit).",
                                                     min=1)] = None,
@@ -412,7 +442,8 @@ def calibrate(rules: Annotated[str | None, typer.Option(
 def run(query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Crawl only this tracked term; "
                                                        "repeatable (default: every pending query).")] = None,
         engine: Annotated[list[str] | None, typer.Option("--engine", "-e", help="bing | duckduckgo | google | "
-                                                         "naver | wikimedia; repeatable (default: crawl.engines).")]
+                                                         "google-browser | naver | wikimedia; repeatable "
+                                                         "(default: crawl.engines).")]
         = None,
         stages: Annotated[str, typer.Option(help=f"Comma list of stages to run, in pipeline order: {STAGE_NAMES}.")]
         = STAGE_NAMES.replace(" ", ""),

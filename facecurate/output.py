@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from facecurate.calibrate import Calibration
     from facecurate.catalog import StatusReport
     from facecurate.crawl import CrawlSummary, QueryListing
+    from facecurate.crawl.check import CheckReport, Replayed
     from facecurate.crawl.queries import PairStatus
     from facecurate.dedup import DedupSummary, GroupView
     from facecurate.demo import DemoOutcome
@@ -253,6 +254,8 @@ def import_view(s: ImportSummary) -> RenderableType:
 
 
 def _pair_cell(p: PairStatus) -> Text:
+    if p.state == "skipped":
+        return Text("- (not this query's)", style="dim")
     if p.state == "pending" or p.counts is None:
         return Text("pending", style="yellow")
     figures = f"{p.counts.found} found, {p.counts.new} new"
@@ -271,9 +274,38 @@ def queries_view(listing: QueryListing) -> RenderableType:
     for e in listing.engines:
         table.add_column(e)
     for q in listing.queries:
-        table.add_row(Text(q.label), Text(q.term), *(_pair_cell(p) for p in q.pairs))
+        own = " | ".join(f"{k}={','.join(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else v}"
+                         for k, v in q.settings.items())
+        term = Text.assemble(clean(q.term), (f"  [{clean(own)}]", "dim")) if own else Text(q.term)
+        table.add_row(Text(q.label), term, *(_pair_cell(p) for p in q.pairs))
     pending = sum(q.pending for q in listing.queries)
     return Group(table, Text(f"{pending} of {len(listing.queries)} terms pending for at least one engine."))
+
+
+def engines_check_view(r: CheckReport) -> RenderableType:
+    """One row per engine; what the engine answered (URLs, messages) is untrusted, so only ever plain Text."""
+    table = _Table(title=Text(f"engines check: one search for {clean(repr(r.term))}"))
+    table.add_column("engine", no_wrap=True)
+    for col in ("reached", "blocked", "parsed", "downloadable"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("result", ratio=3, overflow="fold")
+    for c in r.checks:
+        table.add_row(Text(c.engine), "yes" if c.reached else "no", Text(c.blocked or "-"), str(c.parsed),
+                      "yes" if c.downloadable else ("no" if c.first_url else "-"),
+                      Text.assemble(("OK " if c.ok else "FAILED ", "green" if c.ok else "bold red"), clean(c.message)))
+    failed = [c.engine for c in r.checks if not c.ok]
+    return Group(table, Text(f"Failed: {', '.join(failed)}." if failed else "Every checked engine answers."))
+
+
+def replay_view(r: Replayed) -> RenderableType:
+    table = _Table(title=Text(f"{r.engine} parser on {clean(r.page)}: {r.verdict}, {len(r.results)} results"))
+    for col in ("rank", "image", "page", "title", "size"):
+        table.add_column(col, overflow="fold")
+    for i, x in enumerate(r.results, 1):
+        size = f"{x.width}x{x.height}" if x.width and x.height else ""
+        table.add_row(str(i), Text(clean(x.url)), Text(clean(x.page_url or "")), Text(clean(x.title or "")), size)
+    note = Text(f"Parser: {clean(r.error)}") if r.error else Text("")
+    return Group(table, note)
 
 
 def crawl_view(s: CrawlSummary) -> RenderableType:

@@ -68,7 +68,7 @@ _BROWSER_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like 
 CRAWL_SETTINGS: tuple[Setting, ...] = (
     Setting("crawl", "engines", "bing",
             "Engines `crawl` uses without --engine, comma-separated; a term is pending until each one ran it.",
-            items=("bing", "duckduckgo", "google", "naver", "wikimedia")),
+            items=("bing", "duckduckgo", "google", "google-browser", "naver", "wikimedia")),
     Setting("crawl", "limit", 300, "Search results taken per (query, engine); Bing stops near 1,000 anyway.", min=1),
     Setting("crawl", "contact", "",
             "Your e-mail or URL, sent in the User-Agent so site owners can reach you (Wikimedia requires one)."),
@@ -115,10 +115,34 @@ CRAWL_SETTINGS: tuple[Setting, ...] = (
             "tests); off, a result or redirect pointing inside a network is refused as blocked_address. Engine "
             "base_url hosts are always allowed."),
     Setting("engines.bing", "base_url", "https://www.bing.com", "Bing host (a mirror or a test server may stand in)."),
+    Setting("engines.bing", "face_only", True,
+            "Ask Bing for face pictures only (qft=+filterui:face-face): fewer crops without a face to reject."),
+    Setting("engines.bing", "size", "", "Bing's size filter (empty: any size).",
+            ("", "small", "medium", "large", "wallpaper")),
+    Setting("engines.bing", "license", "", "Bing's licence filter (empty: any licence; see docs/engines.md).",
+            ("", "public_domain", "share", "share_commercially", "modify", "modify_commercially")),
     Setting("engines.duckduckgo", "base_url", "https://duckduckgo.com", "DuckDuckGo host."),
-    Setting("engines.google", "base_url", "https://www.google.com", "Google host, driven in headless Chromium."),
+    Setting("engines.duckduckgo", "region", "us-en", "DuckDuckGo region (l= and its cookies), e.g. us-en, kr-kr."),
+    Setting("engines.google", "base_url", "https://www.google.com",
+            "Google host, asked over plain HTTP with a feature-phone agent (the /imgres answer)."),
+    Setting("engines.google", "face_only", False,
+            "Add tbs=itp:face (Google's face filter); off by default: unverified on the feature-phone page."),
+    Setting("engines.google-browser", "base_url", "https://www.google.com",
+            "Google host, driven in headless Chromium (the slower fallback when the plain-HTTP path is blocked)."),
+    Setting("engines.google-browser", "face_only", False, "Add tbs=itp:face (Google's face filter)."),
     Setting("engines.naver", "base_url", "https://search.naver.com", "Naver search host."),
     Setting("engines.wikimedia", "base_url", "https://commons.wikimedia.org", "Wikimedia Commons API host."),
+    Setting("engines.wikimedia", "thumb_width", 2048,
+            "Download Commons' thumbnail of this width (px) instead of the multi-megabyte original; 0: originals.",
+            min=0, max=8192),
+    Setting("engines.wikimedia", "category", "",
+            "Only files in this Commons category, e.g. Portrait photographs (searched as incategory:)."),
+    Setting("engines.wikimedia", "download_hosts", "upload.wikimedia.org",
+            "Hosts of Commons' files, comma-separated; downloads from them obey the two caps below."),
+    Setting("engines.wikimedia", "per_host", 2,
+            "Simultaneous downloads from each download host (Wikimedia's robot policy allows 2).", min=1, max=2),
+    Setting("engines.wikimedia", "per_host_rate", 4.0, "Requests per second to each download host at most.",
+            min=0, above=True, max=8),
 )
 
 SETTINGS: tuple[Setting, ...] = (
@@ -334,7 +358,8 @@ class Config:
 
     The settings table defines the whole file: a section or key it does not list is refused (with the closest
     name it does list), not passed through, because a typo silently falling back to the default is the worst
-    outcome a setting can have. ``[engines.<name>]`` holds only ``base_url``, for the engines the table names;
+    outcome a setting can have. ``[engines.<name>]`` holds ``base_url`` and that engine's own filters and caps
+    (the rows the table lists for it), for the engines the table names;
     ``[rules]`` holds each rule's threshold (the registry's names) and ``enabled``; ``[rules.<label>]`` (any
     label, e.g. ``[rules.makeup]``) holds thresholds for that label's faces only, each checked like its
     ``[rules]`` row (``calibrate --apply`` writes them when a label has enough decisions of its own)."""
@@ -552,6 +577,12 @@ def setting(section: str, key: str) -> Setting:
 def check_value(section: str, key: str, value: Any, flag: str) -> Any:
     """A command-line value of a setting (``review --port``), held to the table's type and range as the file is."""
     return _check(setting(section, key), value, f"the command line ({flag})")
+
+
+def check_setting(section: str, key: str, value: Any, where: str) -> Any:
+    """A value of a setting given somewhere else than facecurate.toml (a query's own ``limit=``), held to the
+    table's row; ``where`` names the place for the error message."""
+    return _check(setting(section, key), value, where)
 
 
 def check_choice(section: str, key: str, value: str, flag: str) -> str:

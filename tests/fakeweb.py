@@ -29,6 +29,10 @@ from PIL import Image
 BLOCKED_TERM = "blocked term"
 STUCK_TERM = "stuck page"  # an engine that ignores the page offset and repeats its first page
 CHANGED_TERM = "changed layout"
+FLAKY_TERM = "flaky page"  # Bing answers its first page empty once, then normally (seen in 2026)
+CONSENT_TERM = "consent wall"
+CONSENT_PAGE = ("<html><body><form action='https://consent.google.com/save'><h1>Before you continue to Google"
+                "</h1><button>Accept all</button></form></body></html>")
 
 
 def make_jpeg(seed: int, size: tuple[int, int] = (72, 64)) -> bytes:
@@ -222,6 +226,7 @@ class ImageHost:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self.inflight = self.max_inflight = 0
+        self.starts: list[float] = []  # time.monotonic() of each request's arrival, for measured rates
         self.server = LoopbackServer(self.handle)
 
     def _nth(self, path: str) -> int:
@@ -237,6 +242,7 @@ class ImageHost:
         with self._lock:
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
+            self.starts.append(time.monotonic())
         try:
             if self.delay:
                 time.sleep(self.delay)
@@ -317,7 +323,9 @@ class FakeEngines:
     def __init__(self, results: dict[str, list[Item]]) -> None:
         self.results = results
         self.server = LoopbackServer(self.handle)
-        self.vqd = "4-211761718123456789"
+        self.vqd = "4-21176171812345_aBc-9"  # 2026 tokens hold letters and '_', not only digits
+        self.flaky_left = 1
+        self.google_layout = "2024"  # "2026": grid of encrypted-tbn thumbnails, no dTDiAc (see docs/engines.md)
 
     def _items(self, req: Request, key: str) -> list[Item]:
         return self.results.get(req.query.get(key, ""), [])
@@ -326,14 +334,17 @@ class FakeEngines:
         term = req.query.get("q") or req.query.get("query") or req.query.get("gsrsearch", "").removeprefix(
             "filetype:bitmap ")
         if term == BLOCKED_TERM and not req.path.startswith("/sorry"):
-            if req.path == "/search":
+            if req.path in ("/search", "/wml/search"):
                 return Reply(302, b"", {"Location": "/sorry/index?continue=x"})
             return Reply(200, CAPTCHA_PAGE.encode(), {"Content-Type": "text/html; charset=utf-8"})
+        if term == CONSENT_TERM:
+            return Reply(200, CONSENT_PAGE.encode(), {"Content-Type": "text/html; charset=utf-8"})
         if term == CHANGED_TERM:
             return Reply(200, b"<html><body><div class='new-grid-2031'>" + b"<p>nothing we know</p>" * 5 +
                          b"</div></body></html>", {"Content-Type": "text/html; charset=utf-8"})
         route = {"/images/async": self.bing, "/": self.ddg_home, "/i.js": self.ddg_json,
                  "/search.naver": self.naver, "/w/api.php": self.wikimedia, "/search": self.google,
+                 "/wml/search": self.google_wml,
                  "/sorry/index": lambda r: Reply(200, CAPTCHA_PAGE.encode(), {"Content-Type": "text/html"}),
                  "/images": self.thumb}.get(req.path)
         if route is None:
@@ -346,6 +357,9 @@ class FakeEngines:
         first, count = int(req.query.get("first", "1")), int(req.query.get("count", "35"))
         if term == STUCK_TERM:
             first = 1
+        if term == FLAKY_TERM and self.flaky_left:
+            self.flaky_left -= 1
+            return Reply(200, b"", {"Content-Type": "text/html; charset=utf-8"})
         items = self.results.get(term, [])[first - 1:first - 1 + count]
         if not items and first > 1:
             return Reply(200, b"", {"Content-Type": "text/html; charset=utf-8"})
@@ -372,7 +386,9 @@ class FakeEngines:
         return Reply(200, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
     def ddg_json(self, req: Request) -> Reply:
-        if req.query.get("vqd") != self.vqd or not req.headers.get("referer"):
+        # 2026: no token, no referer, an Accept-Language header (May) or the old f= / missing bpia (Feb): refused
+        if req.query.get("vqd") != self.vqd or not req.headers.get("referer") or \
+                "accept-language" in req.headers or "f" in req.query or req.query.get("bpia") != "1":
             return Reply(403, b"", {"Content-Type": "text/html"})
         term, s = req.query.get("q", ""), int(req.query.get("s", "0"))
         all_items = self.results.get(term, [])
@@ -390,11 +406,14 @@ class FakeEngines:
     def naver(self, req: Request) -> Reply:
         term, start = req.query.get("query", ""), int(req.query.get("start", "1"))
         items = self.results.get(term, [])[start - 1:start - 1 + 50]
-        rows = "".join(
-            f"{{ originalUrl: '{it.url}', thumb: \"{it.url}?type=a340\", link: '{it.page}', "
+        ad = ("{ type: 'shopAd', originalUrl: 'https://shopping.example/ad.jpg', link: 'https://shop.example/', "
+              "title: 'sale', orgWidth: 500, orgHeight: 500, },\n")
+        rows = ad + "".join(
+            f"{{ type: 'image', originalUrl: '{it.url}', thumb: \"{it.url}?type=a340\", link: '{it.page}', "
             f"title: '<b>{html.escape(it.title)}</b> \\'quoted\\'', source: 'blog', orgWidth: {it.width}, "
             f"orgHeight: {it.height}, isAdult: !1, }},\n" for it in items)
-        body = (f"<html><body><script>\n// state\nvar imageSearchTabData = {{ content: {{ items: [\n{rows}], "
+        body = (f"<html><body><script>\nvar x = {{ imageSearchTabData: {{ content: {{ items: [] }} }} }};\n"
+                f"var  imageSearchTabData={{ content: {{ items: [\n{rows}], "
                 f"total: {len(self.results.get(term, []))}, }}, query: '{term}', extra: undefined, }};\n"
                 f"</script></body></html>")
         return Reply(200, body.encode(), {"Content-Type": "text/html; charset=UTF-8"})
@@ -413,6 +432,7 @@ class FakeEngines:
             pages[str(pageid)] = {"pageid": pageid, "ns": 6, "title": f"File:{it.title}.jpg",
                                   "index": offset + i + 1, "imagerepository": "shared", "imageinfo": [{
                                       "size": 1234, "width": it.width, "height": it.height, "url": it.url,
+                                      "thumburl": f"{it.url}?width={req.query.get('iiurlwidth', '')}",
                                       "descriptionurl": it.page, "mime": "image/jpeg", "user": "Uploader",
                                       "extmetadata": {
                                           "ObjectName": {"value": it.title, "source": "mediawiki-metadata"},
@@ -435,15 +455,47 @@ class FakeEngines:
     def google(self, req: Request) -> Reply:
         term = req.query.get("q", "")
         items = self.results.get(term, [])
+        if self.google_layout == "2026":
+            # thumbnails on Google's thumbnail host, as in 2026; the page's CSP lets the browser load images only
+            # from loopback, so the test never reaches the real host (the src attribute is all the parser reads)
+            data = [{"thumb": f"https://encrypted-tbn0.gstatic.com/images?q=tbn:ANd9Gc{i}", "full": it.url,
+                     "page": it.page, "title": it.title} for i, it in enumerate(items)]
+            page = GOOGLE_PAGE.replace("d.setAttribute('jsname', 'dTDiAc');", "d.className = 'tile';").replace(
+                "d.setAttribute('data-ri', String(shown));", "")
+            return Reply(200, page.replace("__DATA__", json.dumps(data)).encode(),
+                         {"Content-Type": "text/html; charset=utf-8",
+                          "Content-Security-Policy": "default-src 'self' 'unsafe-inline'; img-src 'self' http://127.0.0.1:*"})
         data = [{"thumb": f"/images?q=tbn:ANd9Gc{i}", "full": it.url, "page": it.page, "title": it.title}
                 for i, it in enumerate(items)]
         page = GOOGLE_PAGE.replace("__DATA__", json.dumps(data))
         return Reply(200, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
 
+    # Google's feature-phone page (2026): /imgres links, only for a feature-phone agent
+    def google_wml(self, req: Request) -> Reply:
+        if "Nokia" not in req.headers.get("user-agent", ""):
+            return Reply(200, b"<html><body><noscript>Please enable JavaScript</noscript></body></html>",
+                         {"Content-Type": "text/html"})
+        term, start = req.query.get("q", ""), int(req.query.get("start", "0"))
+        items = self.results.get(term, [])[start:start + 10]
+        if not items:
+            body = f"<html><body><p>Your search - {html.escape(term)} - did not match any image results.</p>"
+        else:
+            def imgres(i: int, it: Item) -> str:
+                return html.escape(urlencode({"imgurl": it.url, "imgrefurl": it.page, "h": it.height, "w": it.width,
+                                              "tbnid": f"ANd9Gc{start + i}", "docid": "d"}))
+            links = "".join(
+                f'<div><a href="/imgres?{imgres(i, it)}">'
+                f'<img src="https://encrypted-tbn0.gstatic.com/images?q=tbn:ANd9Gc{start + i}" alt=""><br>'
+                f"{html.escape(it.title)}</a></div>" for i, it in enumerate(items))
+            body = f"<html><body><table><tr><td>{links}</td></tr></table>"
+        page = '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "</body></html>"
+        return Reply(200, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+
 GOOGLE_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Google Images</title>
-<style>div[jsname="dTDiAc"]{width:560px;height:300px;display:inline-block;margin:4px}
-div[jsname="dTDiAc"] img{width:540px;height:280px}
+<style>div[jsname="dTDiAc"],div.tile{width:560px;height:300px;display:inline-block;margin:4px}
+div[jsname="dTDiAc"] img,div.tile img{width:540px;height:280px;display:inline-block}
 #panel{position:fixed;right:0;top:0;width:300px;height:400px;background:#eee}</style></head>
 <body><div id="grid"></div>
 <div jsname="figiqf" id="panel"><a id="plink" href="#"><img id="pimg" src="" alt=""></a></div>
@@ -498,7 +550,7 @@ def write_config(ws_root: Path, engines_base: str | None = None, **crawl: Any) -
     for k, v in values.items():
         lines.append(f"{k} = {json.dumps(v)}")
     if engines_base:
-        for name in ("bing", "duckduckgo", "google", "naver", "wikimedia"):
+        for name in ("bing", "duckduckgo", "google", "google-browser", "naver", "wikimedia"):
             lines += [f"[engines.{name}]", f'base_url = "{engines_base}"']
     (ws_root / "facecurate.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

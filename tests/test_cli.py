@@ -15,7 +15,7 @@ from facecurate.workspace import ENV_VAR
 
 runner = CliRunner()
 SURFACE = ("init", "queries", "crawl", "import", "dedup", "crop", "filter", "review", "export", "evaluate",
-           "run", "status", "demo", "report", "calibrate")
+           "run", "status", "demo", "report", "calibrate", "engines")
 
 
 def test_help_lists_the_whole_surface():

@@ -47,7 +47,7 @@ def test_google_scrolls_clicks_and_takes_full_size_images(ws: Workspace, catalog
     _, engines = web
     write_config(ws.root, engines.server.base, chromium=CHROMIUM, chromedriver=CHROMEDRIVER)
     add_terms(ws, catalog, "faces", ["smiling face", "two faces", BLOCKED_TERM])
-    reports = {r.term: r for r in run_crawl(ws, catalog, ["google"], limit=30).searches}
+    reports = {r.term: r for r in run_crawl(ws, catalog, ["google-browser"], limit=30).searches}
     main = reports["smiling face"]
     assert main.state == "done", main.stopped
     # 30 results need more than the 20 thumbnails of the first screen: lazy loading on scroll worked
@@ -65,3 +65,15 @@ def test_google_scrolls_clicks_and_takes_full_size_images(ws: Workspace, catalog
     blocked = reports[BLOCKED_TERM]
     assert blocked.state == "blocked" and blocked.stopped is not None and blocked.stopped.kind == "captcha"
     assert Path(blocked.stopped.saved_page or "").is_file()
+
+
+def test_google_browser_reads_the_2026_grid_of_encrypted_tbn_thumbnails(ws: Workspace, catalog: Catalog, web):
+    _, engines = web
+    engines.google_layout = "2026"  # no div[jsname="dTDiAc"]: only img[src^="https://encrypted-tbn"]
+    write_config(ws.root, engines.server.base, chromium=CHROMIUM, chromedriver=CHROMEDRIVER)
+    add_terms(ws, catalog, "faces", ["smiling face"])
+    (report,) = run_crawl(ws, catalog, ["google-browser"], limit=25).searches
+    assert report.state == "done", report.stopped
+    assert report.counts.found == 25 and report.counts.new == 25
+    rows = catalog.conn.execute("SELECT location FROM sources ORDER BY rank").fetchall()
+    assert all("/img/" in r["location"] and "tbn:" not in r["location"] for r in rows)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from facecurate.crawl.engines import bing, duckduckgo, google, naver, wikimedia
+from facecurate.crawl.engines import bing, duckduckgo, google, google_browser, naver, wikimedia
 from facecurate.crawl.engines.base import LayoutError, looks_blocked, strip_tags
 from facecurate.crawl.engines.jsobject import parse_object, to_json
 from facecurate.crawl.http import backoff_delay, parse_retry_after, robots_opt_out
@@ -157,10 +157,10 @@ def test_google_imgres_links_and_thumbnails():
 def test_google_panel_gives_the_full_image_not_the_thumbnail():
     loading = ('<div jsname="figiqf"><a href="https://p.example/x">'
                '<img src="https://encrypted-tbn0.gstatic.com/images?q=tbn:1" alt="t"></a></div>')
-    assert google.parse_panel(loading) is None
+    assert google_browser.parse_panel(loading) is None
     ready = ('<div jsname="figiqf"><a href="/url?x"><img src="data:image/gif;base64,R0"></a>'
              '<a href="https://p.example/article"><img src="https://img.example/full.jpg" alt="A &amp; B"></a></div>')
-    r = google.parse_panel(ready, "https://www.google.com/search?q=x")
+    r = google_browser.parse_panel(ready, "https://www.google.com/search?q=x")
     assert r is not None and r.url == "https://img.example/full.jpg"
     assert r.page_url == "https://p.example/article" and r.title == "A & B"
 

@@ -26,6 +26,7 @@ from facecurate.calibrate import Calibration
 from facecurate.catalog import StatusReport
 from facecurate.cli import app
 from facecurate.crawl import CrawlSummary, QueryListing
+from facecurate.crawl.check import CheckReport, Replayed
 from facecurate.dedup import DedupOptions, DedupSummary
 from facecurate.demo import QUERIES, build_results, configure
 from facecurate.demo_engine import DemoEngine
@@ -46,7 +47,7 @@ COMMAND_RECORDS: dict[str, Any] = {
     "crop": CropSummary, "filter": FilterSummary, "filter --explain": list[RuleExplained], "export": ExportSummary,
     "status": StatusReport, "review --list": ReasonReport, "run": RunSummary, "evaluate": Evaluation,
     "report": HtmlReport, "calibrate": Calibration, "review --calibrate": CalibrationQueue,
-    "review --list --disagree": DisagreementReport,
+    "review --list --disagree": DisagreementReport, "engines check": CheckReport, "engines replay": Replayed,
 }
 SETTINGS_ECHOES = (DedupOptions,)
 
@@ -151,6 +152,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, demo_dir_module: Path) -> 
             assert runner.invoke(app, ["queries", "add", "--label", label, term, *w]).exit_code == 0
         invoke("queries list", "queries", "list", *w)
         invoke("crawl", "crawl", "--limit", "6", *w)
+        invoke("engines check", "engines", "check", "--engine", "bing", "--term", next(iter(QUERIES.values())), *w)
+        invoke("engines replay", "engines", "replay", str(Path(__file__).parent / "fixtures" / "engines" /
+                                                          "bing_async_2026.html"), "--engine", "bing")
         invoke("import", "import", str(demo_dir_module / "obama.jpg"), str(demo_dir_module / "NOTICE.md"), *w)
         invoke("dedup", "dedup", *w)
         invoke("crop", "crop", "--device", "cpu", *w)

@@ -141,7 +141,8 @@ def test_comma_list_names_are_the_engines_and_rules_that_exist():
     from facecurate.rules.registry import RULES
 
     rows = {(s.section, s.key): s for s in SETTINGS}
-    engine_sections = [s.section.split(".", 1)[1] for s in SETTINGS if s.section.startswith("engines.")]
+    engine_sections = list(dict.fromkeys(s.section.split(".", 1)[1] for s in SETTINGS
+                                         if s.section.startswith("engines.")))
     assert list(rows["crawl", "engines"].items) == list(ENGINES) == engine_sections
     assert list(rows["rules", "enabled"].items) == ["all", *(r.name for r in RULES)]
 

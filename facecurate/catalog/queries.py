@@ -18,10 +18,19 @@ RUN_COLUMNS = "id, query_id, engine, state, cursor, target, empty_pages, started
 
 @dataclass(frozen=True)
 class QueryRow:
+    """A tracked term; ``settings`` are its own (engines, limit, filters), empty when it uses the workspace's."""
+
     id: int
     label: str
     term: str
     added_at: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _query(row: sqlite3.Row) -> QueryRow:
+    values = dict(row)
+    values["settings"] = json.loads(values.get("settings") or "{}")
+    return QueryRow(**values)
 
 
 @dataclass(frozen=True)
@@ -106,16 +115,23 @@ class QueriesMixin(CatalogBase):
 
     def tracked_queries(self, label: str | None = None) -> list[QueryRow]:
         where, params = ("AND label=?", (label,)) if label else ("", ())
-        rows = self.conn.execute(f"SELECT id, label, term, added_at FROM queries WHERE removed_at IS NULL {where} "
-                                 f"ORDER BY label, id", params).fetchall()
-        return [QueryRow(**r) for r in rows]
+        rows = self.conn.execute(f"SELECT id, label, term, added_at, settings FROM queries WHERE removed_at IS NULL "
+                                 f"{where} ORDER BY label, id", params).fetchall()
+        return [_query(r) for r in rows]
 
     def removed_queries(self, label: str) -> dict[str, QueryRow]:
         """Terms of ``label`` that were tracked once and removed, by term: adding one back brings back its
         id, date and runs, so a preview of the edit must show those."""
-        rows = self.conn.execute("SELECT id, label, term, added_at FROM queries WHERE label=? AND removed_at IS "
-                                 "NOT NULL ORDER BY id", (label,)).fetchall()
-        return {r["term"]: QueryRow(**r) for r in rows}
+        rows = self.conn.execute("SELECT id, label, term, added_at, settings FROM queries WHERE label=? AND "
+                                 "removed_at IS NOT NULL ORDER BY id", (label,)).fetchall()
+        return {r["term"]: _query(r) for r in rows}
+
+    def set_query_settings(self, label: str, term: str, settings: dict[str, Any]) -> bool:
+        """Replace a tracked term's own settings; False when they were already these."""
+        cur = self.conn.execute("UPDATE queries SET settings=? WHERE label=? AND term=? AND settings<>?",
+                                (json.dumps(settings, sort_keys=True), label, term,
+                                 json.dumps(settings, sort_keys=True)))
+        return cur.rowcount > 0
 
     def query_labels(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT label FROM queries ORDER BY label")]

@@ -208,6 +208,12 @@ _V9_HITS_BY_RANK = """
     CREATE INDEX hits_run_rank ON hits(run_id, rank);
 """
 
+_V10_QUERY_SETTINGS = """
+    -- a query's own settings (engines, limit, filters) written after its term in queries/<label>.txt
+    -- (`term | engines=bing,naver | limit=300`), as a JSON object; '{}': the workspace's settings.
+    ALTER TABLE queries ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+"""
+
 MIGRATIONS: tuple[str, ...] = (_V1_CORE, _V2_DEDUP, _V3_CRAWL, _V4_RULES, _V5_REVIEW, _V6_DEDUP_WINDOWS,
-                               _V7_DERIVED_STATE, _V8_REVIEW_REASON, _V9_HITS_BY_RANK)
+                               _V7_DERIVED_STATE, _V8_REVIEW_REASON, _V9_HITS_BY_RANK, _V10_QUERY_SETTINGS)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -327,7 +327,10 @@ def _adapter(guard: _Guard, size: int) -> HTTPAdapter:
 
 
 class HostGate:
-    """At most ``per_host`` requests in flight per host, and request starts spaced by ``1 / rate``."""
+    """At most ``per_host`` requests in flight per host, and request starts spaced by ``1 / rate``.
+
+    :meth:`limit` tightens both for one host (Wikimedia's robot policy allows 2 connections to
+    upload.wikimedia.org); it can only lower the [crawl] caps, never raise them."""
 
     def __init__(self, per_host: int, rate: float, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], object] = time.sleep) -> None:
@@ -337,16 +340,28 @@ class HostGate:
         self._lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._next: dict[str, float] = {}
+        self._caps: dict[str, tuple[int, float]] = {}
+
+    def limit(self, host: str, per_host: int, rate: float) -> None:
+        """Cap ``host`` (a :func:`host_key`) at ``per_host`` requests in flight and ``rate`` starts a second,
+        or the [crawl] caps where those are lower. Set before the host's first request (the crawl does it when
+        it creates the engine); a cap set later applies to requests that queue after it."""
+        with self._lock:
+            old = self._caps.get(host, (self._per_host, self._interval))
+            cap = (max(1, min(old[0], per_host)), max(old[1], 1.0 / rate if rate > 0 else 0.0))
+            self._caps[host] = cap
+            self._slots[host] = threading.BoundedSemaphore(cap[0])
 
     @contextmanager
     def slot(self, host: str) -> Iterator[None]:
         with self._lock:
-            sem = self._slots.setdefault(host, threading.BoundedSemaphore(self._per_host))
+            per_host, interval = self._caps.get(host, (self._per_host, self._interval))
+            sem = self._slots.setdefault(host, threading.BoundedSemaphore(per_host))
         with sem:
             with self._lock:
                 now = self._clock()
                 start = max(now, self._next.get(host, now))
-                self._next[host] = start + self._interval
+                self._next[host] = start + interval
             if start > now:
                 self._sleep(start - now)
             yield

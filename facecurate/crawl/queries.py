@@ -5,6 +5,10 @@ the list still to do is plain text they can edit and version. The catalog holds 
 one run per (term, engine)); ``queries/<label>.txt`` in the workspace lists the terms still pending. Edits to
 that file are picked up by the next command that writes (add, remove, crawl, run): a line added is tracked, a
 pending line deleted is dropped. Listing only reads: it shows what those edits will do without applying them.
+
+A line may carry the query's own settings after its term: ``term | engines=bing,naver | limit=300`` (also
+``face_only=``, ``size=``, ``license=``, checked against the rows of the settings table they stand for). A
+query's engines default to ``[crawl] engines``; its limit to ``[crawl] limit``; its filters to the engines'.
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from facecurate import media
 from facecurate.catalog import Catalog, QueryRow, RunRow
 from facecurate.catalog.queries import RunCounts
 from facecurate.crawl.engines import ENGINES
 from facecurate.errors import ConfigError, FacecurateError
-from facecurate.workspace import Config, Workspace
+from facecurate.workspace import Config, Workspace, check_setting
 
 _LABEL = re.compile(r"^[\w][\w.-]*$")
 HEADER = """\
@@ -30,7 +34,7 @@ HEADER = """\
 # command. Searched terms leave this file; `facecurate queries list` shows them with engine, date and counts.
 """
 
-PairState = Literal["pending", "running", "blocked", "used"]
+PairState = Literal["pending", "running", "blocked", "used", "skipped"]  # skipped: not one of the query's engines
 
 
 def clean_term(term: str) -> str:
@@ -46,19 +50,88 @@ def check_label(label: str) -> str:
     return label
 
 
+# A query's own settings: key -> the settings-table row its value is checked against.
+QUERY_KEYS: dict[str, tuple[str, str]] = {"limit": ("crawl", "limit"), "face_only": ("engines.bing", "face_only"),
+                                          "size": ("engines.bing", "size"), "license": ("engines.bing", "license")}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def split_entry(line: str, where: str = "a query") -> tuple[str, dict[str, Any]]:
+    """``term | key=value | …`` -> (term, its own settings), each value checked. Pure but for the table."""
+    term, *parts = line.split("|")
+    settings: dict[str, Any] = {}
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        key, eq, raw = (x.strip() for x in part.partition("="))
+        key = key.lower()
+        if not eq or (key not in QUERY_KEYS and key != "engines"):
+            raise ConfigError(f"{where}: {part!r} is not a query setting: write `term | engines=bing,naver | "
+                              f"limit=300` (keys: engines, {', '.join(QUERY_KEYS)}).")
+        if key == "engines":
+            names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+            unknown = [n for n in names if n not in ENGINES]
+            if unknown or not names:
+                raise ConfigError(f"{where}: engines={raw!r}: use a comma list of {', '.join(ENGINES)}.")
+            settings[key] = list(dict.fromkeys(names))
+            continue
+        value: Any = raw
+        if key == "limit" and raw.isdigit():
+            value = int(raw)
+        elif key == "face_only" and raw.lower() in _TRUE + _FALSE:
+            value = raw.lower() in _TRUE
+        section, name = QUERY_KEYS[key]
+        settings[key] = check_setting(section, name, value, f"{where} ({key}=)")
+    return clean_term(term), settings
+
+
+def format_entry(term: str, settings: dict[str, Any]) -> str:
+    """The line of ``queries/<label>.txt`` for a term and its own settings (the inverse of split_entry)."""
+    parts = [term]
+    for key in ("engines", *QUERY_KEYS):
+        if key in settings:
+            value = settings[key]
+            text = ",".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) \
+                else str(value)
+            parts.append(f"{key}={text}")
+    return " | ".join(parts)
+
+
+def query_engines(settings: dict[str, Any], default: list[str]) -> list[str]:
+    """A query's engines: its own, else the workspace's."""
+    return list(settings.get("engines") or default)
+
+
+def parse_entries(text: str, where: str = "a keyword list") -> dict[str, dict[str, Any]]:
+    """Term -> its own settings, in file order: one per line; blank lines and ``#`` comments ignored; a term
+    written twice keeps its first place and its last settings."""
+    out: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not clean_term(line) or clean_term(line).startswith("#"):
+            continue
+        term, settings = split_entry(line, f"{where}, line {n}")
+        if term:
+            out[term] = settings if term not in out or settings else out[term]
+    return out
+
+
 def parse_terms(text: str) -> list[str]:
-    """Terms of a keyword list: one per line; blank lines and ``#`` comments ignored; order kept, no repeats."""
-    seen: dict[str, None] = {}
-    for line in text.splitlines():
-        term = clean_term(line)
-        if term and not term.startswith("#"):
-            seen.setdefault(term, None)
-    return list(seen)
+    """Terms of a keyword list (their own settings left out): see :func:`parse_entries`."""
+    return list(parse_entries(text))
 
 
 def read_terms_file(path: Path) -> list[str]:
+    """The lines of a keyword list, each ``term`` or ``term | key=value …`` (checked here, applied by add)."""
     try:
-        return parse_terms(path.read_text(encoding="utf-8-sig"))
+        return [format_entry(t, s) for t, s in read_entries(path).items()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FacecurateError(f"Cannot read the keyword list {path}: {exc}. Pass a UTF-8 text file with one "
+                              f"term per line.") from exc
+
+
+def read_entries(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return parse_entries(path.read_text(encoding="utf-8-sig"), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise FacecurateError(f"Cannot read the keyword list {path}: {exc}. Pass a UTF-8 text file with one "
                               f"term per line.") from exc
@@ -86,7 +159,8 @@ def write_mirror(ws: Workspace, catalog: Catalog, label: str, engines: list[str]
     """Rewrite ``queries/<label>.txt`` with the terms pending for any of ``engines``."""
     queries = catalog.tracked_queries(label)
     runs = catalog.latest_runs(q.id for q in queries)
-    pending = [q.term for q in queries if any(is_pending(runs.get((q.id, e))) for e in engines)]
+    pending = [format_entry(q.term, q.settings) for q in queries
+               if any(is_pending(runs.get((q.id, e))) for e in query_engines(q.settings, engines))]
     data = (HEADER.format(label=label) + "".join(f"{t}\n" for t in pending)).encode("utf-8")
     path = mirror_path(ws, label)
     media.atomic_write(path, data, ws.tmp_dir)
@@ -101,6 +175,7 @@ class FileEdits:
     label: str
     added: list[str]      # terms to track: new, or removed once and written again
     dropped: list[str]    # pending terms whose line was deleted
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # every term in the file: its own settings
 
 
 def file_edits(ws: Workspace, catalog: Catalog, engines: list[str]) -> list[FileEdits]:
@@ -115,16 +190,17 @@ def file_edits(ws: Workspace, catalog: Catalog, engines: list[str]) -> list[File
             continue
         if catalog.query_file_hash(label) == hashlib.sha256(path.read_bytes()).hexdigest():
             continue
-        terms = read_terms_file(path)
+        entries = read_entries(path)
+        terms = list(entries)
         queries = catalog.tracked_queries(label)
         tracked = {q.term for q in queries}
         dropped: list[str] = []
         if label in labels:  # a file facecurate wrote before: pending lines deleted by hand are dropped
             runs = catalog.latest_runs(q.id for q in queries)
             keep = set(terms)
-            dropped = [q.term for q in queries
-                       if q.term not in keep and any(is_pending(runs.get((q.id, e))) for e in engines)]
-        out.append(FileEdits(label, [t for t in terms if t not in tracked], dropped))
+            dropped = [q.term for q in queries if q.term not in keep and
+                       any(is_pending(runs.get((q.id, e))) for e in query_engines(q.settings, engines))]
+        out.append(FileEdits(label, [t for t in terms if t not in tracked], dropped, entries))
     return out
 
 
@@ -141,6 +217,8 @@ def sync_from_files(ws: Workspace, catalog: Catalog, engines: list[str]) -> Sync
         with catalog.transaction():
             for term in edits.added:
                 catalog.add_query(edits.label, term)
+            for term, settings in edits.settings.items():
+                catalog.set_query_settings(edits.label, term, settings)
             for term in edits.dropped:
                 catalog.remove_query(edits.label, term)
             write_mirror(ws, catalog, edits.label, engines)
@@ -158,11 +236,16 @@ def add_terms(ws: Workspace, catalog: Catalog, label: str, terms: list[str]) -> 
     synced = sync_from_files(ws, catalog, engines).added.get(label, [])  # e.g. --file queries/<label>.txt
     added: list[str] = []
     known: list[str] = []
+    entries: dict[str, dict[str, Any]] = {}
+    for line in terms:  # `term | engines=… | limit=…` on the command line or in --file too
+        term, settings = split_entry(line)
+        if term:
+            entries[term] = settings or entries.get(term, {})
     with catalog.transaction():
-        for term in dict.fromkeys(clean_term(t) for t in terms):
-            if not term:
-                continue
+        for term, settings in entries.items():
             (added if catalog.add_query(label, term) or term in synced else known).append(term)
+            if settings:
+                catalog.set_query_settings(label, term, settings)
         write_mirror(ws, catalog, label, engines)
     return added, known
 
@@ -200,10 +283,11 @@ class QueryStatus:
     term: str
     added_at: str | None
     pairs: list[PairStatus]
+    settings: dict[str, Any] = field(default_factory=dict)  # its own engines, limit, filters ({}: the workspace's)
 
     @property
     def pending(self) -> bool:
-        return any(p.state != "used" for p in self.pairs)
+        return any(p.state not in ("used", "skipped") for p in self.pairs)
 
 
 @dataclass(frozen=True)
@@ -212,6 +296,7 @@ class _Untracked:
 
     label: str
     term: str
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def _with_edits(catalog: Catalog, queries: list[QueryRow], edits: list[FileEdits],
@@ -228,7 +313,7 @@ def _with_edits(catalog: Catalog, queries: list[QueryRow], edits: list[FileEdits
         kept = [q for q in by_label.get(e.label, []) if isinstance(q, QueryRow) and q.term not in dropped]
         removed = catalog.removed_queries(e.label) if e.added else {}
         back = [removed[t] for t in e.added if t in removed]  # adding a removed term back revives its row
-        new = [_Untracked(e.label, t) for t in e.added if t not in removed]
+        new = [_Untracked(e.label, t, e.settings.get(t, {})) for t in e.added if t not in removed]
         by_label[e.label] = [*sorted([*kept, *back], key=lambda q: q.id), *new]
     return [q for lab in sorted(by_label) for q in by_label[lab]]
 
@@ -253,23 +338,34 @@ def list_queries(ws: Workspace, catalog: Catalog, label: str | None = None,
     Hand edits to ``queries/*.txt`` are shown as they will be applied, but nothing is written."""
     configured = configured_engines(ws.config())
     label = check_label(label) if label else None
-    items = _with_edits(catalog, catalog.tracked_queries(label), file_edits(ws, catalog, configured), label)
+    edits = file_edits(ws, catalog, configured)
+    items = _with_edits(catalog, catalog.tracked_queries(label), edits, label)
     runs = catalog.latest_runs(q.id for q in items if isinstance(q, QueryRow))
-    shown = list(dict.fromkeys([*(engines or configured), *sorted({e for _, e in runs})]))
+    named = {e for q in items for e in q.settings.get("engines", [])} | \
+        {e for ed in edits for s in ed.settings.values() for e in s.get("engines", [])}
+    extra = [] if engines else sorted(named - set(configured))  # engines only some queries name
+    shown = list(dict.fromkeys([*(engines or configured), *extra, *sorted({e for _, e in runs})]))
     out = []
+    edited = {(e.label, t): s for e in edits for t, s in e.settings.items()}
     for q in items:
+        settings = edited.get((q.label, q.term), q.settings)
+        own = query_engines(settings, configured)
         if isinstance(q, _Untracked):
-            out.append(QueryStatus(q.label, q.term, None, [PairStatus(e, "pending") for e in shown]))
+            out.append(QueryStatus(q.label, q.term, None, [PairStatus(e, "pending" if e in own else "skipped")
+                                                           for e in shown], settings))
             continue
         pairs = []
         for e in shown:
             run = runs.get((q.id, e))
+            if run is None and e not in own:
+                pairs.append(PairStatus(e, "skipped"))
+                continue
             if run is None:
                 pairs.append(PairStatus(e, "pending"))
                 continue
             state: PairState = "used" if run.state == "done" else run.state
             pairs.append(PairStatus(e, state, run.finished_at or run.started_at, catalog.run_counts(run.id)))
-        out.append(QueryStatus(q.label, q.term, q.added_at, pairs))
+        out.append(QueryStatus(q.label, q.term, q.added_at, pairs, settings))
     return QueryListing(shown, out)
 
 

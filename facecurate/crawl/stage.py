@@ -8,6 +8,7 @@ is marked used only when its run finishes; a blocked search stays pending, with 
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import time
@@ -22,10 +23,11 @@ from facecurate.catalog.queries import RunCounts
 from facecurate.crawl.download import Downloaded, Downloader
 from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Result, SearchStopped
 from facecurate.crawl.engines.base import BrowserSettings
+from facecurate.crawl.engines.wikimedia import download_limits
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
-from facecurate.crawl.queries import configured_engines, is_pending, sync_from_files, write_mirror
+from facecurate.crawl.queries import configured_engines, is_pending, query_engines, sync_from_files, write_mirror
 from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
-from facecurate.errors import FacecurateError
+from facecurate.errors import ConfigError, FacecurateError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.storage import put_raw, store
 from facecurate.workspace import Workspace
@@ -161,23 +163,46 @@ def plan(ws: Workspace, catalog: Catalog, engines: list[str] | None, label: str 
     runs = catalog.latest_runs(q.id for q in queries)
     pairs = []
     for q in queries:
-        for e in names:
+        own = q.settings.get("engines")  # --engine picks among a query's own engines; else they replace names
+        for e in ([e for e in names if not own or e in own] if engines else query_engines(q.settings, names)):
             run = runs.get((q.id, e))
             if is_pending(run):
                 pairs.append(Pair(q, e, run))
             elif again:
                 pairs.append(Pair(q, e, None))
+    require_contact(ws, sorted({p.engine for p in pairs}))
     return pairs
 
 
-def make_engine(ws: Workspace, name: str, http: Http) -> Engine:
+def require_contact(ws: Workspace, names: list[str]) -> None:
+    """Wikimedia's robot policy (2025) refuses agents without a contact (HTTP 403): stop before any search."""
+    if "wikimedia" in names and not str(ws.config().get("crawl", "contact")).strip():
+        raise ConfigError(f"The wikimedia engine needs [crawl] contact in {ws.root / 'facecurate.toml'}: "
+                          f"Wikimedia refuses agents without a contact (HTTP 403, robot policy). Set it to your "
+                          f"e-mail or a URL, e.g. contact = \"you@example.org\", or leave wikimedia out of the "
+                          f"engines.")
+
+
+# A query's own settings that are engine filters (applied to the engines whose section has them).
+QUERY_FILTERS = ("face_only", "size", "license")
+
+
+def make_engine(ws: Workspace, name: str, http: Http, overrides: dict[str, Any] | None = None) -> Engine:
+    """``name`` as the workspace configures it, with a query's own filters on top (only the ones the engine's
+    [engines.<name>] section has: a query's face_only reaches bing and google, its license only bing)."""
     cfg = ws.config()
-    base_url = str(cfg.engine(name)["base_url"])
+    options = cfg.engine(name)
+    options.update({k: v for k, v in (overrides or {}).items() if k in options and k in QUERY_FILTERS})
+    base_url = str(options["base_url"])
     http.trust(base_url)  # the user chose this host; its pages may sit on loopback (a mirror, a test server)
+    require_contact(ws, [name])
+    if name == "wikimedia":  # its file hosts get the policy's caps before any download starts
+        for host, (per_host, rate) in download_limits(options).items():
+            http.gate.limit(host, per_host, rate)
     ctx = EngineContext(http=http, base_url=base_url,
                         search_user_agent=str(cfg.get("crawl", "search_user_agent")),
                         identifiable_user_agent=http.settings.user_agent,
-                        browser=BrowserSettings.from_config(ws))
+                        browser=BrowserSettings.from_config(ws), options=options)
     return ENGINES[name](ctx)
 
 
@@ -222,10 +247,13 @@ class Crawl:
             return
         put_raw(self.ws, d.data, d.sha256, d.ext or "bin")
 
-    def engine(self, name: str) -> Engine:
-        if name not in self.engines:
-            self.engines[name] = make_engine(self.ws, name, self.http)
-        return self.engines[name]
+    def engine(self, name: str, settings: dict[str, Any] | None = None) -> Engine:
+        """The engine for ``name`` with a query's own filters (one instance per distinct set of filters)."""
+        overrides = {k: v for k, v in (settings or {}).items() if k in QUERY_FILTERS}
+        key = name + (json.dumps(overrides, sort_keys=True) if overrides else "")
+        if key not in self.engines:
+            self.engines[key] = make_engine(self.ws, name, self.http, overrides)
+        return self.engines[key]
 
     def _search(self, engine: Engine, term: str, cursor: dict[str, Any]) -> Page:
         """One result page, spaced from the engine's previous one by [crawl] page_delay."""
@@ -242,7 +270,7 @@ class Crawl:
 
     def dry_run(self, pair: Pair, limit: int) -> PairReport:
         """Search only: list the URLs a crawl would fetch; nothing is downloaded or recorded."""
-        engine = self.engine(pair.engine)
+        engine = self.engine(pair.engine, pair.query.settings)
         cursor: dict[str, Any] = {}
         report = PairReport(pair.query.label, pair.query.term, pair.engine, "dry-run")
         self.progress.start(task_name(pair.query.term, pair.engine), limit, "URLs", 0)
@@ -302,7 +330,7 @@ class Crawl:
         return report
 
     def _search_loop(self, pair: Pair, run: RunRow, limit: int, inflight: Inflight) -> None:
-        catalog, engine = self.catalog, self.engine(pair.engine)
+        catalog, engine = self.catalog, self.engine(pair.engine, pair.query.settings)
         cursor = run.cursor
         if cursor.get("_end"):
             return
@@ -427,12 +455,13 @@ def run_crawl(ws: Workspace, catalog: Catalog, engines: list[str] | None = None,
 
     ``progress`` gets one task per pair (see :func:`task_name`), counted in URLs settled; a dry run also
     notes each URL it would fetch (``url<TAB>page_url``)."""
-    limit = limit or int(ws.config().get("crawl", "limit"))
+    default_limit = int(ws.config().get("crawl", "limit"))
     pairs = plan(ws, catalog, engines, label, again, terms)
     searches: list[PairReport] = []
     with Crawl(ws, catalog, progress) as crawl:
-        for pair in pairs:
-            report = crawl.dry_run(pair, limit) if dry_run else crawl.run_pair(pair, limit)
+        for pair in pairs:  # --limit, else the query's own limit=, else [crawl] limit
+            n = limit or int(pair.query.settings.get("limit") or default_limit)
+            report = crawl.dry_run(pair, n) if dry_run else crawl.run_pair(pair, n)
             searches.append(report)
             progress.finish(report.counts.found)
     if not dry_run:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from facecurate.crawl.http import Fetched, Http, browser_headers
@@ -82,7 +82,8 @@ class SearchStopped(FacecurateError):
 
     def describe(self) -> str:
         saved = f" The page is saved at {self.saved_page}." if self.saved_page else ""
-        return f"{self.engine}: {self.what} ({self.kind}) at {self.url}.{saved} {self.fix}"
+        return (f"{self.engine}: {self.what} ({self.kind}) at {self.url}.{saved} {self.fix} "
+                f"`facecurate engines check --engine {self.engine}` tells whether it answers now.")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class EngineContext:
     search_user_agent: str
     identifiable_user_agent: str
     browser: BrowserSettings
+    options: dict[str, Any] = field(default_factory=dict)  # the engine's [engines.<name>] section, checked
 
 
 class Engine(ABC):
@@ -128,13 +130,24 @@ class Engine(ABC):
         return None
 
     def fetch_page(self, url: str, *, referer: str | None = None, accept: str | None = None,
-                   user_agent: str | None = None) -> Fetched:
-        """GET a result page; HTTP refusals become :class:`SearchStopped` with the answer attached."""
-        fetched = self.ctx.http.get(url, headers=browser_headers(user_agent or self.ctx.search_user_agent,
-                                                                 referer, accept), respect_robots=False)
+                   user_agent: str | None = None, headers: dict[str, str] | None = None,
+                   accept_language: bool = True) -> Fetched:
+        """GET a result page; HTTP refusals become :class:`SearchStopped` with the answer attached.
+
+        ``headers`` are added to the browser's; ``accept_language=False`` leaves that header out (DuckDuckGo
+        blocks image requests that carry it since May 2026). A redirect to ``/sorry/`` is a CAPTCHA whatever
+        the page it lands on says."""
+        sent = browser_headers(user_agent or self.ctx.search_user_agent, referer, accept)
+        if not accept_language:
+            sent.pop("Accept-Language", None)
+        sent.update(headers or {})
+        fetched = self.ctx.http.get(url, headers=sent, respect_robots=False)
+        text = fetched.text() if fetched.body else None
+        if "/sorry/" in (fetched.final_url or ""):
+            raise self.stopped("captcha", "the engine redirected to its /sorry/ CAPTCHA page",
+                               fetched.final_url or url, text)
         if fetched.ok and fetched.status == 200:
             return fetched
-        text = fetched.text() if fetched.body else None
         if fetched.status in (202, 403, 418, 429) or fetched.reason == "rate_limited":
             kind = "captcha" if text and looks_blocked(text) else "rate_limited"
             raise self.stopped(kind, f"HTTP {fetched.status}: the engine refused the request", url, text)

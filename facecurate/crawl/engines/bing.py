@@ -4,6 +4,11 @@ Each result is an ``a.iusc`` whose ``m`` attribute is HTML-escaped JSON (``murl`
 title); the size and format sit in ``span.nowrap``. The older no-JS layout (``div.item > a.thumb``) is read
 too, so a regional host still serving it keeps working. The next page starts after the results actually
 returned (Bing's ``first`` is 1-based), not after a fixed 35.
+
+2026: maintained scrapers (searxng 2026-08, ddgs 2026-04) still read this endpoint and these fields, and report
+pages that come back empty now and then; so an empty page is asked for once more before it counts as "the end"
+or "the layout changed". Bing's own filters go in ``qft``: ``[engines.bing] face_only`` (on by default: a face
+dataset wants faces), ``size`` and ``license`` (see docs/engines.md for the codes).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from urllib.parse import urlencode
 
 from bs4 import BeautifulSoup
 
-from facecurate.crawl.engines.base import Engine, Page, Result, as_int, strip_tags
+from facecurate.crawl.engines.base import Engine, Page, Result, as_int, looks_blocked, strip_tags
 
 PAGE_SIZE = 35
 _SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
@@ -60,18 +65,41 @@ def has_container(text: str) -> bool:
     return any(marker in text for marker in CONTAINER_MARKERS)
 
 
+# Bing's qft codes for the [engines.bing] choices.
+SIZES = {"small": "imagesize-small", "medium": "imagesize-medium", "large": "imagesize-large",
+         "wallpaper": "imagesize-wallpaper"}
+LICENSES = {"public_domain": "license-L1", "share": "license-L2_L3_L4_L5_L6_L7",
+            "share_commercially": "license-L2_L3_L4", "modify": "license-L2_L3_L5_L6",
+            "modify_commercially": "license-L2_L3"}
+
+
+def filters(face_only: bool, size: str = "", license: str = "") -> str:
+    """The ``qft`` value for Bing's face, size and licence filters ("" when none is set). Pure."""
+    codes = (["face-face"] if face_only else []) + ([SIZES[size]] if size else []) + \
+        ([LICENSES[license]] if license else [])
+    return "".join(f"+filterui:{c}" for c in codes)
+
+
 class Bing(Engine):
     name = "bing"
 
     def page_url(self, term: str, first: int) -> str:
-        query = {"q": term, "async": "1", "first": first, "count": PAGE_SIZE, "mkt": "en-US"}
+        query: dict[str, Any] = {"q": term, "async": "1", "first": first, "count": PAGE_SIZE, "mkt": "en-US"}
+        opts = self.ctx.options
+        qft = filters(bool(opts.get("face_only", False)), str(opts.get("size", "")), str(opts.get("license", "")))
+        if qft:
+            query["qft"] = qft
         return f"{self.base_url}/images/async?{urlencode(query)}"
 
     def search(self, term: str, cursor: dict[str, Any]) -> Page:
         first = int(cursor.get("first", 1))
         url = self.page_url(term, first)
-        text = self.fetch_page(url, referer=f"{self.base_url}/images/search?{urlencode({'q': term})}").text()
+        referer = f"{self.base_url}/images/search?{urlencode({'q': term})}"
+        text = self.fetch_page(url, referer=referer).text()
         results = parse_results(text)
+        if not results and not looks_blocked(text):  # Bing sometimes answers an empty page: ask once more
+            text = self.fetch_page(url, referer=referer).text()
+            results = parse_results(text)
         if not results:
             return self.empty_page(text, url, first_page=first == 1, has_container=has_container(text))
         return Page(results, {"first": first + len(results)})

@@ -3,6 +3,11 @@
 The token is tied to the query and the User-Agent, so one agent is kept for a whole query and the token is
 carried in the cursor (a resumed run reuses it, and fetches a fresh one if the engine rejects it). ``next`` is
 a relative URL for the following page; its absence ends the query.
+
+2026: DuckDuckGo re-did its bot protection twice. What still answers (searxng's Feb and May 2026 fixes, see
+docs/engines.md): the token page with ``t=h_``; ``i.js`` with ``u=bing, l, bpia=1, a=h_, ct`` and no ``f=``;
+``Accept: */*``; the cookies ``ad``/``ah``/``l``/``p``; and no ``Accept-Language`` (image requests that carried
+it were blocked from May 2026). The token may hold letters and ``_``: it is everything between the quotes.
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ from facecurate.crawl.engines.base import (
     looks_blocked,
     strip_tags,
 )
+from facecurate.crawl.http import Fetched
 
-_VQD = re.compile(r"""vqd\s*=\s*["']?([\d-]+)["']?|vqd=([\d-]+)&""")
+_VQD = re.compile(r"""vqd\s*=\s*"([^"\s]+)"|vqd\s*=\s*'([^'\s]+)'|vqd=([^&"'\s<>]+)""")
 
 
 def parse_vqd(text: str) -> str | None:
-    """The token in any of the forms seen: ``vqd="…"``, ``vqd='…'``, ``vqd=…&``. Pure."""
+    """The token in any of the forms seen: ``vqd="…"``, ``vqd='…'``, ``vqd=…&``, whatever characters it
+    holds (``4-98765_abc`` whole, not ``4-98765``). Pure."""
     m = _VQD.search(text)
-    return (m.group(1) or m.group(2)) if m else None
+    return next((g for g in m.groups() if g), None) if m else None
 
 
 def parse_results(text: str) -> tuple[list[Result], str | None]:
@@ -57,9 +64,18 @@ def parse_results(text: str) -> tuple[list[Result], str | None]:
 class DuckDuckGo(Engine):
     name = "duckduckgo"
 
+    @property
+    def region(self) -> str:
+        return str(self.ctx.options.get("region") or "us-en")
+
+    def cookies(self) -> dict[str, str]:
+        """The cookies a browser that chose this region and safe-search level carries (searxng 2026-02)."""
+        country, _, lang = self.region.partition("-")
+        return {"Cookie": f"ad={lang}_{country.upper()}; ah={self.region}; l={self.region}; p=-1"}
+
     def _token(self, term: str) -> str:
-        url = f"{self.base_url}/?{urlencode({'q': term, 'iar': 'images', 'iax': 'images', 'ia': 'images'})}"
-        text = self.fetch_page(url).text()
+        url = f"{self.base_url}/?{urlencode({'q': term, 'iar': 'images', 't': 'h_'})}"
+        text = self.fetch_page(url, headers=self.cookies()).text()
         vqd = parse_vqd(text)
         if vqd is None:
             raise self.stopped(looks_blocked(text) or "layout_changed",
@@ -67,23 +83,31 @@ class DuckDuckGo(Engine):
         return vqd
 
     def page_url(self, term: str, vqd: str, next_rel: str | None) -> str:
-        params: dict[str, Any] = {"o": "json", "q": term, "l": "us-en", "vqd": vqd, "p": "1", "f": ",,,,,"}
-        if next_rel:  # keep the engine's own paging parameters (s=offset …), with our token and query
-            params.update({k: v for k, v in parse_qsl(urlsplit(next_rel).query) if k not in ("q", "vqd")})
+        country = self.region.partition("-")[0]
+        params: dict[str, Any] = {"o": "json", "q": term, "u": "bing", "l": self.region, "bpia": "1",
+                                  "vqd": vqd, "a": "h_", "ct": country.upper(), "p": "-1"}
+        if next_rel:  # the engine's own offset (s=…) from its next link; nothing else of it (no f=)
+            s = dict(parse_qsl(urlsplit(next_rel).query)).get("s")
+            if s is not None:
+                params["s"] = s
         return f"{self.base_url}/i.js?{urlencode(params)}"
+
+    def _json(self, url: str) -> Fetched:
+        return self.fetch_page(url, referer=f"{self.base_url}/", accept="*/*", headers=self.cookies(),
+                               accept_language=False)
 
     def search(self, term: str, cursor: dict[str, Any]) -> Page:
         vqd = cursor.get("vqd") or self._token(term)
         next_rel = cursor.get("next")
         url = self.page_url(term, vqd, next_rel)
         try:
-            fetched = self.fetch_page(url, referer=f"{self.base_url}/", accept="application/json")
+            fetched = self._json(url)
         except SearchStopped:
             if not cursor.get("vqd"):
                 raise
             vqd = self._token(term)  # a stale token from an earlier session: one fresh try
             url = self.page_url(term, vqd, next_rel)
-            fetched = self.fetch_page(url, referer=f"{self.base_url}/", accept="application/json")
+            fetched = self._json(url)
         text = fetched.text()
         try:
             results, nxt = parse_results(text)

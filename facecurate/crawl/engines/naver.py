@@ -1,12 +1,18 @@
-"""Naver image search (many of facecurate's users search in Korean).
+r"""Naver image search (many of facecurate's users search in Korean).
 
 The result page carries ``var imageSearchTabData = {...}`` — a JavaScript object literal, not JSON — whose
 ``content.items[]`` hold ``originalUrl``, ``link`` (page), ``title`` (HTML), ``orgWidth``/``orgHeight``.
 Pages start at 1, 51, 101…; the next start follows the items actually returned.
+
+2026: Naver redesigned the page (searxng fixed it in Jun and Sep 2026); the data is still
+``var imageSearchTabData=`` with varying spacing, so the parser anchors on ``var\s+imageSearchTabData\s*=``
+(an object of the same name elsewhere in the page is not taken for it). Items now carry a ``type``: only
+``image`` ones are results; ads and shopping items (``shopAd`` …) are dropped, as public scripts do.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,16 +24,21 @@ PAGE_SIZE = 50
 NO_RESULTS = ("검색결과가 없습니다", "no results")
 
 
+_ANCHOR = re.compile(rf"var\s+{VARIABLE}\s*=")
+
+
 def parse_results(text: str) -> list[Result]:
-    """Results of one Naver image page. Pure; LayoutError when the data object is missing or malformed."""
-    data = parse_object(text, VARIABLE)
+    """Results of one Naver image page (``type == 'image'`` items; an item without a type is an image, as
+    before 2026). Pure; LayoutError when the data object is missing or malformed."""
+    anchor = _ANCHOR.search(text)
+    data = parse_object(text[anchor.start():] if anchor else text, VARIABLE)
     content = data.get("content") if isinstance(data, dict) else None
     items = content.get("items") if isinstance(content, dict) else None
     if not isinstance(items, list):
         raise LayoutError(f"`{VARIABLE}` has no content.items list")
     out = []
     for it in items:
-        if not isinstance(it, dict):
+        if not isinstance(it, dict) or it.get("type", "image") != "image":
             continue
         url = it.get("originalUrl") or it.get("viewerThumb") or it.get("thumb")
         if not isinstance(url, str) or not url:
