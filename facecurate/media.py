@@ -443,7 +443,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int, max_side: in
         _hold(budget, im, stack)
         im.load()
         source = _oriented(im, full)
-        if max_side is not None and max(im.size) >= 2 * max_side:
+        if max_side is not None and max(im.size) >= 2 * max_side and im.mode in _REDUCIBLE:
             im = im.reduce(max(im.size) // max_side)  # integer box reduction: cheap, and never below max_side
         pixels = _to_rgb(ImageOps.exif_transpose(im) or im)
         if max_side is not None and max(pixels.shape[:2]) > max_side:
@@ -463,6 +463,8 @@ def _fit(pixels: np.ndarray, side: int) -> np.ndarray:
 
 
 _WIDE = ("I;16", "I;16B", "I;16L", "I", "F")
+# Modes Image.reduce accepts; the others (palette, 1-bit, 16-bit) go to RGB first and are area-resized after.
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F"})
 STRIP_PIXELS = 1 << 22  # converted at a time: a 100 MP image never exists as a second full-size copy
 
 

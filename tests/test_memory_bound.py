@@ -183,6 +183,18 @@ def test_rgb_conversion_by_strips_equals_the_whole_image(monkeypatch: pytest.Mon
     assert whole.shape == (97, 61, 3) and whole.dtype == np.uint8
 
 
+@pytest.mark.parametrize(("mode", "fmt"), [("P", "PNG"), ("1", "PNG"), ("I;16", "TIFF"), ("LA", "PNG"),
+                                           ("CMYK", "TIFF"), ("RGBA", "PNG"), ("F", "TIFF")])
+def test_a_reduced_copy_decodes_in_every_mode(mode: str, fmt: str) -> None:
+    """Palette, 1-bit and 16-bit images cannot be box-reduced by Pillow: they still give a reduced copy."""
+    rgb = Image.fromarray(np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    im = rgb.convert("L").convert("I;16") if mode == "I;16" else rgb.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    small = media.decode(buf.getvalue(), f"big.{fmt.lower()}", 10**8, max_side=100)
+    assert small.pixels.shape == (75, 100, 3) and small.source_size == (400, 300)
+
+
 # -- crop: detect on the copy, cut from the original ------------------------------------------------------
 
 
