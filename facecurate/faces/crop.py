@@ -24,7 +24,7 @@ from facecurate.catalog import Catalog, FaceRecord, ImageRow
 from facecurate.device import DeviceChoice
 from facecurate.errors import ImageError
 from facecurate.events import SILENT, Failure, Progress
-from facecurate.faces.align import PaddingMode, align_face
+from facecurate.faces.align import AlignmentMode, PaddingMode, align_face
 from facecurate.faces.detect import BatchedDetector, Detection
 from facecurate.workspace import Workspace, check_choice, options_from, setting
 
@@ -41,6 +41,7 @@ class CropOptions:
     min_prob: float
     headroom: float
     padding: PaddingMode
+    alignment: AlignmentMode
     all_faces: bool
     image_format: str
     jpeg_quality: int
@@ -159,7 +160,8 @@ def _crop_image(ws: Workspace, row: ImageRow, copy: media.Decoded, chosen: list[
 
 
 def _cut(row: ImageRow, pixels: np.ndarray, index: int, det: Detection, opts: CropOptions) -> tuple[FaceRecord, bytes]:
-    aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding)
+    aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding,
+                         alignment=opts.alignment)
     encoded = media.encode(aligned.crop, opts.image_format, opts.jpeg_quality)
     return FaceRecord(face_index=index, det_score=float(det.prob), bbox=[float(v) for v in det.box],
                       landmarks=np.asarray(det.landmarks, dtype=float).round(2).tolist(),
