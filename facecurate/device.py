@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from facecurate.errors import DeviceError
+
+if TYPE_CHECKING:  # torch costs seconds to import: only code that has work to do pays for it
+    import torch
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 
 
 def resolve_device(choice: DeviceChoice) -> torch.device:
     """Turn a ``--device`` choice into a torch device: ``auto`` picks CUDA when torch can use it."""
+    import torch
+
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cpu":

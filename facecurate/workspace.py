@@ -199,6 +199,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("crop", "padding", "reflect_blur",
             "How pixels outside the photo are filled: FFHQ's reflect+blur+fade, or black.",
             ("reflect_blur", "constant")),
+    Setting("crop", "alignment", "default",
+            "Resampling of the aligned crop: default (Lanczos shrink, rotation at 2x, as sharp as FFHQ's, ~5x "
+            "faster) or ffhq (the published script's pixels: quad + 0.5, 4x transform, its padding trigger and "
+            "median).", ("default", "ffhq")),
     Setting("crop", "all_faces", False, "Crop every confident face instead of only the largest one."),
     Setting("crop", "image_format", "jpg", "File format of the crops.", ("jpg", "png")),
     Setting("crop", "jpeg_quality", 95, "JPEG quality of the crops when image_format is jpg.", min=1, max=100),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -24,9 +24,11 @@ from facecurate.catalog import Catalog, FaceRecord, ImageRow
 from facecurate.device import DeviceChoice
 from facecurate.errors import ImageError
 from facecurate.events import SILENT, Failure, Progress
-from facecurate.faces.align import PaddingMode, align_face
-from facecurate.faces.detect import BatchedDetector, Detection
+from facecurate.faces.align import AlignmentMode, PaddingMode, align_face
 from facecurate.workspace import Workspace, check_choice, options_from, setting
+
+if TYPE_CHECKING:  # the detector imports torch (seconds): run_crop imports it only when there is work
+    from facecurate.faces.detect import BatchedDetector, Detection
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class CropOptions:
     min_prob: float
     headroom: float
     padding: PaddingMode
+    alignment: AlignmentMode
     all_faces: bool
     image_format: str
     jpeg_quality: int
@@ -91,6 +94,8 @@ def retry_tight(detector: BatchedDetector, images: list[np.ndarray], min_side: i
                 pad_share: float = RETRY_PAD) -> list[list[Detection]]:
     """Another look at photos with no face: small, tight face crops (imported datasets, thumbnails) defeat
     MTCNN's pyramid, so enlarge them, add a grey border, detect again, and map the results back."""
+    from facecurate.faces.detect import Detection  # here, not at the top: detect imports torch
+
     prepared, frames = [], []
     for img in images:
         h, w = img.shape[:2]
@@ -133,6 +138,8 @@ def _decode(ws: Workspace, row: ImageRow, limits: _Limits, max_side: int) -> med
 
 def _to_source(found: list[Detection], copy: media.Decoded) -> list[Detection]:
     """Detections on a reduced copy, in the stored photo's pixel coordinates."""
+    from facecurate.faces.detect import Detection  # here, not at the top: detect imports torch
+
     if not copy.reduced:
         return found
     sx, sy = copy.source_size[0] / copy.width, copy.source_size[1] / copy.height
@@ -159,7 +166,8 @@ def _crop_image(ws: Workspace, row: ImageRow, copy: media.Decoded, chosen: list[
 
 
 def _cut(row: ImageRow, pixels: np.ndarray, index: int, det: Detection, opts: CropOptions) -> tuple[FaceRecord, bytes]:
-    aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding)
+    aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding,
+                         alignment=opts.alignment)
     encoded = media.encode(aligned.crop, opts.image_format, opts.jpeg_quality)
     return FaceRecord(face_index=index, det_score=float(det.prob), bbox=[float(v) for v in det.box],
                       landmarks=np.asarray(det.landmarks, dtype=float).round(2).tolist(),
@@ -193,6 +201,12 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
     limits = _Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"),
                      media.PixelBudget(cfg.get("media", "decode_budget")))
     rows = catalog.images_to_crop(redo=redo)
+    if not rows:  # nothing to do answers in the time of `status`: no torch, no weights
+        progress.start(f"crop ({opts.device})", 0, "img")
+        progress.finish()
+        return CropSummary(device=opts.device)
+    from facecurate.faces.detect import BatchedDetector
+
     detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
                                max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
     summary = CropSummary(device=str(detector.device))

@@ -20,11 +20,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import bbreg, generateBoundingBox, rerec
-from torchvision.ops import batched_nms
 
 from facecurate.device import DeviceChoice, resolve_device
+from facecurate.faces.mtcnn_nets import batched_nms, generate_boxes, load_nets, regress_boxes, square_boxes
 
 BUCKET = 64  # images whose scaled sides round up to the same multiple of BUCKET share a canvas
 # Canvas pixels per CPU forward pass: 32 letterboxed 1024 px photos took ~1.3 GB in the cascade (integral
@@ -43,7 +41,7 @@ class Detection:
 
 
 class BatchedDetector:
-    """MTCNN (facenet-pytorch) over batches of letterboxed images, on one device."""
+    """MTCNN (facenet-pytorch's weights) over batches of letterboxed images, on one device."""
 
     def __init__(
         self,
@@ -66,9 +64,8 @@ class BatchedDetector:
         self.thresholds = thresholds
         # NHWC runs MTCNN's small convolutions and poolings ~2x faster on CPU.
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.mtcnn = MTCNN(
-            keep_all=True, min_face_size=min_face_size, thresholds=list(thresholds), device=self.device
-        ).eval()
+        # facenet-pytorch's weights in our own copies of its nets (faces/mtcnn_nets.py: no torchvision.models)
+        self.mtcnn = load_nets(self.device)
         self.mtcnn.to(memory_format=self.memory_format)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
@@ -153,7 +150,7 @@ class BatchedDetector:
             live = torch.tensor([m >= 12 for m in min_sides], device=dev)
             out_h = torch.where(live, (level[:, 0] - 1) // 2 - 4, 0)
             valid = _within(out_h, level[:, 1] // 2 - 4, *prob.shape[2:])
-            b, i = generateBoundingBox(reg, torch.where(valid, prob[:, 1], 0), scale, t1)
+            b, i = generate_boxes(reg, torch.where(valid, prob[:, 1], 0), scale, t1)
             keep = batched_nms(b[:, :4], b[:, 4], i, 0.5)
             level_boxes.append(b[keep])
             level_inds.append(i[keep])
@@ -162,14 +159,14 @@ class BatchedDetector:
         keep = batched_nms(_nonneg(boxes[:, :4]), boxes[:, 4], inds, 0.7)
         boxes, inds = boxes[keep], inds[keep]
         wh = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
-        boxes = rerec(torch.cat([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], dim=1))
+        boxes = square_boxes(torch.cat([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], dim=1))
         # Stage 2: R-Net refines the candidates.
         if len(boxes):
             reg, prob = _chunked(mt.rnet, self._crops(integral, boxes, inds, sizes, 24))
             ok = prob[:, 1] > t2
             boxes, inds, reg = torch.cat([boxes[ok, :4], prob[ok, 1:]], dim=1), inds[ok], reg[ok]
             keep = batched_nms(_nonneg(boxes[:, :4]), boxes[:, 4], inds, 0.7)
-            boxes, inds = rerec(bbreg(boxes[keep], reg[keep])), inds[keep]
+            boxes, inds = square_boxes(regress_boxes(boxes[keep], reg[keep])), inds[keep]
         # Stage 3: O-Net gives the final score, box and landmarks; NMS by overlap of the smaller box.
         points = boxes.new_zeros((0, 5, 2))
         if len(boxes):
@@ -178,10 +175,10 @@ class BatchedDetector:
             boxes, inds, reg, pts = torch.cat([boxes[ok, :4], prob[ok, 1:]], dim=1), inds[ok], reg[ok], pts[ok]
             wh = boxes[:, 2:4] - boxes[:, 0:2] + 1
             points = pts.view(-1, 2, 5).transpose(1, 2) * wh[:, None] + boxes[:, None, 0:2] - 1
-            boxes = bbreg(boxes, reg)
+            boxes = regress_boxes(boxes, reg)
         found, marks, owner = boxes.double().cpu().numpy(), points.double().cpu().numpy(), inds.cpu().numpy()
-        keep = _min_nms(found, owner, 0.7)
-        return found[keep], marks[keep], owner[keep]
+        final = _min_nms(found, owner, 0.7)
+        return found[final], marks[final], owner[final]
 
     def _pnet(self, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """P-Net on letterboxed levels, equal to P-Net on each image's level alone: conv1 outputs that
