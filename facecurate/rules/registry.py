@@ -61,6 +61,10 @@ WINK_RATIO = 0.6
 # eye this wide is taken as a wink even when the eye cascade sees neither eye. On dev this caught one wink
 # the cascade missed and lost one sunglasses face (mesh guessing 0.35 / 0.15 behind the lenses).
 OPEN_EYE = 0.30
+# ...but no open eye reads this wide: on dev the widest of 298 open and ordinary faces read 0.50, the widest wink
+# 0.50; past this the 'open' lids are FaceMesh guessing on a lens (one sunglasses face read 0.63 / 0.17 and was
+# called a wink once crops got sharper). Such a pair is not taken as a wink on width alone.
+NOT_AN_EYE = 0.55
 
 
 def _is_wink_shape(m: Measures, t: Thresholds) -> bool:
@@ -82,7 +86,8 @@ def _is_wink(m: Measures, t: Thresholds) -> bool:
     squeezed or downcast lids: FaceMesh opens one of them a little): on dev 23 closed faces had that shape,
     against 1 sunglasses face and no wink. Such faces are judged by the mean, as closed eyes or covered eyes."""
     ear_max = m.get("ear_max")
-    return _is_wink_shape(m, t) and (_an_eye_seen(m, t) or (ear_max is not None and ear_max >= OPEN_EYE))
+    return _is_wink_shape(m, t) and (_an_eye_seen(m, t)
+                                     or (ear_max is not None and OPEN_EYE <= ear_max < NOT_AN_EYE))
 
 
 def _closed_not_wink(m: Measures, t: Thresholds) -> bool:
