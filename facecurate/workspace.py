@@ -284,8 +284,8 @@ _RULE_THRESHOLDS: tuple[Setting, ...] = (
                "One eye's aspect ratio below this while the other is open (seen by the eye cascade, or read "
                "wide): a wink."),
     _threshold("occluded_eyes", 1.0, "at or above",
-               "Eyes the landmarks call open but no eye is visible (Haar eye cascade finds none; skin breaks "
-               "ties): sunglasses, bangs, hands."),
+               "Eyes the landmarks call open but no eye is visible (Haar eye cascade finds none centred on "
+               "either landmark eye; skin breaks ties), or no face for FaceMesh at all: sunglasses, bangs, hands."),
     _threshold("mirroring", 0.08, "at or above",
                "Share of the crop filled by reflect padding beside or below the face (smeared hair and skin)."),
     _threshold("no_headroom", 0.0, "below",

@@ -96,7 +96,10 @@ def _closed_not_wink(m: Measures, t: Thresholds) -> bool:
 
 
 def _not_closed(m: Measures, t: Thresholds) -> bool:
-    """Covered eyes are looked for only where the landmarks call both eyes open (not shut, not winking)."""
+    """Covered eyes are looked for only where the landmarks call both eyes open (not shut, not winking), or
+    where FaceMesh found no face at all: then no lid was read to call the eyes shut, and no eye was seen."""
+    if m.get("mesh_found") == 0.0:
+        return True
     ear_mean = m.get("ear_mean")
     return ear_mean is not None and ear_mean >= t["closed_eyes"] and not _is_wink(m, t)
 
