@@ -196,6 +196,66 @@ def test_lopsided_eyes_with_no_eye_seen_are_shut_unless_one_is_wide_open():
     assert decide(half_open, limits, list(RULES)) == ["occluded_eyes"]  # mean open, nothing seen: covered
 
 
+def test_an_open_eye_reading_wider_than_any_eye_is_no_wink():
+    """Lids read past NOT_AN_EYE are FaceMesh guessing on a lens: with no eye seen, that pair is covered eyes."""
+    from facecurate.rules.registry import NOT_AN_EYE, OPEN_EYE
+
+    limits = {r.name: r.default for r in RULES}
+    lens = {"ear_mean": 0.40, "ear_min": 0.17, "ear_max": 0.63, "occlusion": 1.02}
+    assert OPEN_EYE < NOT_AN_EYE < lens["ear_max"]
+    assert decide(lens, limits, list(RULES)) == ["occluded_eyes"]
+    assert decide(lens | {"occlusion": 0.5}, limits, list(RULES)) == ["wink"]  # an eye seen: a wink still
+
+
+def test_no_face_for_facemesh_means_no_eye_seen():
+    """A crop FaceMesh finds no face in (centre or whole) has no eye located: occluded_eyes, never shut/wink."""
+    from facecurate.rules.eyes import FaceMesh
+    from facecurate.rules.measure import eye_family
+
+    blank = np.full((256, 256, 3), 128, np.uint8)
+    measures = eye_family(FaceMesh.shared(), blank)
+    assert measures["mesh_found"] == 0.0 and measures["ear_mean"] is None
+    limits = {r.name: r.default for r in RULES}
+    assert decide(measures, limits, list(RULES)) == ["occluded_eyes"]
+
+
+def test_a_cascade_box_counts_only_centred_on_the_landmark_eye(judged):
+    """The cascade still finds the eye in a patch centred a fifth of an eye distance below it, but that box is
+    off the point asked about, so it does not count (what keeps lens rims and reflections from counting)."""
+    import cv2
+
+    from facecurate import media
+    from facecurate.rules.eyes import (
+        LEFT_CONTOUR,
+        PATCH_HALF_IOD,
+        PATCH_SIDE,
+        RIGHT_CONTOUR,
+        FaceMesh,
+        _eye_cascade,
+        eye_seen,
+        mesh_view,
+    )
+
+    ws, catalog, _, _, _ = judged
+    rel = catalog.conn.execute("SELECT f.crop_path FROM faces f JOIN images i ON i.id=f.image_id "
+                               "WHERE i.label='keep'").fetchone()[0]
+    view = mesh_view(media.load_rgb(ws.resolve(rel), 10**8, 10**8).pixels)
+    points = FaceMesh.shared().points(view)
+    assert points is not None
+    gray = cv2.cvtColor(view, cv2.COLOR_RGB2GRAY)
+    centres = [points[list(c)].mean(0) for c in (RIGHT_CONTOUR, LEFT_CONTOUR)]
+    iod = float(np.linalg.norm(centres[0] - centres[1]))
+    for centre in centres:
+        assert eye_seen(gray, centre, iod)
+        below = centre + np.array([0.0, 0.2 * iod])
+        half = int(iod * PATCH_HALF_IOD)
+        x, y = int(below[0]), int(below[1])
+        patch = cv2.resize(gray[y - half:y + half, x - half:x + half], (PATCH_SIDE, PATCH_SIDE),
+                           interpolation=cv2.INTER_AREA)
+        assert len(_eye_cascade().detectMultiScale(patch, scaleFactor=1.1, minNeighbors=3, minSize=(12, 12)))
+        assert not eye_seen(gray, below, iod)
+
+
 def test_mesh_view_cuts_the_padding_and_keeps_the_centre():
     from facecurate.rules.eyes import MESH_SIDE, mesh_view
 

@@ -2,7 +2,9 @@
 
 RULES-EVIDENCE measured FaceMesh EAR as the only offline method that separates closed from open eyes
 well (AUC 0.995); landmark models still place open eyes behind sunglasses, so covered eyes need image
-cues read around those landmarks (skin compared with the cheek, darkness, eye-cascade hits).
+cues read around those landmarks (skin compared with the cheek, darkness, eye-cascade hits). The cascade
+counts an eye only where its box is centred on the landmark eye (eye_seen): sharp crops let it find 'eyes'
+on lens rims and reflections.
 """
 
 from __future__ import annotations
@@ -161,12 +163,27 @@ def _eye_cascade() -> cv2.CascadeClassifier:
 
 PATCH_SIDE = 48  # the eye patch (0.9 eye distances square) is read at this side by the cascade
 PATCH_HALF_IOD = 0.45
+# Why these (and haarcascade_eye, scaleFactor 1.1, minNeighbors 3, minSize 12): re-measured on dev once crops
+# became FFHQ-sharp, each against the chosen set with the centring gate below (32/41 sunglasses, 3/153 open
+# faces flagged, 9/145 ordinary faces rejected by the eye rules), every alternative lost on one side:
+#   haarcascade_eye_tree_eyeglasses instead      32/41, 8 flagged, 14 ordinary
+#   either cascade counting (eye or tree)        31/41, 2 flagged,  7 ordinary
+#   patch read at 40 px / 60 px                  33/41, 6 flagged / 31/41, 2 flagged
+#   half-patch 0.40 / 0.50 eye distances         32/41, 4 flagged / 31/41, 6 flagged
+#   minNeighbors 4                               32/41, 4 flagged
+#   scaleFactor 1.05                             30/41, 2 flagged
+#   Gaussian pre-blur sigma 0.7 on the patch     31/41, 3 flagged, 10 ordinary
+#   a floor of 0.4 on the cascade's last-stage weight  33/41, 5 flagged, 10 ordinary
+# Each of those moved 9-21 photos each way (the cascade's answer on a small eye is fragile); the centring gate
+# moved 3, all for the better (2 sunglasses to covered, 1 shut pair from wink to closed). Resampling the crops
+# instead (2x/3x/4x, area, the FFHQ script's own) gave 30-33/41: the crops were not the lever.
 # A cascade box counts as the eye only where it is centred on the eye the landmarks place: its centre within
 # this share of its width sideways and of its height up or down. On dev (sharp crops, haarcascade_eye) the
-# boxes on open eyes lie within -0.42..+0.39 of their width sideways and -0.09..+0.05 of their height up/down
-# (1st-99th percentile, 566 boxes); boxes the cascade finds on sunglasses sit on a lens rim or a reflection:
-# 0.32 sideways, 0.39 below. The vertical bound is the telling one (an eye box is never half a box off the
-# lid line); the sideways one is looser, as the other eye of a turned head still counts.
+# boxes on open eyes lie within -0.15..+0.08 of their width sideways (5th-95th percentile; -0.42..+0.39 at
+# 1st-99th) and -0.09..+0.05 of their height up/down (1st-99th), 566 boxes; the boxes it found on sunglasses
+# sat on a lens rim or a reflection, 0.32 of a width sideways and 0.39 of a height below. The vertical bound
+# is the telling one (lids are level with the landmark eye); the sideways one is looser, as FaceMesh's
+# corners on a turned or squinting eye spread more along the lid than across it.
 BOX_OFF_X, BOX_OFF_Y = 0.3, 0.2
 
 
