@@ -182,8 +182,8 @@ PATCH_HALF_IOD = 0.45
 # boxes on open eyes lie within -0.15..+0.08 of their width sideways (5th-95th percentile; -0.42..+0.39 at
 # 1st-99th) and -0.09..+0.05 of their height up/down (1st-99th), 566 boxes; the boxes it found on sunglasses
 # sat on a lens rim or a reflection, 0.32 of a width sideways and 0.39 of a height below. The vertical bound
-# is the telling one (lids are level with the landmark eye); the sideways one is looser, as FaceMesh's
-# corners on a turned or squinting eye spread more along the lid than across it.
+# is the telling one (open eyes' boxes sit level with the landmark eye); the sideways one is looser because
+# open eyes' boxes spread more that way (the 1st-99th range above).
 BOX_OFF_X, BOX_OFF_Y = 0.3, 0.2
 
 
