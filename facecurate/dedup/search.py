@@ -73,9 +73,10 @@ class Plan:
         return not self.widths
 
 
-def split_widths(m: int) -> tuple[int, ...]:
-    """64 bits in ``m`` nearly equal disjoint chunks, wider ones first."""
-    base, extra = divmod(HASH_BITS, m)
+def split_widths(m: int, bits: int = HASH_BITS) -> tuple[int, ...]:
+    """The low ``bits`` bits (all 64 unless a caller knows the rest agree) in ``m`` nearly equal disjoint
+    chunks, wider ones first."""
+    base, extra = divmod(bits, m)
     return tuple(base + (1 if c < extra else 0) for c in range(m))
 
 
@@ -116,14 +117,17 @@ def mih_plan(m: int, threshold: int) -> Plan:
     return Plan(widths, radii, sum(ball_size(b, r) for b, r in zip(widths, radii, strict=True)), 0.0)
 
 
-def plan_search(n_index: int, n_queries: int, threshold: int) -> Plan:
-    """The cheapest exact plan for this size and threshold, by a simple cost model."""
+def plan_search(n_index: int, n_queries: int, threshold: int, bits: int = HASH_BITS) -> Plan:
+    """The cheapest exact plan for this size and threshold, by a simple cost model.
+
+    ``bits`` < 64 plans chunks over the low bits only: exact when every pair the caller wants agrees on the
+    high bits (a shard of :mod:`facecurate.dedup.sharded` rotates its shared block there)."""
     if not 0 <= threshold <= HASH_BITS:
         raise ValueError(f"threshold must be in 0..{HASH_BITS}, got {threshold}")
     brute = Plan((), (), 0, n_index * n_queries * _COST_BRUTE * 1e-9)
     best = brute
     for m in range(3, 9):
-        widths = split_widths(m)
+        widths = split_widths(m, bits)
         if max(widths) > MAX_CHUNK_BITS:
             continue
         radii = chunk_radii(threshold, m)
