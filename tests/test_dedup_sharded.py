@@ -14,9 +14,8 @@ from facecurate.catalog import Catalog
 from facecurate.dedup import DedupOptions, run_dedup
 from facecurate.dedup.core import Items, Options, find_groups
 from facecurate.dedup.groups import FLIP, WINDOW, WINDOW_FLIP, index_entries
-from facecurate.dedup.search import Matches, as_u64, mih_search, popcount64
+from facecurate.dedup.search import Matches, as_u64, mih_search, plan_search, popcount64
 from facecurate.dedup.sharded import (
-    Blocks,
     merge,
     plan_shards,
     process_map,
@@ -58,7 +57,7 @@ def test_sharded_search_returns_exactly_the_one_piece_pairs(threshold: int):
     near = index[:1500] ^ np.concatenate([_flip_bits(rng, 100, d) for d in range(15)])
     queries = np.concatenate([near, _random(rng, 500), index[:200]])
     one_piece = mih_search(index, queries, threshold)
-    for max_entries in (1000, 50_000):  # many multi-value shards; one shard per block
+    for max_entries in (1000, 50_000):  # many shards per chunk; one shard per chunk
         assert _same(sharded_search(index, queries, threshold, max_entries), one_piece)
     assert len(one_piece) >= 200 + 100 * min(threshold + 1, 15)
 
@@ -68,22 +67,29 @@ def test_every_pair_comes_out_of_one_shard_and_shards_keep_their_bound():
     hashes = _random(rng, 20_000)
     hashes[10_000:12_000] = hashes[:2000] ^ _flip_bits(rng, 2000, 8)   # exactly at the threshold
     max_entries = 3000
-    shards = plan_shards(hashes, hashes, 8, max_entries)
-    works = list(shard_inputs(hashes, hashes, 8, shards))
-    blocks = Blocks.for_threshold(8)
-    assert len(blocks.widths) == 9 and sum(blocks.widths) == 64
-    for w in works:  # over the bound only where a single block value holds more
-        assert w.entries <= max_entries or w.shard.lo == w.shard.hi
+    plan, shards = plan_shards(hashes, hashes, 8, max_entries)
+    assert plan == plan_search(hashes.size, hashes.size, 8) and not plan.brute   # the one-piece plan, cut up
+    works = list(shard_inputs(hashes, hashes, 8, plan, shards))
+    assert len(works) > 3 * len(plan.widths)
+    for w in works:
+        assert w.entries <= max_entries
+    for c in range(len(plan.widths)):   # a chunk's shards hold each index entry once
+        rows = np.concatenate([w.index_rows for w in works if w.shard.chunk == c])
+        assert np.array_equal(np.sort(rows), np.arange(hashes.size))
     parts = [search_shard(w) for w in works]
     merged = merge(parts)
     assert sum(len(p) for p in parts) == len(merged)                    # no pair found twice
     assert _same(merged, mih_search(hashes, hashes, 8))
     planted = set(zip(range(10_000, 12_000), range(2000), strict=True))
     assert planted <= set(zip(merged.query.tolist(), merged.index.tolist(), strict=True))
-    # The pigeonhole the cut rests on: a pair within 8 bits agrees exactly on one of the 9 blocks.
-    x = hashes[merged.query] ^ hashes[merged.index]
-    agree = np.stack([blocks.key(x, c) == 0 for c in range(9)])
-    assert agree.any(axis=0).all()
+
+
+def test_a_brute_force_plan_is_one_shard():
+    rng = np.random.default_rng(8)
+    hashes = _random(rng, 300)
+    plan, shards = plan_shards(hashes, hashes, 30, 100)
+    assert plan.brute and len(shards) == 1
+    assert _same(sharded_search(hashes, hashes, 30, 100), mih_search(hashes, hashes, 30))
 
 
 def _planted_items(n: int, threshold: int, crop_threshold: int, seed: int = 0

@@ -73,10 +73,9 @@ class Plan:
         return not self.widths
 
 
-def split_widths(m: int, bits: int = HASH_BITS) -> tuple[int, ...]:
-    """The low ``bits`` bits (all 64 unless a caller knows the rest agree) in ``m`` nearly equal disjoint
-    chunks, wider ones first."""
-    base, extra = divmod(bits, m)
+def split_widths(m: int) -> tuple[int, ...]:
+    """64 bits in ``m`` nearly equal disjoint chunks, wider ones first."""
+    base, extra = divmod(HASH_BITS, m)
     return tuple(base + (1 if c < extra else 0) for c in range(m))
 
 
@@ -117,17 +116,14 @@ def mih_plan(m: int, threshold: int) -> Plan:
     return Plan(widths, radii, sum(ball_size(b, r) for b, r in zip(widths, radii, strict=True)), 0.0)
 
 
-def plan_search(n_index: int, n_queries: int, threshold: int, bits: int = HASH_BITS) -> Plan:
-    """The cheapest exact plan for this size and threshold, by a simple cost model.
-
-    ``bits`` < 64 plans chunks over the low bits only: exact when every pair the caller wants agrees on the
-    high bits (a shard of :mod:`facecurate.dedup.sharded` rotates its shared block there)."""
+def plan_search(n_index: int, n_queries: int, threshold: int) -> Plan:
+    """The cheapest exact plan for this size and threshold, by a simple cost model."""
     if not 0 <= threshold <= HASH_BITS:
         raise ValueError(f"threshold must be in 0..{HASH_BITS}, got {threshold}")
     brute = Plan((), (), 0, n_index * n_queries * _COST_BRUTE * 1e-9)
     best = brute
     for m in range(3, 9):
-        widths = split_widths(m, bits)
+        widths = split_widths(m)
         if max(widths) > MAX_CHUNK_BITS:
             continue
         radii = chunk_radii(threshold, m)
@@ -190,7 +186,7 @@ def mih_search(index: np.ndarray, queries: np.ndarray, threshold: int, plan: Pla
     shift = 0
     for bits, radius in zip(plan.widths, plan.radii, strict=True):
         if radius >= 0:
-            q, i, d = _probe_chunk(index, queries, shift, bits, radius, t)
+            q, i, d = probe_chunk(index, queries, shift, bits, radius, t)
             found_q += q
             found_i += i
             found_d += d
@@ -205,9 +201,11 @@ def mih_search(index: np.ndarray, queries: np.ndarray, threshold: int, plan: Pla
     return _sorted(Matches(qa[first], ia[first], da[first]))
 
 
-def _probe_chunk(index: np.ndarray, queries: np.ndarray, shift: int, bits: int, radius: int,
+def probe_chunk(index: np.ndarray, queries: np.ndarray, shift: int, bits: int, radius: int,
                  t: np.uint8) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """One chunk: a dense bucket table over the index, probed with each query's Hamming ball."""
+    """One chunk: a dense bucket table over the index, probed with each query's Hamming ball.
+
+    Public because a shard of :mod:`facecurate.dedup.sharded` runs the same probes on its part of one chunk."""
     cm, sh = np.uint64((1 << bits) - 1), np.uint64(shift)
     ikey = ((index >> sh) & cm).astype(np.int64)
     order = np.argsort(ikey, kind="stable").astype(np.int32)
