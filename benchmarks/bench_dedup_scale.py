@@ -41,7 +41,8 @@ from _common import print_wide_table
 
 from facecurate.dedup.groups import candidate_edges, group_around_keepers, keeper_rank
 from facecurate.dedup.hashing import WINDOW_PLACES
-from facecurate.dedup.sharded import process_map, searcher
+from facecurate.dedup.sharded import searcher
+from facecurate.dedup.stage import process_map
 from facecurate.workspace import setting
 
 PLANTED_SHARE = 0.1  # one item in ten is a planted copy of another (a third plain, a third mirrored, a third cropped)

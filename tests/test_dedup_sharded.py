@@ -18,11 +18,11 @@ from facecurate.dedup.search import Matches, as_u64, mih_search, plan_search, po
 from facecurate.dedup.sharded import (
     merge,
     plan_shards,
-    process_map,
     search_shard,
     shard_inputs,
     sharded_search,
 )
+from facecurate.dedup.stage import process_map
 from facecurate.ingest import import_paths
 from facecurate.workspace import Config, Workspace, default_config, options_from
 from tests.conftest import DEMO_DATA

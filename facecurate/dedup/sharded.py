@@ -25,20 +25,16 @@ as on one machine (:func:`facecurate.dedup.groups.best_per_pair`,
 one-machine grouping. Connected components are not merged into groups (no union-find): the keeper rule is what
 stops chains, and it needs only the edges, which the driver holds.
 
-Nothing here imports an executor: a shard is a plain record of arrays, :func:`search_shard` a pure function.
+Nothing here starts a process or imports an executor: a shard is a plain record of arrays, :func:`search_shard`
+a pure function, and the caller passes the map that runs them.
 """
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -47,8 +43,9 @@ from facecurate.dedup.search import Matches, Plan, as_u64, ball_masks, mih_searc
 T = TypeVar("T")
 R = TypeVar("R")
 Mapper = Callable[[Callable[[T], R], Iterable[T]], Iterable[R]]
-"""An ordered map over shards: builtin ``map`` (one shard at a time, here), :func:`process_map`, or an
-executor's remote map. A lazy map that consumes its input as it goes keeps only the shards in flight."""
+"""An ordered map over shards: builtin ``map`` (one shard at a time, here),
+:func:`facecurate.dedup.stage.process_map` (forked processes), or an executor's remote map. A lazy map that
+consumes its input as it goes keeps only the shards in flight."""
 
 
 @dataclass(frozen=True)
@@ -218,31 +215,3 @@ def searcher(max_entries: int, mapper: Mapper[ShardWork, Matches] = map) -> Call
 def _search_with(index: np.ndarray, queries: np.ndarray, threshold: int, *, max_entries: int,
                  mapper: Mapper[ShardWork, Matches]) -> Matches:
     return sharded_search(index, queries, threshold, max_entries, mapper)
-
-
-@contextmanager
-def process_map(workers: int, ahead: int = 2) -> Iterator[Mapper[Any, Any]]:
-    """An ordered, lazy map over forked worker processes, at most ``ahead`` shards per worker in flight (so the
-    driver never holds every shard's rows); in this process where fork is missing or one worker is asked.
-
-    This is the local stand-in for a cluster executor: shards share nothing, so any map that runs a function
-    over pickled records will do."""
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        yield map
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-
-    def ordered(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        todo = iter(items)
-        queue: deque[Future[Any]] = deque(pool.submit(fn, x) for x in itertools.islice(todo, ahead * workers))
-        while queue:
-            result = queue.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                queue.append(pool.submit(fn, nxt))
-            yield result
-
-    try:
-        yield ordered
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)

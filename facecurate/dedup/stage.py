@@ -53,7 +53,7 @@ from facecurate.dedup.hashing import (
     windows_to_bytes,
 )
 from facecurate.dedup.search import as_u64, popcount64
-from facecurate.dedup.sharded import Mapper, process_map
+from facecurate.dedup.sharded import Mapper
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Failure, Progress
@@ -429,6 +429,35 @@ def _resolve_twins(run: _Run, cols: _Columns, algo: str, fresh: Fresh) -> int:
         with run.catalog.transaction():
             run.catalog.dedup_set_pixels(updates)
     return len(updates)
+
+
+@contextmanager
+def process_map(workers: int, ahead: int = 2) -> Iterator[Mapper[Any, Any]]:
+    """An ordered, lazy map over forked worker processes for the search shards, at most ``ahead`` shards per
+    worker in flight (so the driver never holds every shard's rows); builtin ``map`` where fork is missing or
+    one worker is asked. The local stand-in for a cluster executor: shards share nothing, so any map that runs
+    a function over pickled records will do."""
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield map
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # forking beside a progress thread, as in _mapper
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        pool.submit(int).result()
+
+    def ordered(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        todo = iter(items)
+        queue: deque[Future[Any]] = deque(pool.submit(fn, x) for x in itertools.islice(todo, ahead * workers))
+        while queue:
+            result = queue.popleft().result()
+            for nxt in itertools.islice(todo, 1):
+                queue.append(pool.submit(fn, nxt))
+            yield result
+
+    try:
+        yield ordered
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _shard_map(items: int, opts: DedupOptions) -> AbstractContextManager[Mapper[Any, Any]]:
