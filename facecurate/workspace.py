@@ -187,8 +187,8 @@ SETTINGS: tuple[Setting, ...] = (
             "piece needs ~0.6 GB and ~45 s per million photos; the shards find the same pairs (docs/scale.md).",
             min=0),
     Setting("dedup", "shard_entries", 4_000_000,
-            "Hashes one search shard holds at most (each photo has up to ten, and is one query): ~0.25 GB per "
-            "shard; one block value is never split, so the smallest shard is ~1/128 of the index.", min=1000),
+            "Hashes one search shard holds at most (a photo has up to ten, and is one query); a worker peaked at "
+            "0.56 GB with 4M (2M photos, bench_dedup_scale.py --sharded).", min=1000),
     Setting("crop", "size", 512, "Side of the square aligned crop in pixels (FFHQ uses 1024).", min=16, max=8192),
     Setting("crop", "device", "auto", "auto uses CUDA when torch sees it, else the CPU.",
             ("auto", "cpu", "cuda")),

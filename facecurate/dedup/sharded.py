@@ -2,7 +2,7 @@
 
 Why shards, and why these: :func:`facecurate.dedup.search.mih_search` holds the whole index (every item's
 hash, mirror hash and eight crop-window hashes) and one dense bucket table per chunk at once; a million photos
-take about 0.6 GB and 45 s on one core, which sets where one machine stops. Past that the search is cut into
+take about 0.7 GB and 46 s on one core, which sets where one machine stops. Past that the search is cut into
 pieces that share nothing, so an executor (a process pool here, Ray tasks on a cluster) can run them anywhere.
 
 The cut follows the multi-index search itself. Its plan splits the 64 bits into chunks and, by the pigeonhole
