@@ -184,7 +184,7 @@ SETTINGS: tuple[Setting, ...] = (
             min=0, max=1),
     Setting("dedup", "shard_above", 1_000_000,
             "Photos (or face crops) past which the hash search runs in shards of shard_entries hashes: one "
-            "piece needs ~0.6 GB and ~45 s per million photos; the shards find the same pairs (docs/scale.md).",
+            "piece needs ~0.7 GB and ~46 s per million photos; the shards find the same pairs (docs/scale.md).",
             min=0),
     Setting("dedup", "shard_entries", 4_000_000,
             "Hashes one search shard holds at most (a photo has up to ten, and is one query); a worker peaked at "
