@@ -12,6 +12,13 @@ own; tracemalloc's peak (numpy's allocations included) is printed beside it.
     uv run python benchmarks/bench_dedup_scale.py                      # 100k, 300k, 1M, windows on
     uv run python benchmarks/bench_dedup_scale.py --no-windows         # full-frame + mirror only
     uv run python benchmarks/bench_dedup_scale.py --sizes 1000000 --threshold 6 --crop-threshold 6
+    uv run python benchmarks/bench_dedup_scale.py --sharded --n 2000000   # shards vs one piece: time, memory, equal?
+
+``--sharded`` runs the same grouping twice on the same planted set, each in a fresh process: in one piece (as
+above) and with the search cut into shards of ``--shard-entries`` hashes run by ``--workers`` forked processes
+(:mod:`facecurate.dedup.sharded`). It prints both times (the sharded CPU counts its workers), the peak
+resident memory of each process (VmHWM: the driver and the largest worker), and whether the keepers,
+distances and transforms are equal, item by item.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from _common import print_wide_table
 
 from facecurate.dedup.groups import candidate_edges, group_around_keepers, keeper_rank
 from facecurate.dedup.hashing import WINDOW_PLACES
+from facecurate.dedup.sharded import searcher
+from facecurate.dedup.stage import process_map
 from facecurate.workspace import setting
 
 PLANTED_SHARE = 0.1  # one item in ten is a planted copy of another (a third plain, a third mirrored, a third cropped)
@@ -100,6 +109,76 @@ def run_one(n: int, threshold: int, crop_threshold: int, windows: bool) -> dict[
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _vmhwm_mb() -> float:
+    """This process's peak resident memory from /proc (VmHWM), in MB; ru_maxrss where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_grouping(n: int, threshold: int, crop_threshold: int, sharded: bool, workers: int, shard_entries: int,
+                 out: str) -> dict[str, float]:
+    """One grouping of the planted set, in one piece or sharded; the arrays go to ``out`` (.npz) for comparing."""
+    data = planted(n, threshold, crop_threshold, True)
+    rank = keeper_rank({"resolution": np.random.default_rng(1).random(n)}, ("resolution",), np.arange(n))
+    before = _vmhwm_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with process_map(workers if sharded else 1) as pmap:
+        search = searcher(shard_entries, pmap) if sharded else None
+        edges = candidate_edges(data["h"], data["hf"], threshold, data["w"], data["wf"], crop_threshold,
+                                **({"search": search} if search else {}))
+    grouping = group_around_keepers(n, edges, rank)
+    wall = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - c0 + kids.ru_utime + kids.ru_stime
+    np.savez(out, keeper=grouping.keeper, distance=grouping.distance, transform=grouping.transform,
+             a=edges.a, b=edges.b)
+    return {"n": n, "sharded": sharded, "wall_s": wall, "cpu_s": cpu, "edges": len(edges),
+            "groups": int(grouping.keepers().size), "members": int(grouping.members().size),
+            "data_mb": before, "driver_hwm_mb": _vmhwm_mb(), "worker_maxrss_mb": kids.ru_maxrss / 1024}
+
+
+def compare_sharded(args: argparse.Namespace) -> None:
+    """The one-piece and the sharded grouping of one planted set, each in a fresh process, then item by item."""
+    import tempfile
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sharded in (False, True):
+            out = str(Path(tmp) / f"{'sharded' if sharded else 'one'}.npz")
+            cmd = [sys.executable, __file__, "--group-one", str(args.n), "--out", out, "--workers", str(args.workers),
+                   "--shard-entries", str(args.shard_entries), "--threshold", str(args.threshold),
+                   "--crop-threshold", str(args.crop_threshold)] + (["--as-sharded"] if sharded else [])
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = results[-1]
+            print(f"{'sharded' if sharded else 'one piece'}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
+                  f"driver VmHWM {r['driver_hwm_mb']:.0f} MB, largest worker {r['worker_maxrss_mb']:.0f} MB",
+                  file=sys.stderr)
+        one, sh = (np.load(str(Path(tmp) / f"{k}.npz")) for k in ("one", "sharded"))
+        verdict = {k: bool(np.array_equal(one[k], sh[k])) for k in ("keeper", "distance", "transform", "a", "b")}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = [["one piece" if not r["sharded"] else f"sharded ({args.workers} workers)", f"{r['n']:,}", r["wall_s"],
+             r["cpu_s"], r["data_mb"], r["driver_hwm_mb"], r["worker_maxrss_mb"] if r["sharded"] else 0.0,
+             f"{r['edges']:,}", f"{r['groups']:,}", f"{r['members']:,}"] for r in results]
+    print_wide_table(f"dedup grouping, one piece vs sharded: threshold {args.threshold}, crop windows at "
+                     f"{args.crop_threshold}, shards of <= {args.shard_entries:,} hashes (load average {load:.1f} "
+                     f"on {os.cpu_count()} CPUs)",
+                     ["run", "items", "wall s", "CPU s", "input MB", "driver VmHWM MB", "worker peak MB", "edges",
+                      "groups", "members"], rows)
+    same = all(verdict.values())
+    print(f"equal to the one-piece grouping (keepers, distances, transforms, edges): {'YES' if same else 'NO'} "
+          f"{verdict}")
+    if args.json:
+        print(json.dumps({"results": results, "equal": same, "verdict": verdict}, indent=2))
+    if not same:
+        sys.exit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,300000,1000000")
@@ -108,8 +187,22 @@ def main() -> None:
     ap.add_argument("--no-windows", action="store_true", help="index full frame + mirror only (2 hashes/item)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sharded", action="store_true", help="compare the sharded grouping with the one-piece one")
+    ap.add_argument("--n", type=int, default=2_000_000, help="items for --sharded")
+    ap.add_argument("--workers", type=int, default=2, help="shard worker processes for --sharded")
+    ap.add_argument("--shard-entries", type=int, default=setting("dedup", "shard_entries").default)
+    ap.add_argument("--group-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--as-sharded", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     windows = not args.no_windows
+    if args.sharded:
+        compare_sharded(args)
+        return
+    if args.group_one:
+        print(json.dumps(run_grouping(args.group_one, args.threshold, args.crop_threshold, args.as_sharded,
+                                      args.workers, args.shard_entries, args.out)))
+        return
     if args.one:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

@@ -182,6 +182,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dedup", "face_min_similarity", 0.95,
             "Thumbnail correlation that confirms two face crops: aligned faces all look alike, so ask more.",
             min=0, max=1),
+    Setting("dedup", "shard_above", 1_000_000,
+            "Photos (or face crops) past which the hash search runs in shards of shard_entries hashes: one "
+            "piece needs ~0.7 GB and ~46 s per million photos; the shards find the same pairs (docs/scale.md).",
+            min=0),
+    Setting("dedup", "shard_entries", 4_000_000,
+            "Hashes one search shard holds at most (a photo has up to ten, and is one query); a worker peaked at "
+            "0.56 GB with 4M (2M photos, bench_dedup_scale.py --sharded).", min=1000),
     Setting("crop", "size", 512, "Side of the square aligned crop in pixels (FFHQ uses 1024).", min=16, max=8192),
     Setting("crop", "device", "auto", "auto uses CUDA when torch sees it, else the CPU.",
             ("auto", "cpu", "cuda")),

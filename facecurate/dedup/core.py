@@ -16,11 +16,13 @@ from facecurate.dedup.groups import (
     FLIP,
     WINDOW_FLIP,
     Edges,
+    Search,
     candidate_edges,
     group_around_keepers,
     keeper_rank,
 )
-from facecurate.dedup.search import mih_search
+from facecurate.dedup.search import Matches, mih_search
+from facecurate.dedup.sharded import Mapper, ShardWork, searcher
 from facecurate.dedup.verify import similarity
 
 KIND_PIXELS, KIND_PERCEPTUAL = "pixels", "perceptual"
@@ -53,6 +55,8 @@ class Options:
     min_similarity: float                # aligned thumbnail correlation that confirms one; 0 = trust the hash
     policy: tuple[str, ...]              # keeper criteria in order (groups.KEEPER_CRITERIA)
     window_threshold: int                # bits for a full frame against another item's crop window
+    shard_above: int                     # items above which the hash search runs in shards (sharded.py)
+    shard_entries: int                   # hashes (index entries and queries) one shard holds at most
 
 
 @dataclass
@@ -127,9 +131,17 @@ def verify_edges(edges: Edges, thumbs: ThumbLoader, min_similarity: float) -> tu
     return edges.select(sim >= min_similarity), sim
 
 
-def find_groups(items: Items, options: Options, thumbs: ThumbLoader) -> Result:
-    """Group items: identical pixels first (exact), then verified perceptual neighbours around keepers."""
+def find_groups(items: Items, options: Options, thumbs: ThumbLoader, mapper: Mapper[ShardWork, Matches] = map
+                ) -> Result:
+    """Group items: identical pixels first (exact), then verified perceptual neighbours around keepers.
+
+    Past ``options.shard_above`` items the hash search runs shard by shard through ``mapper`` (worker processes,
+    or a cluster executor's map); it returns the same pairs, so the groups are the same (see
+    :mod:`facecurate.dedup.sharded`)."""
     n = len(items)
+    search: Search = mih_search
+    if n > options.shard_above:
+        search = searcher(options.shard_entries, mapper)
     rank = keeper_rank(items.quality, options.policy, items.tiebreak)
     lead = np.ones(n, dtype=bool) if items.can_lead is None else np.asarray(items.can_lead, dtype=bool)
     # 1. Exact: collapse identical pixels onto their best copy (a leader first), group those copies only.
@@ -141,7 +153,7 @@ def find_groups(items: Items, options: Options, thumbs: ThumbLoader) -> Result:
     win = items.windows[reps] if items.windows is not None else None
     winf = items.window_flips[reps] if items.window_flips is not None else None
     edges = candidate_edges(items.hashes[reps], items.flips[reps], options.threshold, win, winf,
-                            options.window_threshold)
+                            options.window_threshold, search)
     kept, _ = verify_edges(edges, lambda idx: thumbs(reps[idx]), options.min_similarity)
     grouping = group_around_keepers(reps.size, kept, rank[reps], lead[reps])
     keeper = np.full(n, -1, dtype=np.int64)
@@ -165,7 +177,7 @@ def find_groups(items: Items, options: Options, thumbs: ThumbLoader) -> Result:
             keeper[t], distance[t], transform[t], kind[t] = r, 0, 0, KIND_PIXELS
         # else: twins that may not lead and found no leader stay ungrouped (the caller decides about them)
     stats = {"items": n, "pixel_twins": int(twins.size), "candidates": len(edges), "verified": len(kept),
-             "rejected_by_verify": len(edges) - len(kept)}
+             "rejected_by_verify": len(edges) - len(kept), "sharded": int(search is not mih_search)}
     result = Result(keeper, distance, transform, kind, rank, stats)
     stats["groups"] = int(np.count_nonzero(keeper == np.arange(n)))
     stats["duplicates"] = int(np.count_nonzero(result.is_duplicate()))

@@ -9,6 +9,7 @@ and the recorded distance is to the keeper, never along a chain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +62,12 @@ def index_entries(*parts: tuple[np.ndarray, int]) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(hashes).astype(np.uint64), np.concatenate(owners), np.concatenate(kinds)
 
 
+Search = Callable[[np.ndarray, np.ndarray, int], Matches]   # (index, queries, threshold) -> every pair within it
+
+
 def candidate_edges(hashes: np.ndarray, flips: np.ndarray, threshold: int, windows: np.ndarray | None = None,
-                    window_flips: np.ndarray | None = None, window_threshold: int | None = None) -> Edges:
+                    window_flips: np.ndarray | None = None, window_threshold: int | None = None,
+                    search: Search = mih_search) -> Edges:
     """All item pairs within reach by any of the four matchings, best matching per pair.
 
     Queries are the full-frame hashes only: a mirrored copy's hash meets the original's mirror entry, and a
@@ -70,6 +75,10 @@ def candidate_edges(hashes: np.ndarray, flips: np.ndarray, threshold: int, windo
     searched in a second pass at ``window_threshold`` (never looser than ``threshold``; default: the same): an
     item has 2K window entries against one full-frame entry, so a loose bound there mostly adds strangers (and
     search time).
+
+    ``search`` is the one-piece :func:`~facecurate.dedup.search.mih_search` or, past ``[dedup] shard_above``,
+    :func:`facecurate.dedup.sharded.sharded_search`, which returns the same pairs; everything after it (best
+    matching per pair, grouping) is the same code either way, so both give the same groups.
     """
     n = hashes.size
     if n < 2:
@@ -80,7 +89,7 @@ def candidate_edges(hashes: np.ndarray, flips: np.ndarray, threshold: int, windo
         searches.append((index_entries((windows, WINDOW), (window_flips, WINDOW_FLIP)), bound))
     found_i, found_j, found_k, found_d = [], [], [], []
     for (entries, owner, kind), bound in searches:
-        found: Matches = mih_search(entries, hashes, bound)
+        found: Matches = search(entries, hashes, bound)
         keep = found.query != owner[found.index]
         found_i.append(found.query[keep])
         found_j.append(owner[found.index[keep]])

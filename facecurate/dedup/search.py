@@ -186,7 +186,7 @@ def mih_search(index: np.ndarray, queries: np.ndarray, threshold: int, plan: Pla
     shift = 0
     for bits, radius in zip(plan.widths, plan.radii, strict=True):
         if radius >= 0:
-            q, i, d = _probe_chunk(index, queries, shift, bits, radius, t)
+            q, i, d = probe_chunk(index, queries, shift, bits, radius, t)
             found_q += q
             found_i += i
             found_d += d
@@ -201,9 +201,11 @@ def mih_search(index: np.ndarray, queries: np.ndarray, threshold: int, plan: Pla
     return _sorted(Matches(qa[first], ia[first], da[first]))
 
 
-def _probe_chunk(index: np.ndarray, queries: np.ndarray, shift: int, bits: int, radius: int,
+def probe_chunk(index: np.ndarray, queries: np.ndarray, shift: int, bits: int, radius: int,
                  t: np.uint8) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """One chunk: a dense bucket table over the index, probed with each query's Hamming ball."""
+    """One chunk: a dense bucket table over the index, probed with each query's Hamming ball.
+
+    Public because a shard of :mod:`facecurate.dedup.sharded` runs the same probes on its part of one chunk."""
     cm, sh = np.uint64((1 << bits) - 1), np.uint64(shift)
     ikey = ((index >> sh) & cm).astype(np.int64)
     order = np.argsort(ikey, kind="stable").astype(np.int32)

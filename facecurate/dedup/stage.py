@@ -30,7 +30,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,6 +53,7 @@ from facecurate.dedup.hashing import (
     windows_to_bytes,
 )
 from facecurate.dedup.search import as_u64, popcount64
+from facecurate.dedup.sharded import Mapper
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Failure, Progress
@@ -80,6 +81,8 @@ class DedupOptions:
     faces: bool
     face_threshold: int
     face_min_similarity: float
+    shard_above: int
+    shard_entries: int
 
     @classmethod
     def from_config(cls, ws: Workspace, **overrides: Any) -> DedupOptions:
@@ -105,12 +108,13 @@ class DedupOptions:
 
     def photo_options(self) -> Options:
         """What grouping the photos needs of these settings."""
-        return Options(self.threshold, self.min_similarity, parse_policy(self.keeper), self.crop_threshold)
+        return Options(self.threshold, self.min_similarity, parse_policy(self.keeper), self.crop_threshold,
+                       self.shard_above, self.shard_entries)
 
     def face_options(self) -> Options:
         """What grouping the face crops needs (they have no crop windows: window_threshold goes unused)."""
         return Options(self.face_threshold, self.face_min_similarity, parse_policy(self.keeper),
-                       self.crop_threshold)
+                       self.crop_threshold, self.shard_above, self.shard_entries)
 
     @property
     def image_algo(self) -> str:
@@ -427,6 +431,41 @@ def _resolve_twins(run: _Run, cols: _Columns, algo: str, fresh: Fresh) -> int:
     return len(updates)
 
 
+@contextmanager
+def process_map(workers: int, ahead: int = 2) -> Iterator[Mapper[Any, Any]]:
+    """An ordered, lazy map over forked worker processes for the search shards, at most ``ahead`` shards per
+    worker in flight (so the driver never holds every shard's rows); builtin ``map`` where fork is missing or
+    one worker is asked. The local stand-in for a cluster executor: shards share nothing, so any map that runs
+    a function over pickled records will do."""
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield map
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # forking beside a progress thread, as in _mapper
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        pool.submit(int).result()
+
+    def ordered(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        todo = iter(items)
+        queue: deque[Future[Any]] = deque(pool.submit(fn, x) for x in itertools.islice(todo, ahead * workers))
+        while queue:
+            result = queue.popleft().result()
+            for nxt in itertools.islice(todo, 1):
+                queue.append(pool.submit(fn, nxt))
+            yield result
+
+    try:
+        yield ordered
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _shard_map(items: int, opts: DedupOptions) -> AbstractContextManager[Mapper[Any, Any]]:
+    """Worker processes for the search shards when this level is past ``shard_above`` (else nothing starts).
+    Shards share nothing, so a cluster executor can take this place with its own map."""
+    return process_map(WORKERS if items > opts.shard_above else 1)
+
+
 # -- photos -----------------------------------------------------------------------------------------------
 
 
@@ -448,8 +487,9 @@ def _dedup_photos(run: _Run, summary: DedupSummary) -> dict[int, DupFields]:
     result: dict[int, DupFields] = {}
     if cols.ids:
         full_decodes = _resolve_twins(run, cols, algo, fresh)
-        found = find_groups(cols.items(opts.crop_window > 0), opts.photo_options(),
-                            _thumb_loader(catalog, cols.paths, algo, fresh))
+        with _shard_map(len(cols.ids), opts) as shard_map:
+            found = find_groups(cols.items(opts.crop_window > 0), opts.photo_options(),
+                                _thumb_loader(catalog, cols.paths, algo, fresh), shard_map)
         level.stats = {**found.stats, "full_decodes": full_decodes}
         ids = np.array(cols.ids, dtype=np.int64)
         result = _assignments(found, ids, ids)
@@ -598,8 +638,9 @@ def _dedup_faces(run: _Run, summary: DedupSummary, photos: dict[int, DupFields])
     if cols.ids:
         full_decodes = _resolve_twins(run, cols, algo, fresh)
         can_lead = np.array([i not in photo_dup for i in image_of])
-        found = find_groups(cols.items(False, can_lead), opts.face_options(),
-                            _thumb_loader(catalog, cols.paths, algo, fresh))
+        with _shard_map(len(cols.ids), opts) as shard_map:
+            found = find_groups(cols.items(False, can_lead), opts.face_options(),
+                                _thumb_loader(catalog, cols.paths, algo, fresh), shard_map)
         level.stats = {**found.stats, "full_decodes": full_decodes}
         result = _assignments(found, np.array(cols.ids, dtype=np.int64), np.array(image_of, dtype=np.int64))
     _point_at_kept_faces(faces_of, result, photo_dup, photos)
