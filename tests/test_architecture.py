@@ -21,6 +21,7 @@ LAYERS: list[tuple[int, str]] = [
     (2, "facecurate.dedup.core"), (2, "facecurate.dedup.search"), (2, "facecurate.dedup.groups"),
     (2, "facecurate.dedup.hashing"), (2, "facecurate.dedup.decode"), (2, "facecurate.dedup.verify"),
     (2, "facecurate.faces.detect"), (2, "facecurate.faces.align"), (2, "facecurate.faces.mtcnn_nets"),
+    (2, "facecurate.faces.align_torch"),
     (2, "facecurate.rules.measure"), (2, "facecurate.rules.geometry"), (2, "facecurate.rules.pixels"),
     (2, "facecurate.rules.eyes"), (2, "facecurate.rules.registry"), (2, "facecurate.rules.fitting"),
     (2, "facecurate.crawl.engines"), (2, "facecurate.crawl.http"), (2, "facecurate.crawl.urls"),
