@@ -96,8 +96,14 @@ def test_every_import_points_down_or_within_its_own_part():
     assert not wrong, "\n".join(wrong)
 
 
+# Lazy imports that close a cycle on purpose, each with its reason. crop.run_crop hands a run to the torch
+# pipeline, which is built from crop's own decode, retry and commit helpers so that both pipelines mean the same
+# thing in the catalog; moving those helpers out of crop.py would remove this entry.
+DELIBERATE_CYCLES = {("facecurate.faces.crop", "facecurate.faces.crop_device")}
+
+
 def test_no_import_cycles_between_modules():
-    graph = {m: set(_imports(m, p)) for m, p in _modules()}
+    graph = {m: set(_imports(m, p)) - {t for s, t in DELIBERATE_CYCLES if s == m} for m, p in _modules()}
     names = set(graph)
     state: dict[str, int] = {}
     cycle: list[str] = []
