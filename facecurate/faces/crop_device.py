@@ -80,36 +80,37 @@ def batch_size(opts: CropOptions, device: torch.device) -> int:
 
 @dataclass
 class _Encoded:
-    """A JPEG that passed media's header gate and goes to nvjpeg for the full-size pixels the crops are cut
-    from. ``copy``: the detection copy of a photo larger than detect_max_side, decoded here on the CPU."""
+    """A JPEG larger than detect_max_side that passed media's header gate: its detection copy decoded on the
+    CPU, its bytes for nvjpeg, which decodes the full-size pixels the crops are cut from."""
 
     data: bytes
     header: media.Header
-    copy: media.Decoded | None
+    copy: media.Decoded
 
 
 def _read(ws: Workspace, row: ImageRow, limits: _Limits, max_side: int,
           device_decode: bool) -> _Encoded | media.Decoded | ImageError:
-    """A photo's bytes for the device decoder, or (any other file, or no device decoding) its detection copy
-    decoded on this CPU thread by crop.py's own ``_decode``.
+    """A photo's detection copy, decoded on this CPU thread exactly as crop.py's ``_decode`` does, and for a
+    JPEG larger than ``max_side`` (with ``device_decode``) its bytes for the device decoder.
 
-    A photo larger than ``max_side`` gets its detection copy from media.decode all the same (libjpeg decodes
-    it DCT-reduced, cheaply): MTCNN's landmarks move by pixels when the reduction differs (a plain area
-    resize of the full decode moved them up to 11 px on the demo photos), and crops must not depend on the
-    device. The full-size decode the crops need is the GPU's."""
+    Why the detection copy is never the GPU's: MTCNN's landmarks move by a pixel or more when its input
+    changes by a grey level or two (measured by perturbing chroma upsampling and adding +-1 noise on the demo
+    and dev photos: landmarks moved 1.2 px on average, crops 2 grey levels), and nvjpeg's pixels differ from
+    libjpeg's by up to 2 levels on average (torchvision's own CUDA decode test allows that). Crops must not
+    depend on the device, so the detector sees the same pixels on every device; libjpeg decodes a large
+    photo's copy DCT-reduced, at a fraction of a full decode, and the full decode is the GPU's."""
     if not device_decode:
         return _decode(ws, row, limits, max_side)
     try:
         data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
         head = media.header(data, row.path, limits.max_pixels)
-        if head.format != "JPEG" or head.mode not in _DEVICE_MODES or not data.rstrip(b"\0").endswith(_EOI):
-            return media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
-        copy = None
-        if max(head.stored_size) > max_side:
-            copy = media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
-        return _Encoded(data, head, copy)
+        copy = media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
     except ImageError as exc:
         return exc
+    if (copy.reduced and head.format == "JPEG" and head.mode in _DEVICE_MODES
+            and data.rstrip(b"\0").endswith(_EOI)):
+        return _Encoded(data, head, copy)
+    return copy
 
 
 def decode_on_device(items: list[_Encoded], device: torch.device) -> list[torch.Tensor | None]:
@@ -159,13 +160,6 @@ def orient(img: torch.Tensor, orientation: int) -> torch.Tensor:
     return img
 
 
-def detection_copy(img: torch.Tensor) -> media.Decoded:
-    """A device-decoded photo no larger than detect_max_side as the detector's host copy (MTCNN's batching
-    and letterboxing start from host arrays; the copy is a few MB)."""
-    pixels = img.permute(1, 2, 0).contiguous().cpu().numpy()
-    return media.Decoded(pixels=pixels, format="JPEG", source_size=(int(img.shape[2]), int(img.shape[1])))
-
-
 def run_torch_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow], limits: _Limits,
                    progress: Progress, *, device_decode: bool | None = None) -> CropSummary:
     """crop.py's ``run_crop`` for ``rows``, on the torch pipeline (module docstring). ``device_decode``: JPEGs
@@ -198,26 +192,15 @@ def run_torch_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: lis
 def _run_batch(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow],
                reads: list[_Encoded | media.Decoded | ImageError], device: torch.device, limits: _Limits,
                pool: ThreadPoolExecutor, detector: BatchedDetector, summary: CropSummary) -> None:
-    on_device: dict[int, torch.Tensor] = {}
-    copies: list[Future[media.Decoded | ImageError]] = []
     encoded = [(j, r) for j, r in enumerate(reads) if isinstance(r, _Encoded)]
-    images = decode_on_device([r for _, r in encoded], device)
-    # nvjpeg refused it: a photo with a CPU detection copy is decoded in full on the CPU when cut (as when
-    # reduced on the OpenCV path); one without is decoded on the CPU now, as the OpenCV path would
-    fallback = {j: pool.submit(_decode, ws, rows[j], limits, opts.detect_max_side)
-                for (j, r), img in zip(encoded, images, strict=True) if img is None and r.copy is None}
-    for (j, _), img in zip(encoded, images, strict=True):
-        if img is not None:
-            on_device[j] = img
-    for j, r in enumerate(reads):
-        if j in fallback:
-            copies.append(fallback[j])
-            continue
+    # None where nvjpeg refused the file: it is then decoded in full on the CPU when cut, as a reduced copy
+    # is on the OpenCV path
+    on_device = {j: img for (j, _), img in zip(encoded, decode_on_device([r for _, r in encoded], device),
+                                                strict=True) if img is not None}
+    copies: list[Future[media.Decoded | ImageError]] = []
+    for r in reads:
         done: Future[media.Decoded | ImageError] = Future()
-        if isinstance(r, _Encoded):
-            done.set_result(r.copy if r.copy is not None else detection_copy(on_device[j]))
-        else:
-            done.set_result(r)
+        done.set_result(r.copy if isinstance(r, _Encoded) else r)
         copies.append(done)
     batch = _Batch(rows, copies)
     good = [(j, d) for j, f in enumerate(copies) if not isinstance(d := f.result(), ImageError)]
