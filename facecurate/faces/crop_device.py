@@ -19,6 +19,7 @@ Where each step runs, and why:
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -57,6 +58,10 @@ MAX_AUTO_BATCH = 256    # beyond this a batch only delays the first commit
 # nvjpeg decodes these; CMYK/YCCK JPEGs (Pillow modes CMYK) and camera MPOs go to the CPU decoder.
 _DEVICE_MODES = ("RGB", "L")
 _EOI = b"\xff\xd9"
+# torchvision 0.29 deprecates its decoders for TorchCodec's; nvjpeg through torchvision still works, and the
+# notice would otherwise be printed over the progress bars once per run.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 
 def applies(opts: CropOptions) -> bool:
