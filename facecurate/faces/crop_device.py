@@ -55,6 +55,7 @@ from facecurate.workspace import Workspace
 BYTES_PER_DETECT_PIXEL = 48
 MEMORY_SHARE = 0.5      # of the free GPU memory: the alignment's float copies and torch's cache need the rest
 MAX_AUTO_BATCH = 256    # beyond this a batch only delays the first commit
+DECODE_SHARE = 0.25     # of the free GPU memory, for a batch's full-size nvjpeg decodes
 # nvjpeg decodes these; CMYK/YCCK JPEGs (Pillow modes CMYK) and camera MPOs go to the CPU decoder.
 _DEVICE_MODES = ("RGB", "L")
 _EOI = b"\xff\xd9"
@@ -197,7 +198,7 @@ def run_torch_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: lis
 def _run_batch(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow],
                reads: list[_Encoded | media.Decoded | ImageError], device: torch.device, limits: _Limits,
                pool: ThreadPoolExecutor, detector: BatchedDetector, summary: CropSummary) -> None:
-    encoded = [(j, r) for j, r in enumerate(reads) if isinstance(r, _Encoded)]
+    encoded = _within_device_room([(j, r) for j, r in enumerate(reads) if isinstance(r, _Encoded)], device)
     # None where nvjpeg refused the file: it is then decoded in full on the CPU when cut, as a reduced copy
     # is on the OpenCV path
     on_device = {j: img for (j, _), img in zip(encoded, decode_on_device([r for _, r in encoded], device),
@@ -228,6 +229,23 @@ def _run_batch(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[Im
             batch.jobs[j] = pool.submit(_crop_photo, ws, rows[j], copy, on_device.get(j), chosen, opts, limits,
                                         device)
     _commit(catalog, batch, summary)
+
+
+def _within_device_room(encoded: list[tuple[int, _Encoded]], device: torch.device) -> list[tuple[int, _Encoded]]:
+    """The photos whose full-size pixels fit in DECODE_SHARE of the GPU's free memory, in batch order; the rest
+    are decoded in full on the CPU when cut (the batch size follows detect_max_side, not the photos' sizes,
+    and a batch of 50 MP photos would not fit a small GPU)."""
+    if device.type != "cuda":
+        return encoded
+    room = int(torch.cuda.mem_get_info(device)[0] * DECODE_SHARE)
+    kept = []
+    for j, item in encoded:
+        w, h = item.header.stored_size
+        room -= 3 * w * h
+        if room < 0:
+            break
+        kept.append((j, item))
+    return kept
 
 
 def _crop_photo(ws: Workspace, row: ImageRow, copy: media.Decoded, image: torch.Tensor | None,
