@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,8 +164,8 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def _blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     h, w = img.shape[-2:]
-    img = _apply(img, _gaussian_table(w, sigma), -1)
-    return _apply(img, _gaussian_table(h, sigma), -2)
+    img = _apply(img, _gaussian_table, w, sigma, -1)
+    return _apply(img, _gaussian_table, h, sigma, -2)
 
 
 def _resize(img: torch.Tensor, make: Callable[[int, int], Table], out_w: int, out_h: int,
@@ -173,29 +174,36 @@ def _resize(img: torch.Tensor, make: Callable[[int, int], Table], out_w: int, ou
     levels after each pass, as Pillow's 8-bit resampler stores its intermediate image."""
     h, w = img.shape[-2:]
     if out_w != w:
-        img = _apply(img, make(w, out_w), -1)
+        img = _apply(img, make, w, out_w, -1)
         img = _round8(img) if rounded else img
     if out_h != h:
-        img = _apply(img, make(h, out_h), -2)
+        img = _apply(img, make, h, out_h, -2)
         img = _round8(img) if rounded else img
     return img
 
 
-def _apply(img: torch.Tensor, table: Table, dim: int) -> torch.Tensor:
-    """One separable pass: out[..., i, ...] = sum_k w[i, k] img[..., idx[i, k], ...] along ``dim`` (-1 or -2).
+def _apply(img: torch.Tensor, make: Callable[[int, Any], Table], n: int, arg: float, dim: int) -> torch.Tensor:
+    """One separable pass with the table ``make(n, arg)``: out[..., i, ...] = sum_k w[i, k] img[..., idx[i, k],
+    ...] along ``dim`` (-1 or -2).
 
     Always gathered along rows: ``index_select`` on dim -2 copies whole contiguous rows, on dim -1 it gathers
     single elements (~10x slower on a CPU), so a horizontal pass runs on the transposed image."""
     if dim == -1:
-        return _apply(img.transpose(-1, -2).contiguous(), table, -2).transpose(-1, -2)
+        return _apply(img.transpose(-1, -2).contiguous(), make, n, arg, -2).transpose(-1, -2)
     img = img.contiguous()
-    idx_np, w_np = table
-    idx = torch.from_numpy(idx_np).to(img.device)
-    weights = torch.from_numpy(w_np.astype(np.float32)).to(img.device)[:, :, None]  # (out, K, 1): per row
+    idx, weights = _table_on(make, n, arg, img.device)
     out = img.index_select(-2, idx[:, 0]).mul_(weights[:, 0])
     for k in range(1, idx.shape[1]):
         out.addcmul_(img.index_select(-2, idx[:, k]), weights[:, k])
     return out
+
+
+@lru_cache(maxsize=512)
+def _table_on(make: Callable[[int, Any], Table], n: int, arg: float,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A table as device tensors, kept: a GPU would otherwise wait on two small copies per pass and face."""
+    idx, w = make(n, arg)
+    return torch.from_numpy(idx).to(device), torch.from_numpy(w.astype(np.float32)).to(device)[:, :, None]
 
 
 def _round8(x: torch.Tensor) -> torch.Tensor:
