@@ -99,12 +99,13 @@ def _read(ws: Workspace, row: ImageRow, limits: _Limits, max_side: int,
     """A photo's detection copy, decoded on this CPU thread exactly as crop.py's ``_decode`` does, and for a
     JPEG larger than ``max_side`` (with ``device_decode``) its bytes for the device decoder.
 
-    Why the detection copy is never the GPU's: MTCNN's landmarks move by a pixel or more when its input
-    changes by a grey level or two (measured by perturbing chroma upsampling and adding +-1 noise on the demo
-    and dev photos: landmarks moved 1.2 px on average, crops 2 grey levels), and nvjpeg's pixels differ from
-    libjpeg's by up to 2 levels on average (torchvision's own CUDA decode test allows that). Crops must not
-    depend on the device, so the detector sees the same pixels on every device; libjpeg decodes a large
-    photo's copy DCT-reduced, at a fraction of a full decode, and the full decode is the GPU's."""
+    Why the detection copy is never the GPU's: MTCNN's landmarks move by about a pixel when its input changes
+    by a grey level or two (a proxy measured while writing this, on the demo photos and 40 dev photos: chroma
+    upsampled nearest instead of linear plus +-1 on 30% of values moved landmarks 1.2 px on average and crops
+    by 2.1 grey levels MAD), and torchvision's own test allows nvjpeg's pixels a mean difference of up to 2
+    from libjpeg's. Crops must not depend on the device, so the detector sees the same pixels on every
+    device; libjpeg decodes a large photo's copy DCT-reduced, at a fraction of a full decode, and the full
+    decode is the GPU's."""
     if not device_decode:
         return _decode(ws, row, limits, max_side)
     try:
