@@ -83,8 +83,13 @@ def _warped(image: torch.Tensor, place: Placement, plan: RegionPlan, padding: Pa
         region = _resize(region, _lanczos_table, plan.shape[0], plan.shape[1])
     if padding == "reflect_blur" and plan.leaves_image:
         region = _blend_padding(region, plan, place, width, height)
-    theta = torch.tensor(_theta(place.quad, plan), dtype=torch.float32, device=image.device)
-    grid = F.affine_grid(theta[None], [1, 3, plan.big, plan.big], align_corners=False)
+    theta = torch.tensor(_theta(place.quad, plan), dtype=torch.float64, device=image.device)
+    # affine_grid's equivalent, written out: it multiplies in a matmul, which TF32 (when a program enables it)
+    # would round to ~1e-3, a pixel at the 2048 px warp; elementwise float64 cannot be switched to TF32
+    steps = (torch.arange(plan.big, dtype=torch.float64, device=image.device) * 2 + 1) / plan.big - 1
+    xs, ys = steps[None, :], steps[:, None]
+    grid = torch.stack([theta[0, 0] * xs + theta[0, 1] * ys + theta[0, 2],
+                        theta[1, 0] * xs + theta[1, 1] * ys + theta[1, 2]], dim=-1).float()[None]
     # padding_mode="border" clamps the sample point: cv2.BORDER_REPLICATE
     warped = F.grid_sample(region[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
     return _round8(warped[0])
