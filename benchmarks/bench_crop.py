@@ -9,6 +9,11 @@ detection, FFHQ alignment, atomic writes, catalog) over a workspace holding the 
 
 Prints images/s for both and the ratio, and the ratio of the CPU time each used (process time, all threads:
 steadier than wall time on a machine other jobs share); ``--json`` for benchmarks/run_all.py.
+
+With ``--device cuda`` facecurate runs its torch pipeline (``crop.pipeline = "auto"``: faces/crop_device.py)
+with ``crop.device_batch_size`` set to each batch size; ``--pipeline opencv|torch`` forces one on any device.
+nvjpeg decodes only photos larger than ``--detect-max-side`` (default 1024, as the setting): ``--resize 2048``
+(or ``--detect-max-side 640``) puts the GPU decoder in the measured path.
 """
 
 from __future__ import annotations
@@ -77,15 +82,21 @@ def run_anchor(files: list[Path], out: Path, size: int, device: str) -> tuple[fl
     return time.perf_counter() - t0, time.process_time() - c0, faces
 
 
-def run_facecurate(files: list[Path], root: Path, size: int, device: str,
-                   batch_size: int) -> tuple[float, float, int]:
+def run_facecurate(files: list[Path], root: Path, size: int, device: str, batch_size: int, pipeline: str,
+                   detect_max_side: int | None) -> tuple[float, float, int, str]:
     ws = init_workspace(root)
     with Catalog.open(ws.catalog_path) as catalog:
         import_paths(ws, catalog, files)  # import is its own stage; the timing below is `crop` alone
-        opts = CropOptions.from_config(ws, size=size, device=device, batch_size=batch_size)
+        opts = CropOptions.from_config(ws, size=size, device=device, batch_size=batch_size, pipeline=pipeline,
+                                       device_batch_size=batch_size, detect_max_side=detect_max_side)
+        from facecurate.faces import crop_device
+
+        used = "torch" if crop_device.applies(opts) else "opencv"
         t0, c0 = time.perf_counter(), time.process_time()
         summary = run_crop(ws, catalog, opts)
-        return time.perf_counter() - t0, time.process_time() - c0, summary.faces
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, time.process_time() - c0, summary.faces, used
 
 
 def main() -> None:
@@ -96,6 +107,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-sizes", default="32")
     ap.add_argument("--resize", type=int, default=None, help="resize every photo to this long side first")
+    ap.add_argument("--pipeline", default="auto", choices=("auto", "opencv", "torch"),
+                    help="crop.pipeline (auto: torch on CUDA, opencv on a CPU)")
+    ap.add_argument("--detect-max-side", type=int, default=None, help="crop.detect_max_side (default: the setting)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -106,15 +120,17 @@ def main() -> None:
         files = prepare(photos, Path(tmp) / "photos", args.resize)
         anchor_s, anchor_cpu, anchor_faces = run_anchor(files, Path(tmp) / "anchor", args.size, args.device)
         rows, results = [], []
+        used = ""
         for bs in (int(b) for b in args.batch_sizes.split(",")):
-            fc_s, fc_cpu, fc_faces = run_facecurate(files, Path(tmp) / f"ws{bs}", args.size, args.device, bs)
+            fc_s, fc_cpu, fc_faces, used = run_facecurate(files, Path(tmp) / f"ws{bs}", args.size, args.device, bs,
+                                                          args.pipeline, args.detect_max_side)
             ratio = anchor_s / fc_s
             rows.append([bs, len(files) / anchor_s, len(files) / fc_s, ratio, anchor_cpu / fc_cpu, anchor_faces,
                          fc_faces])
-            results.append({"batch_size": bs, "anchor_img_s": len(files) / anchor_s,
+            results.append({"batch_size": bs, "pipeline": used, "anchor_img_s": len(files) / anchor_s,
                             "facecurate_img_s": len(files) / fc_s, "ratio": ratio,
                             "anchor_cpu_s": anchor_cpu, "facecurate_cpu_s": fc_cpu, "cpu_ratio": anchor_cpu / fc_cpu})
-    title = (f"crop: {len(files)} photos, {args.device}, torch threads {torch.get_num_threads()}, "
+    title = (f"crop: {len(files)} photos, {args.device}, {used} pipeline, torch threads {torch.get_num_threads()}, "
              f"size {args.size}" + (f", resized to {args.resize}px" if args.resize else ""))
     if args.json:
         print(json.dumps({"benchmark": "crop", "anchor": "facenet-pytorch MTCNN.detect loop + extract_face",

@@ -411,6 +411,30 @@ def probe(data: bytes, name: str, max_pixels: int, min_side: int = 1, *,
     return _gated(data, name, max_pixels, min_side, work)
 
 
+@dataclass(frozen=True)
+class Header:
+    """What an image's header says, no pixel decoded: for decoders outside Pillow (nvjpeg on a GPU), which
+    run only on bytes that passed this gate (allow-list, pixel limit, minimum side) first."""
+
+    format: str
+    mode: str                        # Pillow's mode: RGB, L, CMYK, ...
+    stored_size: tuple[int, int]     # (width, height) as stored, before EXIF orientation
+    orientation: int                 # EXIF orientation tag, 1 (none) to 8
+
+
+def header(data: bytes, name: str, max_pixels: int, min_side: int = 1) -> Header:
+    """Gate bytes from their header alone: the refusals of :func:`decode` that need no pixels (format, size,
+    bombs), and what another decoder needs to reproduce its result (mode, EXIF orientation). A JPEG's EXIF
+    precedes its scan, so nothing is decoded; a body that is truncated or corrupt is the other decoder's to
+    find (or the caller's, by falling back to :func:`decode`)."""
+    def work(im: Image.Image) -> Header:
+        orientation = im.getexif().get(0x0112, 1)
+        return Header(format=str(im.format), mode=im.mode, stored_size=im.size,
+                      orientation=orientation if orientation in range(1, 9) else 1)
+
+    return _gated(data, name, max_pixels, min_side, work)
+
+
 def decode(data: bytes, name: str, max_pixels: int, min_side: int = 1, *, max_side: int | None = None,
            budget: PixelBudget | None = None) -> Decoded:
     """Decode bytes to RGB uint8 with EXIF orientation applied, or raise ImageError with a reason.

@@ -211,6 +211,14 @@ SETTINGS: tuple[Setting, ...] = (
             "faster) or ffhq (the published script's pixels: quad + 0.5, 4x transform, its padding trigger and "
             "median).", ("default", "ffhq")),
     Setting("crop", "all_faces", False, "Crop every confident face instead of only the largest one."),
+    Setting("crop", "pipeline", "auto",
+            "Which code cuts the crops: opencv (Pillow/OpenCV on CPU threads), torch (faces/crop_device.py: "
+            "JPEG decode on the GPU, alignment as tensor ops on the device, the same torch code on a CPU) or "
+            "auto (torch when the device is CUDA, opencv otherwise). Both agree within a grey level.",
+            ("auto", "opencv", "torch")),
+    Setting("crop", "device_batch_size", 0,
+            "Photos per batch in the torch pipeline; 0 sizes it from the GPU's free memory (on a CPU: "
+            "batch_size).", min=0, max=4096),
     Setting("crop", "image_format", "jpg", "File format of the crops.", ("jpg", "png")),
     Setting("crop", "jpeg_quality", 95, "JPEG quality of the crops when image_format is jpg.", min=1, max=100),
     Setting("export", "format", "jsonl", "Manifest format.", ("jsonl", "csv", "parquet")),

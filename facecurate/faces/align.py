@@ -161,27 +161,41 @@ def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _blend_padding(region: np.ndarray, origin: np.ndarray, scale: np.ndarray, quad: np.ndarray,
-                   qsize: float, width: int, height: int) -> np.ndarray:
-    """FFHQ's padding: a plain mirror reads as a second face beside the first, so the mirrored area is blurred
-    and, further out, faded to the median colour. The FFHQ mask is (distance past the image edge) / (that
-    side's pad width), negative inside; the blur weight clip(3*mask + 1) also reaches pad/3 *into* the image
-    so the seam itself disappears. Here it is evaluated at region pixel centres in source px; each step is
-    one native OpenCV pass (numpy's equivalents made this the costliest part of a crop)."""
-    h, w = region.shape[:2]
+def padding_masks(plan: RegionPlan, quad: np.ndarray, qsize: float, width: int,
+                  height: int) -> tuple[np.ndarray, np.ndarray]:
+    """FFHQ's padding mask along the region's columns and rows (float32; the mask is their maximum): (distance
+    past the image edge) / (that side's pad width), negative inside, at region pixel centres in source px.
+    Shared by the OpenCV and torch paths so both pad the same pixels the same way."""
+    w, h = plan.shape
     border = max(int(np.rint(qsize * 0.1)), 3)
     least = max(int(np.rint(qsize * 0.3)), 1)
     lo, hi = np.floor(quad.min(axis=0)), np.ceil(quad.max(axis=0))
     pad_left, pad_top = np.maximum(border - lo, least)
     pad_right, pad_bottom = np.maximum(hi - [width, height] + border, least)
-    xs = origin[0] + (np.arange(w, dtype=np.float32) + 0.5) * scale[0]
-    ys = origin[1] + (np.arange(h, dtype=np.float32) + 0.5) * scale[1]
+    xs = plan.origin[0] + (np.arange(w, dtype=np.float32) + 0.5) * plan.scale[0]
+    ys = plan.origin[1] + (np.arange(h, dtype=np.float32) + 0.5) * plan.scale[1]
     mask_x = np.maximum((0.5 - xs) / pad_left, (xs - (width - 0.5)) / pad_right).astype(np.float32)
     mask_y = np.maximum((0.5 - ys) / pad_top, (ys - (height - 0.5)) / pad_bottom).astype(np.float32)
+    return mask_x, mask_y
+
+
+def padding_blur_sigma(plan: RegionPlan, qsize: float) -> float:
+    """FFHQ's blur (sigma 0.02 qsize source px), in region px."""
+    return qsize * 0.02 / float(plan.scale.mean())
+
+
+def _blend_padding(region: np.ndarray, plan: RegionPlan, quad: np.ndarray, qsize: float, width: int,
+                   height: int) -> np.ndarray:
+    """FFHQ's padding: a plain mirror reads as a second face beside the first, so the mirrored area is blurred
+    and, further out, faded to the median colour. The blur weight clip(3*mask + 1) also reaches pad/3 *into*
+    the image so the seam itself disappears (``padding_masks``). Each step is one native OpenCV pass (numpy's
+    equivalents made this the costliest part of a crop)."""
+    h, w = region.shape[:2]
+    mask_x, mask_y = padding_masks(plan, quad, qsize, width, height)
     mask = np.maximum(mask_x[None, :], mask_y[:, None])
     blur_w = np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
     img: np.ndarray = region.astype(np.float32)
-    img = cv2.blendLinear(_gaussian_blur(img, qsize * 0.02 / float(scale.mean())), img, blur_w, 1.0 - blur_w)
+    img = cv2.blendLinear(_gaussian_blur(img, padding_blur_sigma(plan, qsize)), img, blur_w, 1.0 - blur_w)
     step = max(1, int(np.sqrt(h * w / 4096)))  # a subsampled median is as good and much cheaper
     median = np.median(img[::step, ::step].reshape(-1, 3), axis=0)
     fill = cv2.merge([np.full((h, w), float(m), np.float32) for m in median])  # 40x faster than np.full_like
@@ -267,48 +281,103 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 512, headro
     if alignment not in _ALIGNMENT_MODES:
         raise ValueError(f"alignment must be one of {_ALIGNMENT_MODES}; got {alignment!r}")
     height, width = image.shape[:2]
+    place = place_face(landmarks, width, height, int(size), headroom)
+    if alignment == "ffhq":
+        crop = _ffhq_align(image, place.quad, int(size), padding)
+    else:
+        crop = _default_align(image, place, int(size), padding)
+    return Alignment(quad=place.quad, crop=crop, oob_fraction=place.oob_fraction,
+                     above_fraction=place.above_fraction, side_fraction=place.side_fraction,
+                     eye_angle_deg=place.eye_angle_deg)
+
+
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """Everything about one alignment but its pixels: the quad and how much of the crop has no source pixel
+    behind it. Computed once here for both the OpenCV path and the torch path (faces/align_torch.py), so the
+    catalog's numbers cannot depend on which one cut the crop."""
+
+    quad: np.ndarray
+    qsize: float  # the quad's side in source px
+    oob_fraction: float
+    above_fraction: float
+    side_fraction: float
+    eye_angle_deg: float
+
+
+def place_face(landmarks: np.ndarray, width: int, height: int, size: int, headroom: float = 0.0) -> Placement:
+    """The FFHQ quad of ``landmarks`` in a ``width`` x ``height`` photo, and the padding bookkeeping of its
+    ``size`` crop (see :class:`Alignment`)."""
     lm = _check_landmarks(landmarks)
     quad = ffhq_quad(lm, headroom)
     crop_matrix = quad_to_crop_matrix(quad, size)
-    qsize = float(np.hypot(*(quad[3] - quad[0])))
-    if alignment == "ffhq":
-        crop = _ffhq_align(image, quad, int(size), padding)
-    else:
-        crop = _default_align(image, quad, int(size), padding, qsize)
-
     oob, above, side = outside_fractions(quad, width, height)
     eyes = lm[:2] @ crop_matrix[:, :2].T + crop_matrix[:, 2]
     dx, dy = eyes[1] - eyes[0]
-    return Alignment(quad=quad, crop=crop, oob_fraction=oob, above_fraction=above, side_fraction=side,
-                     eye_angle_deg=float(np.degrees(np.arctan2(dy, dx))))
+    return Placement(quad=quad, qsize=float(np.hypot(*(quad[3] - quad[0]))), oob_fraction=oob,
+                     above_fraction=above, side_fraction=side, eye_angle_deg=float(np.degrees(np.arctan2(dy, dx))))
 
 
-def _default_align(image: np.ndarray, quad: np.ndarray, size: int, padding: PaddingMode,
-                   qsize: float) -> np.ndarray:
-    height, width = image.shape[:2]
+@dataclass(frozen=True, eq=False)
+class RegionPlan:
+    """The default mode's working region: the quad's box plus a margin, in source px (it may overhang the
+    photo: the overhang is padded), and the Lanczos shrink applied to it when the quad is larger than the warp."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    shape: tuple[int, int]  # (width, height) of the region after the shrink (its box size when not shrunk)
+    shrunk: bool
+    origin: np.ndarray  # source px of the region's top-left corner
+    scale: np.ndarray  # source px per region px, (x, y)
+    big: int  # side of the bilinear warp: _OVERSAMPLE x the crop side
+    leaves_image: bool  # a corner of the quad is outside the photo: padding is visible in the crop
+
+
+def plan_region(quad: np.ndarray, size: int, width: int, height: int, qsize: float) -> RegionPlan:
+    """The default mode's region for ``quad`` (see :func:`align_face`); ValueError when the quad lies wholly
+    outside the photo."""
     border = max(int(np.rint(qsize * 0.1)), 3)
     x0, y0 = (np.floor(quad.min(axis=0)).astype(int) - border).tolist()
     x1, y1 = (np.ceil(quad.max(axis=0)).astype(int) + border).tolist()
-    inner = image[max(y0, 0):min(y1, height), max(x0, 0):min(x1, width)]
-    if inner.size == 0:
+    if min(y1, height) <= max(y0, 0) or min(x1, width) <= max(x0, 0):
         raise ValueError(f"the face quad {quad.round(1).tolist()} lies entirely outside the {width}x{height} image")
-    # Mirror for reflect_blur; for constant, repeat the edge so that pixels just inside don't bleed black.
-    mode = cv2.BORDER_REFLECT_101 if padding == "reflect_blur" else cv2.BORDER_REPLICATE
-    region = cv2.copyMakeBorder(inner, max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0), mode)
-    origin, scale = np.array([x0, y0], dtype=np.float64), np.ones(2)
     big = _OVERSAMPLE * size
+    shape, scale = (x1 - x0, y1 - y0), np.ones(2)
     if qsize > big:
         factor = big / qsize
         shape = (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor)))
-        region, scale = _lanczos(region, shape), np.array([(x1 - x0) / shape[0], (y1 - y0) / shape[1]])
+        scale = np.array([(x1 - x0) / shape[0], (y1 - y0) / shape[1]])
+    return RegionPlan(x0=x0, y0=y0, x1=x1, y1=y1, shape=shape, shrunk=qsize > big,
+                      origin=np.array([x0, y0], dtype=np.float64), scale=scale, big=big,
+                      leaves_image=bool(((quad < 0) | (quad > [width, height])).any()))  # convex: a corner is out
 
-    leaves_image = bool(((quad < 0) | (quad > [width, height])).any())  # convex: a corner must be outside
-    if padding == "reflect_blur" and leaves_image:
-        region = _blend_padding(region, origin, scale, quad, qsize, width, height)
-    crop = cv2.warpAffine(region, _cv_matrix(quad_to_crop_matrix(quad, big), origin, scale), (big, big),
+
+def outside_crop_mask(quad: np.ndarray, size: int, width: int, height: int) -> np.ndarray:
+    """(size, size) bool: crop pixels whose centre's source point is outside the photo (blacked out by
+    ``padding="constant"``)."""
+    return _outside_mask(_crop_centres_in_source(quad, size), width, height)
+
+
+def _default_align(image: np.ndarray, place: Placement, size: int, padding: PaddingMode) -> np.ndarray:
+    height, width = image.shape[:2]
+    quad, qsize = place.quad, place.qsize
+    plan = plan_region(quad, size, width, height, qsize)
+    x0, y0, x1, y1 = plan.x0, plan.y0, plan.x1, plan.y1
+    inner = image[max(y0, 0):min(y1, height), max(x0, 0):min(x1, width)]
+    # Mirror for reflect_blur; for constant, repeat the edge so that pixels just inside don't bleed black.
+    mode = cv2.BORDER_REFLECT_101 if padding == "reflect_blur" else cv2.BORDER_REPLICATE
+    region = cv2.copyMakeBorder(inner, max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0), mode)
+    if plan.shrunk:
+        region = _lanczos(region, plan.shape)
+    if padding == "reflect_blur" and plan.leaves_image:
+        region = _blend_padding(region, plan, quad, qsize, width, height)
+    big = plan.big
+    crop = cv2.warpAffine(region, _cv_matrix(quad_to_crop_matrix(quad, big), plan.origin, plan.scale), (big, big),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     crop = _lanczos(crop, (size, size)) if big != size else crop
-    if padding == "constant" and leaves_image:
+    if padding == "constant" and plan.leaves_image:
         crop = crop.copy()
-        crop[_outside_mask(_crop_centres_in_source(quad, size), width, height)] = 0
+        crop[outside_crop_mask(quad, size, width, height)] = 0
     return crop

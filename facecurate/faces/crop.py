@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ from facecurate.catalog import Catalog, FaceRecord, ImageRow
 from facecurate.device import DeviceChoice
 from facecurate.errors import ImageError
 from facecurate.events import SILENT, Failure, Progress
-from facecurate.faces.align import AlignmentMode, PaddingMode, align_face
+from facecurate.faces.align import Alignment, AlignmentMode, PaddingMode, align_face
 from facecurate.workspace import Workspace, check_choice, options_from, setting
 
 if TYPE_CHECKING:  # the detector imports torch (seconds): run_crop imports it only when there is work
@@ -47,6 +47,8 @@ class CropOptions:
     all_faces: bool
     image_format: str
     jpeg_quality: int
+    pipeline: Literal["auto", "opencv", "torch"]
+    device_batch_size: int
 
     @classmethod
     def from_config(cls, ws: Workspace, **overrides: Any) -> CropOptions:
@@ -169,13 +171,18 @@ def _cut(row: ImageRow, pixels: np.ndarray, index: int, det: Detection, opts: Cr
     aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding,
                          alignment=opts.alignment)
     encoded = media.encode(aligned.crop, opts.image_format, opts.jpeg_quality)
+    return face_record(row, index, det, aligned, opts), encoded
+
+
+def face_record(row: ImageRow, index: int, det: Detection, aligned: Alignment, opts: CropOptions) -> FaceRecord:
+    """The catalog row of one cut face (shared with the torch pipeline, faces/crop_device.py)."""
     return FaceRecord(face_index=index, det_score=float(det.prob), bbox=[float(v) for v in det.box],
                       landmarks=np.asarray(det.landmarks, dtype=float).round(2).tolist(),
                       quad=np.asarray(aligned.quad, dtype=float).round(3).tolist(),
                       oob_fraction=float(aligned.oob_fraction), above_fraction=float(aligned.above_fraction),
                       side_fraction=float(aligned.side_fraction), eye_angle=float(aligned.eye_angle_deg),
                       crop_path=crop_relpath(row.sha256, index, opts.size, opts.image_format),
-                      crop_size=opts.size), encoded
+                      crop_size=opts.size)
 
 
 @dataclass
@@ -205,6 +212,10 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
         progress.start(f"crop ({opts.device})", 0, "img")
         progress.finish()
         return CropSummary(device=opts.device)
+    from facecurate.faces import crop_device  # the torch pipeline builds on this module's helpers
+
+    if crop_device.applies(opts):
+        return crop_device.run_torch_crop(ws, catalog, opts, rows, limits, progress)
     from facecurate.faces.detect import BatchedDetector
 
     detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
