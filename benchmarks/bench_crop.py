@@ -81,9 +81,10 @@ def prepare_large_faces(photos: list[Path], folder: Path, count: int) -> list[Pa
     from facecurate.faces.detect import BatchedDetector
 
     folder.mkdir(parents=True)
-    detector = BatchedDetector(device="cpu", batch_size=8, max_side=4096, min_face_size=20)
+    detector = BatchedDetector(device="cpu", batch_size=8, max_side=1024, min_face_size=40)
     out: list[Path] = []
-    for p in sorted(photos, key=lambda p: -Image.open(p).size[0] * Image.open(p).size[1]):
+    sizes = {p: Image.open(p).size for p in photos}
+    for p in sorted(photos, key=lambda p: -sizes[p][0] * sizes[p][1]):
         im = Image.open(p).convert("RGB")
         found = detector.detect([np.asarray(im)])[0]
         if not found or found[0].prob < 0.95:
