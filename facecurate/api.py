@@ -172,12 +172,13 @@ class Project:
             return run_dedup(self.workspace, self.catalog, opts, dry_run=dry_run, redo=redo, progress=sink)
 
     def crop(self, *, size: int | None = None, device: str | None = None, batch_size: int | None = None,
-             all_faces: bool | None = None, redo: bool = False, progress: Progress | bool = False) -> CropSummary:
-        """Detect faces (batched MTCNN) and write FFHQ-aligned crops."""
+             all_faces: bool | None = None, redo: bool = False, workers: int | None = None,
+             progress: Progress | bool = False) -> CropSummary:
+        """Detect faces (batched MTCNN) and write FFHQ-aligned crops (``workers``: see the crop.workers setting)."""
         from facecurate.faces.crop import CropOptions, run_crop
 
         opts = CropOptions.from_config(self.workspace, size=size, device=device, batch_size=batch_size,
-                                       all_faces=all_faces)
+                                       all_faces=all_faces, workers=workers)
         with _progress(progress) as sink:
             return run_crop(self.workspace, self.catalog, opts, redo=redo, progress=sink)
 

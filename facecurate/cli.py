@@ -228,12 +228,14 @@ def crop(size: Annotated[int | None, typer.Option(help="Side of the aligned crop
          all_faces: Annotated[bool | None, typer.Option("--all-faces/--largest-face",
                                                            help="Crop every confident face.")] = None,
          redo: Annotated[bool, typer.Option(help="Re-detect and re-crop every image.")] = False,
+         workers: Annotated[int | None, typer.Option(
+             help="Worker processes beside the detector; 0 = automatic (default: crop.workers).")] = None,
          workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Detect faces (batched MTCNN, GPU when present) and write FFHQ-aligned crops."""
     device = device_choice(device)
     with project(workspace) as p, output.bars() as bars:
         summary = p.crop(size=size, device=device, batch_size=batch_size, all_faces=all_faces, redo=redo,
-                         progress=bars)
+                         workers=workers, progress=bars)
         size = size or p.settings()["crop"]["size"]
     output.print_json(summary) if as_json else output.show(output.crop_view(summary, int(size or 0)))
 

@@ -221,6 +221,10 @@ SETTINGS: tuple[Setting, ...] = (
             "batch_size).", min=0, max=4096),
     Setting("crop", "image_format", "jpg", "File format of the crops.", ("jpg", "png")),
     Setting("crop", "jpeg_quality", 95, "JPEG quality of the crops when image_format is jpg.", min=1, max=100),
+    Setting("crop", "workers", 0,
+            "Worker processes that decode, align and write crops beside the detector; 0 = automatic (three "
+            "quarters of the usable cores, the rest to MTCNN's threads; none for a handful of photos or one "
+            "core).", min=0, max=256),
     Setting("export", "format", "jsonl", "Manifest format.", ("jsonl", "csv", "parquet")),
     Setting("export", "layout", "imagefolder",
             "Dataset layout `export` and `run` write, each in its own folder under exports/: imagefolder (Hugging "

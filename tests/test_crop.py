@@ -17,8 +17,9 @@ from PIL import Image
 from facecurate import media
 from facecurate.catalog import Catalog
 from facecurate.faces.crop import CropOptions, run_crop
+from facecurate.faces.crop_workers import IN_PROCESS_UP_TO, plan
 from facecurate.ingest import import_paths
-from facecurate.workspace import Workspace
+from facecurate.workspace import Workspace, init_workspace
 from tests.conftest import RecordingProgress
 
 FRONTAL = ("obama.jpg", "obama2.jpg", "biden.jpg", "astronaut.jpg")
@@ -114,7 +115,7 @@ def test_kill_minus_9_loses_at_most_the_batch_in_flight(ws: Workspace, catalog: 
     import_paths(ws, catalog, [folder])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "facecurate", "crop", "--batch-size", "1", "--size", "128",
-                             "--device", "cpu", "-w", str(ws.root)], env=env,
+                             "--device", "cpu", "--workers", "2", "-w", str(ws.root)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -122,8 +123,14 @@ def test_kill_minus_9_loses_at_most_the_batch_in_flight(ws: Workspace, catalog: 
         if done >= 3 or proc.poll() is not None:
             break
         time.sleep(0.05)
+    workers = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert len(workers) == 2, "the crop ran in two worker processes"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "the workers die with the main process: no orphans"
     done_before = {r[0] for r in catalog.conn.execute("SELECT id FROM images WHERE crop_state='done'")}
     assert 0 < len(done_before) < 24, "the kill should land mid-run"
     # every recorded crop is a whole, decodable file
@@ -135,6 +142,121 @@ def test_kill_minus_9_loses_at_most_the_batch_in_flight(ws: Workspace, catalog: 
     media.remove_stale_parts(ws.tmp_dir)
     assert not list(ws.root.rglob(f"{media.PART_PREFIX}*"))
     assert len(list(ws.crops_dir.rglob("*.jpg"))) == 24
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie (a container's init may never reap an orphan)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _photo_folder(demo_dir: Path, folder: Path, n: int) -> Path:
+    """The demo photos plus resized, re-encoded copies of obama.jpg: ``n`` distinct photos."""
+    folder.mkdir()
+    for p in demo_dir.glob("*.jpg"):
+        (folder / p.name).write_bytes(p.read_bytes())
+    src = Image.open(demo_dir / "obama.jpg").convert("RGB")
+    for q in range(n - len(list(folder.iterdir()))):
+        src.resize((300 + 7 * q, 370 + 9 * q)).save(folder / f"copy{q}.jpg", quality=70 + q)
+    return folder
+
+
+def _results(ws: Workspace, catalog: Catalog) -> dict[str, list]:
+    """Every face row and its crop file's bytes, and every photo's crop state, by source file name."""
+    out: dict[str, list] = {}
+    for name, rows in _faces_by_name(catalog).items():
+        out[name] = [(r["face_index"], r["det_score"], r["bbox"], r["landmarks"], r["quad"], r["oob_fraction"],
+                      r["eye_angle"], ws.resolve(r["crop_path"]).read_bytes()) for r in rows]
+    states = catalog.conn.execute("SELECT s.location, i.crop_state FROM images i JOIN sources s ON s.image_id = i.id")
+    out["states"] = sorted((Path(r[0]).name, r[1]) for r in states)
+    return out
+
+
+def test_worker_processes_crop_exactly_what_threads_crop(ws: Workspace, catalog: Catalog, demo_dir: Path,
+                                                         tmp_path: Path):
+    """Both drivers of the stage on the same photos, in three batches: the same faces, landmarks, quads, crop
+    bytes and states. A run of IN_PROCESS_UP_TO photos crops in threads unless workers are asked for."""
+    folder = _photo_folder(demo_dir, tmp_path / "photos", IN_PROCESS_UP_TO)
+    import_paths(ws, catalog, [folder])
+    opts = dict(size=128, batch_size=3, device="cpu", all_faces=True)
+    threads = run_crop(ws, catalog, CropOptions.from_config(ws, **opts))
+    other = init_workspace(tmp_path / "other")
+    with Catalog.open(other.catalog_path) as other_catalog:
+        import_paths(other, other_catalog, [folder])
+        processes = run_crop(other, other_catalog, CropOptions.from_config(other, workers=2, **opts))
+        assert (threads.workers, processes.workers) == (0, 2)
+        assert (processes.images, processes.faces, processes.no_face) == (threads.images, threads.faces,
+                                                                           threads.no_face)
+        assert (threads.images, threads.no_face) == (8, 1)
+        assert _results(other, other_catalog) == _results(ws, catalog)
+
+
+def test_a_bad_photo_in_a_worker_fails_alone_and_redo_keeps_earlier_faces(ws: Workspace, catalog: Catalog,
+                                                                          demo_dir: Path, tmp_path: Path):
+    folder = _photo_folder(demo_dir, tmp_path / "photos", 12)
+    import_paths(ws, catalog, [folder])
+    first = run_crop(ws, catalog, CropOptions.from_config(ws, size=128, batch_size=4, device="cpu", workers=2))
+    assert first.workers == 2 and first.with_face == 11 and not first.failed
+    stored = {Path(r[0]).name: r[1] for r in catalog.conn.execute(
+        "SELECT s.location, i.path FROM images i JOIN sources s ON s.image_id = i.id")}
+    ws.resolve(stored["copy0.jpg"]).write_bytes(b"")                          # fails the detector's decode
+    data = ws.resolve(stored["copy1.jpg"]).read_bytes()
+    ws.resolve(stored["copy1.jpg"]).write_bytes(data[: len(data) // 2])      # a truncated JPEG stream
+    before = _faces_by_name(catalog)
+    again = run_crop(ws, catalog, CropOptions.from_config(ws, size=128, batch_size=4, device="cpu", workers=2),
+                     redo=True)
+    assert again.images == 12 and again.with_face == 9
+    assert sorted(f.item for f in again.failed) == sorted([stored["copy0.jpg"], stored["copy1.jpg"]])
+    assert all("Its earlier faces are kept" in f.error for f in again.failed)
+    after = _faces_by_name(catalog)
+    for name in ("copy0.jpg", "copy1.jpg"):  # --redo: a failure never replaces the faces found before
+        assert [r["bbox"] for r in after[name]] == [r["bbox"] for r in before[name]]
+        assert Image.open(ws.resolve(after[name][0]["crop_path"])).size == (128, 128)
+    # a new photo that fails is recorded as failed, naming the file; the rest of its batch is cropped
+    fresh = init_workspace(tmp_path / "fresh")
+    with Catalog.open(fresh.catalog_path) as fresh_catalog:
+        import_paths(fresh, fresh_catalog, [folder])
+        path = fresh_catalog.conn.execute("SELECT i.path FROM images i JOIN sources s ON s.image_id = i.id "
+                                          "WHERE s.location LIKE '%copy2.jpg'").fetchone()[0]
+        fresh.resolve(path).write_bytes(b"not an image")
+        summary = run_crop(fresh, fresh_catalog, CropOptions.from_config(fresh, size=128, device="cpu", workers=2))
+        assert summary.with_face == 10 and [f.item for f in summary.failed] == [path]
+        state = fresh_catalog.conn.execute("SELECT crop_state, crop_error FROM images WHERE path = ?",
+                                           (path,)).fetchone()
+        assert state["crop_state"] == "failed" and path in state["crop_error"]
+
+
+def test_spawned_workers_crop_what_forked_workers_crop(ws: Workspace, catalog: Catalog, demo_dir: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """macOS and Windows spawn their workers: the same stage, each worker holding a share of the pixel budget."""
+    from facecurate.faces import crop_workers
+
+    folder = _photo_folder(demo_dir, tmp_path / "photos", 10)
+    import_paths(ws, catalog, [folder])
+    forked = run_crop(ws, catalog, CropOptions.from_config(ws, size=128, device="cpu", workers=2))
+    monkeypatch.setattr(crop_workers, "start_method", lambda: "spawn")
+    assert crop_workers.shared_budget(100.0) is None
+    other = init_workspace(tmp_path / "other")
+    with Catalog.open(other.catalog_path) as other_catalog:
+        import_paths(other, other_catalog, [folder])
+        spawned = run_crop(other, other_catalog, CropOptions.from_config(other, size=128, device="cpu", workers=2))
+        assert spawned.workers == forked.workers == 2 and spawned.faces == forked.faces == 9
+        assert _results(other, other_catalog) == _results(ws, catalog)
+
+
+def test_the_worker_count_follows_the_cores_and_the_setting():
+    assert plan(0, 1000, cpus=1) == (0, 1)                    # one core: crop in this process
+    assert plan(0, IN_PROCESS_UP_TO, cpus=16) == (0, 16)      # a handful of photos: no workers to start
+    assert plan(0, 1000, cpus=2) == (1, 1)
+    assert plan(0, 1000, cpus=16) == (12, 4)                  # a quarter of the cores for MTCNN's threads
+    assert plan(3, 5, cpus=2) == (3, 1)                       # asked for: always, torch keeps one thread
 
 
 def test_faces_below_min_face_size_are_not_searched_for(ws: Workspace, catalog: Catalog, demo_dir: Path,

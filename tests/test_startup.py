@@ -1,5 +1,6 @@
 """Start-up stays cheap: the detector needs neither facenet-pytorch's package nor torchvision, and a crop with
-nothing to do imports no torch at all (issue 16, must-have 5). Checked in fresh interpreters via sys.modules."""
+nothing to do imports no torch at all, nor does a crop worker process (issue 16, must-haves 4 and 5). Checked
+in fresh interpreters via sys.modules."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ summary = run_crop(ws, Catalog.open(ws.catalog_path), CropOptions.from_config(ws
 assert summary.images == 0, summary
 """
     assert "torch" not in _modules_after(code)
+
+
+def test_crop_workers_never_load_torch() -> None:
+    """A spawned crop worker (macOS, Windows) imports only this module and what it needs: a worker that loaded
+    torch would cost seconds and hundreds of MB each."""
+    loaded = _modules_after("import facecurate.faces.crop_workers")
+    assert "facecurate.faces.crop_work" in loaded and "torch" not in loaded
 
 
 @pytest.mark.parametrize("n", [50, 1500])  # both of torchvision's paths: coordinate offsets, per-class loop

@@ -1,18 +1,23 @@
 """The ``crop`` stage: batched detection, FFHQ alignment and atomic crop writes around the catalog.
 
-Decoding the next batch runs in worker threads while MTCNN works on the current one; then the batch's
-crops are aligned, encoded and written by the same threads, after detection rather than beside it. Running
-alignment beside the detector was measured slower on two cores (3.2-3.6 s against 2.5-2.7 s for the
-bench's 177 photos): MTCNN's cascade and the alignment are both many short numpy/torch/OpenCV calls, and
-side by side they queue on the GIL and on each other's thread pools (worker processes fared worse still,
-and spawning them re-imports the caller's main module). Each batch's results land in one transaction after
-its files are on disk: a kill loses at most the batch in flight, and its files are simply rewritten on the
+MTCNN runs in this process on whole batches; the rest of a photo's work (decoding the detector's reduced copy,
+then decoding the original again to align, encode and write its crops) runs in worker processes
+(:mod:`facecurate.faces.crop_workers`) that stream each batch to the detector and take its faces back, so
+every core is busy. In-process threads did that work before and cost as much as detection: MTCNN's cascade and
+the alignment are both many short numpy/torch/OpenCV calls that queue on the GIL, and torch's OpenMP threads
+spin against the decoding threads for the same cores. A run of a few photos (or a single core) still uses
+threads: starting workers would cost more than they save. Each batch's results land in one transaction after
+its files are on disk: a kill loses at most the batches in flight, and their files are simply rewritten on the
 next run.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,11 +29,17 @@ from facecurate.catalog import Catalog, FaceRecord, ImageRow
 from facecurate.device import DeviceChoice
 from facecurate.errors import ImageError
 from facecurate.events import SILENT, Failure, Progress
-from facecurate.faces.align import Alignment, AlignmentMode, PaddingMode, align_face
+from facecurate.faces import crop_workers
+from facecurate.faces.align import AlignmentMode, PaddingMode
+from facecurate.faces.crop_work import CutSettings, Face, Limits, crop_image, crop_relpath, decode_copy
+from facecurate.faces.crop_workers import Failed
 from facecurate.workspace import Workspace, check_choice, options_from, setting
 
 if TYPE_CHECKING:  # the detector imports torch (seconds): run_crop imports it only when there is work
     from facecurate.faces.detect import BatchedDetector, Detection
+
+
+__all__ = ["CropOptions", "CropSummary", "choose_faces", "crop_relpath", "retry_tight", "run_crop"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ class CropOptions:
     all_faces: bool
     image_format: str
     jpeg_quality: int
+    workers: int
     pipeline: Literal["auto", "opencv", "torch"]
     device_batch_size: int
 
@@ -70,10 +82,7 @@ class CropSummary:
     faces: int = 0
     failed: list[Failure] = field(default_factory=list)   # photos that could not be decoded, aligned or written
     device: str = ""
-
-
-def crop_relpath(sha256: str, index: int, size: int, ext: str) -> str:
-    return f"crops/{size}/{sha256[:2]}/{sha256}_{index}.{ext}"
+    workers: int = 0   # worker processes that decoded and cut the crops; 0: threads of this process
 
 
 def choose_faces(detections: list[Detection], min_prob: float, all_faces: bool) -> list[Detection]:
@@ -119,25 +128,6 @@ def _unframed(box: tuple[float, float, float, float], scale: float,
     return (x1 - pad) / scale, (y1 - pad) / scale, (x2 - pad) / scale, (y2 - pad) / scale
 
 
-@dataclass(frozen=True)
-class _Limits:
-    """What reading one photo may cost: the [media] limits and the stage's pixel budget."""
-
-    max_pixels: int
-    max_bytes: int
-    budget: media.PixelBudget
-
-
-def _decode(ws: Workspace, row: ImageRow, limits: _Limits, max_side: int) -> media.Decoded | ImageError:
-    """The detector's copy of a photo: long side at most ``max_side`` (JPEGs decoded reduced by libjpeg), so
-    a batch in memory costs batch_size x max_side² pixels whatever the photos' sizes."""
-    try:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
-        return media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
-    except ImageError as exc:
-        return exc
-
-
 def _to_source(found: list[Detection], copy: media.Decoded) -> list[Detection]:
     """Detections on a reduced copy, in the stored photo's pixel coordinates."""
     from facecurate.faces.detect import Detection  # here, not at the top: detect imports torch
@@ -149,130 +139,186 @@ def _to_source(found: list[Detection], copy: media.Decoded) -> list[Detection]:
                       landmarks=np.asarray(d.landmarks, dtype=float) * [sx, sy]) for d in found]
 
 
-def _crop_image(ws: Workspace, row: ImageRow, copy: media.Decoded, chosen: list[Detection], opts: CropOptions,
-                limits: _Limits) -> list[FaceRecord]:
-    """Align and write one photo's chosen faces. A reduced detection copy is not what a crop is cut from: the
-    original is decoded again here, one photo at a time under the pixel budget, and dropped when done.
-
-    Every face is cut and encoded before any file is written, so a face that fails (under ``--redo``, whose
-    earlier rows are then kept) leaves the files those rows point to untouched."""
-    if copy.reduced:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
-        with media.decoded(data, row.path, limits.max_pixels, limits.budget) as full:
-            cuts = [_cut(row, full.pixels, k, d, opts) for k, d in enumerate(chosen)]
-    else:
-        cuts = [_cut(row, copy.pixels, k, d, opts) for k, d in enumerate(chosen)]
-    for record, encoded in cuts:
-        media.atomic_write(ws.resolve(record.crop_path), encoded, ws.tmp_dir)
-    return [record for record, _ in cuts]
-
-
-def _cut(row: ImageRow, pixels: np.ndarray, index: int, det: Detection, opts: CropOptions) -> tuple[FaceRecord, bytes]:
-    aligned = align_face(pixels, det.landmarks, size=opts.size, headroom=opts.headroom, padding=opts.padding,
-                         alignment=opts.alignment)
-    encoded = media.encode(aligned.crop, opts.image_format, opts.jpeg_quality)
-    return face_record(row, index, det, aligned, opts), encoded
-
-
-def face_record(row: ImageRow, index: int, det: Detection, aligned: Alignment, opts: CropOptions) -> FaceRecord:
-    """The catalog row of one cut face (shared with the torch pipeline, faces/crop_device.py)."""
-    return FaceRecord(face_index=index, det_score=float(det.prob), bbox=[float(v) for v in det.box],
-                      landmarks=np.asarray(det.landmarks, dtype=float).round(2).tolist(),
-                      quad=np.asarray(aligned.quad, dtype=float).round(3).tolist(),
-                      oob_fraction=float(aligned.oob_fraction), above_fraction=float(aligned.above_fraction),
-                      side_fraction=float(aligned.side_fraction), eye_angle=float(aligned.eye_angle_deg),
-                      crop_path=crop_relpath(row.sha256, index, opts.size, opts.image_format),
-                      crop_size=opts.size)
-
-
 @dataclass
 class _Batch:
     """One batch between pipeline steps: rows, then detection copies, then each photo's crop job."""
 
     rows: list[ImageRow]
-    decoded: list[Future[media.Decoded | ImageError]]
-    jobs: dict[int, Future[list[FaceRecord]]] = field(default_factory=dict)
+    decoded: list[Future[Any]]  # media.Decoded, or ImageError (threads) / crop_workers.Failed (processes)
+    jobs: dict[int, Future[Any]] = field(default_factory=dict)  # list[FaceRecord], or Failed (processes)
     found: dict[int, list[dict[str, object]]] = field(default_factory=dict)  # every detection, for the rules
+
+    def copy(self, j: int) -> media.Decoded | ImageError:
+        out = self.decoded[j].result()
+        return out.error() if isinstance(out, Failed) else out
 
 
 def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool = False,
              progress: Progress = SILENT) -> CropSummary:
     """Detect, align and write crops for every image not cropped yet (all of them with ``redo``).
 
-    Worker threads decode batch i+1 while MTCNN runs on batch i; then they align and write batch i's
-    crops, and the batch is committed once its files are on disk. Memory stays bounded whatever the photos:
-    a batch holds only detection copies (long side <= detect_max_side), and every decode, reduced or full,
-    holds its pixels in the [media] decode_budget shared by the workers.
+    Memory stays bounded whatever the photos: a batch holds only detection copies (long side <=
+    detect_max_side), and every decode, reduced or full, holds its pixels in the [media] decode_budget shared
+    by the workers (threads, or forked processes; spawned processes each hold an equal share of it).
     """
     cfg = ws.config()
-    limits = _Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"),
-                     media.PixelBudget(cfg.get("media", "decode_budget")))
     rows = catalog.images_to_crop(redo=redo)
     if not rows:  # nothing to do answers in the time of `status`: no torch, no weights
         progress.start(f"crop ({opts.device})", 0, "img")
         progress.finish()
         return CropSummary(device=opts.device)
-    from facecurate.faces import crop_device  # the torch pipeline builds on this module's helpers
+    megapixels = cfg.get("media", "decode_budget")
+    from facecurate.faces import crop_device  # the torch pipeline (CUDA, or crop.pipeline = "torch")
 
     if crop_device.applies(opts):
+        limits = Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"), media.PixelBudget(megapixels))
         return crop_device.run_torch_crop(ws, catalog, opts, rows, limits, progress)
+    workers, threads = crop_workers.plan(opts.workers, len(rows))
+    if workers == 0:
+        limits = Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"), media.PixelBudget(megapixels))
+        return _run_in_threads(ws, catalog, opts, rows, limits, progress)
+    setup = crop_workers.Setup(ws, cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"),
+                               opts.detect_max_side, _cut_settings(opts), os.getpid())
+    with crop_workers.pool(setup, workers, megapixels) as pool:  # forked before torch is imported here
+        return _run_in_workers(catalog, opts, rows, pool, workers, threads, progress)
+
+
+def _cut_settings(opts: CropOptions) -> CutSettings:
+    return CutSettings(opts.size, opts.headroom, opts.padding, opts.alignment, opts.image_format, opts.jpeg_quality)
+
+
+def _detector(opts: CropOptions) -> BatchedDetector:
     from facecurate.faces.detect import BatchedDetector
 
-    detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
-                               max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
+    return BatchedDetector(device=opts.device, batch_size=opts.batch_size, max_side=opts.detect_max_side,
+                           min_face_size=opts.min_face_size)
+
+
+def _run_in_threads(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow], limits: Limits,
+                    progress: Progress) -> CropSummary:
+    """Small runs and single cores: worker threads decode batch i+1 while MTCNN runs on batch i; then they
+    align and write batch i's crops, and the batch is committed once its files are on disk."""
+    detector = _detector(opts)
     summary = CropSummary(device=str(detector.device))
     progress.start(f"crop ({summary.device})", len(rows), "img")
-    chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
+    cut = _cut_settings(opts)
     with ThreadPoolExecutor(max_workers=4) as pool:
         def decode(chunk: list[ImageRow]) -> _Batch:
-            return _Batch(chunk, [pool.submit(_decode, ws, r, limits, opts.detect_max_side) for r in chunk])
+            return _Batch(chunk, [pool.submit(decode_copy, ws, r, limits, opts.detect_max_side) for r in chunk])
 
-        upcoming = decode(chunks[0]) if chunks else None
+        chunks = _chunks(rows, opts.batch_size)
+        upcoming = decode(chunks[0])
         for i in range(len(chunks)):
-            batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else None
-            assert batch is not None
-            # (index in the batch, detection copy) of the photos that decoded; the others fail in _commit
-            good: list[tuple[int, media.Decoded]] = []
-            for j, future in enumerate(batch.decoded):
-                decoded = future.result()
-                if not isinstance(decoded, ImageError):
-                    good.append((j, decoded))
-            detections = detector.detect([copy.pixels for _, copy in good])
-            missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
-                      and min(good[k][1].source_size) < RETRY_UP_TO]
-            for min_side, pad_share in RETRY_LOOKS:
-                if not missed:
-                    break
-                looked = retry_tight(detector, [good[k][1].pixels for k in missed], min_side, pad_share)
-                for k, found in zip(missed, looked, strict=True):
-                    detections[k] = found
-                missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
-            for (j, copy), found in zip(good, detections, strict=True):
-                found = _to_source(found, copy)
-                batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
-                                  for d in found]
-                chosen = choose_faces(found, opts.min_prob, opts.all_faces)
-                if chosen:
-                    batch.jobs[j] = pool.submit(_crop_image, ws, batch.rows[j], copy, chosen, opts, limits)
+            batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else upcoming
+            for j, copy, chosen in _detect(detector, batch, opts):
+                whole = None if copy.reduced else copy.pixels
+                batch.jobs[j] = pool.submit(_crop_or_failure, ws, batch.rows[j], whole, chosen, cut, limits)
             _commit(catalog, batch, summary)
             progress.advance(len(batch.rows))
     progress.finish()
     return summary
 
 
+def _crop_or_failure(ws: Workspace, row: ImageRow, pixels: np.ndarray | None, faces: list[Face], cut: CutSettings,
+                     limits: Limits) -> list[FaceRecord] | Failed:
+    try:
+        return crop_image(ws, row, pixels, faces, cut, limits)
+    except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
+        return Failed(crop_workers.crop_failure(row, exc), "crop_failed")
+
+
+def _run_in_workers(catalog: Catalog, opts: CropOptions, rows: list[ImageRow], pool: ProcessPoolExecutor,
+                    workers: int, threads: int, progress: Progress) -> CropSummary:
+    """Worker processes decode batch i+1 and finish batch i-1 (align, encode, write) while MTCNN, in this
+    process, runs on batch i; batch i-1 is committed once its files are on disk. A kill loses at most the two
+    batches in flight, whose files are simply rewritten on the next run. Only detection copies and face
+    records cross between processes: a worker decodes the full photo again from its path to cut the crop."""
+    import torch  # after the fork (pool): the workers never inherit its thread pools
+
+    detector = _detector(opts)
+    summary = CropSummary(device=str(detector.device), workers=workers)
+    progress.start(f"crop ({summary.device}, {workers} workers)", len(rows), "img")
+    chunks = _chunks(rows, opts.batch_size)
+
+    def decode(chunk: list[ImageRow]) -> _Batch:
+        return _Batch(chunk, [pool.submit(crop_workers.decode_task, r) for r in chunk])
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    upcoming = batch = decode(chunks[0])
+    detected: deque[_Batch] = deque()  # crops queued in the workers, not committed yet
+    try:
+        for i in range(len(chunks)):
+            # the next batch's decodes are queued before this batch's crops: they are the detector's next input
+            batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else upcoming
+            for j, _, chosen in _detect(detector, batch, opts):
+                batch.jobs[j] = pool.submit(crop_workers.crop_task, batch.rows[j],
+                                            [(f.box, f.prob, f.landmarks) for f in chosen])
+            _commit_all(catalog, detected, summary, progress)  # the previous batch, cropped meanwhile
+            detected.append(batch)
+        _commit_all(catalog, detected, summary, progress)
+    except BrokenProcessPool as exc:
+        files = ", ".join(dict.fromkeys(r.path for b in [*detected, batch, upcoming] for r in b.rows))
+        raise ImageError(f"A crop worker died (a native crash) on one of: {files}. Photos cropped before it are "
+                         f"saved; move the offending file out of raw/ or run `facecurate crop` again to retry.",
+                         "worker_crashed") from exc
+    finally:
+        torch.set_num_threads(before)
+    progress.finish()
+    return summary
+
+
+def _commit_all(catalog: Catalog, batches: deque[_Batch], summary: CropSummary, progress: Progress) -> None:
+    while batches:
+        done = batches.popleft()
+        _commit(catalog, done, summary)
+        progress.advance(len(done.rows))
+
+
+def _chunks(rows: list[ImageRow], size: int) -> list[list[ImageRow]]:
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def _detect(detector: BatchedDetector, batch: _Batch, opts: CropOptions) -> Iterator[tuple[int, media.Decoded,
+                                                                                          list[Face]]]:
+    """MTCNN on a batch's decoded copies, closer looks at tight crops with no face, every detection noted in
+    ``batch.found``; yields (index in the batch, copy, chosen faces in stored-photo pixels) for each photo with
+    a face to crop. Photos that did not decode are left to :func:`_commit`."""
+    good: list[tuple[int, media.Decoded]] = []
+    for j in range(len(batch.rows)):
+        decoded = batch.copy(j)
+        if not isinstance(decoded, ImageError):
+            good.append((j, decoded))
+    detections = detector.detect([copy.pixels for _, copy in good])
+    missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
+              and min(good[k][1].source_size) < RETRY_UP_TO]
+    for min_side, pad_share in RETRY_LOOKS:
+        if not missed:
+            break
+        looked = retry_tight(detector, [good[k][1].pixels for k in missed], min_side, pad_share)
+        for k, found in zip(missed, looked, strict=True):
+            detections[k] = found
+        missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
+    for (j, copy), found in zip(good, detections, strict=True):
+        found = _to_source(found, copy)
+        batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
+                          for d in found]
+        chosen = choose_faces(found, opts.min_prob, opts.all_faces)
+        if chosen:
+            yield j, copy, [Face(d.box, d.prob, d.landmarks) for d in chosen]
+
+
 def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary) -> None:
     """Wait for a batch's crop files, then record the whole batch in one transaction."""
     outcomes: list[list[FaceRecord] | ImageError] = []
-    for j, row in enumerate(batch.rows):
-        decoded = batch.decoded[j].result()
+    for j in range(len(batch.rows)):
+        decoded = batch.copy(j)
         if isinstance(decoded, ImageError):
             outcomes.append(decoded)
             continue
         job = batch.jobs.get(j)
-        try:
-            outcomes.append(job.result() if job is not None else [])
-        except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
-            outcomes.append(ImageError(f"{row.path}: aligning or writing a crop failed ({exc}).", "crop_failed"))
+        result = job.result() if job is not None else []
+        outcomes.append(result.error() if isinstance(result, Failed) else result)
     with catalog.transaction():
         for j, (row, outcome) in enumerate(zip(batch.rows, outcomes, strict=True)):
             summary.images += 1

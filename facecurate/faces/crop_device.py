@@ -31,23 +31,13 @@ from facecurate.catalog import Catalog, FaceRecord, ImageRow
 from facecurate.device import resolve_device
 from facecurate.errors import ImageError
 from facecurate.events import Progress
+from facecurate.faces import crop_workers
 from facecurate.faces.align import Alignment, Placement, align_face, place_face
 from facecurate.faces.align_torch import align_faces, image_tensor
-from facecurate.faces.crop import (
-    RETRY_LOOKS,
-    RETRY_UP_TO,
-    CropOptions,
-    CropSummary,
-    _Batch,
-    _commit,
-    _decode,
-    _Limits,
-    _to_source,
-    choose_faces,
-    face_record,
-    retry_tight,
-)
-from facecurate.faces.detect import BatchedDetector, Detection
+from facecurate.faces.crop import CropOptions, CropSummary, _Batch, _commit, _cut_settings, _detect
+from facecurate.faces.crop_work import Face, Limits, decode_copy, face_record
+from facecurate.faces.crop_workers import Failed
+from facecurate.faces.detect import BatchedDetector
 from facecurate.workspace import Workspace
 
 # Device memory one photo of a batch may need, per pixel of detect_max_side²: MTCNN's cascade ~40 bytes per
@@ -94,7 +84,7 @@ class _Encoded:
     copy: media.Decoded
 
 
-def _read(ws: Workspace, row: ImageRow, limits: _Limits, max_side: int,
+def _read(ws: Workspace, row: ImageRow, limits: Limits, max_side: int,
           device_decode: bool) -> _Encoded | media.Decoded | ImageError:
     """A photo's detection copy, decoded on this CPU thread exactly as crop.py's ``_decode`` does, and for a
     JPEG larger than ``max_side`` (with ``device_decode``) its bytes for the device decoder.
@@ -107,7 +97,7 @@ def _read(ws: Workspace, row: ImageRow, limits: _Limits, max_side: int,
     device; libjpeg decodes a large photo's copy DCT-reduced, at a fraction of a full decode, and the full
     decode is the GPU's."""
     if not device_decode:
-        return _decode(ws, row, limits, max_side)
+        return decode_copy(ws, row, limits, max_side)
     try:
         data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
         head = media.header(data, row.path, limits.max_pixels)
@@ -167,7 +157,7 @@ def orient(img: torch.Tensor, orientation: int) -> torch.Tensor:
     return img
 
 
-def run_torch_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow], limits: _Limits,
+def run_torch_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow], limits: Limits,
                    progress: Progress, *, device_decode: bool | None = None) -> CropSummary:
     """crop.py's ``run_crop`` for ``rows``, on the torch pipeline (module docstring). ``device_decode``: JPEGs
     through torchvision's decoder on the device; default on CUDA only (tests force it on a CPU, where
@@ -197,7 +187,7 @@ def run_torch_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: lis
 
 
 def _run_batch(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow],
-               reads: list[_Encoded | media.Decoded | ImageError], device: torch.device, limits: _Limits,
+               reads: list[_Encoded | media.Decoded | ImageError], device: torch.device, limits: Limits,
                pool: ThreadPoolExecutor, detector: BatchedDetector, summary: CropSummary) -> None:
     encoded = _within_device_room([(j, r) for j, r in enumerate(reads) if isinstance(r, _Encoded)], device)
     # None where nvjpeg refused the file: it is then decoded in full on the CPU when cut, as a reduced copy
@@ -210,25 +200,9 @@ def _run_batch(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[Im
         done.set_result(r.copy if isinstance(r, _Encoded) else r)
         copies.append(done)
     batch = _Batch(rows, copies)
-    good = [(j, d) for j, f in enumerate(copies) if not isinstance(d := f.result(), ImageError)]
-    detections = detector.detect([copy.pixels for _, copy in good])
-    missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
-              and min(good[k][1].source_size) < RETRY_UP_TO]
-    for min_side, pad_share in RETRY_LOOKS:  # the same further looks as the OpenCV path
-        if not missed:
-            break
-        looked = retry_tight(detector, [good[k][1].pixels for k in missed], min_side, pad_share)
-        for k, found in zip(missed, looked, strict=True):
-            detections[k] = found
-        missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
-    for (j, copy), found in zip(good, detections, strict=True):
-        found = _to_source(found, copy)
-        batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
-                          for d in found]
-        chosen = choose_faces(found, opts.min_prob, opts.all_faces)
-        if chosen:
-            batch.jobs[j] = pool.submit(_crop_photo, ws, rows[j], copy, on_device.get(j), chosen, opts, limits,
-                                        device)
+    for j, copy, chosen in _detect(detector, batch, opts):  # the same looks and choices as the OpenCV path
+        batch.jobs[j] = pool.submit(_crop_or_failure, ws, rows[j], copy, on_device.get(j), chosen, opts, limits,
+                                    device)
     _commit(catalog, batch, summary)
 
 
@@ -249,8 +223,17 @@ def _within_device_room(encoded: list[tuple[int, _Encoded]], device: torch.devic
     return kept
 
 
+def _crop_or_failure(ws: Workspace, row: ImageRow, copy: media.Decoded, image: torch.Tensor | None,
+                     chosen: list[Face], opts: CropOptions, limits: Limits,
+                     device: torch.device) -> list[FaceRecord] | Failed:
+    try:
+        return _crop_photo(ws, row, copy, image, chosen, opts, limits, device)
+    except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
+        return Failed(crop_workers.crop_failure(row, exc), "crop_failed")
+
+
 def _crop_photo(ws: Workspace, row: ImageRow, copy: media.Decoded, image: torch.Tensor | None,
-                chosen: list[Detection], opts: CropOptions, limits: _Limits, device: torch.device) -> list[FaceRecord]:
+                chosen: list[Face], opts: CropOptions, limits: Limits, device: torch.device) -> list[FaceRecord]:
     """Cut, encode, then write one photo's faces (crop.py's ``_crop_image`` on the device). A photo decoded
     on the CPU as a reduced copy is decoded again in full here, under the pixel budget, as there."""
     if image is not None:
@@ -261,17 +244,18 @@ def _crop_photo(ws: Workspace, row: ImageRow, copy: media.Decoded, image: torch.
             cuts = _cut_all(full.pixels, copy.source_size, chosen, opts, device)
     else:
         cuts = _cut_all(copy.pixels, copy.source_size, chosen, opts, device)
+    cut = _cut_settings(opts)
     records = []
     blobs = []
     for k, (det, aligned) in enumerate(zip(chosen, cuts, strict=True)):
         blobs.append(media.encode(aligned.crop, opts.image_format, opts.jpeg_quality))
-        records.append(face_record(row, k, det, aligned, opts))
+        records.append(face_record(row, k, det, aligned, cut))
     for record, blob in zip(records, blobs, strict=True):
         media.atomic_write(ws.resolve(record.crop_path), blob, ws.tmp_dir)
     return records
 
 
-def _cut_all(image: torch.Tensor | np.ndarray, source_size: tuple[int, int], chosen: list[Detection],
+def _cut_all(image: torch.Tensor | np.ndarray, source_size: tuple[int, int], chosen: list[Face],
              opts: CropOptions, device: torch.device | None = None) -> list[Alignment]:
     """Every chosen face of one photo, aligned on the image's device (a host array is moved to ``device``).
 
