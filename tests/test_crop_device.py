@@ -18,7 +18,8 @@ from facecurate.catalog import Catalog
 from facecurate.errors import ImageError
 from facecurate.events import SILENT
 from facecurate.faces import crop_device
-from facecurate.faces.crop import CropOptions, _Limits, run_crop
+from facecurate.faces.crop import CropOptions, run_crop
+from facecurate.faces.crop_work import Limits
 from facecurate.ingest import import_paths
 from facecurate.workspace import init_workspace
 from tests.conftest import DEV, RecordingProgress
@@ -65,7 +66,7 @@ def _crop(root: Path, photos: Path, device_decode: bool | None = None, damaged: 
             summary = run_crop(ws, catalog, opts)
         else:  # the stage's own entry, to force torchvision's decoder where run_crop would not use it
             cfg = ws.config()
-            limits = _Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"),
+            limits = Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"),
                              media.PixelBudget(cfg.get("media", "decode_budget")))
             summary = crop_device.run_torch_crop(ws, catalog, opts, catalog.images_to_crop(), limits, SILENT,
                                                  device_decode=device_decode)
