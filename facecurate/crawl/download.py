@@ -7,31 +7,23 @@ rename). Neither touches the catalog. The crawl stage records results from one t
 :func:`facecurate.storage.store` — the same path ``import`` uses, which finds the file already in place — so a
 kill -9 loses at most the batch in flight and never leaves a half file.
 
-Finishing runs in forked worker processes ([crawl] processes) when the platform forks. Why: a crawl costs
-~2.4 ms of CPU per image in Python (HTTP ~0.9 ms, decode + hash + write ~1 ms, bookkeeping), so one process
-is held to one core by the GIL, about 400 images/s, while img2dataset spreads the same work over processes.
-Only finishing moves: the requests stay in this process, so every politeness rule (per-host caps, spacing,
-Retry-After), the address guard and the per-URL deadline keep working exactly as they do with one process, on
-however many hosts a crawl has (one host may keep every worker busy). A worker receives the fetched body and
-returns the decoded facts; a hostile file that crashes a decoder kills a worker, not the crawl.
+Finishing runs in forked worker processes ([crawl] processes, :mod:`facecurate.crawl.finishing`) where the
+platform forks: the requests, and with them every politeness and network rule, stay in this process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import threading
-import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from facecurate import media
 from facecurate.catalog import DownloadRow
+from facecurate.crawl.finishing import FinishingProcesses
 from facecurate.crawl.http import Fetched, Http
 from facecurate.crawl.urls import host_key
 from facecurate.errors import ImageError
@@ -41,7 +33,6 @@ FINISHERS_PER_CPU = 3
 # Finishing processes per core when [crawl] processes is 0: a worker finishes one image at a time and waits
 # ~2 ms of each on the fsync of its write, so one per core would leave the cores idle half the time.
 PROCESSES_PER_CPU = 2
-CRASH_RETRIES = 1  # a body whose worker died is finished once more on a fresh pool (it may not be the culprit)
 
 
 def finishing_processes(setting: int) -> int:
@@ -109,15 +100,13 @@ class Downloader:
         workers = workers or http.settings.concurrency
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facecurate-dl")
         # Finishing is CPU work (decode, hash) plus an fsync: a few threads per core keep the cores busy; more
-        # only fight over the GIL (32 finishers on 2 cores were ~10% slower end to end than 6). With worker
-        # processes one thread is enough: it only hands a crashed worker's bodies to a fresh pool.
-        finishers = 1 if processes else min(workers, FINISHERS_PER_CPU * (os.cpu_count() or 1))
+        # only fight over the GIL (32 finishers on 2 cores were ~10% slower end to end than 6).
+        finishers = min(workers, FINISHERS_PER_CPU * (os.cpu_count() or 1))
         self._finishers = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="facecurate-finish")
-        self._processes = processes
-        self._procs_lock = threading.Lock()
-        self._procs: ProcessPoolExecutor | None = self._fork() if processes else None
-        self._closing = False
         self._finishing = threading.BoundedSemaphore(workers)  # bodies fetched and not yet finished
+        # forked here, before any download thread runs (a fork copies only the forking thread)
+        self.processes: FinishingProcesses | None = FinishingProcesses(
+            processes, self._finish, self._finishing.release, _crashed) if processes else None
         self._per_host = max(1, http.settings.per_host)
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[tuple[DownloadRow, Future[Downloaded]]]] = {}
@@ -180,82 +169,13 @@ class Downloader:
             return
         self._finishing.acquire()
         try:
-            if self._processes:
-                self._hand_over(row, fetched, future, 0)
+            if self.processes is not None:
+                self.processes.submit(row, fetched, future)
             else:
                 self._finishers.submit(self._complete, row, fetched, future)
         except BaseException as exc:  # the finishers are shutting down (Ctrl-C)
             self._finishing.release()
             future.set_exception(exc)
-
-    # -- finishing in worker processes ------------------------------------------------------------------
-
-    def _fork(self) -> ProcessPoolExecutor:
-        """Start the worker processes now, before this process runs download threads (a fork copies only the
-        forking thread, and any lock another thread holds stays locked in the child)."""
-        with warnings.catch_warnings():
-            # Python 3.12 warns when forking a process that runs threads (a progress bar's refresher, or the
-            # crawl's own when a crashed pool is replaced): the children only decode, hash and write files.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_become_worker, initargs=(self, os.getpid()))
-            pool.submit(int).result()
-        return pool
-
-    def _hand_over(self, row: DownloadRow, fetched: Fetched, future: Future[Downloaded], crashes: int) -> None:
-        """Send a fetched body to a worker; its outcome settles ``future`` from the pool's result thread."""
-        with self._procs_lock:
-            if self._procs is None:
-                if self._closing:
-                    raise RuntimeError("the downloader is closed")
-                self._procs = self._fork()  # the last pool was broken by a crashed worker
-            pool = self._procs
-        try:
-            remote = pool.submit(_finish_forked, row, fetched)
-        except BrokenProcessPool:
-            self._replace(pool)
-            self._finishers.submit(self._retry, row, fetched, future, crashes)
-            return
-        remote.add_done_callback(lambda r: self._settle(r, pool, row, fetched, future, crashes))
-
-    def _settle(self, remote: Future[Downloaded], pool: ProcessPoolExecutor, row: DownloadRow, fetched: Fetched,
-                future: Future[Downloaded], crashes: int) -> None:
-        exc = None if remote.cancelled() else remote.exception()
-        if remote.cancelled() or isinstance(exc, BrokenProcessPool):
-            self._replace(pool)
-            try:
-                self._finishers.submit(self._retry, row, fetched, future, crashes)
-                return
-            except RuntimeError as closed:  # shutting down
-                exc = closed
-        try:
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(remote.result())
-        finally:
-            self._finishing.release()
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        with self._procs_lock:
-            if self._procs is broken:
-                self._procs = None
-        broken.shutdown(wait=False, cancel_futures=True)
-
-    def _retry(self, row: DownloadRow, fetched: Fetched, future: Future[Downloaded], crashes: int) -> None:
-        """A worker died (a decoder crash on some body, or killed) while this body was with the pool: every
-        body in flight there is finished once more on a fresh pool; one that breaks it again is recorded."""
-        if crashes >= CRASH_RETRIES:
-            future.set_result(Downloaded(row, fetched, reason="worker_crashed", message=(
-                f"{row.url}: the worker process decoding this download died (a native crash in an image "
-                f"decoder, or killed), twice; not stored. The next crawl tries it again.")))
-            self._finishing.release()
-            return
-        try:
-            self._hand_over(row, fetched, future, crashes + 1)
-        except BaseException as exc:  # closing
-            future.set_exception(exc)
-            self._finishing.release()
 
     def _complete(self, row: DownloadRow, fetched: Fetched, future: Future[Downloaded]) -> None:
         try:
@@ -277,11 +197,8 @@ class Downloader:
         self._pool.shutdown(wait=True, cancel_futures=True)
         # after the downloads: every fetched body is finished (a crashed pool's bodies are handed on first)
         self._finishers.shutdown(wait=True)
-        with self._procs_lock:
-            self._closing = True
-            procs, self._procs = self._procs, None
-        if procs is not None:
-            procs.shutdown(wait=True)
+        if self.processes is not None:
+            self.processes.close()
         self.http.close()
 
     def __enter__(self) -> Downloader:
@@ -291,28 +208,7 @@ class Downloader:
         self.close()
 
 
-# -- the worker process side ---------------------------------------------------------------------------------
-
-_FORKED: Downloader | None = None  # in a worker: the downloader it was forked from (its limits and prewrite)
-
-
-def _become_worker(downloader: Downloader, parent: int) -> None:
-    """A new worker: Ctrl-C is the crawl's to handle (it stops the requests, then closes the pool, and the
-    worker finishes what it holds); a worker whose crawl is gone (kill -9) exits instead of waiting forever."""
-    global _FORKED
-    _FORKED = downloader
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(parent,), name="facecurate-orphan-check", daemon=True).start()
-
-
-def _exit_with(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(0)
-
-
-def _finish_forked(row: DownloadRow, fetched: Fetched) -> Downloaded:
-    """In a worker: validate, hash and pre-write one body; the result travels back without a second copy of
-    the bytes (``data`` and ``fetched.body`` are one object, which pickle sends once)."""
-    assert _FORKED is not None, "called outside a crawl's worker process"
-    return _FORKED._finish(row, fetched)
+def _crashed(row: DownloadRow, fetched: Fetched, how: str) -> Downloaded:
+    return Downloaded(row, fetched, reason="worker_crashed", message=(
+        f"{row.url}: the worker process finishing this download died ({how}: a native crash in an image decoder "
+        f"on this file, or killed); not stored, and the crawl went on. The next crawl tries it again."))
