@@ -105,7 +105,7 @@ class Downloader:
         self._finishers = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="facecurate-finish")
         self._finishing = threading.BoundedSemaphore(workers)  # bodies fetched and not yet finished
         # forked here, before any download thread runs (a fork copies only the forking thread)
-        self.processes: FinishingProcesses | None = FinishingProcesses(
+        self.processes: FinishingProcesses[Downloaded] | None = FinishingProcesses(
             processes, self._finish, self._finishing.release, _crashed) if processes else None
         self._per_host = max(1, http.settings.per_host)
         self._lock = threading.Lock()

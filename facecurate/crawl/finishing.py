@@ -29,35 +29,32 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from facecurate.catalog import DownloadRow
 from facecurate.crawl.http import Fetched
 
-if TYPE_CHECKING:
-    from facecurate.crawl.download import Downloaded
-
-Finish = Callable[[DownloadRow, Fetched], "Downloaded"]
-Job = tuple[DownloadRow, Fetched, "Future[Downloaded]"]
+R = TypeVar("R")  # a finished download (the downloader's ``Downloaded``)
 
 
-class _Worker:
+class _Worker(Generic[R]):
     def __init__(self, process: Any, conn: Connection) -> None:
         self.process, self.conn = process, conn
-        self.jobs: deque[Job] = deque()   # sent and not answered, in the order the worker takes them
+        # sent and not answered, in the order the worker takes them
+        self.jobs: deque[tuple[DownloadRow, Fetched, Future[R]]] = deque()
         self.send_lock = threading.Lock()
         self.alive = True
         self.receiver: threading.Thread | None = None
 
 
-class FinishingProcesses:
+class FinishingProcesses(Generic[R]):
     """``count`` forked workers running ``finish``; :meth:`submit` settles a future with its outcome.
 
     ``settled`` is called once per job whatever becomes of it (the downloader bounds the bodies in flight
     with it). ``crashed`` makes the outcome of a job whose worker died under it."""
 
-    def __init__(self, count: int, finish: Finish, settled: Callable[[], None],
-                 crashed: Callable[[DownloadRow, Fetched, str], Downloaded]) -> None:
+    def __init__(self, count: int, finish: Callable[[DownloadRow, Fetched], R], settled: Callable[[], None],
+                 crashed: Callable[[DownloadRow, Fetched, str], R]) -> None:
         self._finish, self._settled, self._crashed = finish, settled, crashed
         self._lock = threading.Lock()
         self._closed = False
@@ -67,7 +64,7 @@ class FinishingProcesses:
         for w in self._workers:
             self._listen(w)
 
-    def _fork(self) -> _Worker:
+    def _fork(self) -> _Worker[R]:
         ours, theirs = self._ctx.Pipe()
         with warnings.catch_warnings():
             # Python 3.12 warns when forking a process that runs threads (a progress bar's refresher, or the
@@ -77,13 +74,13 @@ class FinishingProcesses:
                                         name="facecurate-finish", daemon=True)
             process.start()
         theirs.close()  # only the worker holds its end: its death reads as end-of-file here
-        return _Worker(process, ours)
+        return _Worker[R](process, ours)
 
-    def _listen(self, w: _Worker) -> None:
+    def _listen(self, w: _Worker[R]) -> None:
         w.receiver = threading.Thread(target=self._receive, args=(w,), name="facecurate-finish-recv", daemon=True)
         w.receiver.start()
 
-    def submit(self, row: DownloadRow, fetched: Fetched, future: Future[Downloaded]) -> None:
+    def submit(self, row: DownloadRow, fetched: Fetched, future: Future[R]) -> None:
         """Hand one fetched body to the least busy worker (raises RuntimeError once closed)."""
         with self._lock:
             if self._closed:
@@ -102,7 +99,7 @@ class FinishingProcesses:
         except (OSError, ValueError):
             pass  # the worker is gone: its receiver hands this job on with the others it held
 
-    def _receive(self, w: _Worker) -> None:
+    def _receive(self, w: _Worker[R]) -> None:
         while True:
             try:
                 out = w.conn.recv()
@@ -161,7 +158,7 @@ class FinishingProcesses:
 # -- in the worker ---------------------------------------------------------------------------------------------
 
 
-def _serve(conn: Connection, finish: Finish, parent: int) -> None:
+def _serve(conn: Connection, finish: Callable[[DownloadRow, Fetched], Any], parent: int) -> None:
     """A worker's life: finish each body it is sent and answer, in order, until told to stop.
 
     Ctrl-C is the crawl's to handle (it stops the requests, then closes the workers, which finish what they
