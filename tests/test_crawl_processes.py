@@ -122,3 +122,55 @@ def test_a_crawl_records_what_workers_finished_and_nothing_else(ws: Workspace, c
     paths = {r["path"] for r in catalog.conn.execute("SELECT path FROM images")}
     on_disk = {str(p.relative_to(ws.root)) for p in Path(ws.raw_dir).rglob("*") if p.is_file()}
     assert on_disk == paths and len(paths) == 10
+
+
+@pytest.mark.timeout(60)  # a hang guard: without the watchdog on the reused socket this reads for minutes
+def test_a_trickle_on_a_kept_alive_connection_is_cut_at_the_deadline():
+    """Image GETs reuse kept-alive connections: a host that answers once quickly and then trickles on the same
+    connection is cut at the URL's deadline (too_slow) like one that trickles on a new connection."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.fakeweb import make_jpeg
+
+    ports: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            ports.append(self.client_address[1])
+            body = make_jpeg(1) if self.path == "/fast.jpg" else b"\xff" * 200_000
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                if self.path == "/fast.jpg":
+                    self.wfile.write(body)
+                    return
+                for i in range(0, len(body), 100):  # 100 bytes every 0.2 s: ~7 minutes in all
+                    self.wfile.write(body[i:i + 100])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                self.close_connection = True
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        http = Http(_settings(total_timeout=1.5, read_timeout=5.0, retries=2, concurrency=1, per_host=1))
+        first = http.get(f"{base}/fast.jpg")
+        slow = http.get(f"{base}/slow.jpg")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first.ok
+    assert len(ports) == 2 and ports[0] == ports[1]  # the second GET came on the kept-alive connection
+    assert slow.reason == "too_slow" and slow.attempts == 1 and slow.url in slow.message
