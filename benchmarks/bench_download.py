@@ -8,15 +8,17 @@ Both tools run as the command a user types, timed from start to exit:
 
 * facecurate: ``facecurate crawl --engine bing`` in a fresh workspace whose Bing base_url is a loopback
   stand-in listing the N URLs; so the figure includes search pages, decoding every image to validate it,
-  content-addressed storage and the catalog writes, with the per-host cap lifted to the thread count (one
-  host here; img2dataset has no per-host cap).
+  content-addressed storage (an fsync per file) and the catalog writes, with the per-host cap lifted to the
+  thread count (one host here; img2dataset has no per-host cap). Its settings are the defaults otherwise:
+  [crawl] processes = 0, so finishing (decode, hash, write) runs in two worker processes per core while
+  the requests, and with them every politeness rule, stay in the crawl's process.
 * img2dataset: ``img2dataset --input_format txt --output_format files --resize_mode no`` with the same
   thread count (one process), timed end to end and by its own shard timer (its stats ``duration``, which
   leaves out its start-up), so the ratio is printed against both. It is not a facecurate dependency:
   install it in its own environment and pass its executable with --img2dataset (default: ``img2dataset``
   on PATH); without it only facecurate is timed.
 
-    uv run python benchmarks/bench_download.py --n 1000 --latency 0.05 --threads 32 \
+    uv run python benchmarks/bench_download.py --n 10000 --latency 0.05 --threads 32 \
         --img2dataset /tmp/i2d-venv/bin/img2dataset
 """
 

@@ -76,6 +76,10 @@ CRAWL_SETTINGS: tuple[Setting, ...] = (
             "User-Agent for search result pages: Bing, DuckDuckGo and Naver answer only browser-like agents."),
     Setting("crawl", "concurrency", 16, "Download threads in total; the per-host cap keeps each host polite.",
             min=1, max=256),
+    Setting("crawl", "processes", 0,
+            "Worker processes that decode, hash and write downloaded images (requests stay in the crawl's own "
+            "process, so the per-host caps hold across them); 0: two per CPU core, 1: none, threads only.",
+            min=0, max=64),
     Setting("crawl", "per_host", 4, "Simultaneous requests to one host at most.", min=1, max=256),
     Setting("crawl", "per_host_rate", 8.0, "Requests per second to one host at most (request starts are spaced).",
             min=0),

@@ -52,7 +52,10 @@ def _row(i: int, url: str, page: str | None = None) -> DownloadRow:
                        engine="bing", query="q", label="l")
 
 
-def test_fault_matrix_through_a_whole_crawl(ws: Workspace, catalog: Catalog):
+@pytest.mark.parametrize("processes", [1, 3], ids=["threads", "3-processes"])
+def test_fault_matrix_through_a_whole_crawl(ws: Workspace, catalog: Catalog, processes: int):
+    """Every hostile answer fails its own URL the same way whether finishing runs on threads or in worker
+    processes ([crawl] processes)."""
     host = ImageHost()
     with host.server:
         items = [Item(host.server.url(f"/fault/{kind}/{100 + i}.jpg"), f"http://example.org/page/{i}", kind)
@@ -65,7 +68,7 @@ def test_fault_matrix_through_a_whole_crawl(ws: Workspace, catalog: Catalog):
         with engines.server:
             # generous read timeout (a loaded CI machine), short total_timeout (the trickling body)
             write_config(ws.root, engines.server.base, max_bytes=200_000, total_timeout=1.5, read_timeout=5.0,
-                         retries=2)
+                         retries=2, processes=processes)
             add_terms(ws, catalog, "test", ["faults"])
             (report,) = run_crawl(ws, catalog, ["bing"], limit=100).searches
     assert report.state == "done"

@@ -199,3 +199,16 @@ def test_retry_after_backoff_and_robots():
     assert robots_opt_out("noai") == "noai"
     assert robots_opt_out("googlebot: noindex, noimageai") == "noimageai"
     assert robots_opt_out("noindex, nofollow") is None and robots_opt_out(None) is None
+
+
+def test_bing_size_comes_from_the_results_own_card():
+    """The size is read from the nearest .iuscp card, else the nearest li; never from a neighbour's card."""
+    m = '{&quot;murl&quot;:&quot;https://x.example/%d.jpg&quot;}'
+    page = (f'<ul><li><a class="iusc" m="{m % 1}" href="#"></a><span class="nowrap">100 x 80 · jpeg</span></li>'
+            f'<li><div class="iuscp"><a class="iusc other" m="{m % 2}"></a><span class="nowrap">7 x 9</span></div>'
+            f'<span class="nowrap">1 x 1</span></li>'
+            f'<li><a class="iusc" m="{m % 3}"></a></li><li><span class="nowrap">5 x 5</span></li>'
+            f'<a class="iusc">no m</a></ul>')
+    results = bing.parse_results(page)
+    assert [r.url for r in results] == [f"https://x.example/{i}.jpg" for i in (1, 2, 3)]
+    assert [(r.width, r.height) for r in results] == [(100, 80), (7, 9), (None, None)]

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from facecurate import media
@@ -21,12 +22,36 @@ from tests.fakeweb import FakeEngines, ImageHost, Item, TrickleServer, items_for
 N = 60
 
 
-def test_kill_minus_9_mid_crawl_then_rerun(ws: Workspace, catalog: Catalog):
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("processes", [1, 3], ids=["threads", "3-processes"])
+def test_kill_minus_9_mid_crawl_then_rerun(ws: Workspace, catalog: Catalog, processes: int):
+    """With finishing in worker processes too: the kill loses at most the batch in flight, the workers do not
+    outlive the crawl, and a re-run fetches only what is left."""
     host = ImageHost(delay=0.2)  # slow enough for the kill to land while images arrive
     with host.server:
         engines = FakeEngines({"slow faces": items_for(host, list(range(1, N + 1)))})
         with engines.server:
-            write_config(ws.root, engines.server.base, concurrency=4, per_host=4)
+            write_config(ws.root, engines.server.base, concurrency=4, per_host=4, processes=processes)
             add_terms(ws, catalog, "faces", ["slow faces"])
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             proc = subprocess.Popen([sys.executable, "-m", "facecurate", "crawl", "--engine", "bing", "--limit",
@@ -38,8 +63,15 @@ def test_kill_minus_9_mid_crawl_then_rerun(ws: Workspace, catalog: Catalog):
                 if stored >= 5 or proc.poll() is not None:
                     break
                 time.sleep(0.02)
+            workers = _children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            if Path("/proc/self/stat").exists():
+                assert len(workers) == (processes if processes > 1 else 0)
+                give_up = time.monotonic() + 30  # a hang guard: orphaned workers notice within a second
+                while any(_alive(p) for p in workers) and time.monotonic() < give_up:
+                    time.sleep(0.05)
+                assert not any(_alive(p) for p in workers), "worker processes outlived the killed crawl"
             stored_before = {r[0] for r in catalog.conn.execute("SELECT location FROM sources WHERE status='ok'")}
             assert 0 < len(stored_before) < N, "the kill should land mid-crawl"
             for row in catalog.conn.execute("SELECT path FROM images"):  # what is recorded is whole

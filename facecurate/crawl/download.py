@@ -1,16 +1,19 @@
 """The concurrent, polite downloader: fetch, validate by decoding, hand back bytes ready to store.
 
-Two pools. Download threads (over the pooled sessions of :class:`~facecurate.crawl.http.Http`) only fetch: a
+Two stages. Download threads (over the pooled sessions of :class:`~facecurate.crawl.http.Http`) only fetch: a
 host's slot ([crawl] per_host) is free again as soon as its answer is in, so the next request to it starts
-while finishing threads decode and may pre-write the content-addressed file (``prewrite``: temp name, fsync,
-rename, so the fsyncs run in parallel instead of queueing behind one thread). Neither touches the catalog. The
-crawl stage records results from one thread, in batches, through :func:`facecurate.storage.store` — the same
-path ``import`` uses, which finds the file already in place — so a kill -9 loses at most the batch in flight
-and never leaves a half file.
+while finishing workers decode and may pre-write the content-addressed file (``prewrite``: temp name, fsync,
+rename). Neither touches the catalog. The crawl stage records results from one thread, in batches, through
+:func:`facecurate.storage.store` — the same path ``import`` uses, which finds the file already in place — so a
+kill -9 loses at most the batch in flight and never leaves a half file.
+
+Finishing runs in forked worker processes ([crawl] processes, :mod:`facecurate.crawl.finishing`) where the
+platform forks: the requests, and with them every politeness and network rule, stay in this process.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 from collections import deque
@@ -20,12 +23,24 @@ from dataclasses import dataclass
 
 from facecurate import media
 from facecurate.catalog import DownloadRow
+from facecurate.crawl.finishing import FinishingProcesses
 from facecurate.crawl.http import Fetched, Http
 from facecurate.crawl.urls import host_key
 from facecurate.errors import ImageError
 
 IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 FINISHERS_PER_CPU = 3
+# Finishing processes per core when [crawl] processes is 0: a worker finishes one image at a time and waits
+# ~2 ms of each on the fsync of its write, so one per core would leave the cores idle half the time.
+PROCESSES_PER_CPU = 2
+
+
+def finishing_processes(setting: int) -> int:
+    """Worker processes to finish downloads in, from [crawl] processes (0: automatic); 0 means threads of
+    this process, as where ``fork`` is missing (the workers inherit the crawl's state instead of importing)."""
+    if setting == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    return setting if setting > 1 else max(2, PROCESSES_PER_CPU * (os.cpu_count() or 1))
 
 
 @dataclass
@@ -74,8 +89,11 @@ class Downloader:
 
     def __init__(self, http: Http, max_pixels: int, min_side: int, workers: int | None = None,
                  prewrite: Callable[[Downloaded], None] | None = None,
-                 budget: media.PixelBudget | None = None) -> None:
-        """``budget``: decoded pixels all workers may hold at once (the stage's [media] decode_budget)."""
+                 budget: media.PixelBudget | None = None, processes: int = 0) -> None:
+        """``budget``: decoded pixels all workers may hold at once (the stage's [media] decode_budget; made
+        with ``processes=True`` when ``processes`` is set, so the worker processes share it).
+        ``processes``: finish in that many forked worker processes (see :func:`finishing_processes`); 0 keeps
+        finishing on threads of this process. ``prewrite`` then runs in the workers."""
         self.http = http
         self.max_pixels, self.min_side, self.budget = max_pixels, min_side, budget
         self.prewrite = prewrite
@@ -86,6 +104,9 @@ class Downloader:
         finishers = min(workers, FINISHERS_PER_CPU * (os.cpu_count() or 1))
         self._finishers = ThreadPoolExecutor(max_workers=finishers, thread_name_prefix="facecurate-finish")
         self._finishing = threading.BoundedSemaphore(workers)  # bodies fetched and not yet finished
+        # forked here, before any download thread runs (a fork copies only the forking thread)
+        self.processes: FinishingProcesses[Downloaded] | None = FinishingProcesses(
+            processes, self._finish, self._finishing.release, _crashed) if processes else None
         self._per_host = max(1, http.settings.per_host)
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[tuple[DownloadRow, Future[Downloaded]]]] = {}
@@ -148,7 +169,10 @@ class Downloader:
             return
         self._finishing.acquire()
         try:
-            self._finishers.submit(self._complete, row, fetched, future)
+            if self.processes is not None:
+                self.processes.submit(row, fetched, future)
+            else:
+                self._finishers.submit(self._complete, row, fetched, future)
         except BaseException as exc:  # the finishers are shutting down (Ctrl-C)
             self._finishing.release()
             future.set_exception(exc)
@@ -171,7 +195,10 @@ class Downloader:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._finishers.shutdown(wait=True)  # after the downloads: every fetched body is finished
+        # after the downloads: every fetched body is finished (a crashed pool's bodies are handed on first)
+        self._finishers.shutdown(wait=True)
+        if self.processes is not None:
+            self.processes.close()
         self.http.close()
 
     def __enter__(self) -> Downloader:
@@ -179,3 +206,9 @@ class Downloader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _crashed(row: DownloadRow, fetched: Fetched, how: str) -> Downloaded:
+    return Downloaded(row, fetched, reason="worker_crashed", message=(
+        f"{row.url}: the worker process finishing this download died ({how}: a native crash in an image decoder "
+        f"on this file, or killed); not stored, and the crawl went on. The next crawl tries it again."))

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from facecurate import media
 from facecurate.catalog import Catalog, QueryRow, RunRow
 from facecurate.catalog.queries import RunCounts
-from facecurate.crawl.download import Downloaded, Downloader
+from facecurate.crawl.download import Downloaded, Downloader, finishing_processes
 from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Result, SearchStopped
 from facecurate.crawl.engines.base import BrowserSettings
 from facecurate.crawl.engines.wikimedia import download_limits
@@ -216,9 +216,12 @@ class Crawl:
         self.page_delay = float(cfg.get("crawl", "page_delay"))
         self.empty_pages = int(cfg.get("crawl", "empty_pages"))
         self.http = http or Http(HttpSettings.from_config(ws))
+        processes = finishing_processes(int(cfg.get("crawl", "processes")))
         self.downloader = Downloader(self.http, int(cfg.get("media", "max_pixels")),
                                      int(cfg.get("media", "min_side")), prewrite=self._prewrite,
-                                     budget=media.PixelBudget(cfg.get("media", "decode_budget")))
+                                     budget=media.PixelBudget(cfg.get("media", "decode_budget"),
+                                                              processes=processes > 0),
+                                     processes=processes)
         self.progress = progress
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}

@@ -61,8 +61,10 @@ def frontier_key(url: str) -> tuple[str, str]:
     """(key, URL as recorded) of a search result. A fetchable URL is keyed by :func:`normalise`; any other is
     kept as given, so it is recorded and counted once, but a long one (a ``data:`` URI can be megabytes) is
     cut, with a hash of the whole so two different ones stay two."""
-    if is_fetchable(url):
-        return normalise(url), url
+    try:
+        return normalise(url), url  # normalised once: it is most of the cost of recording a result
+    except ValueError:
+        pass
     text = url.strip()
     if len(text) > MAX_KEPT:
         text = f"{text[:200]}…(sha256 {hashlib.sha256(text.encode('utf-8', 'replace')).hexdigest()[:16]})"
@@ -77,8 +79,9 @@ def normalise(url: str) -> str:
     if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
     host = parts.hostname.lower().rstrip(".")
-    with contextlib.suppress(UnicodeError):
-        host = host.encode("idna").decode("ascii")
+    if not host.isascii():  # an ASCII host is its own IDNA form; the codec costs a tenth of this function
+        with contextlib.suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii")
     port = parts.port
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
     path = _canonical_path(parts.path) or "/"

@@ -141,7 +141,7 @@ class Engine(ABC):
         if not accept_language:
             sent.pop("Accept-Language", None)
         sent.update(headers or {})
-        fetched = self.ctx.http.get(url, headers=sent, respect_robots=False)
+        fetched = self.ctx.http.get(url, headers=sent, respect_robots=False, session=True)
         text = fetched.text() if fetched.body else None
         if "/sorry/" in (fetched.final_url or ""):
             raise self.stopped("captcha", "the engine redirected to its /sorry/ CAPTCHA page",

@@ -18,7 +18,7 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, Tag
 
 from facecurate.crawl.engines.base import Engine, Page, Result, as_int, looks_blocked, strip_tags
 
@@ -31,7 +31,9 @@ def parse_results(text: str) -> list[Result]:
     """Results of one async (or no-JS) Bing page, in rank order. Pure."""
     soup = BeautifulSoup(text, "html.parser")
     out: list[Result] = []
-    for a in soup.select("a.iusc[m]"):
+    # find_all/find rather than CSS select: the same elements, a third of the CPU (select costs ~0.1 ms of a
+    # crawl's CPU per image, all of it in the crawl's one process)
+    for a in soup.find_all("a", class_="iusc", m=True):
         try:
             meta: dict[str, Any] = json.loads(str(a["m"]))
         except (json.JSONDecodeError, TypeError):
@@ -40,8 +42,8 @@ def parse_results(text: str) -> list[Result]:
         if not isinstance(url, str) or not url:
             continue
         width = height = None
-        box = a.find_parent(class_="iuscp") or a.find_parent("li")
-        info = box.select_one("span.nowrap") if box else None
+        box = _box(a)
+        info = box.find("span", class_="nowrap") if box else None
         if info is not None and (m := _SIZE.search(info.get_text(" "))):
             width, height = int(m.group(1)), int(m.group(2))
         out.append(Result(url=url, page_url=meta.get("purl") or None, title=strip_tags(meta.get("t")),
@@ -59,6 +61,17 @@ def parse_results(text: str) -> list[Result]:
                           title=strip_tags(des.get_text(" ")) if des else None,
                           width=as_int(m.group(1)) if m else None, height=as_int(m.group(2)) if m else None))
     return out
+
+
+def _box(a: Tag) -> Tag | None:
+    """The result's card: the nearest ``.iuscp`` above it, else the nearest ``li`` (one walk up the tree)."""
+    li = None
+    for parent in a.parents:
+        if "iuscp" in (parent.get("class") or ()):
+            return parent
+        if li is None and parent.name == "li":
+            li = parent
+    return li
 
 
 def has_container(text: str) -> bool:

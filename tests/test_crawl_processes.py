@@ -1,0 +1,176 @@
+"""Issue 13, must-have 9: finishing (decode, hash, write) in worker processes keeps every crawl guarantee.
+
+Requests stay in the crawl's process, so the per-host caps hold across workers; a worker that dies costs the
+one download it was finishing (recorded with its URL), never the crawl or the downloads queued behind it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from facecurate.catalog import Catalog, DownloadRow
+from facecurate.crawl import run_crawl
+from facecurate.crawl.download import Downloaded, Downloader, finishing_processes
+from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
+from facecurate.crawl.queries import add_terms
+from facecurate.workspace import Config, Workspace, default_config, options_from
+from tests.fakeweb import FakeEngines, ImageHost, Item, write_config
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes are forked")
+
+
+def _settings(**kw: object) -> HttpSettings:
+    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0, "backoff": 0.01,
+                               "backoff_max": 0.05, "read_timeout": 5.0, "total_timeout": 10.0, "retries": 1,
+                               "allow_private": True}
+    base.update(kw)
+    return options_from(HttpSettings, Config(default_config()), "crawl", **base)
+
+
+def _row(i: int, url: str) -> DownloadRow:
+    return DownloadRow(url_id=i, url=url, rank=i, page_url=None, title=None, license=None, author=None,
+                       engine="bing", query="q", label="l")
+
+
+def test_the_processes_setting():
+    assert finishing_processes(1) == 0  # 1: no worker process, threads of the crawl's own
+    assert finishing_processes(3) == 3
+    assert finishing_processes(0) >= 2  # automatic: from the cores, never fewer than two
+
+
+@pytest.mark.timeout(120)  # a hang guard only
+def test_a_worker_that_dies_costs_only_the_download_it_was_finishing(tmp_path: Path):
+    """A native decoder crash on a hostile file kills the worker process (SIGKILL stands in for the segfault):
+    that URL is recorded as worker_crashed, named in the message; every other download is finished, in worker
+    processes, not in the crawl's own."""
+    log = tmp_path / "finished-by.txt"
+
+    def prewrite(d: Downloaded) -> None:  # runs where the finishing runs
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()} {d.row.url_id}\n")
+        if d.row.url_id == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    host = ImageHost()
+    with host.server, Downloader(Http(_settings(concurrency=4, per_host=4)), 10**8, 32, prewrite=prewrite,
+                    processes=2) as dl:
+        assert dl.processes is not None
+        workers = set(dl.processes.pids())
+        assert len(workers) == 2 and os.getpid() not in workers
+        results = {r.row.url_id: r for r in dl.run([_row(i, host.server.url(f"/img/{i}.jpg"))
+                                                    for i in range(1, 13)])}
+        crashed = results.pop(5)
+        survivors = set(dl.processes.pids())
+        # the crawl goes on after the crash: more downloads, finished by the workers left
+        more = list(dl.run([_row(i, host.server.url(f"/img/{i}.jpg")) for i in range(13, 17)]))
+    assert crashed.reason == "worker_crashed" and crashed.row.url in crashed.message and crashed.data is None
+    assert "worker_crashed" in TRANSIENT  # a killed worker may not be the file's fault: the next crawl retries
+    assert len(results) == 11 and all(r.ok and r.sha256 for r in results.values())
+    assert all(r.ok for r in more) and len(more) == 4
+    finished_by = {int(url_id): int(pid) for pid, url_id in (line.split() for line in log.read_text().split("\n")
+                                                               if line)}
+    assert set(finished_by) == set(range(1, 17))
+    assert set(finished_by.values()) <= workers and os.getpid() not in finished_by.values()
+    assert finished_by[5] not in survivors and survivors  # the dead worker is gone, the other one stays
+
+
+@pytest.mark.timeout(180)  # a hang guard only
+def test_per_host_caps_hold_across_worker_processes(ws: Workspace, catalog: Catalog):
+    """Two hosts, three workers, eight download threads: each host sees at most per_host requests at once and
+    request starts spaced by 1 / per_host_rate, as with one process (the requests never leave the crawl's
+    process; only the bodies do)."""
+    hosts = [ImageHost(delay=0.05), ImageHost(delay=0.05)]
+    rate, per_host, n = 25.0, 2, 20
+    with hosts[0].server, hosts[1].server:
+        items = [Item(h.server.url(f"/img/{100 * k + i}.jpg"), f"http://example.org/{k}/{i}", f"{k}-{i}")
+                 for i in range(n) for k, h in enumerate(hosts)]
+        with FakeEngines({"two hosts": items}).server as engine:
+            write_config(ws.root, engine.base, concurrency=8, per_host=per_host, per_host_rate=rate, processes=3)
+            add_terms(ws, catalog, "faces", ["two hosts"])
+            (report,) = run_crawl(ws, catalog, ["bing"], limit=2 * n).searches
+    assert report.state == "done" and report.counts.new == 2 * n and report.counts.failed_count == 0
+    for h in hosts:
+        assert len(h.starts) == n  # each URL asked once
+        assert h.max_inflight <= per_host
+        # the gate schedules the k-th start at least k / rate after the first (one late start may come closer to
+        # the next one, so the span is what is checked; 10% slack for the server's view of the arrivals)
+        assert max(h.starts) - min(h.starts) >= 0.9 * (n - 1) / rate
+
+
+def test_a_crawl_records_what_workers_finished_and_nothing_else(ws: Workspace, catalog: Catalog):
+    """Hostile bodies fail in the workers with the same reasons and URL-naming messages as on threads, and the
+    raw store holds exactly the recorded files (the workers write them, the crawl's process records them)."""
+    host = ImageHost()
+    kinds = ["html", "svg", "truncated-jpeg", "small", "huge"]
+    with host.server:
+        items = [Item(host.server.url(f"/fault/{k}/{i}.jpg"), f"http://example.org/f{i}", k)
+                 for i, k in enumerate(kinds, 1)]
+        items += [Item(host.server.url(f"/img/{i}.jpg"), f"http://example.org/{i}", f"ok{i}") for i in range(20, 30)]
+        with FakeEngines({"mixed": items}).server as engine:
+            write_config(ws.root, engine.base, processes=2, max_bytes=200_000)
+            add_terms(ws, catalog, "faces", ["mixed"])
+            (report,) = run_crawl(ws, catalog, ["bing"], limit=50).searches
+    failed = {r["title"]: r for r in catalog.conn.execute("SELECT * FROM sources WHERE status='failed'")}
+    assert {k: failed[k]["error"] for k in kinds} == {"html": "not_an_image", "svg": "not_an_image",
+                                                      "truncated-jpeg": "truncated", "small": "too_small",
+                                                      "huge": "too_large"}
+    assert all(r["location"] in r["detail"] for r in failed.values())
+    assert report.counts.new == 10
+    paths = {r["path"] for r in catalog.conn.execute("SELECT path FROM images")}
+    on_disk = {str(p.relative_to(ws.root)) for p in Path(ws.raw_dir).rglob("*") if p.is_file()}
+    assert on_disk == paths and len(paths) == 10
+
+
+@pytest.mark.timeout(60)  # a hang guard: without the watchdog on the reused socket this reads for minutes
+def test_a_trickle_on_a_kept_alive_connection_is_cut_at_the_deadline():
+    """Image GETs reuse kept-alive connections: a host that answers once quickly and then trickles on the same
+    connection is cut at the URL's deadline (too_slow) like one that trickles on a new connection."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.fakeweb import make_jpeg
+
+    ports: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            ports.append(self.client_address[1])
+            body = make_jpeg(1) if self.path == "/fast.jpg" else b"\xff" * 200_000
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                if self.path == "/fast.jpg":
+                    self.wfile.write(body)
+                    return
+                for i in range(0, len(body), 100):  # 100 bytes every 0.2 s: ~7 minutes in all
+                    self.wfile.write(body[i:i + 100])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                self.close_connection = True
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        http = Http(_settings(total_timeout=1.5, read_timeout=5.0, retries=2, concurrency=1, per_host=1))
+        first = http.get(f"{base}/fast.jpg")
+        slow = http.get(f"{base}/slow.jpg")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first.ok
+    assert len(ports) == 2 and ports[0] == ports[1]  # the second GET came on the kept-alive connection
+    assert slow.reason == "too_slow" and slow.attempts == 1 and slow.url in slow.message
