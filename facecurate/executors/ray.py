@@ -1,0 +1,162 @@
+"""The ``ray`` executor: a stage's batches run on Ray Data actors, results stream back as Arrow batches.
+
+How one stage's work maps onto Ray, and why:
+
+- **One dataset row per stage batch.** The stage already sized its batches for a transaction (crop: [crop]
+  batch_size photos, i.e. a GPU batch); each becomes one row (its items pickled in a binary column) so a
+  worker sees exactly the batch the local path would see, and the driver commits exactly that batch.
+- **Actors, not tasks** (``map_batches`` with a callable class and ``concurrency``): a worker builds the stage's
+  work once — MTCNN's weights, FaceMesh — and keeps it for every batch it gets. ``num_gpus`` per actor when the
+  work wants a GPU and the cluster has one, else one CPU per actor.
+- **Order preserved**: results come back in the batches' order, so catalog rows get the ids the local path
+  gives them (dedup's keeper tie-break is the row id) and both executors write the same manifest.
+- **The driver commits**: workers write only content-addressed files (atomically, temp name then rename), never
+  the catalog. A batch is committed once, when its result arrives; a worker or node lost before that is
+  retried by Ray, and a result is never yielded twice. A driver killed mid-stage loses the batches in flight;
+  the next run selects what is not committed and does only that.
+
+Workers must see the workspace at the same path (a shared filesystem on a real cluster); on this machine that
+holds by construction. Workers are started with this interpreter, not through ``uv run`` (Ray's uv hook would
+re-create the environment in a temp folder per worker, without the extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from facecurate.errors import FacecurateError
+from facecurate.events import SILENT, Progress
+from facecurate.work import BatchWork, NodeThroughput
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+def _dumps(obj: object) -> bytes:
+    from ray import cloudpickle
+
+    return cloudpickle.dumps(obj)  # type: ignore[no-untyped-call,no-any-return]
+
+
+class _Worker:
+    """One Ray actor: unpickles the stage's work once, then runs it on every batch row it is given."""
+
+    def __init__(self, work: bytes) -> None:
+        import ray
+        from ray import cloudpickle
+
+        self.work = cloudpickle.loads(work)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ray import cloudpickle
+
+        results = [_dumps(self.work(cloudpickle.loads(blob))) for blob in rows["batch"]]
+        return {"k": rows["k"], "result": np.array(results, dtype=object),
+                "node": np.array([self.node] * len(results), dtype=object), "items": rows["items"]}
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str = "", workers: int = 0, gpus_per_worker: float = 1.0,
+                 progress: Progress = SILENT) -> None:
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        import ray
+
+        self.progress = progress
+        self._started = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise FacecurateError(f"Could not start or join a Ray cluster at [run] ray_address = "
+                                      f"{address!r} ({exc}). Leave it empty to start one on this machine, or "
+                                      f"start one with `ray start --head` and use \"auto\".") from exc
+            self._started = True
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        self.gpus = float(resources.get("GPU", 0))
+        self.workers = workers
+        self.gpus_per_worker = min(gpus_per_worker, self.gpus) if self.gpus > 0 else 0.0
+        self._counts: dict[tuple[str, str], NodeThroughput] = {}
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    @property
+    def is_local(self) -> bool:
+        return False
+
+    def _concurrency(self, gpus: float) -> int:
+        if self.workers:
+            return self.workers
+        if gpus > 0:
+            return max(1, int(self.gpus / gpus))
+        return self.cpus
+
+    def map_batches(self, work: BatchWork[ItemT, ResultT], batches: Iterable[list[ItemT]]
+                    ) -> Iterator[list[ResultT]]:
+        import ray.data
+        from ray import cloudpickle
+
+        todo = list(batches)
+        if not todo:
+            return
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        rows = [{"k": k, "batch": _dumps(b), "items": len(b)} for k, b in enumerate(todo)]
+        concurrency = min(self._concurrency(work.gpus), len(todo))
+        resources: dict[str, Any] = {"num_gpus": work.gpus} if work.gpus > 0 else {"num_cpus": 1}
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            _Worker, fn_constructor_args=(_dumps(work),), batch_size=1, concurrency=concurrency,
+            **resources)
+        start = time.perf_counter()
+        expected = 0
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                assert isinstance(table, pa.Table)
+                for k, blob, node, items in zip(table.column("k").to_pylist(), table.column("result").to_pylist(),
+                                                table.column("node").to_pylist(), table.column("items").to_pylist(),
+                                                strict=True):
+                    if k != expected:  # preserve_order holds this; a gap would commit a batch out of place
+                        raise FacecurateError(f"Ray returned batch {k} of {work.name} where {expected} was due.")
+                    expected += 1
+                    line = self._counts.setdefault((work.name, node), NodeThroughput(work.name, node, 0, 0.0))
+                    line.items += int(items)
+                    self._elapse(work.name, time.perf_counter() - start)
+                    yield cloudpickle.loads(blob)
+        except FacecurateError:
+            raise
+        except Exception as exc:  # a worker's unexpected error, surfaced by Ray after its retries
+            raise FacecurateError(f"The ray executor failed in {work.name} after Ray's retries: "
+                                  f"{type(exc).__name__}: {str(exc)[:2000]} Batches committed before are kept; "
+                                  f"run again to resume, or use --executor local.") from exc
+        for line in self._counts.values():
+            if line.stage == work.name:
+                self.progress.note(f"ray · {work.name}: node {line.node[:12]} did {line.items} items "
+                                   f"({line.per_second:.1f}/s)")
+
+    def _elapse(self, stage: str, seconds: float) -> None:
+        for line in self._counts.values():
+            if line.stage == stage:
+                line.seconds = seconds
+
+    def throughput(self) -> list[NodeThroughput]:
+        return list(self._counts.values())
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+

@@ -1,0 +1,130 @@
+"""The crop stage as batches for an executor that is not local (``run --executor ray``).
+
+:class:`CropWork` is one batch's work — read and decode the photos, detect (with the same further looks as the
+local path), align, and write the crops at their content addresses — and needs nothing of the catalog, so it
+runs on any worker that sees the workspace's files. :func:`run_crop_with` is the stage's loop around it: it
+selects what is not cropped, hands the batches over, and records each batch's outcomes in one transaction with
+the same :func:`~facecurate.faces.crop.record_batch` the local path uses, so the state rules are one code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from facecurate import media
+from facecurate.catalog import Catalog, FaceRecord, ImageRow
+from facecurate.errors import ConfigError, ImageError
+from facecurate.events import SILENT, Progress
+from facecurate.faces.crop import (
+    CropOptions,
+    CropSummary,
+    _crop_image,
+    _decode,
+    _Limits,
+    _to_source,
+    choose_faces,
+    detect_with_retries,
+    record_batch,
+)
+from facecurate.work import Executor
+from facecurate.workspace import Workspace
+
+if TYPE_CHECKING:
+    from facecurate.faces.detect import BatchedDetector
+
+
+@dataclass(frozen=True)
+class CropOutcome:
+    """One photo's result as plain data: its faces (written already), or an error and its reason code."""
+
+    faces: list[FaceRecord] | None
+    error: str | None = None
+    reason: str = "crop_failed"
+    found: list[dict[str, object]] | None = None   # every detection, for the rules
+
+    def as_outcome(self) -> list[FaceRecord] | ImageError:
+        if self.faces is None:
+            return ImageError(self.error or "crop failed", self.reason)
+        return self.faces
+
+
+class CropWork:
+    """Crop one batch of photos on a worker; the detector is built on the first batch and kept."""
+
+    name = "crop"
+
+    def __init__(self, root: str, opts: CropOptions, max_pixels: int, max_bytes: int, decode_budget: float,
+                 gpus: float = 0.0) -> None:
+        self.root, self.opts, self.gpus = root, opts, gpus
+        self.max_pixels, self.max_bytes, self.decode_budget = max_pixels, max_bytes, decode_budget
+        self._detector: BatchedDetector | None = None
+        self._limits: _Limits | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # the detector and the budget's lock stay on their worker
+        return {**self.__dict__, "_detector": None, "_limits": None}
+
+    def __call__(self, rows: list[ImageRow]) -> list[CropOutcome]:
+        from facecurate.faces.detect import BatchedDetector
+
+        opts, ws = self.opts, Workspace(Path(self.root))
+        if self._limits is None:
+            self._limits = _Limits(self.max_pixels, self.max_bytes, media.PixelBudget(self.decode_budget))
+        if self._detector is None:
+            self._detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
+                                             max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
+        limits = self._limits
+        decoded = [_decode(ws, row, limits, opts.detect_max_side) for row in rows]
+        good = [(j, d) for j, d in enumerate(decoded) if not isinstance(d, ImageError)]
+        detections = detect_with_retries(self._detector, [copy for _, copy in good], opts)
+        out: list[CropOutcome] = [CropOutcome(None, str(d), d.reason) if isinstance(d, ImageError)
+                                  else CropOutcome([]) for d in decoded]
+        for (j, copy), found in zip(good, detections, strict=True):
+            found = _to_source(found, copy)
+            seen: list[dict[str, object]] = [{"box": [round(float(v), 1) for v in d.box],
+                                              "prob": round(float(d.prob), 4)} for d in found]
+            chosen = choose_faces(found, opts.min_prob, opts.all_faces)
+            if not chosen:
+                out[j] = CropOutcome([], found=seen)
+                continue
+            try:
+                out[j] = CropOutcome(_crop_image(ws, rows[j], copy, chosen, opts, limits), found=seen)
+            except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
+                out[j] = CropOutcome(None, f"{rows[j].path}: aligning or writing a crop failed ({exc}).",
+                                     found=seen)
+        return out
+
+
+def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool = False,
+                  progress: Progress = SILENT) -> CropSummary:
+    """:func:`~facecurate.faces.crop.run_crop` with the batches run by ``executor``: the same selection, the
+    same batches ([crop] batch_size photos), the same records, each batch committed as its results arrive.
+
+    GPU workers when the device allows one (auto or cuda) and the executor has GPUs to give, else CPU workers;
+    ``cuda`` on a cluster without GPUs is refused before anything runs."""
+    gpus = executor.gpus_per_worker if opts.device != "cpu" else 0.0
+    if opts.device == "cuda" and gpus <= 0:
+        raise ConfigError(f"--device cuda: the {executor.name} executor's cluster has no GPU; use --device auto "
+                          f"or cpu, or add GPU nodes to the cluster.")
+    device = "cuda" if gpus > 0 else "cpu"
+    rows = catalog.images_to_crop(redo=redo)
+    summary = CropSummary(device=f"{device} on {executor.name}")
+    progress.start(f"crop ({summary.device})", len(rows), "img")
+    if rows:
+        cfg = ws.config()
+        work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
+                        int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus)
+        chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
+        for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
+            found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
+            record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
+            progress.advance(len(chunk))
+    progress.finish()
+    return summary
+
+
+def _with_device(opts: CropOptions, device: str) -> CropOptions:
+    from dataclasses import replace
+
+    return replace(opts, device=device)  # type: ignore[arg-type]
