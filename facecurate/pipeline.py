@@ -22,8 +22,8 @@ pass only hashes the new crops).
 
 Where the heavy work runs is the **executor**'s choice (``--executor``, ``[run] executor``; see
 :mod:`facecurate.work`): ``local`` is each stage's own path; ``ray`` runs dedup's fingerprinting, crop and
-filter's measuring on Ray workers while this process selects, decides and commits every batch, so the catalog
-and its state rules are the same either way. Crawl and export always run here.
+filter's measuring and crawl's downloads (host by host) on Ray workers, while this process searches, selects,
+decides and commits every batch, so the catalog and its state rules are the same either way. Export runs here.
 
 The closing counts come from the manifest's rows (:func:`facecurate.export.manifest_rows`), whose states are the
 catalog's state in force, so a resumed run or a ``--stages`` subset reports the whole workspace, not only this
@@ -224,7 +224,8 @@ def _crawl(ctx: _Context) -> StageOutcome:
     from facecurate.crawl import run_crawl
 
     summary = run_crawl(ctx.ws, ctx.catalog, engines=list(ctx.opts.engines) or None, limit=ctx.opts.limit,
-                        again=ctx.opts.again, terms=list(ctx.opts.terms) or None, progress=ctx.progress)
+                        again=ctx.opts.again, terms=list(ctx.opts.terms) or None, progress=ctx.progress,
+                        executor=ctx.executor)
     if not summary.searches:
         return StageOutcome("crawl", "done", "nothing pending (add terms with `facecurate queries add`, or "
                             "re-run used ones with --again)", summary)
@@ -315,7 +316,7 @@ def run_pipeline(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Pr
 
         opts = replace(opts, terms=tuple(check_terms(ws, catalog, list(opts.terms))))
     images_before = catalog.images_per_label()
-    heavy = {"dedup", "crop", "filter"} & set(opts.stages)
+    heavy = {"crawl", "dedup", "crop", "filter"} & set(opts.stages)
     executor = make_executor(ws, opts.executor, progress) if heavy else None  # Ray missing: refused here
     try:
         return _run_stages(ws, catalog, opts, progress, executor, images_before)

@@ -67,6 +67,13 @@ class Executor(Protocol):
         are still being worked on, so a kill loses only what was not committed yet."""
         ...
 
+    def map_groups(self, work: BatchWork[ItemT, ResultT], groups: Iterable[list[list[ItemT]]]
+                   ) -> Iterator[list[ResultT]]:
+        """Each group's batches one after the other on one worker, groups side by side; every batch's results as
+        it finishes (groups interleave, so each result must say which item it is). For work that must not run
+        twice at once per group: one web host's downloads, so its per-host caps hold across a cluster."""
+        ...
+
     def throughput(self) -> list[NodeThroughput]:
         """Items per node per stage so far (one line for a local run)."""
         ...

@@ -32,7 +32,7 @@ from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
 from facecurate.pipeline import RunOptions, run_pipeline
 from facecurate.workspace import Workspace, init_workspace
-from tests.conftest import needs_dev
+from tests.conftest import RecordingProgress, needs_dev
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
@@ -69,7 +69,8 @@ def test_without_ray_the_error_says_how_to_install_it_and_no_stage_runs(ws: Work
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as without the extra
     with pytest.raises(ConfigError) as caught:
         make_executor(ws, "ray")
-    assert str(caught.value) == RAY_MISSING and "uv sync --extra ray" in RAY_MISSING and "facecurate[ray]" in RAY_MISSING
+    assert str(caught.value) == RAY_MISSING
+    assert "uv sync --extra ray" in RAY_MISSING and "facecurate[ray]" in RAY_MISSING
     import_paths(ws, catalog, [DEMO_DATA / "obama.jpg"])
     with pytest.raises(ConfigError, match="uv sync --extra ray"):
         run_pipeline(ws, catalog, RunOptions(stages=("dedup", "crop"), executor="ray"))
@@ -282,3 +283,42 @@ def test_ray_workers_fail_loudly_and_keep_what_was_committed(ray_cluster: str, w
             got.append(result)
     assert got in ([], [[1]], [[1], [2]])  # batches after the failing one are never handed out
     executor.close()
+
+
+# -- downloads ----------------------------------------------------------------------------------------------------
+
+
+def test_a_crawl_on_ray_downloads_host_by_host_and_records_what_local_records(ray_cluster: str, tmp_path: Path):
+    from tests.fakeweb import FakeEngines, ImageHost, items_for, write_config
+
+    hosts = [ImageHost(delay=0.05), ImageHost(delay=0.05)]
+    seen: dict[str, set[tuple[Any, ...]]] = {}
+    with hosts[0].server, hosts[1].server:
+        items = [it for pair in zip(items_for(hosts[0], list(range(1, 11))), items_for(hosts[1], list(range(11, 21))),
+                                    strict=True) for it in pair]
+        items += items_for(hosts[0], [1], "fault/html") + items_for(hosts[1], [2], "fault/500-then-ok")
+        with FakeEngines({"two hosts": items}).server as server:
+            for name in ("local", "ray"):
+                ws = init_workspace(tmp_path / name)
+                write_config(ws.root, server.base, per_host=2)
+                with Catalog.open(ws.catalog_path) as catalog:
+                    from facecurate.crawl.queries import add_terms
+
+                    add_terms(ws, catalog, "faces", ["two hosts"])
+                    progress = RecordingProgress()
+                    summary = run_pipeline(ws, catalog, RunOptions(stages=("crawl",), executor=name, limit=50),
+                                           progress)
+                    assert summary.ok, summary.error
+                    notes = [e[1] for e in progress.events if e[0] == "note" and "ray · download" in e[1]]
+                    assert bool(notes) == (name == "ray")  # the downloads ran on Ray workers, and said so
+                    seen[name] = {tuple(r) for r in catalog.conn.execute(
+                        "SELECT s.location, s.status, s.error, i.sha256 FROM sources s "
+                        "LEFT JOIN images i ON i.id = s.image_id").fetchall()}
+                    assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 20
+                if name == "local":
+                    for h in hosts:
+                        h.max_inflight = 0
+    assert seen["local"] == seen["ray"] and len(seen["ray"]) == 22
+    assert {s[1] for s in seen["ray"]} == {"ok", "failed"}
+    assert all(h.max_inflight <= 2 for h in hosts)  # one worker per host, under its per_host cap
+    assert all(h.max_inflight >= 1 for h in hosts)

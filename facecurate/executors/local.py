@@ -35,6 +35,16 @@ class LocalExecutor:
             line.seconds += time.perf_counter() - start
             yield results
 
+    def map_groups(self, work: BatchWork[ItemT, ResultT], groups: Iterable[list[list[ItemT]]]
+                   ) -> Iterator[list[ResultT]]:
+        for group in groups:
+            try:
+                yield from self.map_batches(work, group)
+            finally:
+                close = getattr(work, "close", None)
+                if close is not None:
+                    close()
+
     def throughput(self) -> list[NodeThroughput]:
         return list(self._counts.values())
 
