@@ -56,7 +56,11 @@ class Executor(Protocol):
     threads and processes there and only hand batches to an executor that is not local."""
 
     name: str
-    gpus_per_worker: float  # what a worker that wants a GPU is given; 0: no GPU to give (a CPU worker then)
+
+    @property
+    def gpus_per_worker(self) -> float:
+        """What a worker that wants a GPU is given; 0: no GPU to give (a CPU worker then)."""
+        ...
 
     @property
     def is_local(self) -> bool: ...

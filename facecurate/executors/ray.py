@@ -84,31 +84,45 @@ class RayExecutor:
 
     def __init__(self, address: str = "", workers: int = 0, gpus_per_worker: float = 1.0,
                  progress: Progress = SILENT, threads: int = 0) -> None:
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        import ray
-
-        self.progress = progress
-        self._started = False
-        if not ray.is_initialized():
-            try:
-                ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise FacecurateError(f"Could not start or join a Ray cluster at [run] ray_address = "
-                                      f"{address!r} ({exc}). Leave it empty to start one on this machine, or "
-                                      f"start one with `ray start --head` and use \"auto\".") from exc
-            self._started = True
-        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-        self.cpus = max(1, int(resources.get("CPU", 1)))
-        self.gpus = float(resources.get("GPU", 0))
-        self.workers = workers
+        """Nothing starts here: the cluster is started or joined by the first stage that has work for it, so a
+        run with nothing new to do costs no Ray start-up."""
+        self.address, self.workers, self.progress = address, workers, progress
+        self._wanted_gpus = gpus_per_worker
         # Ray gives a one-CPU worker OMP_NUM_THREADS=1, and MTCNN's float32 sums then add up in another order:
         # boxes move by ~1e-5 px and FaceMesh's eye ratios on the re-cut crop by up to 1e-2. Workers get the
         # thread count this process runs with instead, so both executors give the same answers on one machine.
         self.threads = threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-        self.gpus_per_worker = min(gpus_per_worker, self.gpus) if self.gpus > 0 else 0.0
+        self._started = False
+        self._ready = False
+        self.cpus, self.gpus = 1, 0.0
         self._counts: dict[tuple[str, str], NodeThroughput] = {}
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # workers run this interpreter, not `uv run`
+        import ray
+
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise FacecurateError(f"Could not start or join a Ray cluster at [run] ray_address = "
+                                      f"{self.address!r} ({exc}). Leave it empty to start one on this machine, "
+                                      f"or start one with `ray start --head` and use \"auto\".") from exc
+            self._started = True
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        self.gpus = float(resources.get("GPU", 0))
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        self._ready = True
+
+    @property
+    def gpus_per_worker(self) -> float:
+        """What a crop worker is given: ``[run] ray_gpus_per_worker``, 0 when the cluster has no GPU."""
+        self._ensure()
+        return min(self._wanted_gpus, self.gpus) if self.gpus > 0 else 0.0
 
     @property
     def is_local(self) -> bool:
@@ -129,6 +143,7 @@ class RayExecutor:
         todo = list(batches)
         if not todo:
             return
+        self._ensure()
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
@@ -177,6 +192,7 @@ class RayExecutor:
         todo = [g for g in groups if g]
         if not todo:
             return
+        self._ensure()
         task = ray.remote(num_cpus=0, num_returns="streaming")(_run_group)
         blob = ray.put(_dumps(work))
         cap = self.workers or 4 * self.cpus
@@ -226,5 +242,5 @@ class RayExecutor:
             import ray
 
             ray.shutdown()
-            self._started = False
+            self._started = self._ready = False
 

@@ -103,23 +103,26 @@ def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: Cro
 
     GPU workers when the device allows one (auto or cuda) and the executor has GPUs to give, else CPU workers;
     ``cuda`` on a cluster without GPUs is refused before anything runs."""
+    rows = catalog.images_to_crop(redo=redo)
+    if not rows:  # nothing to do: no cluster started, no detector loaded
+        progress.start(f"crop ({opts.device} on {executor.name})", 0, "img")
+        progress.finish()
+        return CropSummary(device=f"{opts.device} on {executor.name}")
     gpus = executor.gpus_per_worker if opts.device != "cpu" else 0.0
     if opts.device == "cuda" and gpus <= 0:
         raise ConfigError(f"--device cuda: the {executor.name} executor's cluster has no GPU; use --device auto "
                           f"or cpu, or add GPU nodes to the cluster.")
     device = "cuda" if gpus > 0 else "cpu"
-    rows = catalog.images_to_crop(redo=redo)
     summary = CropSummary(device=f"{device} on {executor.name}")
     progress.start(f"crop ({summary.device})", len(rows), "img")
-    if rows:
-        cfg = ws.config()
-        work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
-                        int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus)
-        chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
-        for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
-            found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
-            record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
-            progress.advance(len(chunk))
+    cfg = ws.config()
+    work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
+                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus)
+    chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
+    for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
+        found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
+        record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
+        progress.advance(len(chunk))
     progress.finish()
     return summary
 
