@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEMO, DEV, images_in, print_table
+from _common import DEMO, DEV, images_in, print_wide_table
 
 from facecurate.catalog import Catalog
 from facecurate.dedup import DedupOptions, run_dedup
@@ -158,7 +158,7 @@ def main() -> None:
         total = r["hash"] + r["crop"] + r["filter"]
         rows.append([name, n / r["hash"], n / r["crop"], r["faces"] / max(r["filter"], 1e-9), n / total,
                      r["startup_s"], r["per_batch_ms"], r["per_item_us"]])
-    print_table(f"local vs ray on {n} photos ({args.device}, {results['cpus']} CPUs, load {load:.1f} at start)",
+    print_wide_table(f"local vs ray on {n} photos ({args.device}, {results['cpus']} CPUs, load {load:.1f} at start)",
                 ["executor", "hash img/s", "crop img/s", "filter faces/s", "all img/s", "startup s",
                  "ms/batch", "µs/item"], rows)
 
