@@ -42,7 +42,7 @@ ResultT = TypeVar("ResultT")
 def _dumps(obj: object) -> bytes:
     from ray import cloudpickle
 
-    return cloudpickle.dumps(obj)  # type: ignore[no-untyped-call,no-any-return]
+    return cloudpickle.dumps(obj)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
 
 
 def _run_group(work_blob: bytes, group_blob: bytes) -> Iterator[tuple[str, int, bytes]]:
@@ -112,7 +112,7 @@ class RayExecutor:
                                       f"{self.address!r} ({exc}). Leave it empty to start one on this machine, "
                                       f"or start one with `ray start --head` and use \"auto\".") from exc
             self._started = True
-        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call,unused-ignore]
         self.cpus = max(1, int(resources.get("CPU", 1)))
         self.gpus = float(resources.get("GPU", 0))
         logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -207,7 +207,7 @@ class RayExecutor:
                 ready, _ = ray.wait(running, num_returns=1)
                 for gen in ready:
                     try:
-                        ref = next(gen)  # type: ignore[arg-type]
+                        ref = next(gen)  # type: ignore[arg-type,unused-ignore]
                     except StopIteration:
                         running.remove(gen)
                         continue
