@@ -324,29 +324,29 @@ def test_a_crawl_on_ray_downloads_host_by_host_and_records_what_local_records(ra
     assert all(h.max_inflight >= 1 for h in hosts)
 
 
-class _DiesOnce:
-    """Work whose worker process dies (as with a lost node) the first time it meets ``fatal``."""
-
-    name, gpus = "dies_once", 0.0
-
-    def __init__(self, marker: str, fatal: int) -> None:
-        self.marker, self.fatal = marker, fatal
-
-    def __call__(self, batch: list[int], /) -> list[int]:
-        if self.fatal in batch and not os.path.exists(self.marker):
-            Path(self.marker).touch()
-            os._exit(1)
-        return [10 * x for x in batch]
-
-
 def test_a_lost_worker_is_retried_by_ray_and_its_results_come_back_once(ray_cluster: str, ws: Workspace,
                                                                         tmp_path: Path):
+    class DiesOnce:  # defined here so it pickles by value: Ray's workers need not import the tests
+        """Work whose worker process dies (as with a lost node) the first time it meets ``fatal``."""
+
+        name, gpus = "dies_once", 0.0
+
+        def __init__(self, marker: str, fatal: int) -> None:
+            self.marker, self.fatal = marker, fatal
+
+        def __call__(self, batch: list[int], /) -> list[int]:
+            if self.fatal in batch and not os.path.exists(self.marker):
+                Path(self.marker).touch()
+                time.sleep(0.5)  # the results before this batch have reached the driver
+                os._exit(1)
+            return [10 * x for x in batch]
+
     executor = make_executor(ws, "ray")
     try:
-        batches = list(executor.map_batches(_DiesOnce(str(tmp_path / "a"), 3), [[i] for i in range(6)]))
+        batches = list(executor.map_batches(DiesOnce(str(tmp_path / "a"), 3), [[i] for i in range(6)]))
         assert batches == [[0], [10], [20], [30], [40], [50]] and (tmp_path / "a").exists()
         # mid-group: [30] was already handed back when the worker died on 4; the retried task does not repeat it
-        groups = list(executor.map_groups(_DiesOnce(str(tmp_path / "b"), 4), [[[1], [2]], [[3], [4]], [[5]]]))
+        groups = list(executor.map_groups(DiesOnce(str(tmp_path / "b"), 4), [[[1], [2]], [[3], [4]], [[5]]]))
         assert sorted(groups) == [[10], [20], [30], [40], [50]] and (tmp_path / "b").exists()
     finally:
         executor.close()
