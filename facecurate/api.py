@@ -201,16 +201,17 @@ class Project:
 
     def run(self, *, stages: Sequence[str] | None = None, engines: Sequence[str] | None = None,
             terms: Sequence[str] | None = None, limit: int | None = None, device: str | None = None,
-            fmt: str | None = None, layout: str | None = None, again: bool = False,
+            fmt: str | None = None, layout: str | None = None, again: bool = False, executor: str | None = None,
             progress: Progress | bool = False) -> RunSummary:
         """The whole pipeline (crawl, dedup, crop, filter, export), each stage resuming where it stopped.
 
-        A stage failure does not raise: see ``summary.ok``/``summary.error``, or call
-        ``summary.raise_for_error()``."""
+        ``executor``: ``local`` or ``ray`` (None: ``[run] executor``). A stage failure does not raise: see
+        ``summary.ok``/``summary.error``, or call ``summary.raise_for_error()``."""
         from facecurate.pipeline import STAGES, RunOptions, parse_stages, run_pipeline
 
         opts = RunOptions(stages=parse_stages(",".join(stages or STAGES)), engines=tuple(engines or ()),
-                          terms=tuple(terms or ()), limit=limit, device=device, fmt=fmt, layout=layout, again=again)
+                          terms=tuple(terms or ()), limit=limit, device=device, fmt=fmt, layout=layout, again=again,
+                          executor=executor)
         with _progress(progress) as sink:
             return run_pipeline(self.workspace, self.catalog, opts, sink)
 

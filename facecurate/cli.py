@@ -291,13 +291,14 @@ def status(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 @reports_errors
 def demo(out: Annotated[Path | None, typer.Option(help="Demo workspace (default: a temp folder).")] = None,
-         device: DeviceOpt = None) -> None:
+         device: DeviceOpt = None,
+         executor: Annotated[str | None, typer.Option(help="local | ray (see `run --help`).")] = None) -> None:
     """The whole pipeline offline: a loopback search engine over the bundled public-domain photos and edits of
     them, crawled, deduplicated, cropped, filtered and exported (every rejection reason fires once or more)."""
     from facecurate.demo import run_demo
 
     with output.bars() as bars:
-        result = run_demo(out, device=device_choice(device), progress=bars)
+        result = run_demo(out, device=device_choice(device), progress=bars, executor=executor)
     output.show(output.run_view(result.run))
     output.show(output.demo_view(result.outcomes))
     result.run.raise_for_error()
@@ -457,13 +458,17 @@ def run(query: Annotated[list[str] | None, typer.Option("--query", "-q", help="C
         layout: Annotated[str | None, typer.Option(help="imagefolder | per-label | cyclegan | none (default: "
                                                         "export.layout; see `export --help`).")] = None,
         again: Annotated[bool, typer.Option("--again", help="Crawl: re-run pairs already used.")] = False,
+        executor: Annotated[str | None, typer.Option(help="local | ray: where dedup's hashing, crop and filter "
+                                                     "run (default: run.executor; ray needs `uv sync --extra "
+                                                     "ray`).")] = None,
         workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """The whole pipeline for the pending queries: crawl, dedup, crop, filter, export, each resuming where it stopped.
 
     A blocked search still lets the other stages run; a failed dedup, crop or filter skips the ones after it."""
     with project(workspace) as p, output.bars() as bars:
         summary = p.run(stages=stages.split(","), engines=engine, terms=query, limit=limit,
-                        device=device_choice(device), fmt=fmt, layout=layout, again=again, progress=bars)
+                        device=device_choice(device), fmt=fmt, layout=layout, again=again, executor=executor,
+                        progress=bars)
     output.print_json(summary) if as_json else output.show(output.run_view(summary))
     summary.raise_for_error()
 

@@ -198,7 +198,8 @@ def outcomes(ws: Workspace, catalog: Catalog) -> list[DemoOutcome]:
     return out
 
 
-def run_demo(out: Path | None = None, device: str | None = None, progress: Progress = SILENT) -> DemoResult:
+def run_demo(out: Path | None = None, device: str | None = None, progress: Progress = SILENT,
+             executor: str | None = None) -> DemoResult:
     """init → queries add → run (crawl, dedup, crop, filter, export) against the loopback engine. The engine
     stops when the run ends, whether it finished, failed or was interrupted; a failed stage is in the result."""
     root = out or Path(tempfile.mkdtemp(prefix="facecurate-demo-"))
@@ -210,5 +211,6 @@ def run_demo(out: Path | None = None, device: str | None = None, progress: Progr
             add_terms(ws, catalog, label, [term])
         progress.note(f"search engine (bing's answer shape) on {engine.base_url}; queries: "
                       + ", ".join(f"{label}: {term!r}" for label, term in QUERIES.items()))
-        summary = run_pipeline(ws, catalog, RunOptions(engines=("bing",), device=device), progress)
+        summary = run_pipeline(ws, catalog, RunOptions(engines=("bing",), device=device, executor=executor),
+                               progress)
         return DemoResult(ws.root, engine.base_url, summary, outcomes(ws, catalog))

@@ -20,6 +20,11 @@ Failures, and why they are handled differently:
 once more right after ``crop``: face-level groups need the aligned crops (hashes are cached, so the second
 pass only hashes the new crops).
 
+Where the heavy work runs is the **executor**'s choice (``--executor``, ``[run] executor``; see
+:mod:`facecurate.work`): ``local`` is each stage's own path; ``ray`` runs dedup's fingerprinting, crop and
+filter's measuring and crawl's downloads (host by host) on Ray workers, while this process searches, selects,
+decides and commits every batch, so the catalog and its state rules are the same either way. Export runs here.
+
 The closing counts come from the manifest's rows (:func:`facecurate.export.manifest_rows`), whose states are the
 catalog's state in force, so a resumed run or a ``--stages`` subset reports the whole workspace, not only this
 run's delta; only "new images" is this run's own figure.
@@ -36,7 +41,9 @@ from typing import TYPE_CHECKING, Literal
 from facecurate.catalog import Catalog, State
 from facecurate.errors import ConfigError, FacecurateError, PipelineError
 from facecurate.events import SILENT, Progress
+from facecurate.executors import make_executor
 from facecurate.export import ExportOptions, ExportSummary, export, manifest_rows
+from facecurate.work import Executor
 from facecurate.workspace import Workspace, check_choice
 
 if TYPE_CHECKING:  # the stages are imported when they run: `status` need not load torch and MediaPipe
@@ -65,6 +72,7 @@ class RunOptions:
     fmt: str | None = None             # manifest format; None: [export] format
     layout: str | None = None          # export layout; None: [export] layout (export's default too)
     again: bool = False                # crawl: re-run (query, engine) pairs already used
+    executor: str | None = None        # where dedup's hashing, crop and filter run; None: [run] executor
 
 
 def parse_stages(text: str) -> tuple[StageName, ...]:
@@ -87,6 +95,8 @@ def check_options(opts: RunOptions) -> None:
         check_choice("export", "format", opts.fmt, "--format")
     if opts.layout is not None:
         check_choice("export", "layout", opts.layout, "--layout")
+    if opts.executor is not None:
+        check_choice("run", "executor", opts.executor, "--executor")
     if opts.limit is not None and opts.limit < 1:
         raise ConfigError(f"--limit {opts.limit}: use 1 or more results per query and engine.")
 
@@ -207,13 +217,15 @@ class _Context:
     catalog: Catalog
     opts: RunOptions
     progress: Progress
+    executor: Executor | None = None   # None: every stage on its own local path
 
 
 def _crawl(ctx: _Context) -> StageOutcome:
     from facecurate.crawl import run_crawl
 
     summary = run_crawl(ctx.ws, ctx.catalog, engines=list(ctx.opts.engines) or None, limit=ctx.opts.limit,
-                        again=ctx.opts.again, terms=list(ctx.opts.terms) or None, progress=ctx.progress)
+                        again=ctx.opts.again, terms=list(ctx.opts.terms) or None, progress=ctx.progress,
+                        executor=ctx.executor)
     if not summary.searches:
         return StageOutcome("crawl", "done", "nothing pending (add terms with `facecurate queries add`, or "
                             "re-run used ones with --again)", summary)
@@ -234,7 +246,7 @@ def _dedup(ctx: _Context) -> StageOutcome:
     from facecurate.dedup import DedupOptions, run_dedup
 
     opts = DedupOptions.from_config(ctx.ws)
-    summary = run_dedup(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
+    summary = run_dedup(ctx.ws, ctx.catalog, opts, progress=ctx.progress, executor=ctx.executor)
     photos, faces = summary.photo_level, summary.face_level
     detail = (f"{photos.hashed} photos hashed, {photos.duplicates} duplicate photos in {photos.group_count} groups"
               + (f"; {faces.hashed} faces hashed, {faces.duplicates} duplicate faces" if opts.faces else ""))
@@ -245,7 +257,12 @@ def _crop(ctx: _Context) -> StageOutcome:
     from facecurate.faces.crop import CropOptions, run_crop
 
     opts = CropOptions.from_config(ctx.ws, device=ctx.opts.device)
-    summary = run_crop(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
+    if ctx.executor is not None and not ctx.executor.is_local:
+        from facecurate.faces.crop_work import run_crop_with
+
+        summary = run_crop_with(ctx.executor, ctx.ws, ctx.catalog, opts, progress=ctx.progress)
+    else:
+        summary = run_crop(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
     detail = (f"{summary.images} images on {summary.device}: {summary.faces} crops written, "
               f"{summary.no_face} without a face, {len(summary.failed)} failed")
     return StageOutcome("crop", "done", detail, summary)
@@ -254,7 +271,12 @@ def _crop(ctx: _Context) -> StageOutcome:
 def _filter(ctx: _Context) -> StageOutcome:
     from facecurate.rules.stage import run_filter
 
-    summary = run_filter(ctx.ws, ctx.catalog, progress=ctx.progress)
+    if ctx.executor is not None and not ctx.executor.is_local:
+        from facecurate.rules.filter_work import run_filter_with
+
+        summary = run_filter_with(ctx.executor, ctx.ws, ctx.catalog, progress=ctx.progress)
+    else:
+        summary = run_filter(ctx.ws, ctx.catalog, progress=ctx.progress)
     # "passed", not "kept": a duplicate face can pass every rule and still stay out of the dataset.
     detail = (f"{summary.faces} faces decided ({summary.measured} measured now): {summary.passed} passed the rules, "
               f"{summary.rejected} rejected")
@@ -285,7 +307,8 @@ def _attempt(name: StageName, runner: Callable[[_Context], StageOutcome], ctx: _
 def run_pipeline(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Progress = SILENT) -> RunSummary:
     """Run the selected stages in order and return the summary; see the module docstring for failures.
 
-    Bad options and unknown ``terms`` raise ConfigError before any stage starts. A stage failure does not
+    Bad options, unknown ``terms`` and ``--executor ray`` without Ray installed raise ConfigError before any
+    stage starts. A stage failure does not
     raise: it is in the summary (``summary.error`` and ``exit_code``; :meth:`RunSummary.raise_for_error`)."""
     check_options(opts)
     if "crawl" in opts.stages and opts.terms:
@@ -293,9 +316,20 @@ def run_pipeline(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Pr
 
         opts = replace(opts, terms=tuple(check_terms(ws, catalog, list(opts.terms))))
     images_before = catalog.images_per_label()
+    heavy = {"crawl", "dedup", "crop", "filter"} & set(opts.stages)
+    executor = make_executor(ws, opts.executor, progress) if heavy else None  # Ray missing: refused here
+    try:
+        return _run_stages(ws, catalog, opts, progress, executor, images_before)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _run_stages(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Progress, executor: Executor | None,
+                images_before: dict[str | None, int]) -> RunSummary:
     outcomes: list[StageOutcome] = []
     halted: str | None = None
-    ctx = _Context(ws, catalog, opts, progress)
+    ctx = _Context(ws, catalog, opts, progress, executor)
     for name in STAGES:
         if name not in opts.stages:
             outcomes.append(StageOutcome(name))

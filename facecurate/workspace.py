@@ -229,6 +229,18 @@ SETTINGS: tuple[Setting, ...] = (
             "Worker processes that decode, align and write crops beside the detector; 0 = automatic (three "
             "quarters of the usable cores, the rest to MTCNN's threads; none for a handful of photos or one "
             "core).", min=0, max=256),
+    Setting("run", "executor", "local",
+            "Where the heavy stages' batches run: local (this machine's threads and processes) or ray (a Ray "
+            "cluster; needs the ray extra: `uv sync --extra ray`).", ("local", "ray")),
+    Setting("run", "ray_address", "",
+            "Ray cluster to join: empty starts one on this machine (or joins RAY_ADDRESS), auto finds a running "
+            "one, ray://host:10001 a remote one (its nodes must see the workspace at the same path)."),
+    Setting("run", "ray_workers", 0,
+            "Ray workers (actors) per stage; 0: one per CPU the cluster has (one per GPU for crop on GPUs).",
+            min=0, max=100_000),
+    Setting("run", "ray_gpus_per_worker", 1.0,
+            "GPUs each crop worker holds when the cluster has GPUs (0.5 puts two workers on one GPU).",
+            min=0, max=8, above=True),
     Setting("export", "format", "jsonl", "Manifest format.", ("jsonl", "csv", "parquet")),
     Setting("export", "layout", "imagefolder",
             "Dataset layout `export` and `run` write, each in its own folder under exports/: imagefolder (Hugging "

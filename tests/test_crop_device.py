@@ -19,7 +19,7 @@ from facecurate.errors import ImageError
 from facecurate.events import SILENT
 from facecurate.faces import crop_device
 from facecurate.faces.crop import CropOptions, run_crop
-from facecurate.faces.crop_work import Limits
+from facecurate.faces.crop_photo import Limits
 from facecurate.ingest import import_paths
 from facecurate.workspace import init_workspace
 from tests.conftest import DEV, RecordingProgress

@@ -318,10 +318,12 @@ def test_run_and_export_share_one_default_and_the_retired_run_layout(tmp_path: P
     from facecurate.workspace import setting
 
     ws = init_workspace(tmp_path / "ws")
-    assert "[run]" not in ws.config_path.read_text()
+    text = ws.config_path.read_text()
+    run_section = text.split("\n[run]\n", 1)[1].split("\n[", 1)[0]  # [run] now holds the executor settings
+    assert "layout" not in run_section
     assert ExportOptions.from_config(ws).layout == setting("export", "layout").default == "imagefolder"
-    with ws.config_path.open("a") as fh:  # what `init` wrote before run and export shared [export] layout
-        fh.write('\n[run]\nlayout = "imagefolder"\n')
+    # what `init` wrote before run and export shared [export] layout
+    ws.config_path.write_text(text.replace("\n[run]\n", '\n[run]\nlayout = "imagefolder"\n', 1))
     assert ws.config().get("export", "layout") == "imagefolder"
     ws.config_path.write_text(ws.config_path.read_text().replace('[run]\nlayout = "imagefolder"',
                                                                  '[run]\nlayout = "per-label"'))

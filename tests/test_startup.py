@@ -44,7 +44,7 @@ def test_crop_workers_never_load_torch() -> None:
     """A spawned crop worker (macOS, Windows) imports only this module and what it needs: a worker that loaded
     torch would cost seconds and hundreds of MB each."""
     loaded = _modules_after("import facecurate.faces.crop_workers")
-    assert "facecurate.faces.crop_work" in loaded and "torch" not in loaded
+    assert "facecurate.faces.crop_photo" in loaded and "torch" not in loaded
 
 
 @pytest.mark.parametrize("n", [50, 1500])  # both of torchvision's paths: coordinate offsets, per-class loop

@@ -388,6 +388,11 @@ class HostGate:
             self._caps[host] = cap
             self._slots[host] = threading.BoundedSemaphore(cap[0])
 
+    def caps(self) -> dict[str, tuple[int, float]]:
+        """The per-host caps set with :meth:`limit`, as (requests in flight, starts a second)."""
+        with self._lock:
+            return {h: (n, 1.0 / gap if gap > 0 else 0.0) for h, (n, gap) in self._caps.items()}
+
     @contextmanager
     def slot(self, host: str) -> Iterator[None]:
         with self._lock:
@@ -464,6 +469,16 @@ class Http:
     def trust(self, base_url: str) -> None:
         """Let the network policy through for ``base_url``'s host and port (an engine the user configured)."""
         self._guard.trust(base_url)
+
+    def policy(self) -> tuple[list[tuple[str, int]], dict[str, tuple[int, float]]]:
+        """The (host, port) pairs trusted and the per-host caps so far, as plain values, so a client built from
+        the same settings in another process (an executor's worker) obeys the same rules (:meth:`adopt`)."""
+        return sorted(self._guard.trusted), self.gate.caps()
+
+    def adopt(self, trusted: list[tuple[str, int]], caps: dict[str, tuple[int, float]]) -> None:
+        self._guard.trusted.update(trusted)
+        for host, (per_host, rate) in caps.items():
+            self.gate.limit(host, per_host, rate)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)

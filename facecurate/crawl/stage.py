@@ -30,6 +30,7 @@ from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
 from facecurate.errors import ConfigError, FacecurateError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.storage import put_raw, store
+from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
 COMMIT_EVERY = 32          # downloads per transaction: a kill loses at most this many fetches
@@ -210,8 +211,10 @@ class Crawl:
     """One `facecurate crawl` invocation: shared HTTP client, downloader and engines, over many pairs."""
 
     def __init__(self, ws: Workspace, catalog: Catalog, progress: Progress = SILENT,
-                 http: Http | None = None) -> None:
+                 http: Http | None = None, executor: Executor | None = None) -> None:
         self.ws, self.catalog = ws, catalog
+        # not local: downloads wait until a search has recorded its pages, then go out host by host
+        self.remote = executor if executor is not None and not executor.is_local else None
         cfg = ws.config()
         self.page_delay = float(cfg.get("crawl", "page_delay"))
         self.empty_pages = int(cfg.get("crawl", "empty_pages"))
@@ -314,10 +317,12 @@ class Crawl:
             self._submit_pending(run.id, inflight)
             self._search_loop(pair, run, limit, inflight)
             self._drain(inflight, block=True)
+            self._fetch_remote(run.id)
             with catalog.transaction():
                 catalog.finish_run(run.id, "done")
         except SearchStopped as stop:
             self._drain(inflight, block=True)  # what was found before the block is kept
+            self._fetch_remote(run.id)
             saved = self._save_page(stop, pair, run.id)
             with catalog.transaction():
                 catalog.finish_run(run.id, "blocked", error=stop.describe(), saved_page=saved)
@@ -390,6 +395,8 @@ class Crawl:
 
     def _submit_pending(self, run_id: int, inflight: Inflight, after_rank: int = 0) -> None:
         """Start the run's pending downloads ranked after ``after_rank`` (0: all, as on a resume)."""
+        if self.remote is not None:
+            return  # _fetch_remote takes them once the search is over
         for row in self.catalog.pending_downloads(run_id, after_rank):
             if row.url_id not in inflight:
                 inflight.add(row.url_id, self.downloader.submit(row))
@@ -413,6 +420,23 @@ class Crawl:
                 self._commit(batch)
                 batch, last_commit = [], time.monotonic()
         self._commit(batch)
+
+    def _fetch_remote(self, run_id: int) -> None:
+        """The run's pending downloads on the executor, one host per worker at a time; each batch is recorded
+        as it arrives (see :mod:`facecurate.crawl.download_work`)."""
+        if self.remote is None:
+            return
+        from facecurate.crawl.download_work import DownloadWork, host_groups
+
+        rows = self.catalog.pending_downloads(run_id, 0)
+        if not rows:
+            return
+        cfg = self.ws.config()
+        trusted, caps = self.http.policy()
+        work = DownloadWork(str(self.ws.root), self.http.settings, trusted, caps, int(cfg.get("media", "max_pixels")),
+                            int(cfg.get("media", "min_side")), float(cfg.get("media", "decode_budget")))
+        for batch in self.remote.map_groups(work, host_groups(rows, COMMIT_EVERY)):
+            self._commit(batch)
 
     def _commit(self, batch: list[Downloaded]) -> None:
         if not batch:
@@ -453,15 +477,17 @@ class Crawl:
 
 def run_crawl(ws: Workspace, catalog: Catalog, engines: list[str] | None = None, limit: int | None = None,
               label: str | None = None, again: bool = False, dry_run: bool = False,
-              progress: Progress = SILENT, terms: list[str] | None = None) -> CrawlSummary:
+              progress: Progress = SILENT, terms: list[str] | None = None,
+              executor: Executor | None = None) -> CrawlSummary:
     """Run every pending pair (or every pair with ``again``); returns one report per pair, blocked ones too.
 
     ``progress`` gets one task per pair (see :func:`task_name`), counted in URLs settled; a dry run also
-    notes each URL it would fetch (``url<TAB>page_url``)."""
+    notes each URL it would fetch (``url<TAB>page_url``). ``executor`` (not local): downloads run on its
+    workers, host by host, after each search has recorded its pages."""
     default_limit = int(ws.config().get("crawl", "limit"))
     pairs = plan(ws, catalog, engines, label, again, terms)
     searches: list[PairReport] = []
-    with Crawl(ws, catalog, progress) as crawl:
+    with Crawl(ws, catalog, progress, executor=executor) as crawl:
         for pair in pairs:  # --limit, else the query's own limit=, else [crawl] limit
             n = limit or int(pair.query.settings.get("limit") or default_limit)
             report = crawl.dry_run(pair, n) if dry_run else crawl.run_pair(pair, n)

@@ -57,6 +57,7 @@ from facecurate.dedup.sharded import Mapper
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Failure, Progress
+from facecurate.work import Executor
 from facecurate.workspace import Workspace, options_from
 
 BATCH = 128          # files fingerprinted per transaction: a kill re-hashes at most this many
@@ -181,6 +182,7 @@ class _Run:
     dry_run: bool
     redo: bool
     progress: Progress
+    executor: Executor | None = None   # None or local: this process's forked workers (see _mapper)
 
 
 # -- fingerprinting ---------------------------------------------------------------------------------------
@@ -213,6 +215,19 @@ def _fingerprint_row(job: _Job, rel: str, stamp: str) -> HashRow:
 
 def _fingerprint_chunk(job: _Job, chunk: list[tuple[str, str]]) -> list[HashRow]:
     return [_fingerprint_row(job, rel, stamp) for rel, stamp in chunk]
+
+
+class FingerprintWork:
+    """Fingerprinting one chunk of (path, stamp) pairs, as an executor's batch work (``run --executor ray``)."""
+
+    name = "hash"
+    gpus = 0.0
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+
+    def __call__(self, chunk: list[tuple[str, str]]) -> list[HashRow]:
+        return _fingerprint_chunk(self.job, chunk)
 
 
 # The stage's [media] decode_budget, shared by this process and its forked fingerprinting workers. A global
@@ -285,8 +300,10 @@ def _fingerprint_all(run: _Run, job: _Job, todo: list[tuple[str, str]]) -> Itera
     per_batch = max(1, BATCH // size)
     budget = media.PixelBudget(run.ws.config().get("media", "decode_budget"),
                                processes="fork" in multiprocessing.get_all_start_methods())
-    with _mapper(len(chunks), budget) as pmap:
-        results = pmap(partial(_fingerprint_chunk, job), chunks)
+    remote = run.executor if run.executor is not None and not run.executor.is_local else None
+    with _mapper(0 if remote else len(chunks), budget) as pmap:
+        results = remote.map_batches(FingerprintWork(job), chunks) if remote else \
+            pmap(partial(_fingerprint_chunk, job), chunks)
         for start in range(0, len(chunks), per_batch):
             rows = [row for _ in chunks[start:start + per_batch] for row in next(results)]
             if not run.dry_run:
@@ -692,14 +709,15 @@ def _closest_face(face: _Face, candidates: list[_Face]) -> tuple[int, int | None
 
 
 def run_dedup(ws: Workspace, catalog: Catalog, opts: DedupOptions, *, dry_run: bool = False, redo: bool = False,
-              progress: Progress = SILENT) -> DedupSummary:
+              progress: Progress = SILENT, executor: Executor | None = None) -> DedupSummary:
     """Fingerprint what is new, group photos, then (if enabled and cropped) faces; see the module docstring.
 
     ``progress`` sees one task per level that has files to hash ("hash photos", "hash faces"), counted in
-    files; a level with nothing new to hash starts no task."""
+    files; a level with nothing new to hash starts no task. ``executor`` (not local) fingerprints on its workers;
+    grouping and every catalog write stay in this process."""
     opts.check()
     summary = DedupSummary(options=opts, dry_run=dry_run)
-    run = _Run(ws, catalog, opts, dry_run, redo, progress)
+    run = _Run(ws, catalog, opts, dry_run, redo, progress, executor)
     photos = _dedup_photos(run, summary)
     if opts.faces:
         _dedup_faces(run, summary, photos)

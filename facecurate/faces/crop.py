@@ -31,7 +31,7 @@ from facecurate.errors import ImageError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.faces import crop_workers
 from facecurate.faces.align import AlignmentMode, PaddingMode
-from facecurate.faces.crop_work import CutSettings, Face, Limits, crop_image, crop_relpath, decode_copy
+from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, crop_relpath, decode_copy
 from facecurate.faces.crop_workers import Failed
 from facecurate.workspace import Workspace, check_choice, options_from, setting
 
@@ -279,6 +279,24 @@ def _chunks(rows: list[ImageRow], size: int) -> list[list[ImageRow]]:
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
+def detect_with_retries(detector: BatchedDetector, copies: list[media.Decoded], opts: CropOptions
+                        ) -> list[list[Detection]]:
+    """Every detection copy's faces: one batched look, then the further looks (RETRY_LOOKS) at the photos it
+    missed. Shared by the local paths and the executors' crop work (faces/crop_work.py), so all find the same
+    faces."""
+    detections = detector.detect([copy.pixels for copy in copies])
+    missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
+              and min(copies[k].source_size) < RETRY_UP_TO]
+    for min_side, pad_share in RETRY_LOOKS:
+        if not missed:
+            break
+        looked = retry_tight(detector, [copies[k].pixels for k in missed], min_side, pad_share)
+        for k, found in zip(missed, looked, strict=True):
+            detections[k] = found
+        missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
+    return detections
+
+
 def _detect(detector: BatchedDetector, batch: _Batch, opts: CropOptions) -> Iterator[tuple[int, media.Decoded,
                                                                                           list[Face]]]:
     """MTCNN on a batch's decoded copies, closer looks at tight crops with no face, every detection noted in
@@ -289,16 +307,7 @@ def _detect(detector: BatchedDetector, batch: _Batch, opts: CropOptions) -> Iter
         decoded = batch.copy(j)
         if not isinstance(decoded, ImageError):
             good.append((j, decoded))
-    detections = detector.detect([copy.pixels for _, copy in good])
-    missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
-              and min(good[k][1].source_size) < RETRY_UP_TO]
-    for min_side, pad_share in RETRY_LOOKS:
-        if not missed:
-            break
-        looked = retry_tight(detector, [good[k][1].pixels for k in missed], min_side, pad_share)
-        for k, found in zip(missed, looked, strict=True):
-            detections[k] = found
-        missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
+    detections = detect_with_retries(detector, [copy for _, copy in good], opts)
     for (j, copy), found in zip(good, detections, strict=True):
         found = _to_source(found, copy)
         batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
@@ -319,8 +328,15 @@ def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary) -> None:
         job = batch.jobs.get(j)
         result = job.result() if job is not None else []
         outcomes.append(result.error() if isinstance(result, Failed) else result)
+    record_batch(catalog, batch.rows, outcomes, batch.found, summary)
+
+
+def record_batch(catalog: Catalog, rows: list[ImageRow], outcomes: list[list[FaceRecord] | ImageError],
+                 found: dict[int, list[dict[str, object]]], summary: CropSummary) -> None:
+    """One batch's outcomes (faces, none, or the error) in one transaction, whichever path or executor computed
+    them: the crop states are decided here only."""
     with catalog.transaction():
-        for j, (row, outcome) in enumerate(zip(batch.rows, outcomes, strict=True)):
+        for j, (row, outcome) in enumerate(zip(rows, outcomes, strict=True)):
             summary.images += 1
             if isinstance(outcome, ImageError) and row.crop_state == "done":
                 # --redo: a face row is replaced only by a new result, never by a failure to compute one
@@ -329,9 +345,9 @@ def _commit(catalog: Catalog, batch: _Batch, summary: CropSummary) -> None:
                 catalog.save_crop_result(row.id, "failed", [], error=str(outcome))
                 summary.failed.append(Failure(row.path, str(outcome)))
             elif outcome:
-                catalog.save_crop_result(row.id, "done", outcome, detections=batch.found.get(j))
+                catalog.save_crop_result(row.id, "done", outcome, detections=found.get(j))
                 summary.with_face += 1
                 summary.faces += len(outcome)
             else:
-                catalog.save_crop_result(row.id, "no_face", [], detections=batch.found.get(j))
+                catalog.save_crop_result(row.id, "no_face", [], detections=found.get(j))
                 summary.no_face += 1

@@ -35,7 +35,7 @@ from facecurate.faces import crop_workers
 from facecurate.faces.align import Alignment, Placement, align_face, place_face
 from facecurate.faces.align_torch import align_faces, image_tensor
 from facecurate.faces.crop import CropOptions, CropSummary, _Batch, _commit, _cut_settings, _detect
-from facecurate.faces.crop_work import Face, Limits, decode_copy, face_record
+from facecurate.faces.crop_photo import Face, Limits, decode_copy, face_record
 from facecurate.faces.crop_workers import Failed
 from facecurate.faces.detect import BatchedDetector
 from facecurate.workspace import Workspace

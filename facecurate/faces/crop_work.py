@@ -1,98 +1,134 @@
-"""One photo's share of the crop stage, the same in this process and in a worker: the detector's reduced copy,
-then each chosen face aligned, encoded and written atomically.
+"""The crop stage as batches for an executor that is not local (``run --executor ray``).
 
-Kept free of torch and of the catalog so a worker process that runs it never loads either (a spawned worker
-imports this module, not the detector), and so both of crop's drivers cut byte-identical crops."""
+:class:`CropWork` is one batch's work — read and decode the photos, detect (with the same further looks as the
+local path), align, and write the crops at their content addresses — and needs nothing of the catalog, so it
+runs on any worker that sees the workspace's files. :func:`run_crop_with` is the stage's loop around it: it
+selects what is not cropped, hands the batches over, and records each batch's outcomes in one transaction with
+the same :func:`~facecurate.faces.crop.record_batch` the local path uses, so the state rules are one code.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from facecurate import media
-from facecurate.catalog import FaceRecord, ImageRow
-from facecurate.errors import ImageError
-from facecurate.faces.align import Alignment, AlignmentMode, PaddingMode, align_face
+from facecurate.catalog import Catalog, FaceRecord, ImageRow
+from facecurate.errors import ConfigError, ImageError
+from facecurate.events import SILENT, Progress
+from facecurate.faces.crop import (
+    CropOptions,
+    CropSummary,
+    _cut_settings,
+    _to_source,
+    choose_faces,
+    detect_with_retries,
+    record_batch,
+)
+from facecurate.faces.crop_photo import Face, Limits, crop_image, decode_copy
+from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
-
-@dataclass(frozen=True)
-class Limits:
-    """What reading one photo may cost: the [media] limits and the stage's pixel budget."""
-
-    max_pixels: int
-    max_bytes: int
-    budget: media.PixelBudget | None
+if TYPE_CHECKING:
+    from facecurate.faces.detect import BatchedDetector
 
 
 @dataclass(frozen=True)
-class CutSettings:
-    """The [crop] settings that shape a written crop (a worker needs these and nothing else)."""
+class CropOutcome:
+    """One photo's result as plain data: its faces (written already), or an error and its reason code."""
 
-    size: int
-    headroom: float
-    padding: PaddingMode
-    alignment: AlignmentMode
-    image_format: str
-    jpeg_quality: int
+    faces: list[FaceRecord] | None
+    error: str | None = None
+    reason: str = "crop_failed"
+    found: list[dict[str, object]] | None = None   # every detection, for the rules
 
-
-@dataclass(frozen=True, eq=False)
-class Face:
-    """A chosen detection as plain values: what crosses to a worker without the detector's module (torch)."""
-
-    box: tuple[float, float, float, float]
-    prob: float
-    landmarks: np.ndarray  # (5, 2) source px
+    def as_outcome(self) -> list[FaceRecord] | ImageError:
+        if self.faces is None:
+            return ImageError(self.error or "crop failed", self.reason)
+        return self.faces
 
 
-def crop_relpath(sha256: str, index: int, size: int, ext: str) -> str:
-    return f"crops/{size}/{sha256[:2]}/{sha256}_{index}.{ext}"
+class CropWork:
+    """Crop one batch of photos on a worker; the detector is built on the first batch and kept."""
+
+    name = "crop"
+
+    def __init__(self, root: str, opts: CropOptions, max_pixels: int, max_bytes: int, decode_budget: float,
+                 gpus: float = 0.0) -> None:
+        self.root, self.opts, self.gpus = root, opts, gpus
+        self.max_pixels, self.max_bytes, self.decode_budget = max_pixels, max_bytes, decode_budget
+        self._detector: BatchedDetector | None = None
+        self._limits: Limits | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # the detector and the budget's lock stay on their worker
+        return {**self.__dict__, "_detector": None, "_limits": None}
+
+    def __call__(self, rows: list[ImageRow]) -> list[CropOutcome]:
+        from facecurate.faces.detect import BatchedDetector
+
+        opts, ws = self.opts, Workspace(Path(self.root))
+        if self._limits is None:
+            self._limits = Limits(self.max_pixels, self.max_bytes, media.PixelBudget(self.decode_budget))
+        if self._detector is None:
+            self._detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
+                                             max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
+        limits = self._limits
+        decoded = [decode_copy(ws, row, limits, opts.detect_max_side) for row in rows]
+        good = [(j, d) for j, d in enumerate(decoded) if not isinstance(d, ImageError)]
+        detections = detect_with_retries(self._detector, [copy for _, copy in good], opts)
+        out: list[CropOutcome] = [CropOutcome(None, str(d), d.reason) if isinstance(d, ImageError)
+                                  else CropOutcome([]) for d in decoded]
+        for (j, copy), found in zip(good, detections, strict=True):
+            found = _to_source(found, copy)
+            seen: list[dict[str, object]] = [{"box": [round(float(v), 1) for v in d.box],
+                                              "prob": round(float(d.prob), 4)} for d in found]
+            chosen = choose_faces(found, opts.min_prob, opts.all_faces)
+            if not chosen:
+                out[j] = CropOutcome([], found=seen)
+                continue
+            try:
+                faces = [Face(d.box, d.prob, d.landmarks) for d in chosen]
+                whole = None if copy.reduced else copy.pixels
+                out[j] = CropOutcome(crop_image(ws, rows[j], whole, faces, _cut_settings(opts), limits), found=seen)
+            except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
+                out[j] = CropOutcome(None, f"{rows[j].path}: aligning or writing a crop failed ({exc}).",
+                                     found=seen)
+        return out
 
 
-def decode_copy(ws: Workspace, row: ImageRow, limits: Limits, max_side: int) -> media.Decoded | ImageError:
-    """The detector's copy of a photo: long side at most ``max_side`` (JPEGs decoded reduced by libjpeg), so
-    a batch in memory costs batch_size x max_side² pixels whatever the photos' sizes."""
-    try:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
-        return media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
-    except ImageError as exc:
-        return exc
+def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool = False,
+                  progress: Progress = SILENT) -> CropSummary:
+    """:func:`~facecurate.faces.crop.run_crop` with the batches run by ``executor``: the same selection, the
+    same batches ([crop] batch_size photos), the same records, each batch committed as its results arrive.
+
+    GPU workers when the device allows one (auto or cuda) and the executor has GPUs to give, else CPU workers;
+    ``cuda`` on a cluster without GPUs is refused before anything runs."""
+    rows = catalog.images_to_crop(redo=redo)
+    if not rows:  # nothing to do: no cluster started, no detector loaded
+        progress.start(f"crop ({opts.device} on {executor.name})", 0, "img")
+        progress.finish()
+        return CropSummary(device=f"{opts.device} on {executor.name}")
+    gpus = executor.gpus_per_worker if opts.device != "cpu" else 0.0
+    if opts.device == "cuda" and gpus <= 0:
+        raise ConfigError(f"--device cuda: the {executor.name} executor's cluster has no GPU; use --device auto "
+                          f"or cpu, or add GPU nodes to the cluster.")
+    device = "cuda" if gpus > 0 else "cpu"
+    summary = CropSummary(device=f"{device} on {executor.name}")
+    progress.start(f"crop ({summary.device})", len(rows), "img")
+    cfg = ws.config()
+    work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
+                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus)
+    chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
+    for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
+        found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
+        record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
+        progress.advance(len(chunk))
+    progress.finish()
+    return summary
 
 
-def crop_image(ws: Workspace, row: ImageRow, pixels: np.ndarray | None, faces: list[Face], cut: CutSettings,
-               limits: Limits) -> list[FaceRecord]:
-    """Align and write one photo's chosen faces, from ``pixels`` when they are the whole photo, else from the
-    original decoded again here, under the pixel budget, and dropped when done (a reduced detection copy is not
-    what a crop is cut from).
+def _with_device(opts: CropOptions, device: str) -> CropOptions:
+    from dataclasses import replace
 
-    Every face is cut and encoded before any file is written, so a face that fails (under ``--redo``, whose
-    earlier rows are then kept) leaves the files those rows point to untouched."""
-    if pixels is None:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
-        with media.decoded(data, row.path, limits.max_pixels, limits.budget) as full:
-            cuts = [_cut(row, full.pixels, k, face, cut) for k, face in enumerate(faces)]
-    else:
-        cuts = [_cut(row, pixels, k, face, cut) for k, face in enumerate(faces)]
-    for record, encoded in cuts:
-        media.atomic_write(ws.resolve(record.crop_path), encoded, ws.tmp_dir)
-    return [record for record, _ in cuts]
-
-
-def _cut(row: ImageRow, pixels: np.ndarray, index: int, face: Face, cut: CutSettings) -> tuple[FaceRecord, bytes]:
-    aligned = align_face(pixels, face.landmarks, size=cut.size, headroom=cut.headroom, padding=cut.padding,
-                         alignment=cut.alignment)
-    encoded = media.encode(aligned.crop, cut.image_format, cut.jpeg_quality)
-    return face_record(row, index, face, aligned, cut), encoded
-
-
-def face_record(row: ImageRow, index: int, face: Face, aligned: Alignment, cut: CutSettings) -> FaceRecord:
-    """The catalog row of one cut face, whichever pipeline cut it (the torch one is faces/crop_device.py)."""
-    return FaceRecord(face_index=index, det_score=float(face.prob), bbox=[float(v) for v in face.box],
-                      landmarks=np.asarray(face.landmarks, dtype=float).round(2).tolist(),
-                      quad=np.asarray(aligned.quad, dtype=float).round(3).tolist(),
-                      oob_fraction=float(aligned.oob_fraction), above_fraction=float(aligned.above_fraction),
-                      side_fraction=float(aligned.side_fraction), eye_angle=float(aligned.eye_angle_deg),
-                      crop_path=crop_relpath(row.sha256, index, cut.size, cut.image_format),
-                      crop_size=cut.size)
+    return replace(opts, device=device)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 Why processes: on a CPU the per-photo work outside MTCNN (JPEG decode, the FFHQ warp and its Lanczos steps,
 JPEG encode) is as large as detection itself, and in threads of the detector's process it queues on the GIL
 and fights torch's OpenMP threads for the same cores. Workers run only this torch-free work
-(:mod:`facecurate.faces.crop_work`); the main process keeps the detector and the catalog.
+(:mod:`facecurate.faces.crop_photo`); the main process keeps the detector and the catalog.
 
 Fork where safe, spawn elsewhere: on Linux the workers are forked before the detector is built (torch not
 yet imported by the crop stage, none of its thread pools running), and a forked worker never touches torch.
@@ -32,7 +32,7 @@ import numpy as np
 from facecurate import media
 from facecurate.catalog import FaceRecord, ImageRow
 from facecurate.errors import ImageError
-from facecurate.faces.crop_work import CutSettings, Face, Limits, crop_image, decode_copy
+from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, decode_copy
 from facecurate.workspace import Workspace
 
 IN_PROCESS_UP_TO = 8  # photos; a smaller run is cropped in this process (starting workers would cost more)
@@ -139,7 +139,7 @@ def decode_task(row: ImageRow) -> media.Decoded | Failed:
 def crop_task(row: ImageRow, faces: list[tuple[tuple[float, float, float, float], float, np.ndarray]]
               ) -> list[FaceRecord] | Failed:
     """In a worker: decode the photo in full, align, encode and write its chosen faces (see
-    :func:`~facecurate.faces.crop_work.crop_image`); the records, or why the photo failed."""
+    :func:`~facecurate.faces.crop_photo.crop_image`); the records, or why the photo failed."""
     assert _setup is not None and _limits is not None
     try:
         return crop_image(_setup.ws, row, None, [Face(*f) for f in faces], _setup.cut, _limits)

@@ -1,0 +1,67 @@
+"""Downloads as an executor's work (``run --executor ray``): one web host's URLs per group, fetched in order.
+
+A group is one host's pending URLs, cut in batches of the crawl's commit size; an executor runs a group's
+batches one after the other on one worker (:meth:`facecurate.work.Executor.map_groups`), so one host is served
+by one worker at a time, under the same [crawl] per_host cap, rate, retries and backoff, and the same
+per-host caps the engines set (Wikimedia's), wherever the worker runs. The worker fetches, validates and
+writes each file at its content address (atomically); the crawl stage records each batch as it arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from facecurate import media
+from facecurate.catalog import DownloadRow
+from facecurate.crawl.download import Downloaded, Downloader
+from facecurate.crawl.http import Http, HttpSettings
+from facecurate.crawl.urls import host_key
+from facecurate.storage import put_raw
+from facecurate.workspace import Workspace
+
+
+class DownloadWork:
+    """Fetch one batch of one host's URLs on a worker; the HTTP client is built once per worker and kept."""
+
+    name = "download"
+    gpus = 0.0
+
+    def __init__(self, root: str, settings: HttpSettings, trusted: list[tuple[str, int]],
+                 caps: dict[str, tuple[int, float]], max_pixels: int, min_side: int, decode_budget: float) -> None:
+        self.root, self.settings, self.trusted, self.caps = root, settings, trusted, caps
+        self.max_pixels, self.min_side, self.decode_budget = max_pixels, min_side, decode_budget
+        self._downloader: Downloader | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_downloader": None}
+
+    def __call__(self, rows: list[DownloadRow], /) -> list[Downloaded]:
+        if self._downloader is None:
+            http = Http(self.settings)
+            http.adopt(self.trusted, self.caps)
+            ws = Workspace(Path(self.root))
+
+            def prewrite(d: Downloaded) -> None:
+                if d.data is not None and d.sha256:
+                    put_raw(ws, d.data, d.sha256, d.ext or "bin")
+
+            self._downloader = Downloader(http, self.max_pixels, self.min_side, prewrite=prewrite,
+                                          budget=media.PixelBudget(self.decode_budget))
+        done = {d.row.url_id: d for d in self._downloader.run(rows)}
+        # the body is on disk already; the bytes travel back once, as the record's data (store() needs them)
+        return [replace(done[r.url_id], fetched=replace(done[r.url_id].fetched, body=None)) for r in rows]
+
+
+    def close(self) -> None:
+        if self._downloader is not None:
+            self._downloader.close()
+            self._downloader = None
+
+
+def host_groups(rows: list[DownloadRow], batch: int) -> list[list[list[DownloadRow]]]:
+    """The rows by host (first-seen order), each host's cut in batches of ``batch``."""
+    by_host: dict[str, list[DownloadRow]] = {}
+    for row in rows:
+        by_host.setdefault(host_key(row.url), []).append(row)
+    return [[rows[i:i + batch] for i in range(0, len(rows), batch)] for rows in by_host.values()]

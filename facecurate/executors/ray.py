@@ -1,0 +1,246 @@
+"""The ``ray`` executor: a stage's batches run on Ray Data actors, results stream back as Arrow batches.
+
+How one stage's work maps onto Ray, and why:
+
+- **One dataset row per stage batch.** The stage already sized its batches for a transaction (crop: [crop]
+  batch_size photos, i.e. a GPU batch); each becomes one row (its items pickled in a binary column) so a
+  worker sees exactly the batch the local path would see, and the driver commits exactly that batch.
+- **Actors, not tasks** (``map_batches`` with a callable class and ``concurrency``): a worker builds the stage's
+  work once — MTCNN's weights, FaceMesh — and keeps it for every batch it gets. ``num_gpus`` per actor when the
+  work wants a GPU and the cluster has one, else one CPU per actor.
+- **Order preserved**: results come back in the batches' order, so catalog rows get the ids the local path
+  gives them (dedup's keeper tie-break is the row id) and both executors write the same manifest.
+- **The driver commits**: workers write only content-addressed files (atomically, temp name then rename), never
+  the catalog. A batch is committed once, when its result arrives; a worker or node lost before that is
+  retried by Ray, and a result is never yielded twice. A driver killed mid-stage loses the batches in flight;
+  the next run selects what is not committed and does only that.
+
+Workers must see the workspace at the same path (a shared filesystem on a real cluster); on this machine that
+holds by construction. Workers are started with this interpreter, not through ``uv run`` (Ray's uv hook would
+re-create the environment in a temp folder per worker, without the extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from facecurate.errors import FacecurateError
+from facecurate.events import SILENT, Progress
+from facecurate.work import BatchWork, NodeThroughput
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+def _dumps(obj: object) -> bytes:
+    from ray import cloudpickle
+
+    return cloudpickle.dumps(obj)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
+
+
+def _run_group(work_blob: bytes, group_blob: bytes) -> Iterator[tuple[str, int, bytes]]:
+    """A Ray task: one group's batches in order, each batch's results yielded as soon as it is done."""
+    import ray
+    from ray import cloudpickle
+
+    work = cloudpickle.loads(work_blob)
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        for batch in cloudpickle.loads(group_blob):
+            yield node, len(batch), _dumps(work(batch))
+    finally:
+        close = getattr(work, "close", None)  # a group's clients (HTTP sessions, threads) end with it
+        if close is not None:
+            close()
+
+
+class _Worker:
+    """One Ray actor: unpickles the stage's work once, then runs it on every batch row it is given."""
+
+    def __init__(self, work: bytes) -> None:
+        import ray
+        from ray import cloudpickle
+
+        self.work = cloudpickle.loads(work)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ray import cloudpickle
+
+        results = [_dumps(self.work(cloudpickle.loads(blob))) for blob in rows["batch"]]
+        return {"k": rows["k"], "result": np.array(results, dtype=object),
+                "node": np.array([self.node] * len(results), dtype=object), "items": rows["items"]}
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str = "", workers: int = 0, gpus_per_worker: float = 1.0,
+                 progress: Progress = SILENT, threads: int = 0) -> None:
+        """Nothing starts here: the cluster is started or joined by the first stage that has work for it, so a
+        run with nothing new to do costs no Ray start-up."""
+        self.address, self.workers, self.progress = address, workers, progress
+        self._wanted_gpus = gpus_per_worker
+        # Ray gives a one-CPU worker OMP_NUM_THREADS=1, and MTCNN's float32 sums then add up in another order:
+        # boxes move by ~1e-5 px and FaceMesh's eye ratios on the re-cut crop by up to 1e-2. Workers get the
+        # thread count this process runs with instead, so both executors give the same answers on one machine.
+        self.threads = threads or int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        self._started = False
+        self._ready = False
+        self.cpus, self.gpus = 1, 0.0
+        self._counts: dict[tuple[str, str], NodeThroughput] = {}
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # workers run this interpreter, not `uv run`
+        import ray
+
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise FacecurateError(f"Could not start or join a Ray cluster at [run] ray_address = "
+                                      f"{self.address!r} ({exc}). Leave it empty to start one on this machine, "
+                                      f"or start one with `ray start --head` and use \"auto\".") from exc
+            self._started = True
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call,unused-ignore]
+        self.cpus = max(1, int(resources.get("CPU", 1)))
+        self.gpus = float(resources.get("GPU", 0))
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        self._ready = True
+
+    @property
+    def gpus_per_worker(self) -> float:
+        """What a crop worker is given: ``[run] ray_gpus_per_worker``, 0 when the cluster has no GPU."""
+        self._ensure()
+        return min(self._wanted_gpus, self.gpus) if self.gpus > 0 else 0.0
+
+    @property
+    def is_local(self) -> bool:
+        return False
+
+    def _concurrency(self, gpus: float) -> int:
+        if self.workers:
+            return self.workers
+        if gpus > 0:
+            return max(1, int(self.gpus / gpus))
+        return self.cpus
+
+    def map_batches(self, work: BatchWork[ItemT, ResultT], batches: Iterable[list[ItemT]]
+                    ) -> Iterator[list[ResultT]]:
+        import ray.data
+        from ray import cloudpickle
+
+        todo = list(batches)
+        if not todo:
+            return
+        self._ensure()
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        rows = [{"k": k, "batch": _dumps(b), "items": len(b)} for k, b in enumerate(todo)]
+        concurrency = min(self._concurrency(work.gpus), len(todo))
+        resources: dict[str, Any] = {"num_gpus": work.gpus} if work.gpus > 0 else {"num_cpus": 1}
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            _Worker, fn_constructor_args=(_dumps(work),), batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(self.threads)}}, **resources)
+        start = time.perf_counter()
+        expected = 0
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                assert isinstance(table, pa.Table)
+                for k, blob, node, items in zip(table.column("k").to_pylist(), table.column("result").to_pylist(),
+                                                table.column("node").to_pylist(), table.column("items").to_pylist(),
+                                                strict=True):
+                    if k != expected:  # preserve_order holds this; a gap would commit a batch out of place
+                        raise FacecurateError(f"Ray returned batch {k} of {work.name} where {expected} was due.")
+                    expected += 1
+                    line = self._counts.setdefault((work.name, node), NodeThroughput(work.name, node, 0, 0.0))
+                    line.items += int(items)
+                    self._elapse(work.name, time.perf_counter() - start)
+                    yield cloudpickle.loads(blob)
+        except FacecurateError:
+            raise
+        except Exception as exc:  # a worker's unexpected error, surfaced by Ray after its retries
+            raise FacecurateError(f"The ray executor failed in {work.name} after Ray's retries: "
+                                  f"{type(exc).__name__}: {str(exc)[:2000]} Batches committed before are kept; "
+                                  f"run again to resume, or use --executor local.") from exc
+        for line in self._counts.values():
+            if line.stage == work.name:
+                self.progress.note(f"ray · {work.name}: node {line.node[:12]} did {line.items} items "
+                                   f"({line.per_second:.1f}/s)")
+
+    def map_groups(self, work: BatchWork[ItemT, ResultT], groups: Iterable[list[list[ItemT]]]
+                   ) -> Iterator[list[ResultT]]:
+        """One Ray task per group (a streaming generator: it yields each batch's results as they are done), at
+        most ``workers`` (default: 4 per CPU; the work waits on the network) in flight. Ray Data fits badly
+        here: it would spread one group's batches over several actors at once."""
+        import ray
+        from ray import cloudpickle
+
+        todo = [g for g in groups if g]
+        if not todo:
+            return
+        self._ensure()
+        task = ray.remote(num_cpus=0, num_returns="streaming")(_run_group)
+        blob = ray.put(_dumps(work))
+        cap = self.workers or 4 * self.cpus
+        waiting = list(reversed(todo))
+        running: list[Any] = []
+        start = time.perf_counter()
+        try:
+            while waiting or running:
+                while waiting and len(running) < cap:
+                    running.append(task.options(runtime_env={"env_vars": {"OMP_NUM_THREADS": str(self.threads)}})
+                                   .remote(blob, _dumps(waiting.pop())))
+                ready, _ = ray.wait(running, num_returns=1)
+                for gen in ready:
+                    try:
+                        ref = next(gen)  # type: ignore[arg-type,unused-ignore]
+                    except StopIteration:
+                        running.remove(gen)
+                        continue
+                    node, items, payload = ray.get(ref)
+                    line = self._counts.setdefault((work.name, node), NodeThroughput(work.name, node, 0, 0.0))
+                    line.items += items
+                    self._elapse(work.name, time.perf_counter() - start)
+                    yield cloudpickle.loads(payload)
+        except FacecurateError:
+            raise
+        except Exception as exc:
+            raise FacecurateError(f"The ray executor failed in {work.name}: {type(exc).__name__}: "
+                                  f"{str(exc)[:2000]} Results recorded before are kept; run again to resume.") from exc
+        finally:
+            for gen in running:
+                ray.cancel(gen)
+        for line in self._counts.values():
+            if line.stage == work.name:
+                self.progress.note(f"ray · {work.name}: node {line.node[:12]} did {line.items} items "
+                                   f"({line.per_second:.1f}/s)")
+
+    def _elapse(self, stage: str, seconds: float) -> None:
+        for line in self._counts.values():
+            if line.stage == stage:
+                line.seconds = seconds
+
+    def throughput(self) -> list[NodeThroughput]:
+        return list(self._counts.values())
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = self._ready = False
+

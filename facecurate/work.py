@@ -1,0 +1,85 @@
+"""The executor seam: a stage describes its heavy work as batches in and results out; an executor runs them.
+
+Why a seam at all: ``crop`` and ``filter`` are per-photo and per-face work (decode, detect, align, measure) that
+needs no catalog, so it can run on any machine that sees the workspace's files, while the catalog stays one
+SQLite file written by one process. A stage therefore splits itself in two: a **work** object that turns one
+batch of plain records into plain results (and writes content-addressed files, atomically), and the stage's own
+loop that reads the catalog, hands batches to an executor and commits each batch's results in one transaction,
+as it always has. The state rules live in the stage loop only, so they hold whichever executor ran the work.
+
+This module is core (layer 1) so stages can name the protocols without importing any executor: the executors
+themselves (:mod:`facecurate.executors`, ``local`` and ``ray``) are orchestration and import the stages' work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class BatchWork(Protocol[ItemT, ResultT]):
+    """One stage's work on one batch. Built in the driver from plain values, so it pickles to any worker; it
+    loads what is heavy (a detector, FaceMesh) on its first call, once per worker, and keeps it.
+
+    A result per item, in the batch's order; an item that fails is a result that says so (never an exception:
+    one bad photo must not cost its batch). ``gpus`` is what one worker holds (0: a CPU worker)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def gpus(self) -> float: ...
+
+    def __call__(self, batch: list[ItemT], /) -> list[ResultT]: ...
+
+
+@dataclass
+class NodeThroughput:
+    """Items one node (worker machine) finished for one stage, and the wall time the stage's map took."""
+
+    stage: str
+    node: str
+    items: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+class Executor(Protocol):
+    """Runs a stage's batches. ``local`` means "the stage's own in-process path": stages keep their tuned
+    threads and processes there and only hand batches to an executor that is not local."""
+
+    name: str
+
+    @property
+    def gpus_per_worker(self) -> float:
+        """What a worker that wants a GPU is given; 0: no GPU to give (a CPU worker then)."""
+        ...
+
+    @property
+    def is_local(self) -> bool: ...
+
+    def map_batches(self, work: BatchWork[ItemT, ResultT], batches: Iterable[list[ItemT]]
+                    ) -> Iterator[list[ResultT]]:
+        """Each batch's results, in the batches' order, lazily: the caller commits batch i while later batches
+        are still being worked on, so a kill loses only what was not committed yet."""
+        ...
+
+    def map_groups(self, work: BatchWork[ItemT, ResultT], groups: Iterable[list[list[ItemT]]]
+                   ) -> Iterator[list[ResultT]]:
+        """Each group's batches one after the other on one worker, groups side by side; every batch's results as
+        it finishes (groups interleave, so each result must say which item it is). For work that must not run
+        twice at once per group: one web host's downloads, so its per-host caps hold across a cluster."""
+        ...
+
+    def throughput(self) -> list[NodeThroughput]:
+        """Items per node per stage so far (one line for a local run)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,352 @@
+"""The executor seam: ``run --executor ray`` on a local Ray cluster gives the manifest ``local`` gives, resumes a
+killed job without doing a committed batch twice, records a bad photo per item as the local path does, and
+without the extra says how to install it.
+
+One local cluster (``ray.init(num_cpus=2)``) serves the whole session. CI installs the extra (.ci/run), and a
+Ray test there fails rather than skips when Ray is missing; a clone without the extra skips them cleanly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from facecurate.catalog import Catalog
+from facecurate.demo import DEMO_DATA, run_demo
+from facecurate.errors import ConfigError
+from facecurate.executors import RAY_MISSING, LocalExecutor, make_executor
+from facecurate.faces.crop import CropOptions, run_crop
+from facecurate.ingest import import_paths
+from facecurate.pipeline import RunOptions, run_pipeline
+from facecurate.workspace import Workspace, init_workspace
+from tests.conftest import RecordingProgress, needs_dev
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+
+
+def _set(ws: Workspace, section: str, key: str, value: str) -> None:
+    """Rewrite one ``key = value`` line of the facecurate.toml ``init`` wrote (every setting has its line)."""
+    lines = ws.config_path.read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"[{section}]")
+    at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{key} = "))
+    lines[at] = f"{key} = {value}"
+    ws.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local two-CPU Ray cluster for the session; its address, for a driver in another process."""
+    if not HAVE_RAY:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Ray is not installed in CI: .ci/run must `uv sync --extra ray` so these tests run.")
+        pytest.skip("Ray is an optional extra (uv sync --extra ray); without it the ray executor is not tested")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # workers run this interpreter, not `uv run`
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield str(ray.get_runtime_context().gcs_address)
+    ray.shutdown()
+
+
+# -- the missing extra --------------------------------------------------------------------------------------
+
+
+def test_without_ray_the_error_says_how_to_install_it_and_no_stage_runs(ws: Workspace, catalog: Catalog,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as without the extra
+    with pytest.raises(ConfigError) as caught:
+        make_executor(ws, "ray")
+    assert str(caught.value) == RAY_MISSING
+    assert "uv sync --extra ray" in RAY_MISSING and "facecurate[ray]" in RAY_MISSING
+    import_paths(ws, catalog, [DEMO_DATA / "obama.jpg"])
+    with pytest.raises(ConfigError, match="uv sync --extra ray"):
+        run_pipeline(ws, catalog, RunOptions(stages=("dedup", "crop"), executor="ray"))
+    assert catalog.conn.execute("SELECT COUNT(*) FROM images WHERE crop_state IS NOT NULL").fetchone()[0] == 0
+    _set(ws, "run", "executor", '"ray"')
+    with pytest.raises(ConfigError, match="uv sync --extra ray"):
+        make_executor(ws)  # the setting, not only the flag
+    assert isinstance(make_executor(ws, "local"), LocalExecutor)
+    with pytest.raises(ConfigError, match="--executor"):
+        run_pipeline(ws, catalog, RunOptions(executor="spark"))
+
+
+# -- same answers ---------------------------------------------------------------------------------------------
+
+VOLATILE = ("source_url", "page_url", "retrieved_at")  # a new loopback port and clock per run
+
+
+def _normalised(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rows by sample_id, without what differs between any two runs; dup_group (a catalog id, which follows the
+    crawl's download order) becomes the sample_ids of its group, so groups are compared by membership."""
+    members: dict[Any, list[str]] = {}
+    for r in rows:
+        if r.get("dup_group") is not None:
+            members.setdefault(r["dup_group"], []).append(r["sample_id"])
+    out = {}
+    for r in rows:
+        kept = {k: v for k, v in r.items() if k not in VOLATILE}
+        if kept.get("dup_group") is not None:
+            kept["dup_group"] = sorted(members[kept["dup_group"]])
+        out[r["sample_id"]] = kept
+    return out
+
+
+def _differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Where two manifest values differ; floats within 1e-6 count as equal."""
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=0, abs_tol=1e-6):
+            return []
+        return [f"{where}: {a!r} != {b!r}"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def _manifest(path: Path | None) -> list[dict[str, Any]]:
+    assert path is not None
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_demo_gives_the_same_manifest_on_ray_as_locally(ray_cluster: str, tmp_path: Path):
+    local = run_demo(tmp_path / "local", "cpu", executor="local")
+    on_ray = run_demo(tmp_path / "ray", "cpu", executor="ray")
+    assert local.run.ok and on_ray.run.ok, (local.run.error, on_ray.run.error)
+    assert "on ray" in on_ray.run.stage("crop").detail
+    a, b = _normalised(_manifest(local.run.manifest)), _normalised(_manifest(on_ray.run.manifest))
+    assert len(a) == 20 and sorted(a) == sorted(b)
+    assert {r["status"] for r in a.values()} >= {"keep", "reject", "duplicate", "no_face"}
+    problems = [f"{sid}{d}" for sid in a for d in _differences(a[sid], b[sid])]
+    assert not problems, "\n".join(problems)
+
+
+def _same_stages(ws_root: Path, executor: str) -> list[dict[str, Any]]:
+    ws = Workspace(ws_root)
+    with Catalog.open(ws.catalog_path) as catalog:
+        summary = run_pipeline(ws, catalog, RunOptions(stages=("dedup", "crop", "filter", "export"), device="cpu",
+                                                       executor=executor))
+        assert summary.ok, summary.error
+        return _manifest(summary.manifest)
+
+
+def test_a_few_hundred_dev_photos_give_the_same_manifest_on_ray(ray_cluster: str, tmp_path: Path):
+    dev = needs_dev("")
+    photos = sorted(p for p in dev.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[::4][:200]
+    assert len(photos) >= 150
+    first = init_workspace(tmp_path / "local")
+    with Catalog.open(first.catalog_path) as catalog:
+        imported = import_paths(first, catalog, photos)
+    assert imported.new >= 150
+    shutil.copytree(first.root, tmp_path / "ray")  # same catalog ids: nothing but the executor differs
+    a = _normalised(_same_stages(first.root, "local"))
+    b = _normalised(_same_stages(tmp_path / "ray", "ray"))
+    assert sorted(a) == sorted(b) and len(a) >= 150
+    problems = [f"{sid}{d}" for sid in a for d in _differences(a[sid], b[sid])]
+    assert not problems, "\n".join(problems[:40])
+
+
+# -- resumable, failures per item ------------------------------------------------------------------------------
+
+
+def _photos(ws: Workspace, catalog: Catalog, tmp_path: Path, copies: int) -> int:
+    """The bundled photos, each also re-encoded at ``copies - 1`` other JPEG qualities (new content each)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for src in sorted(DEMO_DATA.glob("*.jpg")):
+        shutil.copy(src, folder / src.name)
+        with Image.open(src) as im:
+            for q in range(1, copies):
+                im.convert("RGB").save(folder / f"{src.stem}_q{q}.jpg", quality=95 - 7 * q)
+    return import_paths(ws, catalog, [folder]).new
+
+
+def _crop_state(catalog: Catalog) -> dict[int, str | None]:
+    return dict(catalog.conn.execute("SELECT id, crop_state FROM images").fetchall())
+
+
+def test_a_killed_ray_job_resumes_without_doing_a_committed_batch_again(ray_cluster: str, ws: Workspace,
+                                                                         catalog: Catalog, tmp_path: Path):
+    n = _photos(ws, catalog, tmp_path, copies=3)
+    assert n == 21
+    _set(ws, "run", "executor", '"ray"')
+    _set(ws, "run", "ray_address", f'"{ray_cluster}"')  # the driver joins the session's cluster as a Ray job
+    _set(ws, "run", "ray_workers", "1")
+    _set(ws, "crop", "batch_size", "1")
+    proc = subprocess.Popen([sys.executable, "-m", "facecurate", "run", "--stages", "crop", "--device", "cpu",
+                             "-w", str(ws.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(s is not None for s in _crop_state(catalog).values()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _crop_state(catalog)
+    done_before = {i for i, s in before.items() if s is not None}
+    assert 2 <= len(done_before) < n, "the kill should land mid-stage"
+    faces_before = dict(catalog.conn.execute("SELECT id, image_id FROM faces").fetchall())
+
+    executor = make_executor(ws)
+    try:
+        from facecurate.faces.crop_work import run_crop_with
+
+        summary = run_crop_with(executor, ws, catalog, CropOptions.from_config(ws, device="cpu"))
+    finally:
+        executor.close()
+    assert summary.images == n - len(done_before)  # only what was not committed
+    after = _crop_state(catalog)
+    assert all(s in ("done", "no_face") for s in after.values())
+    assert {i: s for i, s in after.items() if i in done_before} == {i: before[i] for i in done_before}
+    faces = dict(catalog.conn.execute("SELECT id, image_id FROM faces").fetchall())
+    assert {f: i for f, i in faces.items() if i in done_before} == faces_before  # the same rows, not redone
+    per_image = catalog.conn.execute("SELECT image_id, face_index, COUNT(*) FROM faces GROUP BY 1, 2").fetchall()
+    assert all(count == 1 for _, _, count in per_image)
+    files = sorted(p.relative_to(ws.root).as_posix() for p in ws.crops_dir.rglob("*.jpg"))
+    assert files == sorted(r[0] for r in catalog.conn.execute("SELECT crop_path FROM faces"))
+    assert not list(ws.tmp_dir.rglob("*")) if ws.tmp_dir.exists() else True  # no half file left behind
+
+
+def test_a_photo_that_fails_is_recorded_per_item_on_ray_as_locally(ray_cluster: str, tmp_path: Path):
+    roots = []
+    for name in ("local", "ray"):
+        ws = init_workspace(tmp_path / name)
+        with Catalog.open(ws.catalog_path) as catalog:
+            import_paths(ws, catalog, [DEMO_DATA / "obama.jpg", DEMO_DATA / "biden.jpg"])
+            broken = catalog.conn.execute("SELECT path FROM images ORDER BY id LIMIT 1").fetchone()[0]
+        data = ws.resolve(broken).read_bytes()
+        ws.resolve(broken).write_bytes(data[: len(data) // 3])  # truncated on disk after import
+        roots.append(ws)
+    outcomes = []
+    for ws, executor_name in zip(roots, ("local", "ray"), strict=True):
+        with Catalog.open(ws.catalog_path) as catalog:
+            opts = CropOptions.from_config(ws, device="cpu")
+            if executor_name == "local":
+                summary = run_crop(ws, catalog, opts)
+            else:
+                executor = make_executor(ws, "ray")
+                try:
+                    from facecurate.faces.crop_work import run_crop_with
+
+                    summary = run_crop_with(executor, ws, catalog, opts)
+                finally:
+                    executor.close()
+            rows = catalog.conn.execute("SELECT path, crop_state, crop_error FROM images ORDER BY id").fetchall()
+        outcomes.append(([tuple(r) for r in rows], [(f.item, f.error) for f in summary.failed], summary.faces))
+    assert outcomes[0] == outcomes[1]
+    rows, failed, faces = outcomes[1]
+    assert [r[1] for r in rows] == ["failed", "done"] and rows[0][2] and faces == 1
+    assert len(failed) == 1 and failed[0][0] == rows[0][0]
+
+
+def test_the_local_executor_runs_batches_in_order_and_counts_them():
+    class Double:
+        name, gpus = "double", 0.0
+
+        def __call__(self, batch: list[int], /) -> list[int]:
+            return [2 * x for x in batch]
+
+    executor = LocalExecutor()
+    assert list(executor.map_batches(Double(), [[1, 2], [3]])) == [[2, 4], [6]]
+    [line] = executor.throughput()
+    assert (line.stage, line.node, line.items) == ("double", "local", 3)
+
+
+def test_ray_workers_fail_loudly_and_keep_what_was_committed(ray_cluster: str, ws: Workspace):
+    class Boom:
+        name, gpus = "boom", 0.0
+
+        def __call__(self, batch: list[int], /) -> list[int]:
+            if 3 in batch:
+                raise RuntimeError("a bug in a work function")
+            return batch
+
+    from facecurate.errors import FacecurateError
+
+    executor = make_executor(ws, "ray")
+    got = []
+    with pytest.raises(FacecurateError, match="a bug in a work function"):
+        for result in executor.map_batches(Boom(), [[1], [2], [3], [4]]):
+            got.append(result)
+    assert got in ([], [[1]], [[1], [2]])  # batches after the failing one are never handed out
+    executor.close()
+
+
+# -- downloads ----------------------------------------------------------------------------------------------------
+
+
+def test_a_crawl_on_ray_downloads_host_by_host_and_records_what_local_records(ray_cluster: str, tmp_path: Path):
+    from tests.fakeweb import FakeEngines, ImageHost, items_for, write_config
+
+    hosts = [ImageHost(delay=0.05), ImageHost(delay=0.05)]
+    seen: dict[str, set[tuple[Any, ...]]] = {}
+    with hosts[0].server, hosts[1].server:
+        items = [it for pair in zip(items_for(hosts[0], list(range(1, 11))), items_for(hosts[1], list(range(11, 21))),
+                                    strict=True) for it in pair]
+        items += items_for(hosts[0], [1], "fault/html") + items_for(hosts[1], [2], "fault/500-then-ok")
+        with FakeEngines({"two hosts": items}).server as server:
+            for name in ("local", "ray"):
+                ws = init_workspace(tmp_path / name)
+                write_config(ws.root, server.base, per_host=2)
+                with Catalog.open(ws.catalog_path) as catalog:
+                    from facecurate.crawl.queries import add_terms
+
+                    add_terms(ws, catalog, "faces", ["two hosts"])
+                    progress = RecordingProgress()
+                    summary = run_pipeline(ws, catalog, RunOptions(stages=("crawl",), executor=name, limit=50),
+                                           progress)
+                    assert summary.ok, summary.error
+                    notes = [e[1] for e in progress.events if e[0] == "note" and "ray · download" in e[1]]
+                    assert bool(notes) == (name == "ray")  # the downloads ran on Ray workers, and said so
+                    seen[name] = {tuple(r) for r in catalog.conn.execute(
+                        "SELECT s.location, s.status, s.error, i.sha256 FROM sources s "
+                        "LEFT JOIN images i ON i.id = s.image_id").fetchall()}
+                    assert catalog.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 20
+                if name == "local":
+                    for h in hosts:
+                        h.max_inflight = 0
+    assert seen["local"] == seen["ray"] and len(seen["ray"]) == 22
+    assert {s[1] for s in seen["ray"]} == {"ok", "failed"}
+    assert all(h.max_inflight <= 2 for h in hosts)  # one worker per host, under its per_host cap
+    assert all(h.max_inflight >= 1 for h in hosts)
+
+
+def test_a_lost_worker_is_retried_by_ray_and_its_results_come_back_once(ray_cluster: str, ws: Workspace,
+                                                                        tmp_path: Path):
+    class DiesOnce:  # defined here so it pickles by value: Ray's workers need not import the tests
+        """Work whose worker process dies (as with a lost node) the first time it meets ``fatal``."""
+
+        name, gpus = "dies_once", 0.0
+
+        def __init__(self, marker: str, fatal: int) -> None:
+            self.marker, self.fatal = marker, fatal
+
+        def __call__(self, batch: list[int], /) -> list[int]:
+            if self.fatal in batch and not os.path.exists(self.marker):
+                Path(self.marker).touch()
+                time.sleep(0.5)  # the results before this batch have reached the driver
+                os._exit(1)
+            return [10 * x for x in batch]
+
+    executor = make_executor(ws, "ray")
+    try:
+        batches = list(executor.map_batches(DiesOnce(str(tmp_path / "a"), 3), [[i] for i in range(6)]))
+        assert batches == [[0], [10], [20], [30], [40], [50]] and (tmp_path / "a").exists()
+        # mid-group: [30] was already handed back when the worker died on 4; the retried task does not repeat it
+        groups = list(executor.map_groups(DiesOnce(str(tmp_path / "b"), 4), [[[1], [2]], [[3], [4]], [[5]]]))
+        assert sorted(groups) == [[10], [20], [30], [40], [50]] and (tmp_path / "b").exists()
+    finally:
+        executor.close()
