@@ -17,6 +17,7 @@ from facecurate import media
 from facecurate.catalog import Catalog, FaceRecord, ImageRow
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Progress
+from facecurate.faces import crop_workers
 from facecurate.faces.crop import (
     CropOptions,
     CropSummary,
@@ -55,8 +56,8 @@ class CropWork:
     name = "crop"
 
     def __init__(self, root: str, opts: CropOptions, max_pixels: int, max_bytes: int, decode_budget: float,
-                 gpus: float = 0.0) -> None:
-        self.root, self.opts, self.gpus = root, opts, gpus
+                 gpus: float = 0.0, threads: int = 0) -> None:
+        self.root, self.opts, self.gpus, self.threads = root, opts, gpus, threads
         self.max_pixels, self.max_bytes, self.decode_budget = max_pixels, max_bytes, decode_budget
         self._detector: BatchedDetector | None = None
         self._limits: Limits | None = None
@@ -74,6 +75,10 @@ class CropWork:
             self._detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
                                              max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
         limits = self._limits
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         decoded = [decode_copy(ws, row, limits, opts.detect_max_side) for row in rows]
         good = [(j, d) for j, d in enumerate(decoded) if not isinstance(d, ImageError)]
         detections = detect_with_retries(self._detector, [copy for _, copy in good], opts)
@@ -117,8 +122,12 @@ def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: Cro
     summary = CropSummary(device=f"{device} on {executor.name}")
     progress.start(f"crop ({summary.device})", len(rows), "img")
     cfg = ws.config()
+    # MTCNN's float32 sums depend on torch's thread count (boxes move by ~1e-5 px, and the rules' scores on the
+    # re-cut crops by ~1e-3): a CPU worker detects with the threads the local path would give its detector for
+    # this run (crop_workers.plan), so both executors give the same answers on one machine.
+    threads = 0 if gpus > 0 else crop_workers.plan(opts.workers, len(rows))[1]
     work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
-                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus)
+                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus, threads)
     chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
     for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
         found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
