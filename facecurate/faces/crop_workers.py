@@ -76,17 +76,19 @@ def usable_cpus() -> int:
 def plan(setting: int, photos: int, cpus: int | None = None) -> tuple[int, int]:
     """(worker processes, torch threads for the detector) for a run of ``photos`` photos.
 
-    ``setting`` is crop.workers: 0 picks a count, N asks for N. The automatic count leaves a quarter of the
-    cores (at least one) to MTCNN's torch threads and gives the rest to workers; 0 workers (crop in this
-    process) for a single core or a handful of photos. With workers, torch gets the cores they leave, at least
-    one: more threads than free cores make its OpenMP threads spin against the workers."""
+    ``setting`` is crop.workers: 0 picks a count, N asks for N. The automatic count gives a quarter of the
+    cores to MTCNN's torch threads and the rest to workers, with at least one thread and at least two workers
+    (on 2 idle cores, 2 workers + 1 torch thread cropped 38.6 mixed / 11.7 large-face photos/s against 30.3 /
+    9.0 with 1 + 1: the workers wait on disk and on the detector in turns); 0 workers (crop in this process)
+    for a single core or a handful of photos. With a count asked for, torch gets the cores the workers leave,
+    at least one: more threads than free cores make its OpenMP threads spin against the workers."""
     cpus = cpus or usable_cpus()
     if setting > 0:
         return setting, max(1, cpus - setting)
     if cpus < 2 or photos <= IN_PROCESS_UP_TO:
         return 0, cpus
-    detector = max(1, cpus // 4)
-    return cpus - detector, detector
+    detector = cpus // 4
+    return max(2, cpus - detector), max(1, detector)
 
 
 def start_method() -> str:
