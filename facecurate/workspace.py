@@ -227,8 +227,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("crop", "jpeg_quality", 95, "JPEG quality of the crops when image_format is jpg.", min=1, max=100),
     Setting("crop", "workers", 0,
             "Worker processes that decode, align and write crops beside the detector; 0 = automatic (three "
-            "quarters of the usable cores and at least two, the rest to MTCNN's threads; none for a handful of photos or one "
-            "core).", min=0, max=256),
+            "quarters of the usable cores and at least two, the rest to MTCNN's threads; none for a handful of "
+            "photos or one core).", min=0, max=256),
     Setting("run", "executor", "local",
             "Where the heavy stages' batches run: local (this machine's threads and processes) or ray (a Ray "
             "cluster; needs the ray extra: `uv sync --extra ray`).", ("local", "ray")),
