@@ -15,9 +15,9 @@ import numpy as np
 
 from facecurate import media
 from facecurate.catalog import Catalog
-from facecurate.catalog.faces import FaceToFilter, FilterResult
+from facecurate.catalog.faces import FaceToFilter
 from facecurate.errors import ImageError
-from facecurate.events import SILENT, Failure, Progress
+from facecurate.events import SILENT, Progress
 from facecurate.rules.eyes import FaceMesh
 from facecurate.rules.measure import (
     FAMILY_KEYS,
@@ -28,8 +28,8 @@ from facecurate.rules.measure import (
     geometry_measures,
     pixel_measures,
 )
-from facecurate.rules.registry import RULES, decide
-from facecurate.rules.stage import BATCH, FilterSummary, LabelThresholds, _clean, enabled_rules
+from facecurate.rules.registry import RULES
+from facecurate.rules.stage import BATCH, FilterSummary, LabelThresholds, enabled_rules, settle
 from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
@@ -119,19 +119,7 @@ def run_filter_with(executor: Executor, ws: Workspace, catalog: Catalog, *, rule
     for batch, measured in zip(batches, executor.map_batches(work, batches), strict=True):
         results = []
         for item, got in zip(batch, measured, strict=True):
-            face = item.face
-            if got.error is not None:
-                summary.failed.append(Failure(face.crop_path, got.error))
-            if item.families:
-                summary.measured += 1
-            scores = {k: _clean(v) for k, v in got.scores.items()}
-            reasons = decide(scores, limits(face.label), deciding)
-            summary.by_reason.update(reasons)
-            if reasons:
-                summary.rejected += 1
-            else:
-                summary.passed += 1
-            results.append(FilterResult(face.id, scores, reasons))
+            results.append(settle(summary, item.face, got.scores, got.error, bool(item.families), limits, deciding))
         with catalog.transaction():
             catalog.save_filter_results(results)
         progress.advance(len(batch))

@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +134,24 @@ def _clean(value: float | None) -> float | None:
     return round(float(value), 5)
 
 
+def settle(summary: FilterSummary, face: FaceToFilter, scores: dict[str, Any], error: str | None, measured: bool,
+           limits: LabelThresholds, deciding: list[Rule]) -> FilterResult:
+    """One face's scores cleaned, decided and counted: the one place a filter verdict is made, whichever
+    executor measured the face (rules/filter_work.py hands its workers' scores here too)."""
+    if error is not None:
+        summary.failed.append(Failure(face.crop_path, error))
+    if measured:
+        summary.measured += 1
+    cleaned = {k: _clean(v) for k, v in scores.items()}
+    reasons = decide(cleaned, limits(face.label), deciding)
+    summary.by_reason.update(reasons)
+    if reasons:
+        summary.rejected += 1
+    else:
+        summary.passed += 1
+    return FilterResult(face.id, cleaned, reasons)
+
+
 def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, redo: bool = False,
                progress: Progress = SILENT) -> FilterSummary:
     """Measure what ``rules`` need (default: the enabled rules) where it is missing (everything with ``redo``),
@@ -184,24 +203,13 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
                                   face.photo_height, face.detections, min_prob)
                 if "geometry" in fams:
                     scores.update(geometry_measures(facts))
-                if error is not None:
-                    summary.failed.append(Failure(face.crop_path, error))
-                elif crop is not None:
+                if error is None and crop is not None:
                     if "pixels" in fams:
                         scores.update(pixel_measures(facts, crop, photo))
                     if "eyes" in fams:
                         mesh = mesh or FaceMesh.shared()
                         scores.update(eye_family(mesh, crop))
-                if fams:
-                    summary.measured += 1
-                scores = {k: _clean(v) for k, v in scores.items()}
-                reasons = decide(scores, limits(face.label), deciding)
-                summary.by_reason.update(reasons)
-                if reasons:
-                    summary.rejected += 1
-                else:
-                    summary.passed += 1
-                results.append(FilterResult(face.id, scores, reasons))
+                results.append(settle(summary, face, scores, error, bool(fams), limits, deciding))
             with catalog.transaction():
                 catalog.save_filter_results(results)
             progress.advance(len(batch))
