@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Literal
 
 from facecurate.errors import DeviceError
@@ -10,6 +12,16 @@ if TYPE_CHECKING:  # torch costs seconds to import: only code that has work to d
     import torch
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
+
+
+def cuda_possible() -> bool:
+    """False where no CUDA device can exist, known without importing torch (seconds): macOS, or Linux with no
+    NVIDIA driver loaded. Lets ``auto`` settle on the CPU before crop forks its workers, which must happen
+    before torch loads."""
+    platform = sys.platform  # read at run time: mypy would settle the checks for the platform it runs on
+    if platform == "darwin":
+        return False
+    return os.path.exists("/proc/driver/nvidia") if platform.startswith("linux") else True
 
 
 def resolve_device(choice: DeviceChoice) -> torch.device:

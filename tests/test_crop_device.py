@@ -18,7 +18,7 @@ from facecurate.catalog import Catalog
 from facecurate.errors import ImageError
 from facecurate.events import SILENT
 from facecurate.faces import crop_device
-from facecurate.faces.crop import CropOptions, run_crop
+from facecurate.faces.crop import CropOptions, run_crop, uses_torch_pipeline
 from facecurate.faces.crop_photo import Limits
 from facecurate.ingest import import_paths
 from facecurate.workspace import init_workspace
@@ -163,9 +163,9 @@ def test_ffhq_alignment_on_the_torch_pipeline_is_align_py_s(photos: Path, tmp_pa
 
 def test_pipeline_choice(tmp_path: Path):
     ws = init_workspace(tmp_path / "ws")
-    assert not crop_device.applies(CropOptions.from_config(ws, device="cpu"))  # auto on a CPU: OpenCV
-    assert crop_device.applies(CropOptions.from_config(ws, device="cpu", pipeline="torch"))
-    assert not crop_device.applies(CropOptions.from_config(ws, device="cpu", pipeline="opencv"))
+    assert not uses_torch_pipeline(CropOptions.from_config(ws, device="cpu"))  # auto on a CPU: OpenCV
+    assert uses_torch_pipeline(CropOptions.from_config(ws, device="cpu", pipeline="torch"))
+    assert not uses_torch_pipeline(CropOptions.from_config(ws, device="cpu", pipeline="opencv"))
     opts = CropOptions.from_config(ws, device="cpu", pipeline="torch", batch_size=7)
     assert crop_device.batch_size(opts, torch.device("cpu")) == 7  # 0 on a CPU: crop.batch_size
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from facecurate.device import cuda_possible
 from facecurate.faces.mtcnn_nets import batched_nms
 
 
@@ -36,6 +37,20 @@ from facecurate.workspace import init_workspace
 ws = init_workspace(Path({str(tmp_path / 'ws')!r}))
 summary = run_crop(ws, Catalog.open(ws.catalog_path), CropOptions.from_config(ws, device="cpu"))
 assert summary.images == 0, summary
+"""
+    assert "torch" not in _modules_after(code)
+
+
+@pytest.mark.skipif(cuda_possible(), reason="an NVIDIA driver is loaded: auto must ask torch about CUDA")
+def test_auto_device_settles_on_the_cpu_without_torch(tmp_path: Path) -> None:
+    """crop forks its workers before torch loads; on a machine where CUDA cannot exist, choosing the pipeline
+    for ``--device auto`` must not import torch either."""
+    code = f"""
+from pathlib import Path
+from facecurate.faces.crop import CropOptions, uses_torch_pipeline
+from facecurate.workspace import init_workspace
+ws = init_workspace(Path({str(tmp_path / 'ws')!r}))
+assert not uses_torch_pipeline(CropOptions.from_config(ws, device="auto"))
 """
     assert "torch" not in _modules_after(code)
 

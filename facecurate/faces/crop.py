@@ -26,7 +26,7 @@ import numpy as np
 
 from facecurate import media
 from facecurate.catalog import Catalog, FaceRecord, ImageRow
-from facecurate.device import DeviceChoice
+from facecurate.device import DeviceChoice, cuda_possible, resolve_device
 from facecurate.errors import ImageError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.faces import crop_workers
@@ -168,9 +168,9 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
         progress.finish()
         return CropSummary(device=opts.device)
     megapixels = cfg.get("media", "decode_budget")
-    from facecurate.faces import crop_device  # the torch pipeline (CUDA, or crop.pipeline = "torch")
+    if uses_torch_pipeline(opts):
+        from facecurate.faces import crop_device  # imports torch
 
-    if crop_device.applies(opts):
         limits = Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"), media.PixelBudget(megapixels))
         return crop_device.run_torch_crop(ws, catalog, opts, rows, limits, progress)
     workers, threads = crop_workers.plan(opts.workers, len(rows))
@@ -181,6 +181,16 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
                                opts.detect_max_side, _cut_settings(opts), os.getpid())
     with crop_workers.pool(setup, workers, megapixels) as pool:  # forked before torch is imported here
         return _run_in_workers(catalog, opts, rows, pool, workers, threads, progress)
+
+
+def uses_torch_pipeline(opts: CropOptions) -> bool:
+    """``crop.pipeline`` torch, or auto on a CUDA device (faces/crop_device.py). Where CUDA cannot exist this is
+    settled without importing torch, so the OpenCV path's workers are forked before torch loads."""
+    if opts.pipeline != "auto":
+        return opts.pipeline == "torch"
+    if opts.device == "cpu" or (opts.device == "auto" and not cuda_possible()):
+        return False
+    return resolve_device(opts.device).type == "cuda"
 
 
 def _cut_settings(opts: CropOptions) -> CutSettings:

@@ -55,13 +55,6 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
                         category=DeprecationWarning)
 
 
-def applies(opts: CropOptions) -> bool:
-    """Whether ``opts`` choose this pipeline: ``crop.pipeline`` torch, or auto on a CUDA device."""
-    if opts.pipeline == "auto":
-        return resolve_device(opts.device).type == "cuda"
-    return opts.pipeline == "torch"
-
-
 def batch_size(opts: CropOptions, device: torch.device) -> int:
     """Photos per batch: ``crop.device_batch_size``, or when 0 as many as half the GPU's free memory holds
     (``crop.batch_size`` on a CPU, whose memory the detector bounds itself)."""
