@@ -11,25 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from facecurate import media
 from facecurate.catalog import Catalog
 from facecurate.catalog.faces import FaceToFilter
-from facecurate.errors import ImageError
 from facecurate.events import SILENT, Progress
-from facecurate.rules.eyes import FaceMesh
 from facecurate.rules.measure import (
     FAMILY_KEYS,
-    FRAME_CHECK_BELOW,
-    PHOTO_SIDE,
-    FaceFacts,
-    eye_family,
-    geometry_measures,
-    pixel_measures,
 )
 from facecurate.rules.registry import RULES
-from facecurate.rules.stage import BATCH, FilterSummary, LabelThresholds, enabled_rules, settle
+from facecurate.rules.stage import (
+    BATCH,
+    FilterSummary,
+    LabelThresholds,
+    enabled_rules,
+    load_pixels,
+    measure_face,
+    settle,
+)
 from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
@@ -63,35 +60,9 @@ class MeasureWork:
         ws = Workspace(Path(self.root))
         return [self._one(ws, item.face, item.families) for item in batch]
 
-    def _load(self, ws: Workspace, face: FaceToFilter, fams: frozenset[str]
-              ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-        if not fams & {"pixels", "eyes"}:
-            return None, None, None
-        try:
-            crop = media.load_rgb(ws.resolve(face.crop_path), self.max_pixels, self.max_bytes).pixels
-            photo = None
-            bbox = face.bbox
-            share = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / max(face.photo_width * face.photo_height, 1)
-            if "pixels" in fams and share < FRAME_CHECK_BELOW:
-                data = media.read_limited(ws.resolve(face.photo_path), self.max_bytes)
-                photo = media.decode(data, face.photo_path, self.max_pixels, max_side=PHOTO_SIDE).pixels
-            return crop, photo, None
-        except ImageError as exc:
-            return None, None, str(exc)
-
     def _one(self, ws: Workspace, face: FaceToFilter, fams: frozenset[str]) -> Measured:
-        crop, photo, error = self._load(ws, face, fams)
-        scores: dict[str, float | None] = dict(face.scores)
-        facts = FaceFacts(np.array(face.landmarks), np.array(face.quad), face.bbox, face.oob_fraction,
-                          face.above_fraction, face.side_fraction, face.crop_size, face.photo_width,
-                          face.photo_height, face.detections, self.min_prob)
-        if "geometry" in fams:
-            scores.update(geometry_measures(facts))
-        if error is None and crop is not None:
-            if "pixels" in fams:
-                scores.update(pixel_measures(facts, crop, photo))
-            if "eyes" in fams:
-                scores.update(eye_family(FaceMesh.shared(), crop))
+        crop, photo, error = load_pixels(ws, face, fams, self.max_pixels, self.max_bytes)
+        scores = measure_face(face, fams, crop, photo, error, self.min_prob)
         return Measured(scores, error)
 
 

@@ -134,6 +134,42 @@ def _clean(value: float | None) -> float | None:
     return round(float(value), 5)
 
 
+def load_pixels(ws: Workspace, face: FaceToFilter, fams: set[str] | frozenset[str], max_pixels: int,
+                max_bytes: int) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """The crop, and the photo at most PHOTO_SIDE when the face is a small share of it, for the families that
+    read pixels; or why the crop could not be read. Shared by both executors (rules/filter_work.py)."""
+    if not fams & {"pixels", "eyes"}:
+        return None, None, None
+    try:
+        crop = media.load_rgb(ws.resolve(face.crop_path), max_pixels, max_bytes).pixels
+        photo = None
+        bbox = face.bbox
+        share = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / max(face.photo_width * face.photo_height, 1)
+        if "pixels" in fams and share < FRAME_CHECK_BELOW:
+            data = media.read_limited(ws.resolve(face.photo_path), max_bytes)
+            photo = media.decode(data, face.photo_path, max_pixels, max_side=PHOTO_SIDE).pixels
+        return crop, photo, None
+    except ImageError as exc:
+        return None, None, str(exc)
+
+
+def measure_face(face: FaceToFilter, fams: set[str] | frozenset[str], crop: np.ndarray | None,
+                 photo: np.ndarray | None, error: str | None, min_prob: float) -> dict[str, float | None]:
+    """The face's stored scores with ``fams`` measured anew (pixel families only when its crop was read)."""
+    scores: dict[str, float | None] = dict(face.scores)
+    facts = FaceFacts(np.array(face.landmarks), np.array(face.quad), face.bbox, face.oob_fraction,
+                      face.above_fraction, face.side_fraction, face.crop_size, face.photo_width,
+                      face.photo_height, face.detections, min_prob)
+    if "geometry" in fams:
+        scores.update(geometry_measures(facts))
+    if error is None and crop is not None:
+        if "pixels" in fams:
+            scores.update(pixel_measures(facts, crop, photo))
+        if "eyes" in fams:
+            scores.update(eye_family(FaceMesh.shared(), crop))
+    return scores
+
+
 def settle(summary: FilterSummary, face: FaceToFilter, scores: dict[str, Any], error: str | None, measured: bool,
            limits: LabelThresholds, deciding: list[Rule]) -> FilterResult:
     """One face's scores cleaned, decided and counted: the one place a filter verdict is made, whichever
@@ -168,27 +204,13 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
     faces = catalog.faces_to_filter()
     summary = FilterSummary(faces=len(faces))
     progress.start("filter", len(faces), "faces")
-    mesh: FaceMesh | None = None
 
     def todo(face: FaceToFilter) -> set[str]:
         return {fam for fam, keys in needed_keys.items() if redo or any(k not in face.scores for k in keys)}
 
     def load(face: FaceToFilter) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
         """Decode the crop (and the photo when the face is small) in a worker thread."""
-        fams = todo(face)
-        if not fams & {"pixels", "eyes"}:
-            return None, None, None
-        try:
-            crop = media.load_rgb(ws.resolve(face.crop_path), max_pixels, max_bytes).pixels
-            photo = None
-            bbox = face.bbox
-            share = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / max(face.photo_width * face.photo_height, 1)
-            if "pixels" in fams and share < FRAME_CHECK_BELOW:
-                data = media.read_limited(ws.resolve(face.photo_path), max_bytes)
-                photo = media.decode(data, face.photo_path, max_pixels, max_side=PHOTO_SIDE).pixels
-            return crop, photo, None
-        except ImageError as exc:
-            return None, None, str(exc)
+        return load_pixels(ws, face, todo(face), max_pixels, max_bytes)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(faces), BATCH):
@@ -196,19 +218,8 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
             loaded = list(pool.map(load, batch))
             results = []
             for face, (crop, photo, error) in zip(batch, loaded, strict=True):
-                scores = dict(face.scores)
                 fams = todo(face)
-                facts = FaceFacts(np.array(face.landmarks), np.array(face.quad), face.bbox, face.oob_fraction,
-                                  face.above_fraction, face.side_fraction, face.crop_size, face.photo_width,
-                                  face.photo_height, face.detections, min_prob)
-                if "geometry" in fams:
-                    scores.update(geometry_measures(facts))
-                if error is None and crop is not None:
-                    if "pixels" in fams:
-                        scores.update(pixel_measures(facts, crop, photo))
-                    if "eyes" in fams:
-                        mesh = mesh or FaceMesh.shared()
-                        scores.update(eye_family(mesh, crop))
+                scores = measure_face(face, fams, crop, photo, error, min_prob)
                 results.append(settle(summary, face, scores, error, bool(fams), limits, deciding))
             with catalog.transaction():
                 catalog.save_filter_results(results)
