@@ -209,3 +209,18 @@ def test_auto_picks_cpu_without_a_gpu() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError):
         resolve_device("tpu")  # type: ignore[arg-type]
+
+
+def test_the_cpu_integral_image_equals_the_canvas_cumsum_the_gpu_takes() -> None:
+    """The CPU builds the cascade's sums image by image with OpenCV, a GPU sums the letterboxed canvas with
+    torch: any difference (an off-by-one in the letterbox's repeated rows) would move boxes on one device only."""
+    from facecurate.faces.detect import _integral_cv, _integral_torch
+
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((37, 64), (64, 21), (1, 1), (50, 50))]
+    height, width = 64, 64
+    cv_sums = _integral_cv(images, height, width)
+    torch_sums = _integral_torch(images, height, width, torch.device("cpu"), torch.int32)
+    assert cv_sums.dtype == torch_sums.dtype == torch.int32
+    assert torch.equal(cv_sums, torch_sums)
+    assert int(cv_sums[0, -1, -1, 0]) == int(images[0][..., 0].astype(np.int64).sum())

@@ -19,9 +19,6 @@ PaddingMode = Literal["reflect_blur", "constant"]
 _PADDING_MODES: tuple[str, ...] = ("reflect_blur", "constant")
 AlignmentMode = Literal["default", "ffhq"]
 _ALIGNMENT_MODES: tuple[str, ...] = ("default", "ffhq")
-# The default mode rotates at this many times the crop side and shrinks with Lanczos: FFHQ's script uses 4x,
-# 2x keeps its sharpness (benchmarks/bench_align.py) at a quarter of the warp's pixels.
-_OVERSAMPLE = 2
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: element-wise array comparison has no single truth value
@@ -263,11 +260,15 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 512, headro
     """Cut the FFHQ square out of ``image`` (H, W, 3 uint8 RGB) as a ``size`` x ``size`` crop.
 
     ``alignment="ffhq"`` reproduces the published script's pixels (``_ffhq_align``). The default mode keeps
-    FFHQ's resampling chain but cheaper: only the quad's bounding box (plus a margin) is touched; it is shrunk
-    with Lanczos (antialiased) to about ``_OVERSAMPLE`` pixels per crop pixel when larger, rotated bilinearly
-    at ``_OVERSAMPLE`` x the crop side (OpenCV's vectorised warp; bilinear at 1:1 was what made the old crops
-    20-40% softer than FFHQ's), then brought to ``size`` with Lanczos. Measured differences from the script
-    (benchmarks/bench_align.py): as sharp or sharper (mean |Laplacian| ratio >= 0.95 at 128-1024), no
+    FFHQ's antialiasing but not its cost: only the photo's pixels inside the quad's box (plus a margin) are
+    touched. A face larger than the crop is shrunk with Lanczos to one pixel per crop pixel (the antialiasing: a
+    single interpolating warp from a larger source aliases), mirrored outwards and rotated straight to ``size``
+    with OpenCV's bicubic warp, whose a = -0.75 kernel keeps the detail FFHQ's 4x bilinear transform plus
+    Lanczos keeps (a bilinear warp at 1:1 was 20-40% softer). A face smaller than the crop is rotated bilinearly
+    at twice the crop side and brought down with OpenCV's bicubic resize: on the eye rules' dev photos, most of
+    them enlarged, bicubic at 1:1 read a few more closed and covered eyes as open (benchmarks/eval_dev.py).
+    Measured differences from the script (benchmarks/bench_align.py): as sharp or a little sharper (mean
+    |Laplacian| ratio 1.04-1.14 at 128-1024), no
     ``+ 0.5`` shift (MTCNN landmarks are continuous coordinates, see the module docstring), padding only when a
     corner leaves the photo, faded to the median of the crop region rather than of the whole padded image.
     """
@@ -320,18 +321,23 @@ def place_face(landmarks: np.ndarray, width: int, height: int, size: int, headro
 
 @dataclass(frozen=True, eq=False)
 class RegionPlan:
-    """The default mode's working region: the quad's box plus a margin, in source px (it may overhang the
-    photo: the overhang is padded), and the Lanczos shrink applied to it when the quad is larger than the warp."""
+    """The default mode's working region: the quad's box plus a margin, at one region px per crop px at most.
+
+    Only the part of the box inside the photo (``inner``) is ever resampled: it is shrunk with Lanczos to
+    ``inner_shape`` when the face is larger than the crop, then mirrored outwards by ``pads`` region px. Shrinking
+    before padding touches only real pixels, which for a face that fills its photo is a third of the box."""
 
     x0: int
     y0: int
     x1: int
     y1: int
-    shape: tuple[int, int]  # (width, height) of the region after the shrink (its box size when not shrunk)
+    inner: tuple[int, int, int, int]  # the box clipped to the photo, source px: x0, y0, x1, y1
+    inner_shape: tuple[int, int]  # (width, height) of ``inner`` after the shrink
+    pads: tuple[int, int, int, int]  # region px mirrored beyond ``inner``: left, top, right, bottom
+    shape: tuple[int, int]  # (width, height) of the whole region
     shrunk: bool
     origin: np.ndarray  # source px of the region's top-left corner
     scale: np.ndarray  # source px per region px, (x, y)
-    big: int  # side of the bilinear warp: _OVERSAMPLE x the crop side
     leaves_image: bool  # a corner of the quad is outside the photo: padding is visible in the crop
 
 
@@ -341,16 +347,17 @@ def plan_region(quad: np.ndarray, size: int, width: int, height: int, qsize: flo
     border = max(int(np.rint(qsize * 0.1)), 3)
     x0, y0 = (np.floor(quad.min(axis=0)).astype(int) - border).tolist()
     x1, y1 = (np.ceil(quad.max(axis=0)).astype(int) + border).tolist()
-    if min(y1, height) <= max(y0, 0) or min(x1, width) <= max(x0, 0):
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if iy1 <= iy0 or ix1 <= ix0:
         raise ValueError(f"the face quad {quad.round(1).tolist()} lies entirely outside the {width}x{height} image")
-    big = _OVERSAMPLE * size
-    shape, scale = (x1 - x0, y1 - y0), np.ones(2)
-    if qsize > big:
-        factor = big / qsize
-        shape = (max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor)))
-        scale = np.array([(x1 - x0) / shape[0], (y1 - y0) / shape[1]])
-    return RegionPlan(x0=x0, y0=y0, x1=x1, y1=y1, shape=shape, shrunk=qsize > big,
-                      origin=np.array([x0, y0], dtype=np.float64), scale=scale, big=big,
+    factor = min(1.0, size / qsize)
+    inner_w, inner_h = max(1, round((ix1 - ix0) * factor)), max(1, round((iy1 - iy0) * factor))
+    sx, sy = (ix1 - ix0) / inner_w, (iy1 - iy0) / inner_h
+    pads = (round((ix0 - x0) / sx), round((iy0 - y0) / sy), round((x1 - ix1) / sx), round((y1 - iy1) / sy))
+    return RegionPlan(x0=x0, y0=y0, x1=x1, y1=y1, inner=(ix0, iy0, ix1, iy1), inner_shape=(inner_w, inner_h),
+                      pads=pads, shape=(pads[0] + inner_w + pads[2], pads[1] + inner_h + pads[3]),
+                      shrunk=factor < 1.0, origin=np.array([ix0 - pads[0] * sx, iy0 - pads[1] * sy]),
+                      scale=np.array([sx, sy]),
                       leaves_image=bool(((quad < 0) | (quad > [width, height])).any()))  # convex: a corner is out
 
 
@@ -364,20 +371,24 @@ def _default_align(image: np.ndarray, place: Placement, size: int, padding: Padd
     height, width = image.shape[:2]
     quad, qsize = place.quad, place.qsize
     plan = plan_region(quad, size, width, height, qsize)
-    x0, y0, x1, y1 = plan.x0, plan.y0, plan.x1, plan.y1
-    inner = image[max(y0, 0):min(y1, height), max(x0, 0):min(x1, width)]
+    ix0, iy0, ix1, iy1 = plan.inner
+    inner = image[iy0:iy1, ix0:ix1]
+    if plan.shrunk:
+        inner = _lanczos(inner, plan.inner_shape)
     # Mirror for reflect_blur; for constant, repeat the edge so that pixels just inside don't bleed black.
     mode = cv2.BORDER_REFLECT_101 if padding == "reflect_blur" else cv2.BORDER_REPLICATE
-    region = cv2.copyMakeBorder(inner, max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0), mode)
-    if plan.shrunk:
-        region = _lanczos(region, plan.shape)
+    left, top, right, bottom = plan.pads
+    region = cv2.copyMakeBorder(np.ascontiguousarray(inner), top, bottom, left, right, mode)
     if padding == "reflect_blur" and plan.leaves_image:
         region = _blend_padding(region, plan, quad, qsize, width, height)
-    big = plan.big
-    crop = cv2.warpAffine(region, _cv_matrix(quad_to_crop_matrix(quad, big), plan.origin, plan.scale), (big, big),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    crop = _lanczos(crop, (size, size)) if big != size else crop
+    if plan.shrunk:
+        crop = cv2.warpAffine(region, _cv_matrix(quad_to_crop_matrix(quad, size), plan.origin, plan.scale),
+                              (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    else:  # the photo is coarser than the crop: see align_face on why this face is rotated at 2x
+        big = 2 * size
+        crop = cv2.warpAffine(region, _cv_matrix(quad_to_crop_matrix(quad, big), plan.origin, plan.scale),
+                              (big, big), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
     if padding == "constant" and plan.leaves_image:
-        crop = crop.copy()
         crop[outside_crop_mask(quad, size, width, height)] = 0
     return crop

@@ -1,16 +1,19 @@
 """The default alignment of faces/align.py as tensor operations, so the crop stage can cut crops on a GPU.
 
 Why a restatement and not something simpler (one ``grid_sample`` from the photo): crops must not depend on
-which device cut them. ``align_face`` shrinks with Pillow's Lanczos, blurs and fades the padding with OpenCV,
-rotates bilinearly at twice the crop side and shrinks again with Lanczos; a single bilinear sample from a
-large photo aliases, and an antialiased bicubic is a different picture. So this module runs the same chain,
+which device cut them. ``align_face`` shrinks the photo's pixels with Pillow's Lanczos, mirrors them outwards,
+blurs and fades the padding with OpenCV and rotates with OpenCV's bicubic warp (a face smaller than the crop:
+bilinear at twice the side, then cv2's bicubic resize); a single sample from a large photo aliases, and an
+antialiased bicubic shrink is a different picture. So this module runs the same chain,
 from the same geometry (``place_face``, ``plan_region``, ``padding_masks`` and ``outside_crop_mask`` are
 align.py's, not copies), and rounds to uint8 at the same steps OpenCV and Pillow do: that is what keeps the
 two within a grey level (tests/test_align_torch.py measures it on real photos, padded faces included).
 
-Every resampling is separable and given by an (index, weight) table built in numpy once per size pair:
-Pillow's Lanczos coefficients (its support widens with the shrink factor: the antialiasing), cv2's
-INTER_AREA and INTER_LINEAR, cv2's Gaussian kernel with its mirrored (reflect-101) border. A table is applied
+Every resampling but the rotation is separable and given by an (index, weight) table built in numpy once per
+size pair: Pillow's Lanczos coefficients (its support widens with the shrink factor: the antialiasing), cv2's
+INTER_AREA, INTER_LINEAR and INTER_CUBIC, cv2's Gaussian kernel with its mirrored (reflect-101) border. The rotation is
+``grid_sample``'s bicubic (or bilinear), whose a = -0.75 kernel and clamped taps are cv2's INTER_CUBIC with
+BORDER_REPLICATE. A table is applied
 as K shifted multiply-adds (``index_select``), which runs unchanged on CPU and CUDA and costs K reads per
 output pixel, unlike a dense resampling matrix. Coordinates follow align.py's module docstring: a pixel's
 centre is at index + 0.5, which is ``grid_sample``'s ``align_corners=False``.
@@ -38,8 +41,7 @@ from facecurate.faces.align import (
 )
 
 Table = tuple[np.ndarray, np.ndarray]  # (out, K) source indices, (out, K) float64 weights
-# Faces whose final (2x -> 1x) Lanczos runs as one batch: bounds the float copies at 2x the crop side
-# (a 1024 crop's 2048^2 x 3 floats are 50 MB, four copies of it live during the two passes).
+# Faces cut and converted to uint8 together: bounds the float copies (a 1024 crop is 12 MB of floats).
 FACES_PER_PASS = 8
 
 
@@ -65,8 +67,7 @@ def align_faces(image: torch.Tensor, places: Sequence[Placement], size: int,
     for start in range(0, len(places), FACES_PER_PASS):
         chunk = places[start:start + FACES_PER_PASS]
         plans = [plan_region(p.quad, size, width, height, p.qsize) for p in chunk]
-        big = torch.stack([_warped(image, p, plan, padding) for p, plan in zip(chunk, plans, strict=True)])
-        crops = _resize(big, _lanczos_table, size, size)
+        crops = torch.stack([_warped(image, p, plan, size, padding) for p, plan in zip(chunk, plans, strict=True)])
         for k, (place, plan) in enumerate(zip(chunk, plans, strict=True)):
             if padding == "constant" and plan.leaves_image:
                 mask = torch.from_numpy(outside_crop_mask(place.quad, size, width, height)).to(image.device)
@@ -75,24 +76,27 @@ def align_faces(image: torch.Tensor, places: Sequence[Placement], size: int,
     return out
 
 
-def _warped(image: torch.Tensor, place: Placement, plan: RegionPlan, padding: PaddingMode) -> torch.Tensor:
-    """One face at ``plan.big`` px, rounded like cv2.warpAffine's uint8 output: (3, big, big) float."""
+def _warped(image: torch.Tensor, place: Placement, plan: RegionPlan, size: int,
+            padding: PaddingMode) -> torch.Tensor:
+    """One face at ``size`` px, rounded like cv2's uint8 outputs: (3, size, size) float."""
     height, width = int(image.shape[1]), int(image.shape[2])
     region = _region(image, plan, padding)
-    if plan.shrunk:
-        region = _resize(region, _lanczos_table, plan.shape[0], plan.shape[1])
     if padding == "reflect_blur" and plan.leaves_image:
         region = _blend_padding(region, plan, place, width, height)
     theta = torch.tensor(_theta(place.quad, plan), dtype=torch.float64, device=image.device)
     # affine_grid's equivalent, written out: it multiplies in a matmul, which TF32 (when a program enables it)
-    # would round to ~1e-3, a pixel at the 2048 px warp; elementwise float64 cannot be switched to TF32
-    steps = (torch.arange(plan.big, dtype=torch.float64, device=image.device) * 2 + 1) / plan.big - 1
+    # would round to ~1e-3, a pixel at a 1024 px crop; elementwise float64 cannot be switched to TF32
+    side = size if plan.shrunk else 2 * size
+    steps = (torch.arange(side, dtype=torch.float64, device=image.device) * 2 + 1) / side - 1
     xs, ys = steps[None, :], steps[:, None]
     grid = torch.stack([theta[0, 0] * xs + theta[0, 1] * ys + theta[0, 2],
                         theta[1, 0] * xs + theta[1, 1] * ys + theta[1, 2]], dim=-1).float()[None]
-    # padding_mode="border" clamps the sample point: cv2.BORDER_REPLICATE
-    warped = F.grid_sample(region[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return _round8(warped[0])
+    # padding_mode="border" clamps each tap: cv2.BORDER_REPLICATE
+    mode = "bicubic" if plan.shrunk else "bilinear"
+    warped = _round8(F.grid_sample(region[None], grid, mode=mode, padding_mode="border", align_corners=False)[0])
+    if plan.shrunk:
+        return warped
+    return _round8(_resize(warped, _cubic_table, size, size, rounded=False))  # cv2 rounds once, at the end
 
 
 def _theta(quad: np.ndarray, plan: RegionPlan) -> np.ndarray:
@@ -110,13 +114,19 @@ def _theta(quad: np.ndarray, plan: RegionPlan) -> np.ndarray:
 
 
 def _region(image: torch.Tensor, plan: RegionPlan, padding: PaddingMode) -> torch.Tensor:
-    """The plan's box as (3, h, w) float: the photo's pixels, and beyond its edges the same border as
-    cv2.copyMakeBorder on the clipped box (mirrored without repeating the edge, or the edge repeated)."""
-    height, width = int(image.shape[1]), int(image.shape[2])
-    ys = _border_index(plan.y0, plan.y1, max(plan.y0, 0), min(plan.y1, height), padding)
-    xs = _border_index(plan.x0, plan.x1, max(plan.x0, 0), min(plan.x1, width), padding)
-    rows = image.index_select(1, torch.from_numpy(ys).to(image.device))
-    return rows.index_select(2, torch.from_numpy(xs).to(image.device)).float()
+    """The plan's region as (3, h, w) float: the photo's pixels inside the box, shrunk as Pillow's Lanczos
+    does when the plan says so, and beyond the photo's edges the same border as cv2.copyMakeBorder (mirrored
+    without repeating the edge, or the edge repeated)."""
+    x0, y0, x1, y1 = plan.inner
+    inner = image[:, y0:y1, x0:x1].float()
+    inner_w, inner_h = plan.inner_shape
+    if plan.shrunk:
+        inner = _resize(inner, _lanczos_table, inner_w, inner_h)
+    left, top, right, bottom = plan.pads
+    ys = _border_index(-top, inner_h + bottom, 0, inner_h, padding)
+    xs = _border_index(-left, inner_w + right, 0, inner_w, padding)
+    rows = inner.index_select(1, torch.from_numpy(ys).to(image.device))
+    return rows.index_select(2, torch.from_numpy(xs).to(image.device))
 
 
 def _border_index(start: int, stop: int, lo: int, hi: int, padding: PaddingMode) -> np.ndarray:
@@ -269,6 +279,24 @@ def _linear_table(n_in: int, n_out: int) -> Table:
         if sx >= n_in - 1:
             fx, sx = 0.0, n_in - 1
         rows.append([(sx, 1.0 - fx), (min(sx + 1, n_in - 1), fx)])
+    return _pack(rows)
+
+
+@lru_cache(maxsize=512)
+def _cubic_table(n_in: int, n_out: int) -> Table:
+    """cv2.INTER_CUBIC resize: sample at (i + 0.5) scale - 0.5 with the a = -0.75 kernel over four taps,
+    indices clamped to the first and last pixel."""
+    a = -0.75
+    rows = []
+    for dx in range(n_out):
+        fx = (dx + 0.5) * n_in / n_out - 0.5
+        sx = math.floor(fx)
+        t = fx - sx
+        w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+        w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+        w2 = ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1
+        weights = (w0, w1, w2, 1.0 - w0 - w1 - w2)
+        rows.append([(min(max(sx + k - 1, 0), n_in - 1), weights[k]) for k in range(4)])
     return _pack(rows)
 
 

@@ -106,14 +106,8 @@ class BatchedDetector:
 
     @torch.inference_mode()
     def _detect_batch(self, batch: list[tuple[np.ndarray, tuple[float, float]]]) -> list[list[Detection]]:
-        height = max(small.shape[0] for small, _ in batch)
-        width = max(small.shape[1] for small, _ in batch)
-        canvas = np.zeros((len(batch), height, width, 3), np.uint8)
-        for k, (small, _) in enumerate(batch):
-            canvas[k, : small.shape[0], : small.shape[1]] = small
-        boxes, points, inds = self._cascade(
-            torch.from_numpy(canvas).to(self.device), [(small.shape[0], small.shape[1]) for small, _ in batch]
-        )
+        boxes, points, inds = self._cascade(_integral([small for small, _ in batch], self.device),
+                                            [(small.shape[0], small.shape[1]) for small, _ in batch])
         out = []
         for k, (_, (sx, sy)) in enumerate(batch):
             b, pts = boxes[inds == k] / [sx, sy, sx, sy, 1], points[inds == k] / [sx, sy]
@@ -122,19 +116,16 @@ class BatchedDetector:
         return out
 
     def _cascade(
-        self, canvas: torch.Tensor, shapes: list[tuple[int, int]]
+        self, integral: torch.Tensor, shapes: list[tuple[int, int]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """facenet-pytorch's ``detect_face`` on a letterboxed batch (see the module docstring).
+        """facenet-pytorch's ``detect_face`` on a letterboxed batch (see the module docstring), given the
+        batch's integral image (``_integral``).
 
         Returns boxes (N, 5: x1, y1, x2, y2, prob), landmarks (N, 5, 2) in canvas px, image index (N,).
         """
-        mt, (t1, t2, t3), dev = self.mtcnn, self.thresholds, canvas.device
-        batch, height, width = canvas.shape[:3]
+        mt, (t1, t2, t3), dev = self.mtcnn, self.thresholds, integral.device
+        batch, height, width = integral.shape[0], integral.shape[1] - 1, integral.shape[2] - 1
         sizes = torch.tensor(shapes, device=dev)
-        dtype = torch.int32 if 255 * height * width < 2**31 else torch.int64
-        integral = canvas.new_zeros((batch, height + 1, width + 1, 3), dtype=dtype)  # sums above-left
-        integral[:, 1:, 1:] = canvas
-        integral.cumsum_(1).cumsum_(2)  # in place: no second full-size temporary
         every, zero = torch.arange(batch, device=dev), torch.zeros_like(sizes[:, 0])
         # Stage 1: P-Net over each image's pyramid; NMS per scale and image, then per image.
         level_boxes: list[torch.Tensor] = []
@@ -205,6 +196,40 @@ class BatchedDetector:
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - 127.5) * 0.0078125).contiguous(memory_format=self.memory_format)
+
+
+def _integral(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(B, H+1, W+1, 3) sums above-left of every pixel of the images letterboxed top-left onto one zero canvas
+    (H, W: the largest sides). On a CPU each image's table is OpenCV's (``_integral_cv``: one vectorised pass,
+    several times faster than two torch cumsums over the canvas); on a GPU the canvas is summed where it is.
+    Integers either way, so both give the same table."""
+    height, width = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    wide = 255 * height * width >= 2**31
+    if device.type == "cpu" and not wide:
+        return _integral_cv(images, height, width)
+    return _integral_torch(images, height, width, device, torch.int64 if wide else torch.int32)
+
+
+def _integral_cv(images: list[np.ndarray], height: int, width: int) -> torch.Tensor:
+    """Each image's cv2.integral, the letterbox's rows and columns repeating its last sums (padding adds 0)."""
+    out = np.empty((len(images), height + 1, width + 1, 3), np.int32)
+    for k, img in enumerate(images):
+        h, w = img.shape[:2]
+        out[k, : h + 1, : w + 1] = cv2.integral(np.ascontiguousarray(img), sdepth=cv2.CV_32S)
+        out[k, h + 1:, : w + 1] = out[k, h, : w + 1]
+        out[k, :, w + 1:] = out[k, :, w : w + 1]
+    return torch.from_numpy(out)
+
+
+def _integral_torch(images: list[np.ndarray], height: int, width: int, device: torch.device,
+                    dtype: torch.dtype) -> torch.Tensor:
+    canvas = np.zeros((len(images), height, width, 3), np.uint8)
+    for k, img in enumerate(images):
+        canvas[k, : img.shape[0], : img.shape[1]] = img
+    on = torch.from_numpy(canvas).to(device)
+    integral = on.new_zeros((len(images), height + 1, width + 1, 3), dtype=dtype)
+    integral[:, 1:, 1:] = on
+    return integral.cumsum_(1).cumsum_(2)  # in place: no second full-size temporary
 
 
 def _bins(start: torch.Tensor, stop: torch.Tensor, n: torch.Tensor, total: int) -> tuple[torch.Tensor, ...]:
