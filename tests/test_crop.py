@@ -241,7 +241,7 @@ def test_spawned_workers_crop_what_forked_workers_crop(ws: Workspace, catalog: C
     folder = _photo_folder(demo_dir, tmp_path / "photos", 10)
     import_paths(ws, catalog, [folder])
     forked = run_crop(ws, catalog, CropOptions.from_config(ws, size=128, device="cpu", workers=2))
-    monkeypatch.setattr(crop_workers, "start_method", lambda: "spawn")
+    monkeypatch.setattr(crop_workers, "start_method", lambda threads=1: "spawn")
     assert crop_workers.shared_budget(100.0) is None
     other = init_workspace(tmp_path / "other")
     with Catalog.open(other.catalog_path) as other_catalog:
@@ -254,9 +254,11 @@ def test_spawned_workers_crop_what_forked_workers_crop(ws: Workspace, catalog: C
 def test_the_worker_count_follows_the_cores_and_the_setting():
     assert plan(0, 1000, cpus=1) == (0, 1)                    # one core: crop in this process
     assert plan(0, IN_PROCESS_UP_TO, cpus=16) == (0, 16)      # a handful of photos: no workers to start
-    assert plan(0, 1000, cpus=2) == (2, 1)                    # two workers beside one torch thread
-    assert plan(0, 1000, cpus=16) == (12, 4)                  # a quarter of the cores for MTCNN's threads
-    assert plan(3, 5, cpus=2) == (3, 1)                       # asked for: always, torch keeps one thread
+    assert plan(0, 1000, cpus=2) == (2, 1)                    # a worker per core, each detecting on one thread
+    assert plan(0, 1000, cpus=4) == (4, 1)
+    assert plan(0, 1000, cpus=16) == (8, 2)                   # past four cores, two threads per worker
+    assert plan(3, 5, cpus=2) == (3, 1)                       # asked for: always, at least one thread each
+    assert plan(2, 1000, cpus=16) == (2, 8)
 
 
 def test_faces_below_min_face_size_are_not_searched_for(ws: Workspace, catalog: Catalog, demo_dir: Path,
@@ -299,3 +301,15 @@ def test_options_come_from_the_settings_and_flags_are_checked(ws: Workspace):
         CropOptions.from_config(ws, device="gpu")
     with pytest.raises(ConfigError, match="--image-format"):
         CropOptions.from_config(ws, image_format="gif")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is the Linux start method")
+def test_workers_are_spawned_where_a_fork_would_inherit_torchs_thread_pool():
+    """A forked child that enters an OpenMP region with more than one thread hangs once the parent has run
+    torch (this test process has); on one thread torch never enters one, so fork stays the cheap choice."""
+    import torch  # noqa: F401  (the parent has run torch)
+
+    from facecurate.faces import crop_workers
+
+    assert crop_workers.start_method(1) == "fork"
+    assert crop_workers.start_method(2) == "spawn"

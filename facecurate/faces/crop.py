@@ -1,18 +1,18 @@
 """The ``crop`` stage: batched detection, FFHQ alignment and atomic crop writes around the catalog.
 
-MTCNN runs in this process on whole batches; the rest of a photo's work (decoding the detector's reduced copy,
-then decoding the original again to align, encode and write its crops) runs in worker processes
-(:mod:`facecurate.faces.crop_workers`) that stream each batch to the detector and take its faces back, so
-every core is busy. In-process threads did that work before and cost as much as detection: MTCNN's cascade and
-the alignment are both many short numpy/torch/OpenCV calls that queue on the GIL, and torch's OpenMP threads
-spin against the decoding threads for the same cores. A run of a few photos (or a single core) still uses
-threads: starting workers would cost more than they save. Each batch's results land in one transaction after
-its files are on disk: a kill loses at most the batches in flight, and their files are simply rewritten on the
-next run.
+On a CPU, worker processes (:mod:`facecurate.faces.crop_workers`) crop whole batches — decode, MTCNN, align,
+encode, write — side by side, each with its own detector, and this process records each batch's results in
+the catalog in the batches' order. Threads in this process did the work around MTCNN before and cost as much
+as detection: MTCNN's cascade and the alignment are both many short numpy/torch/OpenCV calls that queue on the
+GIL, and torch's OpenMP threads spin against the decoding threads for the same cores. A run of a few photos (or
+a single core) still uses threads: starting workers would cost more than they save. On a GPU the torch
+pipeline runs instead (faces/crop_device.py). Each batch's results land in one transaction after its files are
+on disk: a kill loses at most the batches in flight, and their files are simply rewritten on the next run.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -144,8 +144,8 @@ class _Batch:
     """One batch between pipeline steps: rows, then detection copies, then each photo's crop job."""
 
     rows: list[ImageRow]
-    decoded: list[Future[Any]]  # media.Decoded, or ImageError (threads) / crop_workers.Failed (processes)
-    jobs: dict[int, Future[Any]] = field(default_factory=dict)  # list[FaceRecord], or Failed (processes)
+    decoded: list[Future[Any]]  # media.Decoded, or ImageError
+    jobs: dict[int, Future[Any]] = field(default_factory=dict)  # list[FaceRecord], or Failed
     found: dict[int, list[dict[str, object]]] = field(default_factory=dict)  # every detection, for the rules
 
     def copy(self, j: int) -> media.Decoded | ImageError:
@@ -177,10 +177,19 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
     if workers == 0:
         limits = Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"), media.PixelBudget(megapixels))
         return _run_in_threads(ws, catalog, opts, rows, limits, progress)
-    setup = crop_workers.Setup(ws, cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"),
-                               opts.detect_max_side, _cut_settings(opts), os.getpid())
+    setup = crop_workers.Setup(ws, opts, cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"), threads,
+                               os.getpid())
     with crop_workers.pool(setup, workers, megapixels) as pool:  # forked before torch is imported here
-        return _run_in_workers(catalog, opts, rows, pool, workers, threads, progress)
+        return _run_in_workers(catalog, opts, rows, pool, workers, progress)
+
+
+def crop_batches(rows: list[ImageRow], batch_size: int) -> list[list[ImageRow]]:
+    """The run's batches: ``batch_size`` photos, or fewer in a run of under eight full batches, so that the
+    last batches do not leave all but one worker idle (100 photos in batches of 32 are 64 photos on one of two
+    workers, 36 on the other; in batches of 13, 52 and 48). Both executors batch a run the same way, so they
+    detect on the same batches and find the same faces to the last float."""
+    size = min(batch_size, max(8, -(-len(rows) // 8)))
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
 def uses_torch_pipeline(opts: CropOptions) -> bool:
@@ -216,7 +225,7 @@ def _run_in_threads(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: li
         def decode(chunk: list[ImageRow]) -> _Batch:
             return _Batch(chunk, [pool.submit(decode_copy, ws, r, limits, opts.detect_max_side) for r in chunk])
 
-        chunks = _chunks(rows, opts.batch_size)
+        chunks = crop_batches(rows, opts.batch_size)
         upcoming = decode(chunks[0])
         for i in range(len(chunks)):
             batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else upcoming
@@ -238,55 +247,33 @@ def _crop_or_failure(ws: Workspace, row: ImageRow, pixels: np.ndarray | None, fa
 
 
 def _run_in_workers(catalog: Catalog, opts: CropOptions, rows: list[ImageRow], pool: ProcessPoolExecutor,
-                    workers: int, threads: int, progress: Progress) -> CropSummary:
-    """Worker processes decode batch i+1 and finish batch i-1 (align, encode, write) while MTCNN, in this
-    process, runs on batch i; batch i-1 is committed once its files are on disk. A kill loses at most the two
-    batches in flight, whose files are simply rewritten on the next run. Only detection copies and face
-    records cross between processes: a worker decodes the full photo again from its path to cut the crop."""
-    import torch  # after the fork (pool): the workers never inherit its thread pools
-
-    detector = _detector(opts)
-    summary = CropSummary(device=str(detector.device), workers=workers)
-    progress.start(f"crop ({summary.device}, {workers} workers)", len(rows), "img")
-    chunks = _chunks(rows, opts.batch_size)
-
-    def decode(chunk: list[ImageRow]) -> _Batch:
-        return _Batch(chunk, [pool.submit(crop_workers.decode_task, r) for r in chunk])
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    upcoming = batch = decode(chunks[0])
-    detected: deque[_Batch] = deque()  # crops queued in the workers, not committed yet
+                    workers: int, progress: Progress) -> CropSummary:
+    """Every worker crops whole batches; two batches per worker are in flight, so none waits for the next one,
+    and each batch is committed in order as soon as it and the batches before it are done. A kill loses at
+    most the batches in flight, whose files are simply rewritten on the next run."""
+    summary = CropSummary(device="cpu", workers=workers)
+    progress.start(f"crop (cpu, {workers} workers)", len(rows), "img")
+    batches = iter(crop_batches(rows, opts.batch_size))
+    in_flight: deque[tuple[list[ImageRow], Future[Any]]] = deque()
     try:
-        for i in range(len(chunks)):
-            # the next batch's decodes are queued before this batch's crops: they are the detector's next input
-            batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else upcoming
-            for j, _, chosen in _detect(detector, batch, opts):
-                batch.jobs[j] = pool.submit(crop_workers.crop_task, batch.rows[j],
-                                            [(f.box, f.prob, f.landmarks) for f in chosen])
-            _commit_all(catalog, detected, summary, progress)  # the previous batch, cropped meanwhile
-            detected.append(batch)
-        _commit_all(catalog, detected, summary, progress)
+        for chunk in itertools.islice(batches, 2 * workers):
+            in_flight.append((chunk, pool.submit(crop_workers.batch_task, chunk)))
+        while in_flight:
+            chunk, done = in_flight.popleft()
+            outcomes = done.result()
+            following = next(batches, None)
+            if following is not None:
+                in_flight.append((following, pool.submit(crop_workers.batch_task, following)))
+            found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
+            record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
+            progress.advance(len(chunk))
     except BrokenProcessPool as exc:
-        files = ", ".join(dict.fromkeys(r.path for b in [*detected, batch, upcoming] for r in b.rows))
+        files = ", ".join(dict.fromkeys(r.path for chunk, _ in in_flight for r in chunk))
         raise ImageError(f"A crop worker died (a native crash) on one of: {files}. Photos cropped before it are "
                          f"saved; move the offending file out of raw/ or run `facecurate crop` again to retry.",
                          "worker_crashed") from exc
-    finally:
-        torch.set_num_threads(before)
     progress.finish()
     return summary
-
-
-def _commit_all(catalog: Catalog, batches: deque[_Batch], summary: CropSummary, progress: Progress) -> None:
-    while batches:
-        done = batches.popleft()
-        _commit(catalog, done, summary)
-        progress.advance(len(done.rows))
-
-
-def _chunks(rows: list[ImageRow], size: int) -> list[list[ImageRow]]:
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
 def detect_with_retries(detector: BatchedDetector, copies: list[media.Decoded], opts: CropOptions

@@ -1,8 +1,9 @@
-"""The crop stage as batches for an executor that is not local (``run --executor ray``).
+"""The crop stage as batches: for crop's own worker processes and for an executor that is not local.
 
 :class:`CropWork` is one batch's work — read and decode the photos, detect (with the same further looks as the
 local path), align, and write the crops at their content addresses — and needs nothing of the catalog, so it
-runs on any worker that sees the workspace's files. :func:`run_crop_with` is the stage's loop around it: it
+runs in crop's worker processes (:mod:`~facecurate.faces.crop_workers`) and on any Ray worker that sees the
+workspace's files. :func:`run_crop_with` is the stage's loop around it: it
 selects what is not cropped, hands the batches over, and records each batch's outcomes in one transaction with
 the same :func:`~facecurate.faces.crop.record_batch` the local path uses, so the state rules are one code.
 """
@@ -24,6 +25,7 @@ from facecurate.faces.crop import (
     _cut_settings,
     _to_source,
     choose_faces,
+    crop_batches,
     detect_with_retries,
     record_batch,
 )
@@ -51,16 +53,17 @@ class CropOutcome:
 
 
 class CropWork:
-    """Crop one batch of photos on a worker; the detector is built on the first batch and kept."""
+    """Crop one batch of photos on a worker; the detector is built on the first batch and kept. ``budget``: a
+    pixel budget shared with other workers (forked processes); else each holds ``decode_budget`` megapixels."""
 
     name = "crop"
 
     def __init__(self, root: str, opts: CropOptions, max_pixels: int, max_bytes: int, decode_budget: float,
-                 gpus: float = 0.0, threads: int = 0) -> None:
+                 gpus: float = 0.0, threads: int = 0, budget: media.PixelBudget | None = None) -> None:
         self.root, self.opts, self.gpus, self.threads = root, opts, gpus, threads
         self.max_pixels, self.max_bytes, self.decode_budget = max_pixels, max_bytes, decode_budget
         self._detector: BatchedDetector | None = None
-        self._limits: Limits | None = None
+        self._limits: Limits | None = Limits(max_pixels, max_bytes, budget) if budget is not None else None
 
     def __getstate__(self) -> dict[str, Any]:  # the detector and the budget's lock stay on their worker
         return {**self.__dict__, "_detector": None, "_limits": None}
@@ -71,14 +74,14 @@ class CropWork:
         opts, ws = self.opts, Workspace(Path(self.root))
         if self._limits is None:
             self._limits = Limits(self.max_pixels, self.max_bytes, media.PixelBudget(self.decode_budget))
+        if self.threads:  # before torch runs anything here: see crop_workers on forking after torch
+            import torch
+
+            torch.set_num_threads(self.threads)
         if self._detector is None:
             self._detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
                                              max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
         limits = self._limits
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
         decoded = [decode_copy(ws, row, limits, opts.detect_max_side) for row in rows]
         good = [(j, d) for j, d in enumerate(decoded) if not isinstance(d, ImageError)]
         detections = detect_with_retries(self._detector, [copy for _, copy in good], opts)
@@ -128,7 +131,7 @@ def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: Cro
     threads = 0 if gpus > 0 else crop_workers.plan(opts.workers, len(rows))[1]
     work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
                     int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus, threads)
-    chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
+    chunks = crop_batches(rows, opts.batch_size)
     for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
         found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
         record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)

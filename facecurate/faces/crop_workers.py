@@ -1,17 +1,20 @@
-"""Crop's worker processes: decoding, alignment, encoding and writing beside the detector in the main process.
+"""Crop's worker processes: each crops whole batches of photos (decode, detect, align, encode, write).
 
-Why processes: on a CPU the per-photo work outside MTCNN (JPEG decode, the FFHQ warp and its Lanczos steps,
-JPEG encode) is as large as detection itself, and in threads of the detector's process it queues on the GIL
-and fights torch's OpenMP threads for the same cores. Workers run only this torch-free work
-(:mod:`facecurate.faces.crop_photo`); the main process keeps the detector and the catalog.
+Why processes, and why whole batches: on a CPU the per-photo work outside MTCNN (JPEG decode, the FFHQ warp and
+its padding blend, JPEG encode) is about as large as detection itself, and all of it is many short numpy, torch
+and OpenCV calls that queue on the GIL in threads. A worker that runs the whole of a batch
+(:class:`~facecurate.faces.crop_work.CropWork`, the same work the Ray executor runs) needs no pixels from
+anyone and sends back only records; the main process keeps the catalog and commits. An earlier design kept
+MTCNN in the main process and the rest in workers: detection then ran on one core while the workers waited for
+it, and every photo was decoded twice (once for the detector's copy, sent over a pipe, once to cut the crop).
 
-Fork where safe, spawn elsewhere: on Linux the workers are forked before the detector is built (torch not
-yet imported by the crop stage, none of its thread pools running), and a forked worker never touches torch.
-OpenCV's own thread pool survives the fork as long as the child does not reconfigure it (``cv2.setNumThreads``
-in a forked child deadlocks once the parent has used the pool), so workers leave it alone. macOS (fork is
-unsafe with its system frameworks) and Windows (no fork) spawn workers, which import this module and not the
-caller's torch. Each worker ignores Ctrl-C (the main process stops the pool after the tasks in flight, whose
-writes are atomic) and, on Linux, dies with the main process, so a ``kill -9`` leaves no orphan behind.
+Fork where safe, spawn elsewhere: on Linux the workers are forked before the crop stage imports torch (none of
+its thread pools running) and each imports it on its first batch, with its own detector and the torch threads
+:func:`plan` gives it. OpenCV's own thread pool survives the fork as long as the child does not reconfigure it
+(``cv2.setNumThreads`` in a forked child deadlocks once the parent has used the pool), so workers leave it
+alone. macOS (fork is unsafe with its system frameworks) and Windows (no fork) spawn workers. Each worker
+ignores Ctrl-C (the main process stops the pool after the batches in flight, whose writes are atomic) and, on
+Linux, dies with the main process, so a ``kill -9`` leaves no orphan behind.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from facecurate import media
-from facecurate.catalog import FaceRecord, ImageRow
+from facecurate.catalog import ImageRow
 from facecurate.errors import ImageError
-from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, decode_copy
 from facecurate.workspace import Workspace
+
+if TYPE_CHECKING:
+    from facecurate.faces.crop_work import CropOutcome
 
 IN_PROCESS_UP_TO = 8  # photos; a smaller run is cropped in this process (starting workers would cost more)
 
@@ -43,10 +47,10 @@ class Setup:
     """What every worker needs, handed over once by the pool's initializer rather than with every task."""
 
     ws: Workspace
+    opts: Any  # crop.CropOptions (crop imports this module)
     max_pixels: int
     max_bytes: int
-    detect_max_side: int
-    cut: CutSettings
+    threads: int  # torch threads of each worker's detector
     parent: int  # the main process's pid: a worker whose parent is already gone exits at once
 
 
@@ -61,8 +65,7 @@ class Failed:
         return ImageError(self.message, self.reason)
 
 
-_setup: Setup | None = None
-_limits: Limits | None = None
+_work: Any = None  # the worker's CropWork
 
 
 def usable_cpus() -> int:
@@ -74,42 +77,47 @@ def usable_cpus() -> int:
 
 
 def plan(setting: int, photos: int, cpus: int | None = None) -> tuple[int, int]:
-    """(worker processes, torch threads for the detector) for a run of ``photos`` photos.
+    """(worker processes, torch threads of each worker's detector) for a run of ``photos`` photos.
 
-    ``setting`` is crop.workers: 0 picks a count, N asks for N. The automatic count gives a quarter of the
-    cores to MTCNN's torch threads and the rest to workers, with at least one thread and at least two workers
-    (on 2 idle cores, 2 workers + 1 torch thread cropped 38.6 mixed / 11.7 large-face photos/s against 30.3 /
-    9.0 with 1 + 1: the workers wait on disk and on the detector in turns); 0 workers (crop in this process)
-    for a single core or a handful of photos. With a count asked for, torch gets the cores the workers leave,
-    at least one: more threads than free cores make its OpenMP threads spin against the workers."""
+    ``setting`` is crop.workers: 0 picks a count, N asks for N. Automatic: one worker per core up to four
+    cores, then one per two cores with two torch threads each (a worker holds torch and a detector, ~0.3 GB,
+    and MTCNN's convolutions still gain from a second thread); 0 workers (crop in this process) for a single
+    core or a handful of photos. With a count asked for, each worker gets the cores the count leaves it, at
+    least one thread: more threads than cores make torch's OpenMP threads spin against each other."""
     cpus = cpus or usable_cpus()
     if setting > 0:
-        return setting, max(1, cpus - setting)
+        return setting, max(1, cpus // setting)
     if cpus < 2 or photos <= IN_PROCESS_UP_TO:
         return 0, cpus
-    detector = cpus // 4
-    return max(2, cpus - detector), max(1, detector)
+    workers = cpus if cpus <= 4 else cpus // 2
+    return workers, max(1, cpus // workers)
 
 
-def start_method() -> str:
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+def start_method(threads: int = 1) -> str:
+    """fork on Linux, unless this process has run torch already and the workers would run it on more than one
+    thread: OpenMP's thread pool does not survive a fork, and a child that enters a parallel region with more
+    than one thread hangs (on one thread torch never enters one). The command line never imports torch before
+    the workers start; a program that used torch before calling the stage gets spawned workers."""
+    if not sys.platform.startswith("linux") or (threads > 1 and "torch" in sys.modules):
+        return "spawn"
+    return "fork"
 
 
-def shared_budget(megapixels: float) -> media.PixelBudget | None:
+def shared_budget(megapixels: float, threads: int = 1) -> media.PixelBudget | None:
     """The stage's [media] decode_budget for forked workers to share; None where workers are spawned (each
     then holds an equal share of it, see :func:`pool`)."""
-    return media.PixelBudget(megapixels, processes=True) if start_method() == "fork" else None
+    return media.PixelBudget(megapixels, processes=True) if start_method(threads) == "fork" else None
 
 
 @contextmanager
 def pool(setup: Setup, workers: int, megapixels: float) -> Iterator[ProcessPoolExecutor]:
     """``workers`` started worker processes; on leaving, the tasks in flight finish and the rest are dropped."""
-    budget = shared_budget(megapixels)
+    budget = shared_budget(megapixels, setup.threads)
     with warnings.catch_warnings():
         # Python 3.12 warns when forking a process that runs other threads (a progress bar's refresher):
         # the children never touch the locks those threads hold.
         warnings.simplefilter("ignore", DeprecationWarning)
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start_method()),
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start_method(setup.threads)),
                                        initializer=_init, initargs=(setup, budget, megapixels / workers))
         for future in [executor.submit(int) for _ in range(workers)]:  # start them all here, under the filter
             future.result()
@@ -120,33 +128,24 @@ def pool(setup: Setup, workers: int, megapixels: float) -> Iterator[ProcessPoolE
 
 
 def _init(setup: Setup, budget: media.PixelBudget | None, share: float) -> None:
-    global _setup, _limits
+    global _work
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         with suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the main process
         if os.getppid() != setup.parent:  # it died before the line above
             os._exit(1)
-    _setup = setup
-    _limits = Limits(setup.max_pixels, setup.max_bytes, budget or media.PixelBudget(share))
+    from facecurate.faces.crop_work import CropWork  # not at the top: crop_work imports crop, which imports us
+
+    _work = CropWork(str(setup.ws.root), setup.opts, setup.max_pixels, setup.max_bytes, share,
+                     threads=setup.threads, budget=budget)
 
 
-def decode_task(row: ImageRow) -> media.Decoded | Failed:
-    """In a worker: the detector's reduced copy of one photo."""
-    assert _setup is not None and _limits is not None
-    out = decode_copy(_setup.ws, row, _limits, _setup.detect_max_side)
-    return Failed(str(out), out.reason) if isinstance(out, ImageError) else out
-
-
-def crop_task(row: ImageRow, faces: list[tuple[tuple[float, float, float, float], float, np.ndarray]]
-              ) -> list[FaceRecord] | Failed:
-    """In a worker: decode the photo in full, align, encode and write its chosen faces (see
-    :func:`~facecurate.faces.crop_photo.crop_image`); the records, or why the photo failed."""
-    assert _setup is not None and _limits is not None
-    try:
-        return crop_image(_setup.ws, row, None, [Face(*f) for f in faces], _setup.cut, _limits)
-    except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
-        return Failed(crop_failure(row, exc), "crop_failed")
+def batch_task(rows: list[ImageRow]) -> list[CropOutcome]:
+    """In a worker: one batch cropped whole (see :class:`~facecurate.faces.crop_work.CropWork`)."""
+    assert _work is not None
+    outcomes: list[CropOutcome] = _work(rows)
+    return outcomes
 
 
 def crop_failure(row: ImageRow, exc: Exception) -> str:
