@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -31,6 +32,7 @@ from facecurate.executors import RAY_MISSING, LocalExecutor, make_executor
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
 from facecurate.pipeline import RunOptions, run_pipeline
+from facecurate.result_arrow import value_results
 from facecurate.workspace import Workspace, init_workspace
 from tests.conftest import RecordingProgress, needs_dev
 
@@ -268,6 +270,7 @@ def test_the_local_executor_runs_batches_in_order_and_counts_them():
 def test_ray_workers_fail_loudly_and_keep_what_was_committed(ray_cluster: str, ws: Workspace):
     class Boom:
         name, gpus = "boom", 0.0
+        results = value_results(pa.int64())
 
         def __call__(self, batch: list[int], /) -> list[int]:
             if 3 in batch:
@@ -330,6 +333,7 @@ def test_a_lost_worker_is_retried_by_ray_and_its_results_come_back_once(ray_clus
         """Work whose worker process dies (as with a lost node) the first time it meets ``fatal``."""
 
         name, gpus = "dies_once", 0.0
+        results = value_results(pa.int64())
 
         def __init__(self, marker: str, fatal: int) -> None:
             self.marker, self.fatal = marker, fatal
