@@ -35,8 +35,10 @@ def _encodable(value: Any) -> Any:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
         return {_encodable(k): _encodable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         return [_encodable(v) for v in value]
+    if isinstance(value, tuple):  # a map's (key, value) pair stays a pair
+        return tuple(_encodable(v) for v in value)
     return value
 
 
