@@ -471,3 +471,41 @@ def test_ray_download_groups_come_back_as_arrow_tables_of_the_declared_schema(ra
         assert d.ok and d.data and d.sha256 == sha256_bytes(d.data) and d.width > 0 and d.fetched.status == 200
         assert ws.resolve(raw_relpath(d.sha256, d.ext or "bin")).read_bytes() == d.data  # the worker wrote it
     assert done[103].reason and not done[103].ok and done[103].data is None
+
+
+def test_ray_keeps_empty_batches_in_place_and_refuses_results_off_their_declared_schema(ray_cluster: str,
+                                                                                         ws: Workspace):
+    from facecurate.errors import FacecurateError
+    from facecurate.work import ArrowResults
+
+    class Square:  # defined here so it pickles by value
+        name, gpus = "square", 0.0
+        results = value_results(pa.int64())
+
+        def __call__(self, batch: list[int], /) -> list[int]:
+            return [x * x for x in batch]
+
+    class Narrow(Square):
+        """Declares int64 and sends int32: a worker's table that is not what its work declared."""
+
+        name = "narrow"
+        results = ArrowResults(pa.schema([("value", pa.int64())]),
+                               lambda rs: pa.table({"value": pa.array(rs, pa.int32())}),
+                               lambda t: t.column("value").to_pylist())
+
+    batches = [[], [1, 2], [], [], [3], [2**31, -(2**31)], []]
+    want = list(LocalExecutor().map_batches(Square(), batches))
+    executor = make_executor(ws, "ray")
+    try:
+        assert list(executor.map_batches(Square(), batches)) == want == [[], [1, 4], [], [], [9], [2**62, 2**62], []]
+        tables = list(executor.arrow_batches(Square(), batches))  # type: ignore[attr-defined]
+        assert [t.schema for t in tables] == [pa.schema([("value", pa.int64())])] * len(batches)
+        assert list(executor.map_batches(Square(), [[], []])) == [[], []]
+        groups = list(executor.map_groups(Square(), [[[1], [2, 3]], [[4]]]))
+        assert sorted(groups) == [[1], [4, 9], [16]]
+        with pytest.raises(FacecurateError, match="declared schema"):
+            list(executor.map_batches(Narrow(), [[1], [2]]))
+        with pytest.raises(FacecurateError, match="declared schema"):
+            list(executor.map_groups(Narrow(), [[[1]]]))
+    finally:
+        executor.close()

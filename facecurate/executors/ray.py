@@ -191,22 +191,31 @@ class RayExecutor:
         import ray.data
 
         todo = list(batches)
-        if not todo:
+        expected, have = 0, 0
+        pieces: list[pa.Table] = []
+
+        def empties() -> Iterator[pa.Table]:  # an empty batch is not sent: it has no rows to come back
+            nonlocal expected
+            while expected < len(todo) and not todo[expected]:
+                expected += 1
+                yield work.results.schema.empty_table()
+
+        if not any(todo):
+            yield from empties()
             return
         self._ensure()
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        rows = [{"k": k, "batch": _dumps(b)} for k, b in enumerate(todo)]
-        concurrency = min(self._concurrency(work.gpus), len(todo))
+        rows = [{"k": k, "batch": _dumps(b)} for k, b in enumerate(todo) if b]
+        concurrency = min(self._concurrency(work.gpus), len(rows))
         resources: dict[str, Any] = {"num_gpus": work.gpus} if work.gpus > 0 else {"num_cpus": 1}
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _Worker, fn_constructor_args=(_dumps(work),), batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=concurrency),
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(self.threads)}}, **resources)
         start = time.perf_counter()
-        expected, pieces, have = 0, [], 0
         try:
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 assert isinstance(block, pa.Table)
@@ -216,6 +225,8 @@ class RayExecutor:
                     if lo == hi:
                         continue
                     k = int(ks[lo])
+                    if not pieces:
+                        yield from empties()
                     if k != expected:  # preserve_order holds this; a gap would commit a batch out of place
                         raise FacecurateError(f"Ray returned batch {k} of {work.name} where {expected} was due.")
                     pieces.append(block.slice(lo, hi - lo))
@@ -232,6 +243,7 @@ class RayExecutor:
                     self._elapse(work.name, time.perf_counter() - start)
                     expected, pieces, have = expected + 1, [], 0
                     yield _declared(work, whole)
+            yield from empties()
             if expected != len(todo):
                 raise FacecurateError(f"Ray returned {expected} of the {len(todo)} batches of {work.name}.")
         except FacecurateError:
