@@ -30,9 +30,11 @@ class ArrowResults(Generic[ResultT]):
     item, in the batch's order, with typed columns (ids int64, scores float64, reasons as strings, a crop's
     faces as a list of structs).
 
-    Why typed and not pickled: the driver can check what came back against a declared schema before it commits
-    anything, the table is columnar end to end (Ray Data's blocks, Parquet, DuckDB read it as is), and no worker
-    can hand the driver an object to unpickle. The round trip is exact (float64 keeps every float bit), so a
+    Why typed and not pickled result objects: the driver can check what came back against a declared schema
+    before it commits anything, the table is columnar end to end (Ray Data's blocks, Parquet, DuckDB read it as
+    is), and a result carries only typed values, never a Python object of the worker's making (how Ray frames an
+    Arrow block between processes is Ray's business: its serializer ships the Arrow buffers out of band; the
+    download tasks send Arrow IPC streams). The round trip is exact (float64 keeps every float bit), so a
     result read back equals the one the work returned and both executors commit the same rows.
 
     The local executor never builds these tables: its results stay Python objects, its speed unchanged."""
@@ -49,7 +51,8 @@ class BatchWork(Protocol[ItemT, ResultT]):
     A result per item, in the batch's order; an item that fails is a result that says so (never an exception:
     one bad photo must not cost its batch). ``gpus`` is what one worker holds (0: a CPU worker). ``results``
     declares how a batch's results travel back from a worker that is not this process (an executor that is not
-    local); a work type keeps it next to its result type, importing pyarrow only when it is asked for."""
+    local); a work type keeps it next to its result type, in a module only that path imports or behind a lazy
+    property (dedup's), so the local path never loads pyarrow."""
 
     @property
     def name(self) -> str: ...

@@ -9,7 +9,8 @@ How one stage's work maps onto Ray, and why:
 - **Typed results.** A worker returns a batch's results as the Arrow table its work declares
   (:class:`facecurate.work.ArrowResults`: a row per item, typed columns, a crop's faces as a list of structs),
   plus the batch's index and the node. The driver checks each table against the declared schema and turns it
-  back into result objects only when it commits that batch; no result is pickled on the way.
+  back into result objects only when it commits that batch; no result object is pickled on the way (Ray
+  moves a Data block's Arrow buffers with its own serializer; download tasks yield Arrow IPC streams).
 - **Actors, not tasks** (``map_batches`` with a callable class and ``concurrency``): a worker builds the stage's
   work once — MTCNN's weights, FaceMesh — and keeps it for every batch it gets. ``num_gpus`` per actor when the
   work wants a GPU and the cluster has one, else one CPU per actor.
