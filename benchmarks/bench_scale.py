@@ -27,6 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEMO, DEV, images_in, print_wide_table
 
@@ -35,6 +37,7 @@ from facecurate.dedup import DedupOptions, run_dedup
 from facecurate.executors.local import LocalExecutor
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
+from facecurate.result_arrow import value_results
 from facecurate.rules.stage import run_filter
 from facecurate.work import Executor
 from facecurate.workspace import Workspace, init_workspace
@@ -94,6 +97,7 @@ class NoOp:
     """A work function that does nothing: what is left is the executor's own cost."""
 
     name, gpus = "noop", 0.0
+    results = value_results(pa.int64())
 
     def __call__(self, batch: list[int], /) -> list[int]:
         return batch

@@ -13,12 +13,35 @@ themselves (:mod:`facecurate.executors`, ``local`` and ``ray``) are orchestratio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class ArrowResults(Generic[ResultT]):
+    """How one work type's results cross from a worker to the driver: an Arrow table of ``schema``, one row per
+    item, in the batch's order, with typed columns (ids int64, scores float64, reasons as strings, a crop's
+    faces as a list of structs).
+
+    Why typed and not pickled result objects: the driver can check what came back against a declared schema
+    before it commits anything, the table is columnar end to end (Ray Data's blocks, Parquet, DuckDB read it as
+    is), and a result carries only typed values, never a Python object of the worker's making (how Ray frames an
+    Arrow block between processes is Ray's business: its serializer ships the Arrow buffers out of band; the
+    download tasks send Arrow IPC streams). The round trip is exact (float64 keeps every float bit), so a
+    result read back equals the one the work returned and both executors commit the same rows.
+
+    The local executor never builds these tables: its results stay Python objects, its speed unchanged."""
+
+    schema: pa.Schema
+    to_arrow: Callable[[list[ResultT]], pa.Table]
+    from_arrow: Callable[[pa.Table], list[ResultT]]
 
 
 class BatchWork(Protocol[ItemT, ResultT]):
@@ -26,13 +49,19 @@ class BatchWork(Protocol[ItemT, ResultT]):
     loads what is heavy (a detector, FaceMesh) on its first call, once per worker, and keeps it.
 
     A result per item, in the batch's order; an item that fails is a result that says so (never an exception:
-    one bad photo must not cost its batch). ``gpus`` is what one worker holds (0: a CPU worker)."""
+    one bad photo must not cost its batch). ``gpus`` is what one worker holds (0: a CPU worker). ``results``
+    declares how a batch's results travel back from a worker that is not this process (an executor that is not
+    local); a work type keeps it next to its result type, in a module only that path imports or behind a lazy
+    property (dedup's), so the local path never loads pyarrow."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def gpus(self) -> float: ...
+
+    @property
+    def results(self) -> ArrowResults[ResultT]: ...
 
     def __call__(self, batch: list[ItemT], /) -> list[ResultT]: ...
 

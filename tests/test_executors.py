@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -31,6 +32,7 @@ from facecurate.executors import RAY_MISSING, LocalExecutor, make_executor
 from facecurate.faces.crop import CropOptions, run_crop
 from facecurate.ingest import import_paths
 from facecurate.pipeline import RunOptions, run_pipeline
+from facecurate.result_arrow import value_results
 from facecurate.workspace import Workspace, init_workspace
 from tests.conftest import RecordingProgress, needs_dev
 
@@ -268,6 +270,7 @@ def test_the_local_executor_runs_batches_in_order_and_counts_them():
 def test_ray_workers_fail_loudly_and_keep_what_was_committed(ray_cluster: str, ws: Workspace):
     class Boom:
         name, gpus = "boom", 0.0
+        results = value_results(pa.int64())
 
         def __call__(self, batch: list[int], /) -> list[int]:
             if 3 in batch:
@@ -330,6 +333,7 @@ def test_a_lost_worker_is_retried_by_ray_and_its_results_come_back_once(ray_clus
         """Work whose worker process dies (as with a lost node) the first time it meets ``fatal``."""
 
         name, gpus = "dies_once", 0.0
+        results = value_results(pa.int64())
 
         def __init__(self, marker: str, fatal: int) -> None:
             self.marker, self.fatal = marker, fatal
@@ -348,5 +352,160 @@ def test_a_lost_worker_is_retried_by_ray_and_its_results_come_back_once(ray_clus
         # mid-group: [30] was already handed back when the worker died on 4; the retried task does not repeat it
         groups = list(executor.map_groups(DiesOnce(str(tmp_path / "b"), 4), [[[1], [2]], [[3], [4]], [[5]]]))
         assert sorted(groups) == [[10], [20], [30], [40], [50]] and (tmp_path / "b").exists()
+    finally:
+        executor.close()
+
+
+# -- typed results ------------------------------------------------------------------------------------------------
+
+
+def _close(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two results differ: floats beyond 1e-6 (two processes' MTCNN sums), anything else at all."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return [d for f in dataclasses.fields(a) for d in _close(getattr(a, f.name), getattr(b, f.name),
+                                                                   f"{path}.{f.name}")]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if list(a) != list(b):
+            return [f"{path}: keys {list(a)} != {list(b)}"]
+        return [d for k in a for d in _close(a[k], b[k], f"{path}[{k!r}]")]
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple) and type(a) is type(b):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} items != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _close(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float):
+        same = (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=0, abs_tol=1e-6)
+        return [] if same else [f"{path}: {a!r} != {b!r}"]
+    return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_ray_results_come_back_as_arrow_tables_of_each_works_declared_schema(ray_cluster: str, ws: Workspace,
+                                                                               catalog: Catalog, tmp_path: Path):
+    """Fingerprinting, crop and filter on Ray workers: each batch's results reach the driver as an Arrow table
+    of the schema the work declares (typed columns, no pickled blob), a row per item, and read back they equal
+    what the same work gives in this process, a failed photo included."""
+    from facecurate.dedup.stage import FingerprintWork, _Job
+    from facecurate.executors.ray import RayExecutor
+    from facecurate.faces.crop_work import CropWork
+    from facecurate.rules.filter_work import MeasureWork, ToMeasure
+
+    _photos(ws, catalog, tmp_path, copies=1)
+    rows = catalog.images_to_crop()
+    broken = ws.resolve(rows[0].path)
+    broken.write_bytes(broken.read_bytes()[:500])  # truncated on disk: a per-item failure, not a lost batch
+    cfg = ws.config()
+    max_pixels, max_bytes = int(cfg.get("media", "max_pixels")), int(cfg.get("media", "max_bytes"))
+    opts = CropOptions.from_config(ws, device="cpu")
+    fingerprint = FingerprintWork(_Job(str(ws.root), "phash/test", "phash", 0.8, max_pixels, max_bytes))
+    crop = CropWork(str(ws.root), opts, max_pixels, max_bytes, float(cfg.get("media", "decode_budget")))
+    executor = RayExecutor(address=ray_cluster, workers=2)
+    try:
+        for work, batches in ((fingerprint, [[(r.path, r.sha256) for r in rows[i:i + 3]] for i in range(0, 7, 3)]),
+                              (crop, [rows[i:i + 3] for i in range(0, 7, 3)])):
+            tables = list(executor.arrow_batches(work, batches))
+            assert [t.num_rows for t in tables] == [len(b) for b in batches]
+            for table, batch in zip(tables, batches, strict=True):
+                assert isinstance(table, pa.Table) and table.schema.equals(work.results.schema)
+                assert "result" not in table.column_names and "_batch" not in table.column_names
+                got = work.results.from_arrow(table)
+                here = work(batch)
+                if work is fingerprint:  # the time each file was hashed is the one field allowed to differ
+                    got, here = [r._replace(hashed_at="") for r in got], [r._replace(hashed_at="") for r in here]
+                problems = [d for g, h in zip(got, here, strict=True) for d in _close(g, h)]
+                assert not problems, "\n".join(problems)
+            if work is crop:
+                first = crop.results.from_arrow(tables[0])[0]
+                assert first.faces is None and first.error and first.reason  # the truncated photo, per item
+                assert pa.types.is_struct(tables[0].schema.field("faces").type.value_type)
+        # filter measures the faces this process's crop recorded
+        run_crop(ws, catalog, opts)
+        faces = catalog.faces_to_filter()
+        assert len(faces) >= 4
+        families = frozenset({"geometry", "pixels", "eyes"})
+        measure = MeasureWork(str(ws.root), float(cfg.get("crop", "min_prob")), max_pixels, max_bytes)
+        batches = [[ToMeasure(f, families) for f in faces[i:i + 2]] for i in range(0, len(faces), 2)]
+        tables = list(executor.arrow_batches(measure, batches))
+        assert all(t.schema.equals(measure.results.schema) for t in tables)
+        assert tables[0].schema.field("scores").type == pa.map_(pa.string(), pa.float64())
+        got = [m for t in tables for m in measure.results.from_arrow(t)]
+        here = [m for b in batches for m in measure(b)]
+        assert all(len(m.scores) > 5 for m in got)
+        problems = [d for g, h in zip(got, here, strict=True) for d in _close(g, h)]
+        assert not problems, "\n".join(problems)
+    finally:
+        executor.close()
+
+
+def test_ray_download_groups_come_back_as_arrow_tables_of_the_declared_schema(ray_cluster: str, ws: Workspace):
+    """A host's batches (Ray tasks, Arrow IPC streams): typed rows that say which URL each is, the file's bytes
+    in their binary column, failures with their reason codes."""
+    from facecurate.catalog import DownloadRow
+    from facecurate.crawl.download_work import RESULT_SCHEMA, DownloadWork
+    from facecurate.crawl.http import HttpSettings
+    from facecurate.executors.ray import RayExecutor
+    from facecurate.media import sha256_bytes
+    from facecurate.storage import raw_relpath
+    from tests.fakeweb import ImageHost, write_config
+
+    write_config(ws.root)
+    host = ImageHost()
+    with host.server:
+        urls = [host.server.url(f"/img/{n}.jpg") for n in (1, 2, 3)] + [host.server.url("/fault/html/4.jpg")]
+        rows = [DownloadRow(i, u, i, None, f"photo {i} ✓", None, None, "bing", "query ☃", "faces")
+                for i, u in enumerate(urls, start=100)]
+        cfg = ws.config()
+        work = DownloadWork(str(ws.root), HttpSettings.from_config(ws), [], {}, int(cfg.get("media", "max_pixels")),
+                            int(cfg.get("media", "min_side")), float(cfg.get("media", "decode_budget")))
+        executor = RayExecutor(address=ray_cluster, workers=2)
+        try:
+            tables = list(executor.arrow_groups(work, [[rows[:2], rows[2:3]], [rows[3:]]]))
+        finally:
+            executor.close()
+    assert sorted(t.num_rows for t in tables) == [1, 1, 2]
+    assert all(t.schema.equals(RESULT_SCHEMA) for t in tables)
+    done = {d.row.url_id: d for t in tables for d in work.results.from_arrow(t)}
+    assert {i: d.row for i, d in done.items()} == {r.url_id: r for r in rows}  # each row says which URL it is
+    for i in (100, 101, 102):
+        d = done[i]
+        assert d.ok and d.data and d.sha256 == sha256_bytes(d.data) and d.width > 0 and d.fetched.status == 200
+        assert ws.resolve(raw_relpath(d.sha256, d.ext or "bin")).read_bytes() == d.data  # the worker wrote it
+    assert done[103].reason and not done[103].ok and done[103].data is None
+
+
+def test_ray_keeps_empty_batches_in_place_and_refuses_results_off_their_declared_schema(ray_cluster: str,
+                                                                                         ws: Workspace):
+    from facecurate.errors import FacecurateError
+    from facecurate.work import ArrowResults
+
+    class Square:  # defined here so it pickles by value
+        name, gpus = "square", 0.0
+        results = value_results(pa.int64())
+
+        def __call__(self, batch: list[int], /) -> list[int]:
+            return [x * x for x in batch]
+
+    class Narrow(Square):
+        """Declares int64 and sends int32: a worker's table that is not what its work declared."""
+
+        name = "narrow"
+        results = ArrowResults(pa.schema([("value", pa.int64())]),
+                               lambda rs: pa.table({"value": pa.array(rs, pa.int32())}),
+                               lambda t: t.column("value").to_pylist())
+
+    batches = [[], [1, 2], [], [], [3], [2**31, -(2**31)], []]
+    want = list(LocalExecutor().map_batches(Square(), batches))
+    executor = make_executor(ws, "ray")
+    try:
+        assert list(executor.map_batches(Square(), batches)) == want == [[], [1, 4], [], [], [9], [2**62, 2**62], []]
+        tables = list(executor.arrow_batches(Square(), batches))  # type: ignore[attr-defined]
+        assert [t.schema for t in tables] == [pa.schema([("value", pa.int64())])] * len(batches)
+        assert list(executor.map_batches(Square(), [[], []])) == [[], []]
+        groups = list(executor.map_groups(Square(), [[[1], [2, 3]], [[4]]]))
+        assert sorted(groups) == [[1], [4, 9], [16]]
+        with pytest.raises(FacecurateError, match="declared schema"):
+            list(executor.map_batches(Narrow(), [[1], [2]]))
+        with pytest.raises(FacecurateError, match="declared schema"):
+            list(executor.map_groups(Narrow(), [[[1]]]))
     finally:
         executor.close()

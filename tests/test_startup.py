@@ -74,3 +74,15 @@ def test_batched_nms_equals_torchvision(n: int) -> None:
     idxs = torch.from_numpy(rng.integers(0, 4, n))
     for threshold in (0.5, 0.7):
         assert torch.equal(batched_nms(boxes, scores, idxs, threshold), reference(boxes, scores, idxs, threshold))
+
+
+def test_the_local_path_never_loads_pyarrow_for_typed_results() -> None:
+    """Results become Arrow tables only when they leave the process (the ray executor): the stages the local
+    path imports (dedup's FingerprintWork declares its schema lazily) load no pyarrow, and asking a work type
+    for its schema does."""
+    stages = ("import facecurate.pipeline, facecurate.dedup.stage, facecurate.faces.crop, facecurate.rules.stage, "
+              "facecurate.crawl.stage, facecurate.executors")
+    assert "pyarrow" not in _modules_after(stages)
+    asked = _modules_after("from facecurate.dedup.stage import FingerprintWork, _Job\n"
+                           "FingerprintWork(_Job('.', 'a', 'phash', 0.8, 1, 1)).results.schema")
+    assert "pyarrow" in asked

@@ -9,16 +9,71 @@ writes each file at its content address (atomically); the crawl stage records ea
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
-from facecurate import media
+import pyarrow as pa
+
+from facecurate import media, result_arrow
 from facecurate.catalog import DownloadRow
 from facecurate.crawl.download import Downloaded, Downloader
-from facecurate.crawl.http import Http, HttpSettings
+from facecurate.crawl.http import Fetched, Http, HttpSettings
 from facecurate.crawl.urls import host_key
 from facecurate.storage import put_raw
+from facecurate.work import ArrowResults
 from facecurate.workspace import Workspace
+
+ROW_TYPE = pa.struct([
+    ("url_id", pa.int64()), ("url", pa.string()), ("rank", pa.int64()), ("page_url", pa.string()),
+    ("title", pa.string()), ("license", pa.string()), ("author", pa.string()), ("engine", pa.string()),
+    ("query", pa.string()), ("label", pa.string()),
+])
+FETCHED_TYPE = pa.struct([
+    ("url", pa.string()), ("status", pa.int64()), ("body", pa.binary()), ("final_url", pa.string()),
+    ("headers", pa.map_(pa.string(), pa.string())), ("reason", pa.string()), ("message", pa.string()),
+    ("attempts", pa.int64()),
+])
+# One row per URL: the row it was asked as (each result says which item it is: a host's batches arrive
+# interleaved with other hosts'), the HTTP outcome, and the validated file's facts, or the reason code and
+# message of a failure. ``data`` is the file's bytes, which the commit stores (until workers write to shared
+# storage that the driver reads instead).
+RESULT_SCHEMA = pa.schema([
+    ("row", ROW_TYPE), ("fetched", FETCHED_TYPE), ("data", pa.binary()), ("sha256", pa.string()),
+    ("format", pa.string()), ("ext", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+    ("reason", pa.string()), ("message", pa.string()),
+])
+_ROW_FIELDS = [f.name for f in fields(DownloadRow)]
+_FETCHED_FIELDS = [f.name for f in fields(Fetched)]
+_PLAIN_FIELDS = [f.name for f in fields(Downloaded) if f.name not in ("row", "fetched")]
+
+
+def _fetched(f: Fetched) -> dict[str, Any]:
+    out = {k: getattr(f, k) for k in _FETCHED_FIELDS}
+    out["headers"] = list(f.headers.items())
+    return out
+
+
+def results_to_arrow(done: list[Downloaded]) -> pa.Table:
+    """One batch's downloads as a table of :data:`RESULT_SCHEMA`, one row per URL."""
+    cols: dict[str, list[Any]] = {"row": [{k: getattr(d.row, k) for k in _ROW_FIELDS} for d in done],
+                                  "fetched": [_fetched(d.fetched) for d in done]}
+    for name in _PLAIN_FIELDS:
+        cols[name] = [getattr(d, name) for d in done]
+    return result_arrow.table(RESULT_SCHEMA, cols)
+
+
+def results_from_arrow(table: pa.Table) -> list[Downloaded]:
+    """The downloads :func:`results_to_arrow` was given, equal field for field (headers in their order)."""
+    cols = result_arrow.columns(table, RESULT_SCHEMA)
+    out = []
+    for i, (row, fetched) in enumerate(zip(cols["row"], cols["fetched"], strict=True)):
+        fetched["headers"] = dict(fetched["headers"] or ())
+        out.append(Downloaded(DownloadRow(**row), Fetched(**fetched), **{k: cols[k][i] for k in _PLAIN_FIELDS}))
+    return out
+
+
+RESULTS: ArrowResults[Downloaded] = ArrowResults(RESULT_SCHEMA, results_to_arrow, results_from_arrow)
 
 
 class DownloadWork:
@@ -26,6 +81,7 @@ class DownloadWork:
 
     name = "download"
     gpus = 0.0
+    results = RESULTS
 
     def __init__(self, root: str, settings: HttpSettings, trusted: list[tuple[str, int]],
                  caps: dict[str, tuple[int, float]], max_pixels: int, min_side: int, decode_budget: float) -> None:

@@ -57,7 +57,7 @@ from facecurate.dedup.sharded import Mapper
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Failure, Progress
-from facecurate.work import Executor
+from facecurate.work import ArrowResults, Executor
 from facecurate.workspace import Workspace, options_from
 
 BATCH = 128          # files fingerprinted per transaction: a kill re-hashes at most this many
@@ -225,6 +225,12 @@ class FingerprintWork:
 
     def __init__(self, job: _Job) -> None:
         self.job = job
+
+    @property
+    def results(self) -> ArrowResults[HashRow]:
+        from facecurate.dedup.fingerprint_arrow import RESULTS  # pyarrow only where results leave the process
+
+        return RESULTS
 
     def __call__(self, chunk: list[tuple[str, str]]) -> list[HashRow]:
         return _fingerprint_chunk(self.job, chunk)

@@ -10,11 +10,13 @@ the same :func:`~facecurate.faces.crop.record_batch` the local path uses, so the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facecurate import media
+import pyarrow as pa
+
+from facecurate import media, result_arrow
 from facecurate.catalog import Catalog, FaceRecord, ImageRow
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Progress
@@ -30,7 +32,7 @@ from facecurate.faces.crop import (
     record_batch,
 )
 from facecurate.faces.crop_photo import Face, Limits, crop_image, decode_copy
-from facecurate.work import Executor
+from facecurate.work import ArrowResults, Executor
 from facecurate.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -52,11 +54,49 @@ class CropOutcome:
         return self.faces
 
 
+_POINTS = pa.list_(pa.list_(pa.float64()))
+FACE_TYPE = pa.struct([
+    ("face_index", pa.int64()), ("det_score", pa.float64()), ("bbox", pa.list_(pa.float64())),
+    ("landmarks", _POINTS), ("quad", _POINTS), ("oob_fraction", pa.float64()), ("above_fraction", pa.float64()),
+    ("side_fraction", pa.float64()), ("eye_angle", pa.float64()), ("crop_path", pa.string()),
+    ("crop_size", pa.int64()),
+])
+DETECTION_TYPE = pa.struct([("box", pa.list_(pa.float64())), ("prob", pa.float64())])
+# One row per photo: its faces (null: the photo failed, empty: no face kept), the failure and its reason code,
+# and every detection (null when the photo never reached the detector).
+RESULT_SCHEMA = pa.schema([
+    ("faces", pa.list_(FACE_TYPE)), ("error", pa.string()), ("reason", pa.string()),
+    ("found", pa.list_(DETECTION_TYPE)),
+])
+_FACE_FIELDS = [f.name for f in fields(FaceRecord)]
+
+
+def results_to_arrow(outcomes: list[CropOutcome]) -> pa.Table:
+    """One batch's outcomes as a table of :data:`RESULT_SCHEMA`, one row per photo."""
+    return result_arrow.table(RESULT_SCHEMA, {
+        "faces": [None if o.faces is None else [{k: getattr(f, k) for k in _FACE_FIELDS} for f in o.faces]
+                  for o in outcomes],
+        "error": [o.error for o in outcomes], "reason": [o.reason for o in outcomes],
+        "found": [o.found for o in outcomes]})
+
+
+def results_from_arrow(table: pa.Table) -> list[CropOutcome]:
+    """The outcomes :func:`results_to_arrow` was given, equal field for field."""
+    cols = result_arrow.columns(table, RESULT_SCHEMA)
+    return [CropOutcome(None if faces is None else [FaceRecord(**f) for f in faces], error, reason, found)
+            for faces, error, reason, found in zip(cols["faces"], cols["error"], cols["reason"], cols["found"],
+                                                   strict=True)]
+
+
+RESULTS: ArrowResults[CropOutcome] = ArrowResults(RESULT_SCHEMA, results_to_arrow, results_from_arrow)
+
+
 class CropWork:
     """Crop one batch of photos on a worker; the detector is built on the first batch and kept. ``budget``: a
     pixel budget shared with other workers (forked processes); else each holds ``decode_budget`` megapixels."""
 
     name = "crop"
+    results = RESULTS
 
     def __init__(self, root: str, opts: CropOptions, max_pixels: int, max_bytes: int, decode_budget: float,
                  gpus: float = 0.0, threads: int = 0, budget: media.PixelBudget | None = None) -> None:

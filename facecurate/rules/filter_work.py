@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
+from facecurate import result_arrow
 from facecurate.catalog import Catalog
 from facecurate.catalog.faces import FaceToFilter
 from facecurate.events import SILENT, Progress
@@ -27,7 +30,7 @@ from facecurate.rules.stage import (
     measure_face,
     settle,
 )
-from facecurate.work import Executor
+from facecurate.work import ArrowResults, Executor
 from facecurate.workspace import Workspace
 
 
@@ -47,11 +50,33 @@ class Measured:
     error: str | None = None
 
 
+# One row per face: every score by name, in the order measured (null: a measure that had no value), and the
+# error that kept its crop unread.
+RESULT_SCHEMA = pa.schema([("scores", pa.map_(pa.string(), pa.float64())), ("error", pa.string())])
+
+
+def results_to_arrow(measured: list[Measured]) -> pa.Table:
+    """One batch's measurements as a table of :data:`RESULT_SCHEMA`, one row per face. Scores are float64 (an
+    int or bool score becomes its float, as the driver's rounding makes it anyway)."""
+    return result_arrow.table(RESULT_SCHEMA, {"scores": [list(m.scores.items()) for m in measured],
+                                              "error": [m.error for m in measured]})
+
+
+def results_from_arrow(table: pa.Table) -> list[Measured]:
+    """The measurements :func:`results_to_arrow` was given: the same scores in the same order, bit for bit."""
+    cols = result_arrow.columns(table, RESULT_SCHEMA)
+    return [Measured(dict(scores), error) for scores, error in zip(cols["scores"], cols["error"], strict=True)]
+
+
+RESULTS: ArrowResults[Measured] = ArrowResults(RESULT_SCHEMA, results_to_arrow, results_from_arrow)
+
+
 class MeasureWork:
     """Measure one batch of faces on a worker."""
 
     name = "filter"
     gpus = 0.0
+    results = RESULTS
 
     def __init__(self, root: str, min_prob: float, max_pixels: int, max_bytes: int) -> None:
         self.root, self.min_prob, self.max_pixels, self.max_bytes = root, min_prob, max_pixels, max_bytes
