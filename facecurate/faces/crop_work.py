@@ -10,7 +10,6 @@ the same :func:`~facecurate.faces.crop.record_batch` the local path uses, so the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facecurate import media
@@ -28,6 +27,7 @@ from facecurate.faces.crop import (
     record_batch,
 )
 from facecurate.faces.crop_photo import Face, Limits, crop_image, decode_copy
+from facecurate.filestore import open_at, storage_setting
 from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
@@ -56,8 +56,9 @@ class CropWork:
     name = "crop"
 
     def __init__(self, root: str, opts: CropOptions, max_pixels: int, max_bytes: int, decode_budget: float,
-                 gpus: float = 0.0, threads: int = 0) -> None:
+                 gpus: float = 0.0, threads: int = 0, storage: str = "") -> None:
         self.root, self.opts, self.gpus, self.threads = root, opts, gpus, threads
+        self.storage = storage  # [run] storage: where the worker reads photos and writes crops
         self.max_pixels, self.max_bytes, self.decode_budget = max_pixels, max_bytes, decode_budget
         self._detector: BatchedDetector | None = None
         self._limits: Limits | None = None
@@ -68,7 +69,7 @@ class CropWork:
     def __call__(self, rows: list[ImageRow]) -> list[CropOutcome]:
         from facecurate.faces.detect import BatchedDetector
 
-        opts, ws = self.opts, Workspace(Path(self.root))
+        opts, files = self.opts, open_at(self.root, self.storage)
         if self._limits is None:
             self._limits = Limits(self.max_pixels, self.max_bytes, media.PixelBudget(self.decode_budget))
         if self._detector is None:
@@ -79,7 +80,7 @@ class CropWork:
             import torch
 
             torch.set_num_threads(self.threads)
-        decoded = [decode_copy(ws, row, limits, opts.detect_max_side) for row in rows]
+        decoded = [decode_copy(files, row, limits, opts.detect_max_side) for row in rows]
         good = [(j, d) for j, d in enumerate(decoded) if not isinstance(d, ImageError)]
         detections = detect_with_retries(self._detector, [copy for _, copy in good], opts)
         out: list[CropOutcome] = [CropOutcome(None, str(d), d.reason) if isinstance(d, ImageError)
@@ -95,7 +96,7 @@ class CropWork:
             try:
                 faces = [Face(d.box, d.prob, d.landmarks) for d in chosen]
                 whole = None if copy.reduced else copy.pixels
-                out[j] = CropOutcome(crop_image(ws, rows[j], whole, faces, _cut_settings(opts), limits), found=seen)
+                out[j] = CropOutcome(crop_image(files, rows[j], whole, faces, _cut_settings(opts), limits), found=seen)
             except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
                 out[j] = CropOutcome(None, f"{rows[j].path}: aligning or writing a crop failed ({exc}).",
                                      found=seen)
@@ -127,7 +128,8 @@ def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: Cro
     # this run (crop_workers.plan), so both executors give the same answers on one machine.
     threads = 0 if gpus > 0 else crop_workers.plan(opts.workers, len(rows))[1]
     work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
-                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus, threads)
+                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus, threads,
+                    storage_setting(ws))
     chunks = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
     for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
         found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}

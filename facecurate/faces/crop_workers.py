@@ -33,7 +33,7 @@ from facecurate import media
 from facecurate.catalog import FaceRecord, ImageRow
 from facecurate.errors import ImageError
 from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, decode_copy
-from facecurate.workspace import Workspace
+from facecurate.filestore import FileStore
 
 IN_PROCESS_UP_TO = 8  # photos; a smaller run is cropped in this process (starting workers would cost more)
 
@@ -42,7 +42,7 @@ IN_PROCESS_UP_TO = 8  # photos; a smaller run is cropped in this process (starti
 class Setup:
     """What every worker needs, handed over once by the pool's initializer rather than with every task."""
 
-    ws: Workspace
+    files: FileStore
     max_pixels: int
     max_bytes: int
     detect_max_side: int
@@ -134,7 +134,7 @@ def _init(setup: Setup, budget: media.PixelBudget | None, share: float) -> None:
 def decode_task(row: ImageRow) -> media.Decoded | Failed:
     """In a worker: the detector's reduced copy of one photo."""
     assert _setup is not None and _limits is not None
-    out = decode_copy(_setup.ws, row, _limits, _setup.detect_max_side)
+    out = decode_copy(_setup.files, row, _limits, _setup.detect_max_side)
     return Failed(str(out), out.reason) if isinstance(out, ImageError) else out
 
 
@@ -144,7 +144,7 @@ def crop_task(row: ImageRow, faces: list[tuple[tuple[float, float, float, float]
     :func:`~facecurate.faces.crop_photo.crop_image`); the records, or why the photo failed."""
     assert _setup is not None and _limits is not None
     try:
-        return crop_image(_setup.ws, row, None, [Face(*f) for f in faces], _setup.cut, _limits)
+        return crop_image(_setup.files, row, None, [Face(*f) for f in faces], _setup.cut, _limits)
     except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
         return Failed(crop_failure(row, exc), "crop_failed")
 
