@@ -22,6 +22,8 @@ writes nothing. ``dry_run`` computes everything and writes nothing at all.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import multiprocessing
 import os
@@ -200,12 +202,19 @@ class _Job:
     max_pixels: int
     max_bytes: int
     storage: str = ""  # [run] storage
+    mirrored: bool = True  # read through the workspace's mirror of the storage (False: a Ray worker's view)
 
 
-def _fingerprint_row(job: _Job, files: FileStore, rel: str, stamp: str) -> HashRow:
+@functools.lru_cache(maxsize=4)
+def _files(job: _Job) -> FileStore:
+    """Where a job's files are read, made once per process."""
+    return open_mirrored(job.root, job.storage) if job.mirrored else open_at(job.root, job.storage)
+
+
+def _fingerprint_row(job: _Job, rel: str, stamp: str) -> HashRow:
     """Decode one file (reduced where it can be) and fingerprint it; a bad file becomes a row with an error."""
     try:
-        data = files.read(rel, job.max_bytes)
+        data = _files(job).read(rel, job.max_bytes)
         reduced = decode_reduced(data, rel, job.max_pixels, _budget)
         fp = fingerprint_gray(reduced.gray, reduced.digest, job.algorithm, job.window, data)
     except ImageError as exc:
@@ -215,10 +224,8 @@ def _fingerprint_row(job: _Job, files: FileStore, rel: str, stamp: str) -> HashR
                    fp.jpeg_quality, None, utc_now())
 
 
-def _fingerprint_chunk(job: _Job, chunk: list[tuple[str, str]], files: FileStore | None = None) -> list[HashRow]:
-    """``files``: where to read (a Ray worker's storage); by default the workspace, mirroring [run] storage."""
-    files = files or open_mirrored(job.root, job.storage)
-    return [_fingerprint_row(job, files, rel, stamp) for rel, stamp in chunk]
+def _fingerprint_chunk(job: _Job, chunk: list[tuple[str, str]]) -> list[HashRow]:
+    return [_fingerprint_row(job, rel, stamp) for rel, stamp in chunk]
 
 
 class FingerprintWork:
@@ -231,7 +238,7 @@ class FingerprintWork:
         self.job = job
 
     def __call__(self, chunk: list[tuple[str, str]]) -> list[HashRow]:
-        return _fingerprint_chunk(self.job, chunk, open_at(self.job.root, self.job.storage))
+        return _fingerprint_chunk(dataclasses.replace(self.job, mirrored=False), chunk)
 
 
 # The stage's [media] decode_budget, shared by this process and its forked fingerprinting workers. A global
