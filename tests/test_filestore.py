@@ -120,6 +120,18 @@ def test_content_addressed_writes_are_once_and_crops_are_replaced(tmp_path: Path
     assert store.stamp("crops/512/ab/x_0.jpg") != before and store.stamp("crops/nothing.jpg") is None
 
 
+def test_a_file_url_writes_through_a_temp_key_and_a_rename(tmp_path: Path):
+    """fsspec file systems that are not object stores get the local files' discipline: temp key, then rename."""
+    store = open_at("/unused", f"file://{tmp_path}/files")
+    assert isinstance(store, FsspecStore)
+    store.write("raw/ab/x.jpg", b"one", once=True)
+    store.write("raw/ab/x.jpg", b"two", once=True)
+    store.write("crops/512/ab/x_0.jpg", b"cut")
+    assert store.read("raw/ab/x.jpg", 10) == b"one" and (tmp_path / "files/crops/512/ab/x_0.jpg").read_bytes() == b"cut"
+    left = sorted(str(p.relative_to(tmp_path / "files")) for p in (tmp_path / "files").rglob("*") if p.is_file())
+    assert left == ["crops/512/ab/x_0.jpg", "raw/ab/x.jpg"]  # no temp key stays behind
+
+
 # -- object storage (S3 over loopback) ------------------------------------------------------------------------
 
 
@@ -203,3 +215,26 @@ def test_the_driver_mirrors_what_workers_wrote_to_s3(tmp_path: Path, s3_bucket: 
     ws.resolve("crops/512/cd/d_0.jpg").unlink()
     assert mirror_files(ws, ["crops/512/cd/d_0.jpg"], 100) == 1
     assert ws.resolve("crops/512/cd/d_0.jpg").read_bytes() == b"cut locally"
+
+
+def test_the_local_executor_with_s3_storage_writes_through_and_the_bucket_matches_the_catalog(tmp_path: Path,
+                                                                                             s3_bucket: str):
+    """Local stages (a crawl whose forked finishing processes write the downloads, crop's workers) write every
+    file to the bucket and to the workspace's mirror, so a later Ray stage finds them where its workers look."""
+    import fsspec
+
+    from facecurate.demo import run_demo
+
+    url = f"{s3_bucket}/local"
+    ws = init_workspace(tmp_path / "ws")
+    _set_storage(ws, url)
+    result = run_demo(ws.root, "cpu", executor="local")
+    assert result.run.ok, result.run.error
+    with Catalog.open(ws.catalog_path) as catalog:
+        files = {r[0] for r in catalog.conn.execute("SELECT path FROM images UNION SELECT crop_path FROM faces")}
+    bucket = url.removeprefix("s3://")
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    stored = {k.removeprefix(bucket + "/") for k in fs.find(bucket)}
+    assert len(files) > 30 and stored == files
+    for rel in sorted(files)[::5]:
+        assert ws.resolve(rel).read_bytes() == fs.cat_file(f"{bucket}/{rel}")
