@@ -159,8 +159,9 @@ class FsspecStore:
             return
         tmp = self.key(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}")
         try:
+            for folder in {tmp.rsplit("/", 1)[0], key.rsplit("/", 1)[0]}:
+                fs.makedirs(folder, exist_ok=True)
             fs.pipe_file(tmp, data)
-            fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
             fs.mv(tmp, key)
         except BaseException:
             with contextlib.suppress(OSError):
