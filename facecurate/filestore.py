@@ -263,6 +263,16 @@ def mirror_files(ws: Workspace, rels: list[str], max_bytes: int) -> int:
     return fetched
 
 
+def forget_mirrored(ws: Workspace, rels: list[str]) -> None:
+    """Drop the workspace's copies of files a worker has just rewritten in [run] storage (crops cut again under
+    ``crop --redo``), so the next reader fetches the new ones instead of a stale mirror. Originals never change
+    (a name is its content's hash) and need none of this; with the workspace as storage there is no mirror."""
+    store = open_store(ws)
+    if isinstance(store, MirrorStore):
+        for rel in rels:
+            store.local.path(rel).unlink(missing_ok=True)
+
+
 def local_file(ws: Workspace, rel: str, max_bytes: int) -> Path:
     """The workspace path of a stored file, for readers that want a path (review thumbnails, export layouts):
     fetched from [run] storage first when it is elsewhere and the workspace lacks it. A missing file stays

@@ -21,6 +21,7 @@ from facecurate.filestore import (
     FsspecStore,
     LocalStore,
     MirrorStore,
+    forget_mirrored,
     local_file,
     mirror_files,
     open_at,
@@ -215,6 +216,10 @@ def test_the_driver_mirrors_what_workers_wrote_to_s3(tmp_path: Path, s3_bucket: 
     ws.resolve("crops/512/cd/d_0.jpg").unlink()
     assert mirror_files(ws, ["crops/512/cd/d_0.jpg"], 100) == 1
     assert ws.resolve("crops/512/cd/d_0.jpg").read_bytes() == b"cut locally"
+    worker.write("crops/512/ab/c_0.jpg", b"cut again by a worker (crop --redo)")
+    assert local_file(ws, "crops/512/ab/c_0.jpg", 100).read_bytes() == b"crop bytes"  # the mirror is stale…
+    forget_mirrored(ws, ["crops/512/ab/c_0.jpg"])  # …until the driver records the new cut
+    assert local_file(ws, "crops/512/ab/c_0.jpg", 100).read_bytes() == b"cut again by a worker (crop --redo)"
 
 
 def test_the_local_executor_with_s3_storage_writes_through_and_the_bucket_matches_the_catalog(tmp_path: Path,

@@ -27,7 +27,7 @@ from facecurate.faces.crop import (
     record_batch,
 )
 from facecurate.faces.crop_photo import Face, Limits, crop_image, decode_copy
-from facecurate.filestore import open_at, storage_setting
+from facecurate.filestore import forget_mirrored, open_at, storage_setting
 from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
@@ -134,6 +134,7 @@ def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: Cro
     for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
         found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
         record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
+        forget_mirrored(ws, [f.crop_path for o in outcomes for f in o.faces or []])  # re-cut under --redo
         progress.advance(len(chunk))
     progress.finish()
     return summary
