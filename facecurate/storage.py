@@ -10,6 +10,7 @@ from __future__ import annotations
 from facecurate import media
 from facecurate.catalog import Catalog
 from facecurate.errors import ImageError
+from facecurate.filestore import FileStore, open_store
 from facecurate.workspace import Workspace
 
 
@@ -18,16 +19,22 @@ def raw_relpath(sha256: str, ext: str) -> str:
     return f"raw/{sha256[:2]}/{sha256}.{ext}"
 
 
-def put_raw(ws: Workspace, data: bytes, sha256: str, ext: str) -> str:
+def put_raw(files: FileStore, data: bytes, sha256: str, ext: str) -> str:
     """Write the bytes at their address unless a whole file is already there; returns the relative path.
 
-    Safe from any thread and before the catalog knows the file: the write is atomic (temp name, fsync, rename),
-    so a kill leaves either nothing or a whole file that a later :func:`store` finds and records."""
+    Safe from any thread or worker and before the catalog knows the file: the write is atomic (a temp name and
+    a rename, or one object PUT), so a kill leaves either nothing or a whole file that a later :func:`store`
+    finds and records."""
     rel = raw_relpath(sha256, ext)
-    target = ws.resolve(rel)
-    if not target.exists():
-        media.atomic_write(target, data, ws.tmp_dir)
+    files.write(rel, data, once=True)
     return rel
+
+
+def _check_format(sha256: str, fmt: str, ext: str) -> None:
+    if fmt not in media.FORMAT_EXT or ext != media.FORMAT_EXT[fmt]:
+        raise ImageError(f"refusing to store {sha256[:12]}… as {fmt!r}/.{ext}: only bytes that passed "
+                         f"media.decode (formats {', '.join(media.ALLOWED_FORMATS)}) enter the store.",
+                         "unsupported_format")
 
 
 def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, ext: str, width: int,
@@ -36,13 +43,22 @@ def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, e
 
     Call inside a transaction: the image row and the file appear together for every reader. ``fmt`` must be
     what :func:`facecurate.media.decode` reported: the store holds only formats that passed the gate."""
-    if fmt not in media.FORMAT_EXT or ext != media.FORMAT_EXT[fmt]:
-        raise ImageError(f"refusing to store {sha256[:12]}… as {fmt!r}/.{ext}: only bytes that passed "
-                         f"media.decode (formats {', '.join(media.ALLOWED_FORMATS)}) enter the store.",
-                         "unsupported_format")
+    _check_format(sha256, fmt, ext)
     existing = catalog.image_by_sha(sha256)
     if existing is not None:
         return existing.id, False
-    rel = put_raw(ws, data, sha256, ext)
+    rel = put_raw(open_store(ws), data, sha256, ext)
     return catalog.add_image(sha256=sha256, path=rel, format=fmt, width=width, height=height,
                              size=len(data), label=label), True
+
+
+def record_stored(catalog: Catalog, sha256: str, fmt: str, ext: str, width: int, height: int, size: int,
+                  label: str | None) -> tuple[int, bool]:
+    """:func:`store` for content a worker has already written to [run] storage (``put_raw`` there): the
+    driver records it without ever holding its bytes."""
+    _check_format(sha256, fmt, ext)
+    existing = catalog.image_by_sha(sha256)
+    if existing is not None:
+        return existing.id, False
+    return catalog.add_image(sha256=sha256, path=raw_relpath(sha256, ext), format=fmt, width=width, height=height,
+                             size=size, label=label), True

@@ -11,6 +11,7 @@ import difflib
 import functools
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ class Setting:
     max: float | None = None
     above: bool = False
     items: tuple[str, ...] = ()  # a comma list: each of its words must be one of these
+    pattern: str = ""  # a regular expression a string must match whole; ``pattern_text`` says it in words
+    pattern_text: str = ""
 
     def range_text(self) -> str:
         """The accepted range in words, for error messages and the generated facecurate.toml."""
@@ -235,6 +238,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("run", "ray_address", "",
             "Ray cluster to join: empty starts one on this machine (or joins RAY_ADDRESS), auto finds a running "
             "one, ray://host:10001 a remote one (its nodes must see the workspace at the same path)."),
+    Setting("run", "storage", "",
+            "Where raw/ and crops/ live for every stage's workers: empty = this workspace's folders; an absolute "
+            "path = a folder every node mounts; an fsspec URL (s3://bucket/prefix; needs the ray extra, which "
+            "brings s3fs) = object storage. The workspace's folders then mirror it, filled on demand.",
+            pattern=r"(|/.*|[A-Za-z][A-Za-z0-9+.-]*://.+)",
+            pattern_text="empty, an absolute path, or a URL such as s3://bucket/prefix"),
     Setting("run", "ray_workers", 0,
             "Ray workers (actors) per stage; 0: one per CPU the cluster has (one per GPU for crop on GPUs).",
             min=0, max=100_000),
@@ -587,6 +596,8 @@ def _check(setting: Setting, value: Any, path: Path | str) -> Any:
     if setting.choices and value not in setting.choices:
         hint = _suggest(str(value), list(setting.choices))
         raise ConfigError(f"{where} is not one of {', '.join(setting.choices)}.{hint}")
+    if setting.pattern and not re.fullmatch(setting.pattern, str(value).strip()):
+        raise ConfigError(f"{where} is not {setting.pattern_text} (default {_toml_value(setting.default)}).")
     words = [w.strip() for w in str(value).split(",")] if setting.items else []
     unknown = [w for w in words if w and w.lower() not in setting.items]
     if unknown:

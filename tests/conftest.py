@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,22 @@ class RecordingProgress:
 
     def note(self, message: str) -> None:
         self.events.append(("note", message))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on loopback for the session, with the AWS_* environment pointing at it.
+    Session-wide so that a Ray cluster started later in the session hands that environment to its workers."""
+    pytest.importorskip("s3fs", reason="s3fs comes with the ray extra (uv sync --extra ray)")
+    from tests.s3server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new, empty bucket on the loopback S3 server: ``s3://name``."""
+    from tests.s3server import new_bucket
+
+    return new_bucket()

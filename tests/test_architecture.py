@@ -17,7 +17,7 @@ PACKAGE = Path(facecurate.__file__).parent
 # Lower number = lower layer. A module may import only from its own layer's module tree or lower layers.
 LAYERS: list[tuple[int, str]] = [
     (1, "facecurate.errors"), (1, "facecurate.events"), (1, "facecurate.workspace"), (1, "facecurate.media"),
-    (1, "facecurate.storage"), (1, "facecurate.catalog"), (1, "facecurate.device"),
+    (1, "facecurate.storage"), (1, "facecurate.filestore"), (1, "facecurate.catalog"), (1, "facecurate.device"),
     (1, "facecurate.work"), (1, "facecurate.result_arrow"),
     (2, "facecurate.dedup.core"), (2, "facecurate.dedup.search"), (2, "facecurate.dedup.groups"),
     (2, "facecurate.dedup.hashing"), (2, "facecurate.dedup.decode"), (2, "facecurate.dedup.verify"),

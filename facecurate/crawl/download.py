@@ -57,6 +57,7 @@ class Downloaded:
     height: int = 0
     reason: str | None = None
     message: str = ""
+    size: int = 0  # bytes of ``data``: kept when a worker drops the bytes (they are in storage)
 
     @property
     def ok(self) -> bool:
@@ -75,7 +76,8 @@ def validate(row: DownloadRow, fetched: Fetched, max_pixels: int, min_side: int,
         return Downloaded(row, fetched, reason=exc.reason, message=f"{exc} (served as {ctype}; nothing to fix on "
                           f"your side: the host did not deliver an image).")
     return Downloaded(row, fetched, data=fetched.body, sha256=media.sha256_bytes(fetched.body),
-                      format=decoded.format, ext=decoded.extension, width=decoded.width, height=decoded.height)
+                      format=decoded.format, ext=decoded.extension, width=decoded.width, height=decoded.height,
+                      size=len(fetched.body))
 
 
 class Downloader:

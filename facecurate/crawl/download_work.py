@@ -4,13 +4,13 @@ A group is one host's pending URLs, cut in batches of the crawl's commit size; a
 batches one after the other on one worker (:meth:`facecurate.work.Executor.map_groups`), so one host is served
 by one worker at a time, under the same [crawl] per_host cap, rate, retries and backoff, and the same
 per-host caps the engines set (Wikimedia's), wherever the worker runs. The worker fetches, validates and
-writes each file at its content address (atomically); the crawl stage records each batch as it arrives.
+writes each file at its content address in [run] storage (atomically) and hands back its hash, size and
+format, never its bytes; the crawl stage records each batch as it arrives.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -20,9 +20,9 @@ from facecurate.catalog import DownloadRow
 from facecurate.crawl.download import Downloaded, Downloader
 from facecurate.crawl.http import Fetched, Http, HttpSettings
 from facecurate.crawl.urls import host_key
+from facecurate.filestore import open_at
 from facecurate.storage import put_raw
 from facecurate.work import ArrowResults
-from facecurate.workspace import Workspace
 
 ROW_TYPE = pa.struct([
     ("url_id", pa.int64()), ("url", pa.string()), ("rank", pa.int64()), ("page_url", pa.string()),
@@ -84,9 +84,11 @@ class DownloadWork:
     results = RESULTS
 
     def __init__(self, root: str, settings: HttpSettings, trusted: list[tuple[str, int]],
-                 caps: dict[str, tuple[int, float]], max_pixels: int, min_side: int, decode_budget: float) -> None:
+                 caps: dict[str, tuple[int, float]], max_pixels: int, min_side: int, decode_budget: float,
+                 storage: str = "") -> None:
         self.root, self.settings, self.trusted, self.caps = root, settings, trusted, caps
         self.max_pixels, self.min_side, self.decode_budget = max_pixels, min_side, decode_budget
+        self.storage = storage
         self._downloader: Downloader | None = None
 
     def __getstate__(self) -> dict[str, object]:
@@ -96,17 +98,17 @@ class DownloadWork:
         if self._downloader is None:
             http = Http(self.settings)
             http.adopt(self.trusted, self.caps)
-            ws = Workspace(Path(self.root))
+            files = open_at(self.root, self.storage)
 
             def prewrite(d: Downloaded) -> None:
                 if d.data is not None and d.sha256:
-                    put_raw(ws, d.data, d.sha256, d.ext or "bin")
+                    put_raw(files, d.data, d.sha256, d.ext or "bin")
 
             self._downloader = Downloader(http, self.max_pixels, self.min_side, prewrite=prewrite,
                                           budget=media.PixelBudget(self.decode_budget))
         done = {d.row.url_id: d for d in self._downloader.run(rows)}
-        # the body is on disk already; the bytes travel back once, as the record's data (store() needs them)
-        return [replace(done[r.url_id], fetched=replace(done[r.url_id].fetched, body=None)) for r in rows]
+        # the bytes are in storage already (record_stored() needs only their hash, size and format)
+        return [replace(done[r.url_id], data=None, fetched=replace(done[r.url_id].fetched, body=None)) for r in rows]
 
 
     def close(self) -> None:

@@ -29,7 +29,8 @@ from facecurate.crawl.queries import configured_engines, is_pending, query_engin
 from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
 from facecurate.errors import ConfigError, FacecurateError
 from facecurate.events import SILENT, Failure, Progress
-from facecurate.storage import put_raw, store
+from facecurate.filestore import open_store, storage_setting
+from facecurate.storage import put_raw, record_stored, store
 from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
@@ -213,6 +214,7 @@ class Crawl:
     def __init__(self, ws: Workspace, catalog: Catalog, progress: Progress = SILENT,
                  http: Http | None = None, executor: Executor | None = None) -> None:
         self.ws, self.catalog = ws, catalog
+        self.files = open_store(ws)  # where downloads are written: the workspace, or a mirror of [run] storage
         # not local: downloads wait until a search has recorded its pages, then go out host by host
         self.remote = executor if executor is not None and not executor.is_local else None
         cfg = ws.config()
@@ -251,7 +253,7 @@ class Crawl:
         A kill before the record leaves a whole file that the re-run's store() finds and records."""
         if d.data is None or not d.sha256:
             return
-        put_raw(self.ws, d.data, d.sha256, d.ext or "bin")
+        put_raw(self.files, d.data, d.sha256, d.ext or "bin")
 
     def engine(self, name: str, settings: dict[str, Any] | None = None) -> Engine:
         """The engine for ``name`` with a query's own filters (one instance per distinct set of filters)."""
@@ -434,7 +436,8 @@ class Crawl:
         cfg = self.ws.config()
         trusted, caps = self.http.policy()
         work = DownloadWork(str(self.ws.root), self.http.settings, trusted, caps, int(cfg.get("media", "max_pixels")),
-                            int(cfg.get("media", "min_side")), float(cfg.get("media", "decode_budget")))
+                            int(cfg.get("media", "min_side")), float(cfg.get("media", "decode_budget")),
+                            storage_setting(self.ws))
         for batch in self.remote.map_groups(work, host_groups(rows, COMMIT_EVERY)):
             self._commit(batch)
 
@@ -448,9 +451,13 @@ class Crawl:
                 provenance: dict[str, Any] = {
                     "page_url": row.page_url, "title": row.title, "engine": row.engine, "query": row.query,
                     "rank": row.rank, "license": row.license, "author": row.author, "http_status": d.fetched.status}
-                if d.ok and d.data is not None and d.sha256:
-                    image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "", d.ext or "bin",
-                                             d.width, d.height, row.label)
+                if d.ok and d.sha256:
+                    if d.data is not None:
+                        image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "", d.ext or "bin",
+                                                 d.width, d.height, row.label)
+                    else:  # a worker wrote the file to storage and sent back its facts only
+                        image_id, is_new = record_stored(catalog, d.sha256, d.format or "", d.ext or "bin", d.width,
+                                                         d.height, d.size, row.label)
                     catalog.record_source(kind="url", location=row.url, label=row.label, status="ok",
                                           image_id=image_id, **provenance)
                     catalog.settle_url(row.url_id, state="ok", image_id=image_id, is_new=is_new, error=None,

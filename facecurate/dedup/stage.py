@@ -22,6 +22,8 @@ writes nothing. ``dry_run`` computes everything and writes nothing at all.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import multiprocessing
 import os
@@ -57,6 +59,7 @@ from facecurate.dedup.sharded import Mapper
 from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Failure, Progress
+from facecurate.filestore import FileStore, open_at, open_mirrored, open_store, storage_setting
 from facecurate.work import ArrowResults, Executor
 from facecurate.workspace import Workspace, options_from
 
@@ -198,12 +201,20 @@ class _Job:
     window: float
     max_pixels: int
     max_bytes: int
+    storage: str = ""  # [run] storage
+    mirrored: bool = True  # read through the workspace's mirror of the storage (False: a Ray worker's view)
+
+
+@functools.lru_cache(maxsize=4)
+def _files(job: _Job) -> FileStore:
+    """Where a job's files are read, made once per process."""
+    return open_mirrored(job.root, job.storage) if job.mirrored else open_at(job.root, job.storage)
 
 
 def _fingerprint_row(job: _Job, rel: str, stamp: str) -> HashRow:
     """Decode one file (reduced where it can be) and fingerprint it; a bad file becomes a row with an error."""
     try:
-        data = media.read_limited(Path(job.root) / rel, job.max_bytes)
+        data = _files(job).read(rel, job.max_bytes)
         reduced = decode_reduced(data, rel, job.max_pixels, _budget)
         fp = fingerprint_gray(reduced.gray, reduced.digest, job.algorithm, job.window, data)
     except ImageError as exc:
@@ -233,7 +244,7 @@ class FingerprintWork:
         return RESULTS
 
     def __call__(self, chunk: list[tuple[str, str]]) -> list[HashRow]:
-        return _fingerprint_chunk(self.job, chunk)
+        return _fingerprint_chunk(dataclasses.replace(self.job, mirrored=False), chunk)
 
 
 # The stage's [media] decode_budget, shared by this process and its forked fingerprinting workers. A global
@@ -419,7 +430,7 @@ def _hash_todo(run: _Run, todo: list[tuple[str, str]], algo: str, window: float,
         return fresh
     cfg = run.ws.config()
     job = _Job(str(run.ws.root), algo, run.opts.algorithm, window, cfg.get("media", "max_pixels"),
-               cfg.get("media", "max_bytes"))
+               cfg.get("media", "max_bytes"), storage_setting(run.ws))
     run.progress.start(task, len(todo), "files")
     for row in _fingerprint_all(run, job, todo):
         if run.dry_run:
@@ -438,10 +449,11 @@ def _resolve_twins(run: _Run, cols: _Columns, algo: str, fresh: Fresh) -> int:
     cfg = run.ws.config()
     max_pixels, max_bytes = cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes")
     updates = []
+    files = open_store(run.ws)
     for k in need.tolist():
         path = cols.paths[k]
         try:
-            digest = full_digest(media.read_limited(run.ws.resolve(path), max_bytes), path, max_pixels)
+            digest = full_digest(files.read(path, max_bytes), path, max_pixels)
         except ImageError:
             continue  # decoded once already, so this is a file changed under us: it stays reduced, never a twin
         cols.pixels[k], cols.exact[k] = _digest64(digest), True
@@ -593,12 +605,9 @@ def _views(level: str, result: dict[int, DupFields], names: dict[int, str],
 # -- faces ------------------------------------------------------------------------------------------------
 
 
-def _crop_stamp(ws: Workspace, rel: str) -> str | None:
-    try:
-        st = ws.resolve(rel).stat()
-    except OSError:
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}"
+def _crop_stamp(files: FileStore, rel: str) -> str | None:
+    """Size and version of a crop in [run] storage (its mtime in the workspace): a crop cut again is hashed again."""
+    return files.stamp(rel)
 
 
 def _quad_side(quad: list[list[float]]) -> float:
@@ -624,9 +633,11 @@ def _dedup_faces(run: _Run, summary: DedupSummary, photos: dict[int, DupFields])
         with catalog.transaction():
             catalog.dedup_forget(algo, "crops/")
     todo = []
+    files = open_store(ws)
+    stamps: dict[str, str | None] = {}  # one look per crop (a HEAD request when storage is object storage)
     for r in catalog.dedup_face_rows(algo, opts.image_algo):
         level.items += 1
-        stamp = _crop_stamp(ws, r.crop_path)
+        stamp = stamps[r.crop_path] = _crop_stamp(files, r.crop_path)
         if stamp is None:
             continue
         level.cached += 1
@@ -643,12 +654,12 @@ def _dedup_faces(run: _Run, summary: DedupSummary, photos: dict[int, DupFields])
     faces_of: dict[int, list[_Face]] = {}    # faces of duplicate photos and of their kept photos
     for r in catalog.dedup_face_rows(algo, opts.image_algo):
         fp: _Print = fresh.get(r.crop_path, r)
-        ok = not fp.error and fp.hash is not None and _crop_stamp(ws, r.crop_path) is not None
+        ok = not fp.error and fp.hash is not None and stamps.get(r.crop_path) is not None
         if r.image_id in involved:
             faces_of.setdefault(r.image_id, []).append(
                 _Face(r.id, r.image_id, r.face_index, fp.hash if ok else None, fp.hash_flip if ok else None))
         if not ok:
-            missing = _crop_stamp(ws, r.crop_path) is None
+            missing = stamps.get(r.crop_path) is None
             level.failed.append(Failure(r.crop_path, f"{r.crop_path} is missing: run `facecurate crop` again."
                                         if missing else (fp.error or "not hashed")))
             continue

@@ -34,6 +34,7 @@ from facecurate.export.manifest import (
     manifest_rows,
     score_names,
 )
+from facecurate.filestore import mirror_files
 from facecurate.workspace import Workspace, check_choice, options_from
 
 # Layouts whose consumers need a validation folder for every label (StarGAN v2's val/, CycleGAN's testA/testB):
@@ -112,6 +113,8 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
     domains = cyclegan_domains(in_layout) if opts.layout == "cyclegan" else {}  # refused before anything is written
     left_out = dict(Counter(license_family(r["license"]) for r in rows if is_carried(r) and not carried(r)))
     claim(out, ws)
+    mirror_files(ws, [os.path.relpath((out / r["file_name"]).resolve(), ws.root) for r in rows if r.get("file_name")],
+                 int(cfg.get("media", "max_bytes")))
     manifest = out / f"manifest.{opts.format}"
     WRITERS[opts.format](rows, manifest)
     for other in FORMATS:  # one export's manifest formats replace the previous export's as a set

@@ -33,6 +33,7 @@ from facecurate.faces import crop_workers
 from facecurate.faces.align import AlignmentMode, PaddingMode
 from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, crop_relpath, decode_copy
 from facecurate.faces.crop_workers import Failed
+from facecurate.filestore import FileStore, open_store, storage_setting
 from facecurate.workspace import Workspace, check_choice, options_from, setting
 
 if TYPE_CHECKING:  # the detector imports torch (seconds): run_crop imports it only when there is work
@@ -178,7 +179,7 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
         limits = Limits(cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"), media.PixelBudget(megapixels))
         return _run_in_threads(ws, catalog, opts, rows, limits, progress)
     setup = crop_workers.Setup(ws, opts, cfg.get("media", "max_pixels"), cfg.get("media", "max_bytes"), threads,
-                               os.getpid())
+                               storage_setting(ws), os.getpid())
     with crop_workers.pool(setup, workers, megapixels) as pool:  # forked before torch is imported here
         return _run_in_workers(catalog, opts, rows, pool, workers, progress)
 
@@ -221,9 +222,10 @@ def _run_in_threads(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: li
     summary = CropSummary(device=str(detector.device))
     progress.start(f"crop ({summary.device})", len(rows), "img")
     cut = _cut_settings(opts)
+    files = open_store(ws)
     with ThreadPoolExecutor(max_workers=4) as pool:
         def decode(chunk: list[ImageRow]) -> _Batch:
-            return _Batch(chunk, [pool.submit(decode_copy, ws, r, limits, opts.detect_max_side) for r in chunk])
+            return _Batch(chunk, [pool.submit(decode_copy, files, r, limits, opts.detect_max_side) for r in chunk])
 
         chunks = crop_batches(rows, opts.batch_size)
         upcoming = decode(chunks[0])
@@ -231,17 +233,17 @@ def _run_in_threads(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: li
             batch, upcoming = upcoming, decode(chunks[i + 1]) if i + 1 < len(chunks) else upcoming
             for j, copy, chosen in _detect(detector, batch, opts):
                 whole = None if copy.reduced else copy.pixels
-                batch.jobs[j] = pool.submit(_crop_or_failure, ws, batch.rows[j], whole, chosen, cut, limits)
+                batch.jobs[j] = pool.submit(_crop_or_failure, files, batch.rows[j], whole, chosen, cut, limits)
             _commit(catalog, batch, summary)
             progress.advance(len(batch.rows))
     progress.finish()
     return summary
 
 
-def _crop_or_failure(ws: Workspace, row: ImageRow, pixels: np.ndarray | None, faces: list[Face], cut: CutSettings,
+def _crop_or_failure(files: FileStore, row: ImageRow, pixels: np.ndarray | None, faces: list[Face], cut: CutSettings,
                      limits: Limits) -> list[FaceRecord] | Failed:
     try:
-        return crop_image(ws, row, pixels, faces, cut, limits)
+        return crop_image(files, row, pixels, faces, cut, limits)
     except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
         return Failed(crop_workers.crop_failure(row, exc), "crop_failed")
 

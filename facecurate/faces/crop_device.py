@@ -38,6 +38,7 @@ from facecurate.faces.crop import CropOptions, CropSummary, _Batch, _commit, _cu
 from facecurate.faces.crop_photo import Face, Limits, decode_copy, face_record
 from facecurate.faces.crop_workers import Failed
 from facecurate.faces.detect import BatchedDetector
+from facecurate.filestore import FileStore, open_store
 from facecurate.workspace import Workspace
 
 # Device memory one photo of a batch may need, per pixel of detect_max_side²: MTCNN's cascade ~40 bytes per
@@ -77,7 +78,7 @@ class _Encoded:
     copy: media.Decoded
 
 
-def _read(ws: Workspace, row: ImageRow, limits: Limits, max_side: int,
+def _read(files: FileStore, row: ImageRow, limits: Limits, max_side: int,
           device_decode: bool) -> _Encoded | media.Decoded | ImageError:
     """A photo's detection copy, decoded on this CPU thread exactly as crop.py's ``_decode`` does, and for a
     JPEG larger than ``max_side`` (with ``device_decode``) its bytes for the device decoder.
@@ -90,9 +91,9 @@ def _read(ws: Workspace, row: ImageRow, limits: Limits, max_side: int,
     device; libjpeg decodes a large photo's copy DCT-reduced, at a fraction of a full decode, and the full
     decode is the GPU's."""
     if not device_decode:
-        return decode_copy(ws, row, limits, max_side)
+        return decode_copy(files, row, limits, max_side)
     try:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
+        data = files.read(row.path, limits.max_bytes)
         head = media.header(data, row.path, limits.max_pixels)
         copy = media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
     except ImageError as exc:
@@ -164,22 +165,23 @@ def run_torch_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: lis
     summary = CropSummary(device=str(detector.device))
     progress.start(f"crop ({summary.device}, torch)", len(rows), "img")
     chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+    files = open_store(ws)
     with ThreadPoolExecutor(max_workers=4) as pool:
         def read(chunk: list[ImageRow]) -> list[Future[_Encoded | media.Decoded | ImageError]]:
-            return [pool.submit(_read, ws, r, limits, opts.detect_max_side, device_decode) for r in chunk]
+            return [pool.submit(_read, files, r, limits, opts.detect_max_side, device_decode) for r in chunk]
 
         upcoming = read(chunks[0]) if chunks else None
         for i, chunk in enumerate(chunks):
             reads, upcoming = upcoming, read(chunks[i + 1]) if i + 1 < len(chunks) else None
             assert reads is not None
-            _run_batch(ws, catalog, opts, chunk, [f.result() for f in reads], device, limits, pool, detector,
+            _run_batch(files, catalog, opts, chunk, [f.result() for f in reads], device, limits, pool, detector,
                        summary)
             progress.advance(len(chunk))
     progress.finish()
     return summary
 
 
-def _run_batch(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[ImageRow],
+def _run_batch(files: FileStore, catalog: Catalog, opts: CropOptions, rows: list[ImageRow],
                reads: list[_Encoded | media.Decoded | ImageError], device: torch.device, limits: Limits,
                pool: ThreadPoolExecutor, detector: BatchedDetector, summary: CropSummary) -> None:
     encoded = _within_device_room([(j, r) for j, r in enumerate(reads) if isinstance(r, _Encoded)], device)
@@ -194,7 +196,7 @@ def _run_batch(ws: Workspace, catalog: Catalog, opts: CropOptions, rows: list[Im
         copies.append(done)
     batch = _Batch(rows, copies)
     for j, copy, chosen in _detect(detector, batch, opts):  # the same looks and choices as the OpenCV path
-        batch.jobs[j] = pool.submit(_crop_or_failure, ws, rows[j], copy, on_device.get(j), chosen, opts, limits,
+        batch.jobs[j] = pool.submit(_crop_or_failure, files, rows[j], copy, on_device.get(j), chosen, opts, limits,
                                     device)
     _commit(catalog, batch, summary)
 
@@ -216,23 +218,23 @@ def _within_device_room(encoded: list[tuple[int, _Encoded]], device: torch.devic
     return kept
 
 
-def _crop_or_failure(ws: Workspace, row: ImageRow, copy: media.Decoded, image: torch.Tensor | None,
+def _crop_or_failure(files: FileStore, row: ImageRow, copy: media.Decoded, image: torch.Tensor | None,
                      chosen: list[Face], opts: CropOptions, limits: Limits,
                      device: torch.device) -> list[FaceRecord] | Failed:
     try:
-        return _crop_photo(ws, row, copy, image, chosen, opts, limits, device)
+        return _crop_photo(files, row, copy, image, chosen, opts, limits, device)
     except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
         return Failed(crop_workers.crop_failure(row, exc), "crop_failed")
 
 
-def _crop_photo(ws: Workspace, row: ImageRow, copy: media.Decoded, image: torch.Tensor | None,
+def _crop_photo(files: FileStore, row: ImageRow, copy: media.Decoded, image: torch.Tensor | None,
                 chosen: list[Face], opts: CropOptions, limits: Limits, device: torch.device) -> list[FaceRecord]:
     """Cut, encode, then write one photo's faces (crop.py's ``_crop_image`` on the device). A photo decoded
     on the CPU as a reduced copy is decoded again in full here, under the pixel budget, as there."""
     if image is not None:
         cuts = _cut_all(image, copy.source_size, chosen, opts)
     elif copy.reduced:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
+        data = files.read(row.path, limits.max_bytes)
         with media.decoded(data, row.path, limits.max_pixels, limits.budget) as full:
             cuts = _cut_all(full.pixels, copy.source_size, chosen, opts, device)
     else:
@@ -244,7 +246,7 @@ def _crop_photo(ws: Workspace, row: ImageRow, copy: media.Decoded, image: torch.
         blobs.append(media.encode(aligned.crop, opts.image_format, opts.jpeg_quality))
         records.append(face_record(row, k, det, aligned, cut))
     for record, blob in zip(records, blobs, strict=True):
-        media.atomic_write(ws.resolve(record.crop_path), blob, ws.tmp_dir)
+        files.write(record.crop_path, blob)
     return records
 
 

@@ -14,7 +14,7 @@ from facecurate import media
 from facecurate.catalog import FaceRecord, ImageRow
 from facecurate.errors import ImageError
 from facecurate.faces.align import Alignment, AlignmentMode, PaddingMode, align_face
-from facecurate.workspace import Workspace
+from facecurate.filestore import FileStore
 
 
 @dataclass(frozen=True)
@@ -51,17 +51,17 @@ def crop_relpath(sha256: str, index: int, size: int, ext: str) -> str:
     return f"crops/{size}/{sha256[:2]}/{sha256}_{index}.{ext}"
 
 
-def decode_copy(ws: Workspace, row: ImageRow, limits: Limits, max_side: int) -> media.Decoded | ImageError:
+def decode_copy(files: FileStore, row: ImageRow, limits: Limits, max_side: int) -> media.Decoded | ImageError:
     """The detector's copy of a photo: long side at most ``max_side`` (JPEGs decoded reduced by libjpeg), so
     a batch in memory costs batch_size x max_side² pixels whatever the photos' sizes."""
     try:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
+        data = files.read(row.path, limits.max_bytes)
         return media.decode(data, row.path, limits.max_pixels, max_side=max_side, budget=limits.budget)
     except ImageError as exc:
         return exc
 
 
-def crop_image(ws: Workspace, row: ImageRow, pixels: np.ndarray | None, faces: list[Face], cut: CutSettings,
+def crop_image(files: FileStore, row: ImageRow, pixels: np.ndarray | None, faces: list[Face], cut: CutSettings,
                limits: Limits) -> list[FaceRecord]:
     """Align and write one photo's chosen faces, from ``pixels`` when they are the whole photo, else from the
     original decoded again here, under the pixel budget, and dropped when done (a reduced detection copy is not
@@ -70,13 +70,13 @@ def crop_image(ws: Workspace, row: ImageRow, pixels: np.ndarray | None, faces: l
     Every face is cut and encoded before any file is written, so a face that fails (under ``--redo``, whose
     earlier rows are then kept) leaves the files those rows point to untouched."""
     if pixels is None:
-        data = media.read_limited(ws.resolve(row.path), limits.max_bytes)
+        data = files.read(row.path, limits.max_bytes)
         with media.decoded(data, row.path, limits.max_pixels, limits.budget) as full:
             cuts = [_cut(row, full.pixels, k, face, cut) for k, face in enumerate(faces)]
     else:
         cuts = [_cut(row, pixels, k, face, cut) for k, face in enumerate(faces)]
     for record, encoded in cuts:
-        media.atomic_write(ws.resolve(record.crop_path), encoded, ws.tmp_dir)
+        files.write(record.crop_path, encoded)
     return [record for record, _ in cuts]
 
 

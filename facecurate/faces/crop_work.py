@@ -11,7 +11,6 @@ the same :func:`~facecurate.faces.crop.record_batch` the local path uses, so the
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -32,6 +31,7 @@ from facecurate.faces.crop import (
     record_batch,
 )
 from facecurate.faces.crop_photo import Face, Limits, crop_image, decode_copy
+from facecurate.filestore import forget_mirrored, open_at, open_mirrored, storage_setting
 from facecurate.work import ArrowResults, Executor
 from facecurate.workspace import Workspace
 
@@ -93,14 +93,18 @@ RESULTS: ArrowResults[CropOutcome] = ArrowResults(RESULT_SCHEMA, results_to_arro
 
 class CropWork:
     """Crop one batch of photos on a worker; the detector is built on the first batch and kept. ``budget``: a
-    pixel budget shared with other workers (forked processes); else each holds ``decode_budget`` megapixels."""
+    pixel budget shared with other workers (forked processes); else each holds ``decode_budget`` megapixels.
+    ``mirrored``: a worker on the driver's machine (crop's own workers) reads and writes through the workspace's
+    mirror of the storage, as the driver's stages do; a Ray worker reads and writes the storage itself."""
 
     name = "crop"
     results = RESULTS
 
     def __init__(self, root: str, opts: CropOptions, max_pixels: int, max_bytes: int, decode_budget: float,
-                 gpus: float = 0.0, threads: int = 0, budget: media.PixelBudget | None = None) -> None:
+                 gpus: float = 0.0, threads: int = 0, storage: str = "", budget: media.PixelBudget | None = None,
+                 mirrored: bool = False) -> None:
         self.root, self.opts, self.gpus, self.threads = root, opts, gpus, threads
+        self.storage, self.mirrored = storage, mirrored  # [run] storage: where photos are read, crops written
         self.max_pixels, self.max_bytes, self.decode_budget = max_pixels, max_bytes, decode_budget
         self._detector: BatchedDetector | None = None
         self._limits: Limits | None = Limits(max_pixels, max_bytes, budget) if budget is not None else None
@@ -111,7 +115,8 @@ class CropWork:
     def __call__(self, rows: list[ImageRow]) -> list[CropOutcome]:
         from facecurate.faces.detect import BatchedDetector
 
-        opts, ws = self.opts, Workspace(Path(self.root))
+        opts = self.opts
+        files = open_mirrored(self.root, self.storage) if self.mirrored else open_at(self.root, self.storage)
         if self._limits is None:
             self._limits = Limits(self.max_pixels, self.max_bytes, media.PixelBudget(self.decode_budget))
         if self.threads:  # before torch runs anything here: see crop_workers on forking after torch
@@ -122,7 +127,7 @@ class CropWork:
             self._detector = BatchedDetector(device=opts.device, batch_size=opts.batch_size,
                                              max_side=opts.detect_max_side, min_face_size=opts.min_face_size)
         limits = self._limits
-        decoded = [decode_copy(ws, row, limits, opts.detect_max_side) for row in rows]
+        decoded = [decode_copy(files, row, limits, opts.detect_max_side) for row in rows]
         good = [(j, d) for j, d in enumerate(decoded) if not isinstance(d, ImageError)]
         detections = detect_with_retries(self._detector, [copy for _, copy in good], opts)
         out: list[CropOutcome] = [CropOutcome(None, str(d), d.reason) if isinstance(d, ImageError)
@@ -138,7 +143,7 @@ class CropWork:
             try:
                 faces = [Face(d.box, d.prob, d.landmarks) for d in chosen]
                 whole = None if copy.reduced else copy.pixels
-                out[j] = CropOutcome(crop_image(ws, rows[j], whole, faces, _cut_settings(opts), limits), found=seen)
+                out[j] = CropOutcome(crop_image(files, rows[j], whole, faces, _cut_settings(opts), limits), found=seen)
             except (ValueError, OSError, ImageError) as exc:  # one odd face must not stop the run
                 out[j] = CropOutcome(None, f"{rows[j].path}: aligning or writing a crop failed ({exc}).",
                                      found=seen)
@@ -170,11 +175,13 @@ def run_crop_with(executor: Executor, ws: Workspace, catalog: Catalog, opts: Cro
     # this run (crop_workers.plan), so both executors give the same answers on one machine.
     threads = 0 if gpus > 0 else crop_workers.plan(opts.workers, len(rows))[1]
     work = CropWork(str(ws.root), _with_device(opts, device), int(cfg.get("media", "max_pixels")),
-                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus, threads)
+                    int(cfg.get("media", "max_bytes")), float(cfg.get("media", "decode_budget")), gpus, threads,
+                    storage_setting(ws))
     chunks = crop_batches(rows, opts.batch_size)
     for chunk, outcomes in zip(chunks, executor.map_batches(work, chunks), strict=True):
         found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
         record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
+        forget_mirrored(ws, [f.crop_path for o in outcomes for f in o.faces or []])  # re-cut under --redo
         progress.advance(len(chunk))
     progress.finish()
     return summary

@@ -51,6 +51,7 @@ class Setup:
     max_pixels: int
     max_bytes: int
     threads: int  # torch threads of each worker's detector
+    storage: str  # [run] storage
     parent: int  # the main process's pid: a worker whose parent is already gone exits at once
 
 
@@ -138,7 +139,7 @@ def _init(setup: Setup, budget: media.PixelBudget | None, share: float) -> None:
     from facecurate.faces.crop_work import CropWork  # not at the top: crop_work imports crop, which imports us
 
     _work = CropWork(str(setup.ws.root), setup.opts, setup.max_pixels, setup.max_bytes, share,
-                     threads=setup.threads, budget=budget)
+                     threads=setup.threads, storage=setup.storage, budget=budget, mirrored=True)
 
 
 def batch_task(rows: list[ImageRow]) -> list[CropOutcome]:

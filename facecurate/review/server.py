@@ -39,6 +39,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from facecurate.catalog import Catalog
 from facecurate.errors import FacecurateError, ImageError
+from facecurate.filestore import local_file
 from facecurate.review import calibration, decisions, detail, items, scoring, thumbs
 from facecurate.workspace import Workspace
 
@@ -300,6 +301,8 @@ def create_app(ws: Workspace, *, access: Access = LOCAL, token: str | None = Non
         if kind != "crop":
             abort(404, "this item has no crop")
         path = thumbs.inside(ws.root, relative)
+        if path is not None and not path.is_file():  # in [run] storage only: fetched into the workspace's mirror
+            local_file(ws, relative, int(ws.config().get("media", "max_bytes")))
         if path is None or not path.is_file():
             abort(404, "the crop file is missing")
         return send_file(path, conditional=True, max_age=60)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from facecurate import media
 from facecurate.errors import ImageError
+from facecurate.filestore import local_file
 from facecurate.workspace import Workspace
 
 CACHE = Path(".cache") / "review"
@@ -58,6 +59,8 @@ def _render_photo(path: Path, side: int, max_pixels: int, max_bytes: int) -> byt
 def cached(ws: Workspace, relative: str, kind: str, side: int, max_pixels: int, max_bytes: int) -> Path:
     """The cached JPEG for a catalog file (``kind``: crop | photo), made now if missing or stale."""
     src = inside(ws.root, relative)
+    if src is not None and not src.is_file():  # written by a worker to [run] storage: fetch it into the mirror
+        local_file(ws, relative, max_bytes)
     if src is None or not src.is_file():
         raise ImageError(f"{relative} is not a file inside the workspace {ws.root}.", "missing")
     dst = inside(ws.root, str(CACHE / f"{kind}{side}" / f"{relative}.jpg"))

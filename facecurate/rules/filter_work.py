@@ -9,7 +9,6 @@ driver (:func:`run_filter_with`), with the thresholds in force, and each batch i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -17,6 +16,7 @@ from facecurate import result_arrow
 from facecurate.catalog import Catalog
 from facecurate.catalog.faces import FaceToFilter
 from facecurate.events import SILENT, Progress
+from facecurate.filestore import FileStore, open_at, storage_setting
 from facecurate.rules.measure import (
     FAMILY_KEYS,
 )
@@ -78,15 +78,16 @@ class MeasureWork:
     gpus = 0.0
     results = RESULTS
 
-    def __init__(self, root: str, min_prob: float, max_pixels: int, max_bytes: int) -> None:
+    def __init__(self, root: str, min_prob: float, max_pixels: int, max_bytes: int, storage: str = "") -> None:
         self.root, self.min_prob, self.max_pixels, self.max_bytes = root, min_prob, max_pixels, max_bytes
+        self.storage = storage  # [run] storage: where the worker reads crops and photos
 
     def __call__(self, batch: list[ToMeasure]) -> list[Measured]:
-        ws = Workspace(Path(self.root))
-        return [self._one(ws, item.face, item.families) for item in batch]
+        files = open_at(self.root, self.storage)
+        return [self._one(files, item.face, item.families) for item in batch]
 
-    def _one(self, ws: Workspace, face: FaceToFilter, fams: frozenset[str]) -> Measured:
-        crop, photo, error = load_pixels(ws, face, fams, self.max_pixels, self.max_bytes)
+    def _one(self, files: FileStore, face: FaceToFilter, fams: frozenset[str]) -> Measured:
+        crop, photo, error = load_pixels(files, face, fams, self.max_pixels, self.max_bytes)
         scores = measure_face(face, fams, crop, photo, error, self.min_prob)
         return Measured(scores, error)
 
@@ -110,7 +111,7 @@ def run_filter_with(executor: Executor, ws: Workspace, catalog: Catalog, *, rule
         return frozenset(fam for fam, keys in needed_keys.items() if redo or any(k not in face.scores for k in keys))
 
     work = MeasureWork(str(ws.root), float(cfg.get("crop", "min_prob")), int(cfg.get("media", "max_pixels")),
-                       int(cfg.get("media", "max_bytes")))
+                       int(cfg.get("media", "max_bytes")), storage_setting(ws))
     batches = [[ToMeasure(f, todo(f)) for f in faces[i:i + BATCH]] for i in range(0, len(faces), BATCH)]
     for batch, measured in zip(batches, executor.map_batches(work, batches), strict=True):
         results = []

@@ -19,6 +19,7 @@ from facecurate.catalog import Catalog
 from facecurate.catalog.faces import FaceToFilter, FilterResult
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Failure, Progress
+from facecurate.filestore import FileStore, open_store
 from facecurate.rules.eyes import FaceMesh
 from facecurate.rules.measure import (
     FAMILY_KEYS,
@@ -134,19 +135,19 @@ def _clean(value: float | None) -> float | None:
     return round(float(value), 5)
 
 
-def load_pixels(ws: Workspace, face: FaceToFilter, fams: set[str] | frozenset[str], max_pixels: int,
+def load_pixels(files: FileStore, face: FaceToFilter, fams: set[str] | frozenset[str], max_pixels: int,
                 max_bytes: int) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
     """The crop, and the photo at most PHOTO_SIDE when the face is a small share of it, for the families that
     read pixels; or why the crop could not be read. Shared by both executors (rules/filter_work.py)."""
     if not fams & {"pixels", "eyes"}:
         return None, None, None
     try:
-        crop = media.load_rgb(ws.resolve(face.crop_path), max_pixels, max_bytes).pixels
+        crop = media.decode(files.read(face.crop_path, max_bytes), face.crop_path, max_pixels).pixels
         photo = None
         bbox = face.bbox
         share = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / max(face.photo_width * face.photo_height, 1)
         if "pixels" in fams and share < FRAME_CHECK_BELOW:
-            data = media.read_limited(ws.resolve(face.photo_path), max_bytes)
+            data = files.read(face.photo_path, max_bytes)
             photo = media.decode(data, face.photo_path, max_pixels, max_side=PHOTO_SIDE).pixels
         return crop, photo, None
     except ImageError as exc:
@@ -202,6 +203,7 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
     families = {r.family for r in chosen} - {"image"}
     needed_keys = {fam: FAMILY_KEYS[fam] for fam in families}
     faces = catalog.faces_to_filter()
+    files = open_store(ws)
     summary = FilterSummary(faces=len(faces))
     progress.start("filter", len(faces), "faces")
 
@@ -210,7 +212,7 @@ def run_filter(ws: Workspace, catalog: Catalog, *, rules: str | None = None, red
 
     def load(face: FaceToFilter) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
         """Decode the crop (and the photo when the face is small) in a worker thread."""
-        return load_pixels(ws, face, todo(face), max_pixels, max_bytes)
+        return load_pixels(files, face, todo(face), max_pixels, max_bytes)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(faces), BATCH):
