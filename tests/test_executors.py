@@ -419,7 +419,7 @@ def test_ray_results_come_back_as_arrow_tables_of_each_works_declared_schema(ray
     what the same work gives in this process, a failed photo included."""
     from facecurate.dedup.stage import FingerprintWork, _Job
     from facecurate.executors.ray import RayExecutor
-    from facecurate.faces.crop_work import CropWork
+    from facecurate.faces.crop_batch import CropWork
     from facecurate.rules.filter_work import MeasureWork, ToMeasure
 
     _photos(ws, catalog, tmp_path, copies=1)
@@ -500,8 +500,9 @@ def test_ray_download_groups_come_back_as_arrow_tables_of_the_declared_schema(ra
     assert {i: d.row for i, d in done.items()} == {r.url_id: r for r in rows}  # each row says which URL it is
     for i in (100, 101, 102):
         d = done[i]
-        assert d.ok and d.data and d.sha256 == sha256_bytes(d.data) and d.width > 0 and d.fetched.status == 200
-        assert ws.resolve(raw_relpath(d.sha256, d.ext or "bin")).read_bytes() == d.data  # the worker wrote it
+        assert d.ok and d.data is None and d.width > 0 and d.fetched.status == 200  # the bytes stay in storage
+        written = ws.resolve(raw_relpath(d.sha256 or "", d.ext or "bin")).read_bytes()  # the worker wrote them
+        assert d.sha256 == sha256_bytes(written) and d.size == len(written)
     assert done[103].reason and not done[103].ok and done[103].data is None
 
 

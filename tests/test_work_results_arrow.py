@@ -24,8 +24,8 @@ from facecurate.crawl import download_work
 from facecurate.crawl.download import Downloaded
 from facecurate.crawl.http import Fetched
 from facecurate.dedup import fingerprint_arrow
-from facecurate.faces import crop_work
-from facecurate.faces.crop_work import CropOutcome
+from facecurate.faces import crop_arrow
+from facecurate.faces.crop_photo import CropOutcome
 from facecurate.rules import filter_work
 from facecurate.rules.filter_work import Measured
 from facecurate.work import ArrowResults
@@ -118,7 +118,7 @@ def downloaded(d: Draw) -> Downloaded:
     if d.r.random() < 0.5:
         return Downloaded(row, fetched, reason=d.text(), message=d.text())
     return Downloaded(row, fetched, data=d.r.choice(BLOBS), sha256="ab" * 32, format=d.text(), ext=d.text(),
-                      width=d.int64(0), height=d.int64(0))
+                      width=d.int64(0), height=d.int64(0), size=d.int64(0))
 
 
 def hash_row(d: Draw) -> HashRow:
@@ -130,7 +130,7 @@ def hash_row(d: Draw) -> HashRow:
 
 
 CODECS: list[tuple[str, ArrowResults[Any], Callable[[Draw], Any]]] = [
-    ("crop", crop_work.RESULTS, crop_outcome), ("filter", filter_work.RESULTS, measured),
+    ("crop", crop_arrow.RESULTS, crop_outcome), ("filter", filter_work.RESULTS, measured),
     ("download", download_work.RESULTS, downloaded), ("fingerprint", fingerprint_arrow.RESULTS, hash_row),
 ]
 
@@ -156,10 +156,10 @@ def test_results_come_back_from_their_arrow_table_exactly(name: str, codec: Arro
 def test_none_empty_and_nan_stay_apart():
     outcomes = [CropOutcome(None, "unreadable", "bad_image"), CropOutcome([]), CropOutcome([], found=[]),
                 CropOutcome([], found=[{"box": [math.nan, -0.0, 1.0, 2.0], "prob": math.nan}])]
-    table = crop_work.results_to_arrow(outcomes)
+    table = crop_arrow.results_to_arrow(outcomes)
     assert table.column("faces").to_pylist()[:2] == [None, []]  # a failed photo is not a photo without a face
     assert table.column("found").to_pylist()[1:3] == [None, []]
-    back = crop_work.results_from_arrow(table)
+    back = crop_arrow.results_from_arrow(table)
     assert back[0].as_outcome().reason == "bad_image" and back[1].as_outcome() == []
     [det] = back[3].found or []
     assert math.isnan(det["prob"]) and math.copysign(1.0, det["box"][1]) == -1.0
@@ -173,7 +173,7 @@ def test_a_string_utf8_cannot_hold_is_escaped_and_costs_its_batch_nothing():
     """A lone surrogate (a file name decoded with surrogateescape, half an emoji from JSON) cannot be UTF-8;
     the row keeps a readable escape and every other value of the batch comes back unchanged."""
     outcomes = [CropOutcome(None, "raw/\udcff.jpg: unreadable", "bad_image"), CropOutcome(None, "fine 🙂", "x")]
-    back = crop_work.results_from_arrow(crop_work.results_to_arrow(outcomes))
+    back = crop_arrow.results_from_arrow(crop_arrow.results_to_arrow(outcomes))
     assert back[0].error == "raw/\\udcff.jpg: unreadable" and back[1] == outcomes[1]
     back_m = filter_work.results_from_arrow(filter_work.results_to_arrow([Measured({"\ud83d": 1.0})]))
     assert back_m[0].scores == {"\\ud83d": 1.0}
@@ -188,14 +188,14 @@ def test_an_int_beyond_int64_is_refused_not_wrapped():
 def test_a_table_of_another_schema_is_refused_before_it_becomes_results():
     blob = pa.table({"result": pa.array([b"\x80\x04pickled"], pa.binary())})
     with pytest.raises(ValueError, match="declared schema"):
-        crop_work.results_from_arrow(blob)
-    wrong_type = crop_work.results_to_arrow([CropOutcome([])]).cast(
+        crop_arrow.results_from_arrow(blob)
+    wrong_type = crop_arrow.results_to_arrow([CropOutcome([])]).cast(
         pa.schema([(f.name, f.type) if f.name != "reason" else ("reason", pa.large_string())
-                   for f in crop_work.RESULT_SCHEMA]))
+                   for f in crop_arrow.RESULT_SCHEMA]))
     with pytest.raises(ValueError, match="declared schema"):
-        crop_work.results_from_arrow(wrong_type)
+        crop_arrow.results_from_arrow(wrong_type)
     with pytest.raises(ValueError, match="do not match"):
-        result_arrow.table(crop_work.RESULT_SCHEMA, {"faces": [None]})
+        result_arrow.table(crop_arrow.RESULT_SCHEMA, {"faces": [None]})
 
 
 def test_every_field_of_a_result_type_has_its_column():
@@ -205,8 +205,8 @@ def test_every_field_of_a_result_type_has_its_column():
     def struct_names(t: pa.DataType) -> list[str]:
         return [t.field(i).name for i in range(t.num_fields)]
 
-    assert struct_names(crop_work.FACE_TYPE) == names(FaceRecord)
-    assert crop_work.RESULT_SCHEMA.names == names(CropOutcome)
+    assert struct_names(crop_arrow.FACE_TYPE) == names(FaceRecord)
+    assert crop_arrow.RESULT_SCHEMA.names == names(CropOutcome)
     assert filter_work.RESULT_SCHEMA.names == names(Measured)
     assert struct_names(download_work.ROW_TYPE) == names(DownloadRow)
     assert struct_names(download_work.FETCHED_TYPE) == names(Fetched)
@@ -216,14 +216,14 @@ def test_every_field_of_a_result_type_has_its_column():
 
 def test_results_are_typed_columns_not_a_blob():
     """The columns a reader of the tables relies on: ids int64, scores float64, a crop's faces a list of structs."""
-    s = crop_work.RESULT_SCHEMA
+    s = crop_arrow.RESULT_SCHEMA
     assert pa.types.is_list(s.field("faces").type) and pa.types.is_struct(s.field("faces").type.value_type)
-    assert crop_work.FACE_TYPE.field("det_score").type == pa.float64()
+    assert crop_arrow.FACE_TYPE.field("det_score").type == pa.float64()
     assert filter_work.RESULT_SCHEMA.field("scores").type == pa.map_(pa.string(), pa.float64())
     assert download_work.ROW_TYPE.field("url_id").type == pa.int64()
     assert fingerprint_arrow.RESULT_SCHEMA.field("hash").type == pa.int64()
-    binaries = {name for codec in (crop_work, filter_work, download_work, fingerprint_arrow)
+    binaries = {name for codec in (crop_arrow, filter_work, download_work, fingerprint_arrow)
                 for f in codec.RESULT_SCHEMA for name in [f"{codec.__name__}.{f.name}"] if pa.types.is_binary(f.type)}
-    # the downloaded file's bytes (until workers write to shared storage) and the fingerprint's packed hashes
+    # the downloaded bytes (null from a worker, which stores them) and the fingerprint's packed hashes
     assert binaries == {"facecurate.crawl.download_work.data", "facecurate.dedup.fingerprint_arrow.windows",
                         "facecurate.dedup.fingerprint_arrow.thumb"}

@@ -36,12 +36,12 @@ FETCHED_TYPE = pa.struct([
 ])
 # One row per URL: the row it was asked as (each result says which item it is: a host's batches arrive
 # interleaved with other hosts'), the HTTP outcome, and the validated file's facts, or the reason code and
-# message of a failure. ``data`` is the file's bytes, which the commit stores (until workers write to shared
-# storage that the driver reads instead).
+# message of a failure. ``data`` is null from a worker, which has written the file to [run] storage by its
+# hash; ``size`` is its length.
 RESULT_SCHEMA = pa.schema([
     ("row", ROW_TYPE), ("fetched", FETCHED_TYPE), ("data", pa.binary()), ("sha256", pa.string()),
     ("format", pa.string()), ("ext", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-    ("reason", pa.string()), ("message", pa.string()),
+    ("reason", pa.string()), ("message", pa.string()), ("size", pa.int64()),
 ])
 _ROW_FIELDS = [f.name for f in fields(DownloadRow)]
 _FETCHED_FIELDS = [f.name for f in fields(Fetched)]

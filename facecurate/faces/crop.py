@@ -19,58 +19,34 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from facecurate import media
 from facecurate.catalog import Catalog, FaceRecord, ImageRow
-from facecurate.device import DeviceChoice, cuda_possible, resolve_device
+from facecurate.device import cuda_possible, resolve_device
 from facecurate.errors import ImageError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.faces import crop_workers
-from facecurate.faces.align import AlignmentMode, PaddingMode
+from facecurate.faces.crop_batch import (
+    CropOptions,
+    _cut_settings,
+    _to_source,
+    choose_faces,
+    detect_with_retries,
+    retry_tight,
+)
 from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, crop_relpath, decode_copy
 from facecurate.faces.crop_workers import Failed
 from facecurate.filestore import FileStore, open_store, storage_setting
-from facecurate.workspace import Workspace, check_choice, options_from, setting
+from facecurate.workspace import Workspace
 
 if TYPE_CHECKING:  # the detector imports torch (seconds): run_crop imports it only when there is work
-    from facecurate.faces.detect import BatchedDetector, Detection
+    from facecurate.faces.detect import BatchedDetector
 
 
 __all__ = ["CropOptions", "CropSummary", "choose_faces", "crop_relpath", "retry_tight", "run_crop"]
-
-
-@dataclass(frozen=True)
-class CropOptions:
-    """The ``[crop]`` settings of one run; their defaults live in the settings table only."""
-
-    size: int
-    device: DeviceChoice
-    batch_size: int
-    detect_max_side: int
-    min_face_size: int
-    min_prob: float
-    headroom: float
-    padding: PaddingMode
-    alignment: AlignmentMode
-    all_faces: bool
-    image_format: str
-    jpeg_quality: int
-    workers: int
-    pipeline: Literal["auto", "opencv", "torch"]
-    device_batch_size: int
-
-    @classmethod
-    def from_config(cls, ws: Workspace, **overrides: Any) -> CropOptions:
-        """The workspace's settings with command-line values on top (None: not given); a value of a setting
-        with choices (``--device``, ``--padding``) is checked against them here, once for every caller."""
-        for key, value in overrides.items():
-            if value is not None and setting("crop", key).choices:
-                check_choice("crop", key, value, "--" + key.replace("_", "-"))
-        return options_from(cls, ws.config(), "crop", **overrides)
 
 
 @dataclass
@@ -84,60 +60,6 @@ class CropSummary:
     failed: list[Failure] = field(default_factory=list)   # photos that could not be decoded, aligned or written
     device: str = ""
     workers: int = 0   # worker processes that decoded and cut the crops; 0: threads of this process
-
-
-def choose_faces(detections: list[Detection], min_prob: float, all_faces: bool) -> list[Detection]:
-    """Confident faces, largest first; only the largest unless every face is wanted."""
-    confident = [d for d in detections if d.prob >= min_prob]
-    confident.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
-    return confident if all_faces else confident[:1]
-
-
-RETRY_MIN_SIDE = 256   # tight face crops are enlarged to this short side for the second look
-RETRY_PAD = 0.25       # and given this much neutral border: MTCNN needs some context around a face
-# Further looks (short side, border share), each only at photos every earlier look missed. MTCNN's answer on a
-# tight crop swings with scale and border: on the rules' dev photos the first look left 21 of 650 closed-eye
-# and sunglasses photos faceless (tight crops cut at brow and chin, small selfies); these two found 9 of them.
-RETRY_LOOKS = ((RETRY_MIN_SIDE, RETRY_PAD), (384, 0.5), (512, 0.5))
-RETRY_UP_TO = 1024     # photos whose short side is at least this are not tight crops: no further look
-
-
-def retry_tight(detector: BatchedDetector, images: list[np.ndarray], min_side: int = RETRY_MIN_SIDE,
-                pad_share: float = RETRY_PAD) -> list[list[Detection]]:
-    """Another look at photos with no face: small, tight face crops (imported datasets, thumbnails) defeat
-    MTCNN's pyramid, so enlarge them, add a grey border, detect again, and map the results back."""
-    from facecurate.faces.detect import Detection  # here, not at the top: detect imports torch
-
-    prepared, frames = [], []
-    for img in images:
-        h, w = img.shape[:2]
-        scale = max(1.0, min_side / min(h, w))
-        big = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC) if scale > 1 else img
-        pad = int(pad_share * max(big.shape[:2]))
-        prepared.append(cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127)))
-        frames.append((scale, pad))
-    out = []
-    for found, (scale, pad) in zip(detector.detect(prepared), frames, strict=True):
-        out.append([Detection(box=_unframed(d.box, scale, pad), prob=d.prob,
-                              landmarks=(np.asarray(d.landmarks) - pad) / scale) for d in found])
-    return out
-
-
-def _unframed(box: tuple[float, float, float, float], scale: float,
-              pad: int) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = box
-    return (x1 - pad) / scale, (y1 - pad) / scale, (x2 - pad) / scale, (y2 - pad) / scale
-
-
-def _to_source(found: list[Detection], copy: media.Decoded) -> list[Detection]:
-    """Detections on a reduced copy, in the stored photo's pixel coordinates."""
-    from facecurate.faces.detect import Detection  # here, not at the top: detect imports torch
-
-    if not copy.reduced:
-        return found
-    sx, sy = copy.source_size[0] / copy.width, copy.source_size[1] / copy.height
-    return [Detection(box=(d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy), prob=d.prob,
-                      landmarks=np.asarray(d.landmarks, dtype=float) * [sx, sy]) for d in found]
 
 
 @dataclass
@@ -185,12 +107,16 @@ def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool =
 
 
 def crop_batches(rows: list[ImageRow], batch_size: int) -> list[list[ImageRow]]:
-    """The run's batches: ``batch_size`` photos, or fewer in a run of under eight full batches, so that the
-    last batches do not leave all but one worker idle (100 photos in batches of 32 are 64 photos on one of two
-    workers, 36 on the other; in batches of 13, 52 and 48). Both executors batch a run the same way, so they
-    detect on the same batches and find the same faces to the last float."""
+    """The run's batches, photos in content-hash order: ``batch_size`` photos, or fewer in a run of under eight
+    full batches, so that the last batches do not leave all but one worker idle (100 photos in batches of 32 are
+    64 photos on one of two workers and 36 on the other; in batches of 13, 52 and 48).
+
+    Hash order, not arrival order: MTCNN's float sums depend on the batch's letterbox canvas (boxes move by
+    ~1e-5 px), so a batch must hold the same photos whatever order a crawl delivered them in, for a run to
+    give the same faces as the last one, and both executors (which batch a run with this function) the same."""
+    ordered = sorted(rows, key=lambda r: r.sha256)
     size = min(batch_size, max(8, -(-len(rows) // 8)))
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
 def uses_torch_pipeline(opts: CropOptions) -> bool:
@@ -201,10 +127,6 @@ def uses_torch_pipeline(opts: CropOptions) -> bool:
     if opts.device == "cpu" or (opts.device == "auto" and not cuda_possible()):
         return False
     return resolve_device(opts.device).type == "cuda"
-
-
-def _cut_settings(opts: CropOptions) -> CutSettings:
-    return CutSettings(opts.size, opts.headroom, opts.padding, opts.alignment, opts.image_format, opts.jpeg_quality)
 
 
 def _detector(opts: CropOptions) -> BatchedDetector:
@@ -276,24 +198,6 @@ def _run_in_workers(catalog: Catalog, opts: CropOptions, rows: list[ImageRow], p
                          "worker_crashed") from exc
     progress.finish()
     return summary
-
-
-def detect_with_retries(detector: BatchedDetector, copies: list[media.Decoded], opts: CropOptions
-                        ) -> list[list[Detection]]:
-    """Every detection copy's faces: one batched look, then the further looks (RETRY_LOOKS) at the photos it
-    missed. Shared by the local paths and the executors' crop work (faces/crop_work.py), so all find the same
-    faces."""
-    detections = detector.detect([copy.pixels for copy in copies])
-    missed = [k for k, found in enumerate(detections) if not choose_faces(found, opts.min_prob, False)
-              and min(copies[k].source_size) < RETRY_UP_TO]
-    for min_side, pad_share in RETRY_LOOKS:
-        if not missed:
-            break
-        looked = retry_tight(detector, [copies[k].pixels for k in missed], min_side, pad_share)
-        for k, found in zip(missed, looked, strict=True):
-            detections[k] = found
-        missed = [k for k in missed if not choose_faces(detections[k], opts.min_prob, False)]
-    return detections
 
 
 def _detect(detector: BatchedDetector, batch: _Batch, opts: CropOptions) -> Iterator[tuple[int, media.Decoded,

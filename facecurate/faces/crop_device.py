@@ -34,7 +34,8 @@ from facecurate.events import Progress
 from facecurate.faces import crop_workers
 from facecurate.faces.align import Alignment, Placement, align_face, place_face
 from facecurate.faces.align_torch import align_faces, image_tensor
-from facecurate.faces.crop import CropOptions, CropSummary, _Batch, _commit, _cut_settings, _detect
+from facecurate.faces.crop import CropSummary, _Batch, _commit, _detect
+from facecurate.faces.crop_batch import CropOptions, _cut_settings
 from facecurate.faces.crop_photo import Face, Limits, decode_copy, face_record
 from facecurate.faces.crop_workers import Failed
 from facecurate.faces.detect import BatchedDetector

@@ -47,6 +47,21 @@ class Face:
     landmarks: np.ndarray  # (5, 2) source px
 
 
+@dataclass(frozen=True)
+class CropOutcome:
+    """One photo's result as plain data: its faces (written already), or an error and its reason code."""
+
+    faces: list[FaceRecord] | None
+    error: str | None = None
+    reason: str = "crop_failed"
+    found: list[dict[str, object]] | None = None   # every detection, for the rules
+
+    def as_outcome(self) -> list[FaceRecord] | ImageError:
+        if self.faces is None:
+            return ImageError(self.error or "crop failed", self.reason)
+        return self.faces
+
+
 def crop_relpath(sha256: str, index: int, size: int, ext: str) -> str:
     return f"crops/{size}/{sha256[:2]}/{sha256}_{index}.{ext}"
 

@@ -3,7 +3,7 @@
 Why processes, and why whole batches: on a CPU the per-photo work outside MTCNN (JPEG decode, the FFHQ warp and
 its padding blend, JPEG encode) is about as large as detection itself, and all of it is many short numpy, torch
 and OpenCV calls that queue on the GIL in threads. A worker that runs the whole of a batch
-(:class:`~facecurate.faces.crop_work.CropWork`, the same work the Ray executor runs) needs no pixels from
+(:class:`~facecurate.faces.crop_batch.CropWork`, the same work the Ray executor runs) needs no pixels from
 anyone and sends back only records; the main process keeps the catalog and commits. An earlier design kept
 MTCNN in the main process and the rest in workers: detection then ran on one core while the workers waited for
 it, and every photo was decoded twice (once for the detector's copy, sent over a pipe, once to cut the crop).
@@ -29,15 +29,13 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from facecurate import media
 from facecurate.catalog import ImageRow
 from facecurate.errors import ImageError
+from facecurate.faces.crop_batch import CropOptions, CropWork
+from facecurate.faces.crop_photo import CropOutcome
 from facecurate.workspace import Workspace
-
-if TYPE_CHECKING:
-    from facecurate.faces.crop_work import CropOutcome
 
 IN_PROCESS_UP_TO = 8  # photos; a smaller run is cropped in this process (starting workers would cost more)
 
@@ -47,7 +45,7 @@ class Setup:
     """What every worker needs, handed over once by the pool's initializer rather than with every task."""
 
     ws: Workspace
-    opts: Any  # crop.CropOptions (crop imports this module)
+    opts: CropOptions
     max_pixels: int
     max_bytes: int
     threads: int  # torch threads of each worker's detector
@@ -66,7 +64,7 @@ class Failed:
         return ImageError(self.message, self.reason)
 
 
-_work: Any = None  # the worker's CropWork
+_work: CropWork | None = None
 
 
 def usable_cpus() -> int:
@@ -136,14 +134,12 @@ def _init(setup: Setup, budget: media.PixelBudget | None, share: float) -> None:
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the main process
         if os.getppid() != setup.parent:  # it died before the line above
             os._exit(1)
-    from facecurate.faces.crop_work import CropWork  # not at the top: crop_work imports crop, which imports us
-
     _work = CropWork(str(setup.ws.root), setup.opts, setup.max_pixels, setup.max_bytes, share,
                      threads=setup.threads, storage=setup.storage, budget=budget, mirrored=True)
 
 
 def batch_task(rows: list[ImageRow]) -> list[CropOutcome]:
-    """In a worker: one batch cropped whole (see :class:`~facecurate.faces.crop_work.CropWork`)."""
+    """In a worker: one batch cropped whole (see :class:`~facecurate.faces.crop_batch.CropWork`)."""
     assert _work is not None
     outcomes: list[CropOutcome] = _work(rows)
     return outcomes
