@@ -12,7 +12,7 @@ import json
 import queue
 import re
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Resul
 from facecurate.crawl.engines.base import BrowserSettings
 from facecurate.crawl.engines.wikimedia import download_limits
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
+from facecurate.crawl.pages_ahead import PagesAhead
 from facecurate.crawl.queries import configured_engines, is_pending, query_engines, sync_from_files, write_mirror
 from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
 from facecurate.errors import ConfigError, FacecurateError
@@ -229,7 +230,7 @@ class Crawl:
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}
         # Every result page of a crawl is fetched on this one thread (one HTTP session: an engine's cookies
-        # carry from page to page), the next one while this thread records the current one.
+        # carry from page to page), the next ones while this thread records the current one.
         self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecurate-search")
 
     def close(self) -> None:
@@ -344,31 +345,32 @@ class Crawl:
             return
         empty = run.empty_pages
         hits = catalog.run_hit_count(run.id)
-        ahead: Future[Page] | None = None
+        if hits >= limit or empty >= self.empty_pages:
+            return
+        # Pages are asked for on the searcher thread as soon as they are certain to be needed (see
+        # facecurate.crawl.pages_ahead), while this thread records the ones before them.
+        ahead = PagesAhead(self._searcher, lambda c: self._search(engine, pair.query.term, c),
+                           dict(cursor), hits, empty, limit, self.empty_pages)
         try:
             while hits < limit and empty < self.empty_pages:
-                if ahead is None:
-                    ahead = self._searcher.submit(self._search, engine, pair.query.term, cursor)
-                page = ahead.result()
-                # The next page is asked for now (still one at a time, spaced by page_delay) unless this one
-                # may be the last needed (the limit reached, or one empty page more ends the run): the search
-                # asks for no page more than it did when it fetched each page after recording the one before.
-                ahead = None
-                if not page.end and hits + len(page.results) < limit and empty + 1 < self.empty_pages:
-                    ahead = self._searcher.submit(self._search, engine, pair.query.term, page.cursor)
-                hits, empty, cursor = self._record_page(run, page, cursor, hits, empty, limit, inflight)
+                page = ahead.take()
+                if page is None:
+                    break
+                seen = int(cursor.get("_seen", 0))
+                hits, empty, cursor = self._record_page(run, page, cursor, hits, empty, limit)
+                ahead.recorded(hits, empty)  # the next page may be asked for while its downloads start
+                self._submit_pending(run.id, inflight, after_rank=seen)
+                self._drain(inflight, block=False)
                 if page.end:
                     break
         except BaseException:  # Ctrl-C: not waited for (the crawl aborts its HTTP, then shuts the searcher)
-            if ahead is not None:
-                ahead.cancel()
+            ahead.close(wait=False)
             raise
-        if ahead is not None and not ahead.cancel():
-            wait([ahead])  # its result is not needed, but the engine must be idle for the next search
+        ahead.close()  # nothing more is fetched; the engine is idle for the next search
 
-    def _record_page(self, run: RunRow, page: Page, cursor: dict[str, Any], hits: int, empty: int, limit: int,
-                     inflight: Inflight) -> tuple[int, int, dict[str, Any]]:
-        """Record one page's hits and the next cursor in one transaction, then start its downloads."""
+    def _record_page(self, run: RunRow, page: Page, cursor: dict[str, Any], hits: int, empty: int,
+                     limit: int) -> tuple[int, int, dict[str, Any]]:
+        """Record one page's hits and the next cursor in one transaction (its downloads start after)."""
         catalog = self.catalog
         seen = int(cursor.get("_seen", 0))
         added = 0
@@ -389,8 +391,6 @@ class Crawl:
             empty = 0 if added else empty + 1
             cursor = {**page.cursor, "_seen": seen + len(page.results), "_end": page.end}
             catalog.save_cursor(run.id, cursor, empty)
-        self._submit_pending(run.id, inflight, after_rank=seen)
-        self._drain(inflight, block=False)
         return hits, empty, cursor
 
     def _submit_pending(self, run_id: int, inflight: Inflight, after_rank: int = 0) -> None:
