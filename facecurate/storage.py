@@ -30,12 +30,14 @@ def put_raw(ws: Workspace, data: bytes, sha256: str, ext: str) -> str:
     return rel
 
 
-def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, ext: str, width: int,
-          height: int, label: str | None) -> tuple[int, bool]:
+def store(ws: Workspace, catalog: Catalog, data: bytes | None, sha256: str, fmt: str, ext: str, width: int,
+          height: int, label: str | None, size: int | None = None) -> tuple[int, bool]:
     """Record new content (writing its file if absent) or find it; returns (image_id, is_new).
 
     Call inside a transaction: the image row and the file appear together for every reader. ``fmt`` must be
-    what :func:`facecurate.media.decode` reported: the store holds only formats that passed the gate."""
+    what :func:`facecurate.media.decode` reported: the store holds only formats that passed the gate.
+    ``data`` None: :func:`put_raw` wrote the ``size`` bytes already (a crawl's worker process, which need not
+    send them back); if that file has gone since, ImageError ``missing`` and nothing is recorded."""
     if fmt not in media.FORMAT_EXT or ext != media.FORMAT_EXT[fmt]:
         raise ImageError(f"refusing to store {sha256[:12]}… as {fmt!r}/.{ext}: only bytes that passed "
                          f"media.decode (formats {', '.join(media.ALLOWED_FORMATS)}) enter the store.",
@@ -43,6 +45,12 @@ def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, e
     existing = catalog.image_by_sha(sha256)
     if existing is not None:
         return existing.id, False
-    rel = put_raw(ws, data, sha256, ext)
+    if data is None:
+        rel = raw_relpath(sha256, ext)
+        if not ws.resolve(rel).is_file():
+            raise ImageError(f"{rel} was written by a download worker but is gone; the URL stays pending and "
+                             f"the next crawl fetches it again.", "missing")
+    else:
+        rel, size = put_raw(ws, data, sha256, ext), len(data)
     return catalog.add_image(sha256=sha256, path=rel, format=fmt, width=width, height=height,
-                             size=len(data), label=label), True
+                             size=size or 0, label=label), True

@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from facecurate import media
 from facecurate.catalog import DownloadRow
@@ -57,6 +57,10 @@ class Downloaded:
     height: int = 0
     reason: str | None = None
     message: str = ""
+    size: int = 0
+    # The bytes are at their content address already and did not travel back from the worker process that
+    # wrote them (``data`` and the body are None): ~25 KB a photo less to pickle and pipe on the crawl's side.
+    written: bool = False
 
     @property
     def ok(self) -> bool:
@@ -75,7 +79,8 @@ def validate(row: DownloadRow, fetched: Fetched, max_pixels: int, min_side: int,
         return Downloaded(row, fetched, reason=exc.reason, message=f"{exc} (served as {ctype}; nothing to fix on "
                           f"your side: the host did not deliver an image).")
     return Downloaded(row, fetched, data=fetched.body, sha256=media.sha256_bytes(fetched.body),
-                      format=decoded.format, ext=decoded.extension, width=decoded.width, height=decoded.height)
+                      format=decoded.format, ext=decoded.extension, width=decoded.width, height=decoded.height,
+                      size=len(fetched.body))
 
 
 class Downloader:
@@ -106,7 +111,7 @@ class Downloader:
         self._finishing = threading.BoundedSemaphore(workers)  # bodies fetched and not yet finished
         # forked here, before any download thread runs (a fork copies only the forking thread)
         self.processes: FinishingProcesses[Downloaded] | None = FinishingProcesses(
-            processes, self._finish, self._finishing.release, _crashed) if processes else None
+            processes, self._finish_apart, self._finishing.release, _crashed) if processes else None
         self._per_host = max(1, http.settings.per_host)
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[tuple[DownloadRow, Future[Downloaded]]]] = {}
@@ -128,6 +133,14 @@ class Downloader:
         if result.ok and self.prewrite is not None:
             self.prewrite(result)
         return result
+
+    def _finish_apart(self, row: DownloadRow, fetched: Fetched) -> Downloaded:
+        """:meth:`_finish` in a worker process: the answer carries no bytes back (the body is not needed on
+        the crawl's side, and a stored image's are in its file when ``prewrite`` put them there)."""
+        result = self._finish(row, fetched)
+        written = result.ok and self.prewrite is not None
+        return replace(result, fetched=replace(result.fetched, body=None), written=written,
+                       data=None if written else result.data)
 
     def submit(self, row: DownloadRow) -> Future[Downloaded]:
         future: Future[Downloaded] = Future()

@@ -28,7 +28,7 @@ from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.crawl.pages_ahead import PagesAhead
 from facecurate.crawl.queries import configured_engines, is_pending, query_engines, sync_from_files, write_mirror
 from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
-from facecurate.errors import ConfigError, FacecurateError
+from facecurate.errors import ConfigError, FacecurateError, ImageError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.storage import put_raw, store
 from facecurate.work import Executor
@@ -448,17 +448,25 @@ class Crawl:
                 provenance: dict[str, Any] = {
                     "page_url": row.page_url, "title": row.title, "engine": row.engine, "query": row.query,
                     "rank": row.rank, "license": row.license, "author": row.author, "http_status": d.fetched.status}
-                if d.ok and d.data is not None and d.sha256:
-                    image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "", d.ext or "bin",
-                                             d.width, d.height, row.label)
+                reason, message = d.reason, d.message
+                image_id: int | None = None
+                if d.ok and (d.data is not None or d.written) and d.sha256:
+                    try:
+                        image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "",
+                                                 d.ext or "bin", d.width, d.height, row.label, size=d.size)
+                    except ImageError as exc:
+                        if exc.reason != "missing":
+                            raise
+                        image_id, reason, message = None, exc.reason, str(exc)  # a later crawl fetches it again
+                if image_id is not None:
                     catalog.record_source(kind="url", location=row.url, label=row.label, status="ok",
                                           image_id=image_id, **provenance)
                     catalog.settle_url(row.url_id, state="ok", image_id=image_id, is_new=is_new, error=None,
                                        http_status=d.fetched.status)
                 else:
                     catalog.record_source(kind="url", location=row.url, label=row.label, status="failed",
-                                          error=d.reason, detail=d.message, **provenance)
-                    catalog.settle_url(row.url_id, state="failed", image_id=None, is_new=False, error=d.reason,
+                                          error=reason, detail=message, **provenance)
+                    catalog.settle_url(row.url_id, state="failed", image_id=None, is_new=False, error=reason,
                                        http_status=d.fetched.status)
         self.progress.advance(len(batch))
 
