@@ -212,7 +212,8 @@ class Crawl:
     """One `facecurate crawl` invocation: shared HTTP client, downloader and engines, over many pairs."""
 
     def __init__(self, ws: Workspace, catalog: Catalog, progress: Progress = SILENT,
-                 http: Http | None = None, executor: Executor | None = None) -> None:
+                 http: Http | None = None, executor: Executor | None = None, dry_run: bool = False) -> None:
+        """``dry_run``: only searches will run, so no finishing worker is forked (it would cost start-up)."""
         self.ws, self.catalog = ws, catalog
         # not local: downloads wait until a search has recorded its pages, then go out host by host
         self.remote = executor if executor is not None and not executor.is_local else None
@@ -220,7 +221,7 @@ class Crawl:
         self.page_delay = float(cfg.get("crawl", "page_delay"))
         self.empty_pages = int(cfg.get("crawl", "empty_pages"))
         self.http = http or Http(HttpSettings.from_config(ws))
-        processes = finishing_processes(int(cfg.get("crawl", "processes")))
+        processes = 0 if dry_run else finishing_processes(int(cfg.get("crawl", "processes")))
         self.downloader = Downloader(self.http, int(cfg.get("media", "max_pixels")),
                                      int(cfg.get("media", "min_side")), prewrite=self._prewrite,
                                      budget=media.PixelBudget(cfg.get("media", "decode_budget"),
@@ -495,7 +496,7 @@ def run_crawl(ws: Workspace, catalog: Catalog, engines: list[str] | None = None,
     default_limit = int(ws.config().get("crawl", "limit"))
     pairs = plan(ws, catalog, engines, label, again, terms)
     searches: list[PairReport] = []
-    with Crawl(ws, catalog, progress, executor=executor) as crawl:
+    with Crawl(ws, catalog, progress, executor=executor, dry_run=dry_run) as crawl:
         for pair in pairs:  # --limit, else the query's own limit=, else [crawl] limit
             n = limit or int(pair.query.settings.get("limit") or default_limit)
             report = crawl.dry_run(pair, n) if dry_run else crawl.run_pair(pair, n)
