@@ -48,8 +48,8 @@ def store(ws: Workspace, catalog: Catalog, data: bytes | None, sha256: str, fmt:
     if data is None:
         rel = raw_relpath(sha256, ext)
         if not ws.resolve(rel).is_file():
-            raise ImageError(f"{rel} was written by a download worker but is gone; the URL stays pending and "
-                             f"the next crawl fetches it again.", "missing")
+            raise ImageError(f"{rel} was written by a download worker but is gone before its record; the URL "
+                             f"is recorded as failed (missing), and a later crawl fetches it again.", "missing")
     else:
         rel, size = put_raw(ws, data, sha256, ext), len(data)
     return catalog.add_image(sha256=sha256, path=rel, format=fmt, width=width, height=height,
