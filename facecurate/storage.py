@@ -30,35 +30,29 @@ def put_raw(files: FileStore, data: bytes, sha256: str, ext: str) -> str:
     return rel
 
 
-def _check_format(sha256: str, fmt: str, ext: str) -> None:
+def store(ws: Workspace, catalog: Catalog, data: bytes | None, sha256: str, fmt: str, ext: str, width: int,
+          height: int, label: str | None, size: int | None = None) -> tuple[int, bool]:
+    """Record new content (writing its file if absent) or find it; returns (image_id, is_new).
+
+    Call inside a transaction: the image row and the file appear together for every reader. ``fmt`` must be
+    what :func:`facecurate.media.decode` reported: the store holds only formats that passed the gate.
+    ``data`` None: a worker (a crawl's worker process, a Ray task) has written the ``size`` bytes with
+    :func:`put_raw` already, to [run] storage, and did not send them back; if that file has gone since,
+    ImageError ``missing`` and nothing is recorded."""
     if fmt not in media.FORMAT_EXT or ext != media.FORMAT_EXT[fmt]:
         raise ImageError(f"refusing to store {sha256[:12]}… as {fmt!r}/.{ext}: only bytes that passed "
                          f"media.decode (formats {', '.join(media.ALLOWED_FORMATS)}) enter the store.",
                          "unsupported_format")
-
-
-def store(ws: Workspace, catalog: Catalog, data: bytes, sha256: str, fmt: str, ext: str, width: int,
-          height: int, label: str | None) -> tuple[int, bool]:
-    """Record new content (writing its file if absent) or find it; returns (image_id, is_new).
-
-    Call inside a transaction: the image row and the file appear together for every reader. ``fmt`` must be
-    what :func:`facecurate.media.decode` reported: the store holds only formats that passed the gate."""
-    _check_format(sha256, fmt, ext)
     existing = catalog.image_by_sha(sha256)
     if existing is not None:
         return existing.id, False
-    rel = put_raw(open_store(ws), data, sha256, ext)
+    files = open_store(ws)
+    if data is None:
+        rel = raw_relpath(sha256, ext)
+        if not files.exists(rel):
+            raise ImageError(f"{rel} was written by a download worker but is gone before its record; the URL "
+                             f"is recorded as failed (missing), and a later crawl fetches it again.", "missing")
+    else:
+        rel, size = put_raw(files, data, sha256, ext), len(data)
     return catalog.add_image(sha256=sha256, path=rel, format=fmt, width=width, height=height,
-                             size=len(data), label=label), True
-
-
-def record_stored(catalog: Catalog, sha256: str, fmt: str, ext: str, width: int, height: int, size: int,
-                  label: str | None) -> tuple[int, bool]:
-    """:func:`store` for content a worker has already written to [run] storage (``put_raw`` there): the
-    driver records it without ever holding its bytes."""
-    _check_format(sha256, fmt, ext)
-    existing = catalog.image_by_sha(sha256)
-    if existing is not None:
-        return existing.id, False
-    return catalog.add_image(sha256=sha256, path=raw_relpath(sha256, ext), format=fmt, width=width, height=height,
-                             size=size, label=label), True
+                             size=size or 0, label=label), True

@@ -4,6 +4,7 @@ returned, stop after empty pages, block pages reported (exit 3, page saved), --a
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from facecurate.catalog import Catalog
 from facecurate.cli import app
 from facecurate.crawl import run_crawl
 from facecurate.crawl.queries import add_terms, list_queries
+from facecurate.crawl.stage import Crawl
 from facecurate.events import Silent
 from facecurate.workspace import Workspace
 from tests.fakeweb import BLOCKED_TERM, CHANGED_TERM, STUCK_TERM, FakeEngines, ImageHost, items_for, write_config
@@ -149,6 +151,15 @@ def test_dry_run_lists_urls_and_records_nothing(ws: Workspace, catalog: Catalog,
     assert host.server.requests == []
     assert catalog.conn.execute("SELECT COUNT(*) FROM query_runs").fetchone()[0] == 0
     assert catalog.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="finishing workers are forked only where fork exists")
+def test_a_dry_run_forks_no_finishing_worker(ws: Workspace, catalog: Catalog):
+    """A dry run only searches: it starts no worker process (a crawl does, [crawl] processes = 0 by default)."""
+    with Crawl(ws, catalog, dry_run=True) as dry:
+        assert dry.downloader.processes is None
+    with Crawl(ws, catalog) as real:
+        assert real.downloader.processes is not None and len(real.downloader.processes.pids()) >= 2
 
 
 def test_an_interrupted_query_stays_pending_and_resumes_where_it_stopped(ws: Workspace, catalog: Catalog, web):

@@ -188,6 +188,26 @@ def test_url_normalisation_makes_one_key_per_image():
         normalise("ftp://h.example/x")
 
 
+@pytest.mark.parametrize("url", [
+    "https://upload.example.org/wikipedia/commons/a/ab/Photo_(2019)_~x.jpg", "http://127.0.0.1/img/7.jpg",
+    "https://h.example", "https://h.example/a//b/", "http://h.example/a:b@c!$&'*+,;=.jpg", "https://x-y.example/-",
+    "http://127.0.0.1:8080/img/1.jpg", "https://h.example:80/x", "http://h.example:443"])
+def test_a_url_already_canonical_is_its_own_normal_form(url: str):
+    """The shortcut for canonical URLs gives what the full parse gives (a fragment forces the full parse)."""
+    assert normalise(url) == normalise(url + "#frag") == (url if url.count("/") > 2 else url + "/")
+    scheme, rest = url.split("://", 1)
+    host, _, path = rest.partition("/")
+    default_port = f"{scheme}://{host.upper()}:{443 if scheme == 'https' else 80}/{path}"
+    for variant in (url.replace("http", "HTTP", 1), url + "?utm_source=x") + ((default_port,) if ":" not in host
+                                                                               else ()):
+        assert normalise(variant) == normalise(url)
+    # a default or impossible port is not canonical: the parse drops the one and refuses the other
+    assert normalise("http://h.example:80/x") == "http://h.example/x" == normalise("http://h.example/x")
+    assert normalise("https://h.example:443") == "https://h.example/"
+    with pytest.raises(ValueError):
+        normalise("http://h.example:70000/x")
+
+
 def test_retry_after_backoff_and_robots():
     assert parse_retry_after("3", now=0) == 3.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)

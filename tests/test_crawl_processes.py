@@ -16,6 +16,7 @@ from facecurate.crawl import run_crawl
 from facecurate.crawl.download import Downloaded, Downloader, finishing_processes
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.crawl.queries import add_terms
+from facecurate.errors import ImageError
 from facecurate.workspace import Config, Workspace, default_config, options_from
 from tests.fakeweb import FakeEngines, ImageHost, Item, write_config
 
@@ -174,3 +175,40 @@ def test_a_trickle_on_a_kept_alive_connection_is_cut_at_the_deadline():
     assert first.ok
     assert len(ports) == 2 and ports[0] == ports[1]  # the second GET came on the kept-alive connection
     assert slow.reason == "too_slow" and slow.attempts == 1 and slow.url in slow.message
+
+
+def test_a_worker_sends_back_no_bytes_of_what_it_wrote(ws: Workspace, catalog: Catalog):
+    """The bytes of a stored image stay in its file: the answer from the worker carries the facts only, and the
+    record made from them names the file the worker wrote, with its size."""
+    from facecurate import media
+    from facecurate.storage import put_raw, raw_relpath, store
+
+    def prewrite(d: Downloaded) -> None:
+        assert d.data is not None and d.sha256
+        put_raw(ws, d.data, d.sha256, d.ext or "bin")
+
+    host = ImageHost()
+    rows = [_row(i, host.server.url(f"/img/{i}.jpg")) for i in range(1, 5)]
+    with host.server:
+        with Downloader(Http(_settings()), 10**8, 32, prewrite=prewrite, processes=2) as dl:
+            written = list(dl.run(rows))
+        with Downloader(Http(_settings()), 10**8, 32, processes=2) as dl:  # nothing written: the bytes come back
+            kept = list(dl.run(rows[:1]))
+    assert all(d.ok and d.data is None and d.size > 0 and d.fetched.body is None for d in written)
+    assert kept[0].ok and kept[0].data is not None and kept[0].size == len(kept[0].data)
+    d = written[0]
+    assert d.sha256 is not None and d.format is not None and d.ext is not None
+    path = ws.resolve(raw_relpath(d.sha256, d.ext))
+    assert media.sha256_bytes(path.read_bytes()) == d.sha256 and path.stat().st_size == d.size
+    with catalog.transaction():
+        image_id, is_new = store(ws, catalog, None, d.sha256, d.format, d.ext, d.width, d.height, "l", size=d.size)
+    row = catalog.conn.execute("SELECT path, bytes FROM images WHERE id=?", (image_id,)).fetchone()
+    assert is_new and row["path"] == raw_relpath(d.sha256, d.ext) and row["bytes"] == d.size
+    # a file gone before its record is not recorded (the crawl fails the URL as missing, retried later)
+    other = written[1]
+    assert other.sha256 is not None and other.format is not None and other.ext is not None
+    ws.resolve(raw_relpath(other.sha256, other.ext)).unlink()
+    with pytest.raises(ImageError) as exc, catalog.transaction():
+        store(ws, catalog, None, other.sha256, other.format, other.ext, 1, 1, "l", size=other.size)
+    assert exc.value.reason == "missing" and "missing" in TRANSIENT
+    assert catalog.image_by_sha(other.sha256) is None

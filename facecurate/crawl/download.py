@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from facecurate import media
 from facecurate.catalog import DownloadRow
@@ -57,7 +57,7 @@ class Downloaded:
     height: int = 0
     reason: str | None = None
     message: str = ""
-    size: int = 0  # bytes of ``data``: kept when a worker drops the bytes (they are in storage)
+    size: int = 0  # bytes of the file; ``data`` is None once a worker has written them to their content address
 
     @property
     def ok(self) -> bool:
@@ -108,7 +108,7 @@ class Downloader:
         self._finishing = threading.BoundedSemaphore(workers)  # bodies fetched and not yet finished
         # forked here, before any download thread runs (a fork copies only the forking thread)
         self.processes: FinishingProcesses[Downloaded] | None = FinishingProcesses(
-            processes, self._finish, self._finishing.release, _crashed) if processes else None
+            processes, self._finish_apart, self._finishing.release, _crashed) if processes else None
         self._per_host = max(1, http.settings.per_host)
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[tuple[DownloadRow, Future[Downloaded]]]] = {}
@@ -130,6 +130,13 @@ class Downloader:
         if result.ok and self.prewrite is not None:
             self.prewrite(result)
         return result
+
+    def _finish_apart(self, row: DownloadRow, fetched: Fetched) -> Downloaded:
+        """:meth:`_finish` in a worker process: the answer carries no bytes back (the body is not needed on
+        the crawl's side, and a stored image's are in its file when ``prewrite`` put them there)."""
+        result = self._finish(row, fetched)
+        written = result.ok and self.prewrite is not None
+        return replace(result, fetched=replace(result.fetched, body=None), data=None if written else result.data)
 
     def submit(self, row: DownloadRow) -> Future[Downloaded]:
         future: Future[Downloaded] = Future()

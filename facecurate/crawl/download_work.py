@@ -107,7 +107,7 @@ class DownloadWork:
             self._downloader = Downloader(http, self.max_pixels, self.min_side, prewrite=prewrite,
                                           budget=media.PixelBudget(self.decode_budget))
         done = {d.row.url_id: d for d in self._downloader.run(rows)}
-        # the bytes are in storage already (record_stored() needs only their hash, size and format)
+        # the bytes are in storage already (storage.store() records them from their hash, size and format)
         return [replace(done[r.url_id], data=None, fetched=replace(done[r.url_id].fetched, body=None)) for r in rows]
 
 

@@ -51,7 +51,8 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Failures worth another try on a later crawl; the rest (404, robots, not an image, too slow…) are final.
 # blocked_address is here so that turning [crawl] allow_private on lets the next crawl fetch what it refused.
 TRANSIENT = frozenset({"timeout", "connection", "truncated", "http_429", "http_500", "http_502", "http_503",
-                       "http_504", "rate_limited", "interrupted", "blocked_address", "worker_crashed"})
+                       "http_504", "rate_limited", "interrupted", "blocked_address", "worker_crashed",
+                       "missing"})
 ROBOTS_OPT_OUT = ("noai", "noimageai")
 CHUNK = 64 * 1024
 # Addresses a v6 address may carry a v4 one in: checked as that v4 address too (NAT64 well-known prefix).

@@ -12,7 +12,7 @@ import json
 import queue
 import re
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -25,12 +25,13 @@ from facecurate.crawl.engines import ENGINES, Engine, EngineContext, Page, Resul
 from facecurate.crawl.engines.base import BrowserSettings
 from facecurate.crawl.engines.wikimedia import download_limits
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
+from facecurate.crawl.pages_ahead import PagesAhead
 from facecurate.crawl.queries import configured_engines, is_pending, query_engines, sync_from_files, write_mirror
 from facecurate.crawl.urls import frontier_key, is_fetchable, normalise
-from facecurate.errors import ConfigError, FacecurateError
+from facecurate.errors import ConfigError, FacecurateError, ImageError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.filestore import open_store, storage_setting
-from facecurate.storage import put_raw, record_stored, store
+from facecurate.storage import put_raw, store
 from facecurate.work import Executor
 from facecurate.workspace import Workspace
 
@@ -212,7 +213,8 @@ class Crawl:
     """One `facecurate crawl` invocation: shared HTTP client, downloader and engines, over many pairs."""
 
     def __init__(self, ws: Workspace, catalog: Catalog, progress: Progress = SILENT,
-                 http: Http | None = None, executor: Executor | None = None) -> None:
+                 http: Http | None = None, executor: Executor | None = None, dry_run: bool = False) -> None:
+        """``dry_run``: only searches will run, so no finishing worker is forked (it would cost start-up)."""
         self.ws, self.catalog = ws, catalog
         self.files = open_store(ws)  # where downloads are written: the workspace, or a mirror of [run] storage
         # not local: downloads wait until a search has recorded its pages, then go out host by host
@@ -221,7 +223,7 @@ class Crawl:
         self.page_delay = float(cfg.get("crawl", "page_delay"))
         self.empty_pages = int(cfg.get("crawl", "empty_pages"))
         self.http = http or Http(HttpSettings.from_config(ws))
-        processes = finishing_processes(int(cfg.get("crawl", "processes")))
+        processes = 0 if dry_run else finishing_processes(int(cfg.get("crawl", "processes")))
         self.downloader = Downloader(self.http, int(cfg.get("media", "max_pixels")),
                                      int(cfg.get("media", "min_side")), prewrite=self._prewrite,
                                      budget=media.PixelBudget(cfg.get("media", "decode_budget"),
@@ -231,7 +233,7 @@ class Crawl:
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}
         # Every result page of a crawl is fetched on this one thread (one HTTP session: an engine's cookies
-        # carry from page to page), the next one while this thread records the current one.
+        # carry from page to page), the next ones while this thread records the current one.
         self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecurate-search")
 
     def close(self) -> None:
@@ -346,31 +348,32 @@ class Crawl:
             return
         empty = run.empty_pages
         hits = catalog.run_hit_count(run.id)
-        ahead: Future[Page] | None = None
+        if hits >= limit or empty >= self.empty_pages:
+            return
+        # Pages are asked for on the searcher thread as soon as they are certain to be needed (see
+        # facecurate.crawl.pages_ahead), while this thread records the ones before them.
+        ahead = PagesAhead(self._searcher, lambda c: self._search(engine, pair.query.term, c),
+                           dict(cursor), hits, empty, limit, self.empty_pages)
         try:
             while hits < limit and empty < self.empty_pages:
-                if ahead is None:
-                    ahead = self._searcher.submit(self._search, engine, pair.query.term, cursor)
-                page = ahead.result()
-                # The next page is asked for now (still one at a time, spaced by page_delay) unless this one
-                # may be the last needed (the limit reached, or one empty page more ends the run): the search
-                # asks for no page more than it did when it fetched each page after recording the one before.
-                ahead = None
-                if not page.end and hits + len(page.results) < limit and empty + 1 < self.empty_pages:
-                    ahead = self._searcher.submit(self._search, engine, pair.query.term, page.cursor)
-                hits, empty, cursor = self._record_page(run, page, cursor, hits, empty, limit, inflight)
+                page = ahead.take()
+                if page is None:
+                    break
+                seen = int(cursor.get("_seen", 0))
+                hits, empty, cursor = self._record_page(run, page, cursor, hits, empty, limit)
+                ahead.recorded(hits, empty)  # the next page may be asked for while its downloads start
+                self._submit_pending(run.id, inflight, after_rank=seen)
+                self._drain(inflight, block=False)
                 if page.end:
                     break
         except BaseException:  # Ctrl-C: not waited for (the crawl aborts its HTTP, then shuts the searcher)
-            if ahead is not None:
-                ahead.cancel()
+            ahead.close(wait=False)
             raise
-        if ahead is not None and not ahead.cancel():
-            wait([ahead])  # its result is not needed, but the engine must be idle for the next search
+        ahead.close()  # nothing more is fetched; the engine is idle for the next search
 
-    def _record_page(self, run: RunRow, page: Page, cursor: dict[str, Any], hits: int, empty: int, limit: int,
-                     inflight: Inflight) -> tuple[int, int, dict[str, Any]]:
-        """Record one page's hits and the next cursor in one transaction, then start its downloads."""
+    def _record_page(self, run: RunRow, page: Page, cursor: dict[str, Any], hits: int, empty: int,
+                     limit: int) -> tuple[int, int, dict[str, Any]]:
+        """Record one page's hits and the next cursor in one transaction (its downloads start after)."""
         catalog = self.catalog
         seen = int(cursor.get("_seen", 0))
         added = 0
@@ -391,8 +394,6 @@ class Crawl:
             empty = 0 if added else empty + 1
             cursor = {**page.cursor, "_seen": seen + len(page.results), "_end": page.end}
             catalog.save_cursor(run.id, cursor, empty)
-        self._submit_pending(run.id, inflight, after_rank=seen)
-        self._drain(inflight, block=False)
         return hits, empty, cursor
 
     def _submit_pending(self, run_id: int, inflight: Inflight, after_rank: int = 0) -> None:
@@ -451,21 +452,25 @@ class Crawl:
                 provenance: dict[str, Any] = {
                     "page_url": row.page_url, "title": row.title, "engine": row.engine, "query": row.query,
                     "rank": row.rank, "license": row.license, "author": row.author, "http_status": d.fetched.status}
-                if d.ok and d.sha256:
-                    if d.data is not None:
-                        image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "", d.ext or "bin",
-                                                 d.width, d.height, row.label)
-                    else:  # a worker wrote the file to storage and sent back its facts only
-                        image_id, is_new = record_stored(catalog, d.sha256, d.format or "", d.ext or "bin", d.width,
-                                                         d.height, d.size, row.label)
+                reason, message = d.reason, d.message
+                image_id: int | None = None
+                if d.ok and d.sha256:  # data None: a worker wrote the file and sent back its facts only
+                    try:
+                        image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "",
+                                                 d.ext or "bin", d.width, d.height, row.label, size=d.size)
+                    except ImageError as exc:
+                        if exc.reason != "missing":
+                            raise
+                        image_id, reason, message = None, exc.reason, str(exc)  # a later crawl fetches it again
+                if image_id is not None:
                     catalog.record_source(kind="url", location=row.url, label=row.label, status="ok",
                                           image_id=image_id, **provenance)
                     catalog.settle_url(row.url_id, state="ok", image_id=image_id, is_new=is_new, error=None,
                                        http_status=d.fetched.status)
                 else:
                     catalog.record_source(kind="url", location=row.url, label=row.label, status="failed",
-                                          error=d.reason, detail=d.message, **provenance)
-                    catalog.settle_url(row.url_id, state="failed", image_id=None, is_new=False, error=d.reason,
+                                          error=reason, detail=message, **provenance)
+                    catalog.settle_url(row.url_id, state="failed", image_id=None, is_new=False, error=reason,
                                        http_status=d.fetched.status)
         self.progress.advance(len(batch))
 
@@ -494,7 +499,7 @@ def run_crawl(ws: Workspace, catalog: Catalog, engines: list[str] | None = None,
     default_limit = int(ws.config().get("crawl", "limit"))
     pairs = plan(ws, catalog, engines, label, again, terms)
     searches: list[PairReport] = []
-    with Crawl(ws, catalog, progress, executor=executor) as crawl:
+    with Crawl(ws, catalog, progress, executor=executor, dry_run=dry_run) as crawl:
         for pair in pairs:  # --limit, else the query's own limit=, else [crawl] limit
             n = limit or int(pair.query.settings.get("limit") or default_limit)
             report = crawl.dry_run(pair, n) if dry_run else crawl.run_pair(pair, n)

@@ -71,9 +71,22 @@ def frontier_key(url: str) -> tuple[str, str]:
     return text, text
 
 
+# A URL already in canonical form, as most image URLs are: lower-case http(s) scheme and host (no user, no
+# trailing dot, no default port), a path of characters the canonical form leaves as they are (no escapes, no
+# spaces or non-ASCII), no query, no fragment. It is its own normal form (with "/" for an empty path), so the crawl's
+# three look-ups per result (record, policy check, request) skip the parse, ~25 us each.
+_CANONICAL = re.compile(r"(https?)://[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::([1-9][0-9]{0,4}))?"
+                        r"(/[A-Za-z0-9/:@!$&'()*+,;=._~-]*)?")
+
+
 def normalise(url: str) -> str:
     """A canonical form of ``url``: lower-case scheme and host, no default port, no fragment, canonical
     percent-escapes, sorted query without tracking parameters. Pure; raises ValueError on a non-URL."""
+    plain = _CANONICAL.fullmatch(url)
+    if plain is not None:
+        port = plain.group(2)
+        if port is None or _DEFAULT_PORTS[plain.group(1)] != int(port) < 65536:  # else the parse drops or refuses it
+            return url if plain.group(3) else url + "/"
     parts = urlsplit(absolute(url))
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
