@@ -181,11 +181,12 @@ def test_a_worker_sends_back_no_bytes_of_what_it_wrote(ws: Workspace, catalog: C
     """The bytes of a stored image stay in its file: the answer from the worker carries the facts only, and the
     record made from them names the file the worker wrote, with its size."""
     from facecurate import media
+    from facecurate.filestore import open_store
     from facecurate.storage import put_raw, raw_relpath, store
 
     def prewrite(d: Downloaded) -> None:
         assert d.data is not None and d.sha256
-        put_raw(ws, d.data, d.sha256, d.ext or "bin")
+        put_raw(open_store(ws), d.data, d.sha256, d.ext or "bin")
 
     host = ImageHost()
     rows = [_row(i, host.server.url(f"/img/{i}.jpg")) for i in range(1, 5)]
