@@ -146,13 +146,15 @@ class Project:
     # -- stages -------------------------------------------------------------------------------------------
 
     def crawl(self, *, engines: Sequence[str] | None = None, limit: int | None = None, label: str | None = None,
-              again: bool = False, dry_run: bool = False, progress: Progress | bool = False) -> CrawlSummary:
+              again: bool = False, dry_run: bool = False, executor: str | None = None,
+              progress: Progress | bool = False) -> CrawlSummary:
         """Run the pending (term, engine) searches and download what they find."""
         from facecurate.crawl import run_crawl
+        from facecurate.pipeline import stage_executor
 
-        with _progress(progress) as sink:
+        with _progress(progress) as sink, stage_executor(self.workspace, executor, sink) as on:
             return run_crawl(self.workspace, self.catalog, engines=list(engines) if engines else None, limit=limit,
-                             label=label, again=again, dry_run=dry_run, progress=sink)
+                             label=label, again=again, dry_run=dry_run, progress=sink, executor=on)
 
     def import_paths(self, paths: Sequence[str | Path], label: str | None = None, *,
                      progress: Progress | bool = False) -> ImportSummary:
@@ -163,32 +165,36 @@ class Project:
             return import_paths(self.workspace, self.catalog, [Path(p) for p in paths], label, progress=sink)
 
     def dedup(self, *, threshold: int | None = None, faces: bool | None = None, dry_run: bool = False,
-              redo: bool = False, progress: Progress | bool = False) -> DedupSummary:
+              redo: bool = False, executor: str | None = None, progress: Progress | bool = False) -> DedupSummary:
         """Group exact and near-duplicate photos (and aligned faces); marks, never deletes."""
         from facecurate.dedup import DedupOptions, run_dedup
+        from facecurate.pipeline import stage_executor
 
         opts = DedupOptions.from_config(self.workspace, threshold=threshold, faces=faces)
-        with _progress(progress) as sink:
-            return run_dedup(self.workspace, self.catalog, opts, dry_run=dry_run, redo=redo, progress=sink)
+        with _progress(progress) as sink, stage_executor(self.workspace, executor, sink) as on:
+            return run_dedup(self.workspace, self.catalog, opts, dry_run=dry_run, redo=redo, progress=sink,
+                             executor=on)
 
     def crop(self, *, size: int | None = None, device: str | None = None, batch_size: int | None = None,
              all_faces: bool | None = None, redo: bool = False, workers: int | None = None,
-             progress: Progress | bool = False) -> CropSummary:
-        """Detect faces (batched MTCNN) and write FFHQ-aligned crops (``workers``: see the crop.workers setting)."""
-        from facecurate.faces.crop import CropOptions, run_crop
+             executor: str | None = None, progress: Progress | bool = False) -> CropSummary:
+        """Detect faces (batched MTCNN) and write FFHQ-aligned crops (``workers``: see the crop.workers setting;
+        ``executor``: local or ray, None: [run] executor)."""
+        from facecurate.faces.crop import CropOptions
+        from facecurate.pipeline import crop_on, stage_executor
 
         opts = CropOptions.from_config(self.workspace, size=size, device=device, batch_size=batch_size,
                                        all_faces=all_faces, workers=workers)
-        with _progress(progress) as sink:
-            return run_crop(self.workspace, self.catalog, opts, redo=redo, progress=sink)
+        with _progress(progress) as sink, stage_executor(self.workspace, executor, sink) as on:
+            return crop_on(on, self.workspace, self.catalog, opts, redo=redo, progress=sink)
 
-    def filter(self, *, rules: str | None = None, redo: bool = False,
+    def filter(self, *, rules: str | None = None, redo: bool = False, executor: str | None = None,
                progress: Progress | bool = False) -> FilterSummary:
         """Measure what the rules need and decide every face (scores, reasons)."""
-        from facecurate.rules.stage import run_filter
+        from facecurate.pipeline import filter_on, stage_executor
 
-        with _progress(progress) as sink:
-            return run_filter(self.workspace, self.catalog, rules=rules, redo=redo, progress=sink)
+        with _progress(progress) as sink, stage_executor(self.workspace, executor, sink) as on:
+            return filter_on(on, self.workspace, self.catalog, rules=rules, redo=redo, progress=sink)
 
     def export(self, *, fmt: str | None = None, layout: str | None = None, licenses: str | None = None,
                out_dir: str | Path | None = None) -> ExportSummary:

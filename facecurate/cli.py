@@ -40,6 +40,8 @@ WorkspaceOpt = Annotated[Path | None, typer.Option(
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the figures as JSON for scripts.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: crop.device).")]
+ExecutorOpt = Annotated[str | None, typer.Option(help="local | ray: where the stage's heavy work runs (default: "
+                                                      "run.executor; ray needs `uv sync --extra ray`).")]
 LabelOpt = Annotated[str | None, typer.Option("--label", "-l", help="Label (domain) of the terms, e.g. makeup.")]
 
 
@@ -187,7 +189,7 @@ def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", hel
           label: LabelOpt = None,
           again: Annotated[bool, typer.Option("--again", help="Re-run pairs already used.")] = False,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="Search only and list the URLs.")] = False,
-          workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+          executor: ExecutorOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Run pending (query, engine) pairs, download images, record provenance; marks them used."""
     with project(workspace) as p:
         if not p.settings()["crawl"]["contact"]:
@@ -195,7 +197,7 @@ def crawl(engine: Annotated[list[str] | None, typer.Option("--engine", "-e", hel
                            "for one) see no way to reach you. Set it to an e-mail or URL.")
         with output.bars() as bars:
             summary = p.crawl(engines=[e.strip().lower() for e in engine] if engine else None, limit=limit,
-                              label=label, again=again, dry_run=dry_run, progress=bars)
+                              label=label, again=again, dry_run=dry_run, executor=executor, progress=bars)
     output.print_json(summary) if as_json else output.show(output.crawl_view(summary))
     stopped = [s.stopped for s in summary.searches if s.stopped is not None]
     if stopped:  # never "0 images, done": exit 3 with the saved page and the fix
@@ -213,10 +215,11 @@ def dedup(threshold: Annotated[int | None, typer.Option(
               "--dry-run", help="Print the groups; write nothing (not even the hash cache).")] = False,
           redo: Annotated[bool, typer.Option(help="Re-hash every file instead of using the cache.")] = False,
           show: Annotated[int, typer.Option(help="Groups to list (largest first); 0 lists none.")] = 20,
-          workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+          executor: ExecutorOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Exact and near-duplicate groups (mirror- and crop-aware), keeper by quality; marks, never deletes."""
     with project(workspace) as p, output.bars() as bars:
-        summary = p.dedup(threshold=threshold, faces=faces, dry_run=dry_run, redo=redo, progress=bars)
+        summary = p.dedup(threshold=threshold, faces=faces, dry_run=dry_run, redo=redo, executor=executor,
+                          progress=bars)
     output.print_json(summary) if as_json else output.show(output.dedup_view(summary, show))
 
 
@@ -229,13 +232,13 @@ def crop(size: Annotated[int | None, typer.Option(help="Side of the aligned crop
                                                            help="Crop every confident face.")] = None,
          redo: Annotated[bool, typer.Option(help="Re-detect and re-crop every image.")] = False,
          workers: Annotated[int | None, typer.Option(
-             help="Worker processes beside the detector; 0 = automatic (default: crop.workers).")] = None,
-         workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+             help="Worker processes that crop batches; 0 = automatic (default: crop.workers).")] = None,
+         executor: ExecutorOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Detect faces (batched MTCNN, GPU when present) and write FFHQ-aligned crops."""
     device = device_choice(device)
     with project(workspace) as p, output.bars() as bars:
         summary = p.crop(size=size, device=device, batch_size=batch_size, all_faces=all_faces, redo=redo,
-                         workers=workers, progress=bars)
+                         workers=workers, executor=executor, progress=bars)
         size = size or p.settings()["crop"]["size"]
     output.print_json(summary) if as_json else output.show(output.crop_view(summary, int(size or 0)))
 
@@ -245,7 +248,7 @@ def crop(size: Annotated[int | None, typer.Option(help="Side of the aligned crop
 def filter_(rules: Annotated[str | None, typer.Option(help="Comma list of rules to measure now.")] = None,
             explain: Annotated[str | None, typer.Option(help="Show every score of one face (a sample_id).")] = None,
             redo: Annotated[bool, typer.Option(help="Recompute every measure, not only the missing ones.")] = False,
-            workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+            executor: ExecutorOpt = None, workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
     """Apply the rejection rules: every score for every face, reasons, keep/reject."""
     with project(workspace) as p:
         if explain:
@@ -255,7 +258,7 @@ def filter_(rules: Annotated[str | None, typer.Option(help="Comma list of rules 
             output.print_json(rows) if as_json else output.show(output.explain_view(explain, rows))
             return
         with output.bars() as bars:
-            summary = p.filter(rules=rules, redo=redo, progress=bars)
+            summary = p.filter(rules=rules, redo=redo, executor=executor, progress=bars)
     output.print_json(summary) if as_json else output.show(output.filter_view(summary))
 
 

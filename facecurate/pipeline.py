@@ -33,7 +33,8 @@ run's delta; only "new images" is this run's own figure.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -49,7 +50,7 @@ from facecurate.workspace import Workspace, check_choice
 if TYPE_CHECKING:  # the stages are imported when they run: `status` need not load torch and MediaPipe
     from facecurate.crawl import CrawlSummary
     from facecurate.dedup import DedupSummary
-    from facecurate.faces.crop import CropSummary
+    from facecurate.faces.crop import CropOptions, CropSummary
     from facecurate.rules.stage import FilterSummary
 
 StageName = Literal["crawl", "dedup", "crop", "filter", "export"]
@@ -254,29 +255,17 @@ def _dedup(ctx: _Context) -> StageOutcome:
 
 
 def _crop(ctx: _Context) -> StageOutcome:
-    from facecurate.faces.crop import CropOptions, run_crop
+    from facecurate.faces.crop import CropOptions
 
     opts = CropOptions.from_config(ctx.ws, device=ctx.opts.device)
-    if ctx.executor is not None and not ctx.executor.is_local:
-        from facecurate.faces.crop_work import run_crop_with
-
-        summary = run_crop_with(ctx.executor, ctx.ws, ctx.catalog, opts, progress=ctx.progress)
-    else:
-        summary = run_crop(ctx.ws, ctx.catalog, opts, progress=ctx.progress)
+    summary = crop_on(ctx.executor, ctx.ws, ctx.catalog, opts, progress=ctx.progress)
     detail = (f"{summary.images} images on {summary.device}: {summary.faces} crops written, "
               f"{summary.no_face} without a face, {len(summary.failed)} failed")
     return StageOutcome("crop", "done", detail, summary)
 
 
 def _filter(ctx: _Context) -> StageOutcome:
-    from facecurate.rules.stage import run_filter
-
-    if ctx.executor is not None and not ctx.executor.is_local:
-        from facecurate.rules.filter_work import run_filter_with
-
-        summary = run_filter_with(ctx.executor, ctx.ws, ctx.catalog, progress=ctx.progress)
-    else:
-        summary = run_filter(ctx.ws, ctx.catalog, progress=ctx.progress)
+    summary = filter_on(ctx.executor, ctx.ws, ctx.catalog, progress=ctx.progress)
     # "passed", not "kept": a duplicate face can pass every rule and still stay out of the dataset.
     detail = (f"{summary.faces} faces decided ({summary.measured} measured now): {summary.passed} passed the rules, "
               f"{summary.rejected} rejected")
@@ -302,6 +291,42 @@ def _attempt(name: StageName, runner: Callable[[_Context], StageOutcome], ctx: _
         return runner(ctx)
     except FacecurateError as exc:
         return StageOutcome(name, "failed", str(exc), error=str(exc), exit_code=exc.exit_code)
+
+
+@contextmanager
+def stage_executor(ws: Workspace, name: str | None, progress: Progress = SILENT) -> Iterator[Executor | None]:
+    """The executor one stage command runs on (``--executor``; None: ``[run] executor``), closed afterwards;
+    None when it is ``local``, whose stages keep their own threads and processes. Ray missing: ConfigError
+    here, before the stage starts; a Ray cluster starts only when the stage has work for it."""
+    executor = make_executor(ws, name, progress)
+    try:
+        yield None if executor.is_local else executor
+    finally:
+        executor.close()
+
+
+def crop_on(executor: Executor | None, ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool = False,
+            progress: Progress = SILENT) -> CropSummary:
+    """The crop stage on ``executor`` (None or local: crop's own workers); ``run`` and ``crop`` both choose here."""
+    if executor is not None and not executor.is_local:
+        from facecurate.faces.crop_work import run_crop_with
+
+        return run_crop_with(executor, ws, catalog, opts, redo=redo, progress=progress)
+    from facecurate.faces.crop import run_crop
+
+    return run_crop(ws, catalog, opts, redo=redo, progress=progress)
+
+
+def filter_on(executor: Executor | None, ws: Workspace, catalog: Catalog, *, rules: str | None = None,
+              redo: bool = False, progress: Progress = SILENT) -> FilterSummary:
+    """The filter stage on ``executor``, as :func:`crop_on`."""
+    if executor is not None and not executor.is_local:
+        from facecurate.rules.filter_work import run_filter_with
+
+        return run_filter_with(executor, ws, catalog, rules=rules, redo=redo, progress=progress)
+    from facecurate.rules.stage import run_filter
+
+    return run_filter(ws, catalog, rules=rules, redo=redo, progress=progress)
 
 
 def run_pipeline(ws: Workspace, catalog: Catalog, opts: RunOptions, progress: Progress = SILENT) -> RunSummary:

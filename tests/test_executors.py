@@ -542,3 +542,31 @@ def test_ray_keeps_empty_batches_in_place_and_refuses_results_off_their_declared
             list(executor.map_groups(Narrow(), [[[1]]]))
     finally:
         executor.close()
+
+
+def test_stage_commands_run_where_run_executor_says_and_agree_with_local(ray_cluster: str, tmp_path: Path):
+    """`facecurate crop` and `filter` on their own honour [run] executor = "ray" (and --executor local
+    overrides it): the crops are cut on the cluster and the faces, scores and verdicts equal the local ones."""
+    faces = {}
+    for name, flag in (("ray", []), ("local", ["--executor", "local"])):
+        ws = init_workspace(tmp_path / name)
+        with Catalog.open(ws.catalog_path) as catalog:
+            import_paths(ws, catalog, [DEMO_DATA])
+        _set(ws, "run", "executor", '"ray"')
+        _set(ws, "run", "ray_address", f'"{ray_cluster}"')
+        for stage in ("crop", "filter"):
+            cmd = [sys.executable, "-m", "facecurate", stage, "-w", str(ws.root), "--json", *flag]
+            done = subprocess.run(cmd + (["--device", "cpu"] if stage == "crop" else []), capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, done.stderr
+            if stage == "crop":
+                device = json.loads(done.stdout)["device"]
+                assert device == ("cpu on ray" if name == "ray" else "cpu"), device
+        with Catalog.open(ws.catalog_path) as catalog:
+            faces[name] = {r[0]: (json.loads(r[1]), r[2], r[3]) for r in catalog.conn.execute(
+                "SELECT i.sha256, f.bbox, f.status, f.reasons FROM faces f JOIN images i ON i.id = f.image_id")}
+    assert faces["ray"].keys() == faces["local"].keys() and len(faces["ray"]) >= 5
+    for sha, (box, status, reasons) in faces["local"].items():
+        other = faces["ray"][sha]
+        assert max(abs(a - b) for a, b in zip(box, other[0], strict=True)) <= 1e-6
+        assert (status, reasons) == other[1:]
