@@ -563,10 +563,11 @@ def test_stage_commands_run_where_run_executor_says_and_agree_with_local(ray_clu
                 device = json.loads(done.stdout)["device"]
                 assert device == ("cpu on ray" if name == "ray" else "cpu"), device
         with Catalog.open(ws.catalog_path) as catalog:
-            faces[name] = {r[0]: (json.loads(r[1]), r[2], r[3]) for r in catalog.conn.execute(
-                "SELECT i.sha256, f.bbox, f.status, f.reasons FROM faces f JOIN images i ON i.id = f.image_id")}
+            faces[name] = {r[0]: (json.loads(r[1]), json.loads(r[2]), r[3]) for r in catalog.conn.execute(
+                "SELECT i.sha256, f.bbox, f.scores, f.reasons FROM faces f JOIN images i ON i.id = f.image_id")}
     assert faces["ray"].keys() == faces["local"].keys() and len(faces["ray"]) >= 5
-    for sha, (box, status, reasons) in faces["local"].items():
-        other = faces["ray"][sha]
-        assert max(abs(a - b) for a, b in zip(box, other[0], strict=True)) <= 1e-6
-        assert (status, reasons) == other[1:]
+    for sha, (box, scores, reasons) in faces["local"].items():
+        other_box, other_scores, other_reasons = faces["ray"][sha]
+        assert max(abs(a - b) for a, b in zip(box, other_box, strict=True)) <= 1e-6
+        assert scores.keys() == other_scores.keys() and len(scores) > 5 and reasons == other_reasons
+        assert not _differences(scores, other_scores)
