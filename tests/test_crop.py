@@ -313,3 +313,24 @@ def test_workers_are_spawned_where_a_fork_would_inherit_torchs_thread_pool():
 
     assert crop_workers.start_method(1) == "fork"
     assert crop_workers.start_method(2) == "spawn"
+
+
+def test_a_run_is_batched_by_content_whatever_order_its_photos_arrived_in():
+    """MTCNN's sums depend on a batch's canvas (~1e-5 px), so a batch must hold the same photos however a crawl
+    ordered them; small runs get smaller batches so the last ones keep every worker busy."""
+    import hashlib
+    import random
+
+    from facecurate.catalog import ImageRow
+    from facecurate.faces.crop import crop_batches
+
+    rows = [ImageRow(i, hashlib.sha256(str(i).encode()).hexdigest(), f"raw/{i}.jpg", "JPEG", 10, 10, 1, None, None)
+            for i in range(100)]
+    shuffled = random.Random(3).sample(rows, len(rows))
+    batches = crop_batches(rows, 32)
+    assert batches == crop_batches(shuffled, 32)
+    assert [len(b) for b in batches] == [13] * 7 + [9]                       # 100 photos: 8 batches, not 32+32+32+4
+    assert [r.sha256 for b in batches for r in b] == sorted(r.sha256 for r in rows)
+    assert [len(b) for b in crop_batches(rows[:20], 32)] == [8, 8, 4]          # never below 8 a batch
+    assert {len(b) for b in crop_batches(rows * 30, 32)[:-1]} == {32}         # large runs: batch_size
+    assert [len(b) for b in crop_batches(rows[:20], 5)] == [5] * 4            # batch_size still caps it
