@@ -327,10 +327,6 @@ class RegionPlan:
     ``inner_shape`` when the face is larger than the crop, then mirrored outwards by ``pads`` region px. Shrinking
     before padding touches only real pixels, which for a face that fills its photo is a third of the box."""
 
-    x0: int
-    y0: int
-    x1: int
-    y1: int
     inner: tuple[int, int, int, int]  # the box clipped to the photo, source px: x0, y0, x1, y1
     inner_shape: tuple[int, int]  # (width, height) of ``inner`` after the shrink
     pads: tuple[int, int, int, int]  # region px mirrored beyond ``inner``: left, top, right, bottom
@@ -354,7 +350,7 @@ def plan_region(quad: np.ndarray, size: int, width: int, height: int, qsize: flo
     inner_w, inner_h = max(1, round((ix1 - ix0) * factor)), max(1, round((iy1 - iy0) * factor))
     sx, sy = (ix1 - ix0) / inner_w, (iy1 - iy0) / inner_h
     pads = (round((ix0 - x0) / sx), round((iy0 - y0) / sy), round((x1 - ix1) / sx), round((y1 - iy1) / sy))
-    return RegionPlan(x0=x0, y0=y0, x1=x1, y1=y1, inner=(ix0, iy0, ix1, iy1), inner_shape=(inner_w, inner_h),
+    return RegionPlan(inner=(ix0, iy0, ix1, iy1), inner_shape=(inner_w, inner_h),
                       pads=pads, shape=(pads[0] + inner_w + pads[2], pads[1] + inner_h + pads[3]),
                       shrunk=factor < 1.0, origin=np.array([ix0 - pads[0] * sx, iy0 - pads[1] * sy]),
                       scale=np.array([sx, sy]),

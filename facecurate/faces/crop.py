@@ -35,6 +35,7 @@ from facecurate.faces.crop_batch import (
     _to_source,
     choose_faces,
     detect_with_retries,
+    detections_record,
     retry_tight,
 )
 from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, crop_relpath, decode_copy
@@ -72,8 +73,8 @@ class _Batch:
     found: dict[int, list[dict[str, object]]] = field(default_factory=dict)  # every detection, for the rules
 
     def copy(self, j: int) -> media.Decoded | ImageError:
-        out = self.decoded[j].result()
-        return out.error() if isinstance(out, Failed) else out
+        out: media.Decoded | ImageError = self.decoded[j].result()
+        return out
 
 
 def run_crop(ws: Workspace, catalog: Catalog, opts: CropOptions, *, redo: bool = False,
@@ -213,8 +214,7 @@ def _detect(detector: BatchedDetector, batch: _Batch, opts: CropOptions) -> Iter
     detections = detect_with_retries(detector, [copy for _, copy in good], opts)
     for (j, copy), found in zip(good, detections, strict=True):
         found = _to_source(found, copy)
-        batch.found[j] = [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)}
-                          for d in found]
+        batch.found[j] = detections_record(found)
         chosen = choose_faces(found, opts.min_prob, opts.all_faces)
         if chosen:
             yield j, copy, [Face(d.box, d.prob, d.landmarks) for d in chosen]

@@ -117,6 +117,11 @@ def _cut_settings(opts: CropOptions) -> CutSettings:
     return CutSettings(opts.size, opts.headroom, opts.padding, opts.alignment, opts.image_format, opts.jpeg_quality)
 
 
+def detections_record(found: list[Detection]) -> list[dict[str, object]]:
+    """Every detection of a photo as the catalog keeps it for the rules (box to 0.1 px, probability to 1e-4)."""
+    return [{"box": [round(float(v), 1) for v in d.box], "prob": round(float(d.prob), 4)} for d in found]
+
+
 def detect_with_retries(detector: BatchedDetector, copies: list[media.Decoded], opts: CropOptions
                         ) -> list[list[Detection]]:
     """Every detection copy's faces: one batched look, then the further looks (RETRY_LOOKS) at the photos it
@@ -183,8 +188,7 @@ class CropWork:
                                   else CropOutcome([]) for d in decoded]
         for (j, copy), found in zip(good, detections, strict=True):
             found = _to_source(found, copy)
-            seen: list[dict[str, object]] = [{"box": [round(float(v), 1) for v in d.box],
-                                              "prob": round(float(d.prob), 4)} for d in found]
+            seen = detections_record(found)
             chosen = choose_faces(found, opts.min_prob, opts.all_faces)
             if not chosen:
                 out[j] = CropOutcome([], found=seen)
