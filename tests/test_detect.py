@@ -224,3 +224,16 @@ def test_the_cpu_integral_image_equals_the_canvas_cumsum_the_gpu_takes() -> None
     assert cv_sums.dtype == torch_sums.dtype == torch.int32
     assert torch.equal(cv_sums, torch_sums)
     assert int(cv_sums[0, -1, -1, 0]) == int(images[0][..., 0].astype(np.int64).sum())
+
+
+@pytest.mark.parametrize("shape", [(3, 10, 228, 228), (2, 10, 37, 64), (1, 10, 1, 5), (2, 10, 9, 10)])
+def test_the_cpu_pnet_pooling_equals_torchs_ceil_mode_max_pool(shape: tuple[int, int, int, int]) -> None:
+    """The CPU takes P-Net's 2x2 ceil-mode pooling as four strided maxima; letterbox padding arrives as -inf.
+    Any difference at an odd edge or a masked pixel would change which windows P-Net proposes."""
+    from facecurate.faces.detect import _max_pool_2x2
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    x[0, :, shape[2] // 2 :] = float("-inf")  # the bottom half of one image is letterbox
+    expected = torch.nn.MaxPool2d(2, 2, ceil_mode=True)(x)
+    assert torch.equal(_max_pool_2x2(x), expected)

@@ -90,12 +90,14 @@ def quad_to_crop_matrix(quad: np.ndarray, size: int) -> np.ndarray:
     """2x3 affine taking continuous source px to continuous crop px (quad corners to the crop's corners).
 
     Solved in float64 from three corners; cv2.getAffineTransform would round through float32, which is
-    already 1e-4 px off for coordinates in the thousands.
+    already 1e-4 px off for coordinates in the thousands. The 2x2 inverse is written out: ``np.linalg.inv``
+    goes through OpenBLAS, whose 0.3.2x builds hand even a 2x2 solve to a second thread that then spins on
+    sched_yield, and took a third of a crop worker's CPU time.
     """
     ul, ll, _, ur = _check_quad(quad)
-    basis = np.column_stack([ur - ul, ll - ul]) / float(size)  # crop unit steps, in source px
-    inverse = np.linalg.inv(basis)
-    return np.column_stack([inverse, -inverse @ ul])
+    (a, b), (c, d) = np.column_stack([ur - ul, ll - ul]) / float(size)  # crop unit steps, in source px
+    inverse = np.array([[d, -b], [-c, a]]) / (a * d - b * c)  # _check_quad refused a zero determinant
+    return np.column_stack([inverse, -(inverse[:, 0] * ul[0] + inverse[:, 1] * ul[1])])
 
 
 def _cv_matrix(crop_matrix: np.ndarray, origin: np.ndarray, scale: np.ndarray) -> np.ndarray:

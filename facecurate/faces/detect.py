@@ -26,8 +26,10 @@ from facecurate.faces.mtcnn_nets import batched_nms, generate_boxes, load_nets, 
 
 BUCKET = 64  # images whose scaled sides round up to the same multiple of BUCKET share a canvas
 # Canvas pixels per CPU forward pass: 32 letterboxed 1024 px photos took ~1.3 GB in the cascade (integral
-# image, pyramid levels); 8 MP keeps it near 0.3 GB, and on a CPU smaller batches cost no throughput.
-CPU_BATCH_PIXELS = 8_000_000
+# image, pyramid levels). On a CPU smaller batches cost no throughput, and 2 MP (three 768 px photos) cropped
+# large faces ~5% faster than 8 MP: the first pyramid levels' activations stay small enough to be reused
+# from the heap and caches instead of being mapped in afresh for every layer.
+CPU_BATCH_PIXELS = 2_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,7 +179,12 @@ class BatchedDetector:
         net = self.mtcnn.pnet
         x = net.prelu1(net.conv1(x))
         inside = _within(level[:, 0] - 2, level[:, 1] - 2, *x.shape[2:])
-        x = net.pool1(x.masked_fill(~inside[:, None], float("-inf")))
+        if not bool(inside.all()):  # some image of the batch is smaller than the canvas
+            x = x.masked_fill(~inside[:, None], float("-inf"))
+        if self.device.type == "cpu":
+            x = _max_pool_2x2(x).contiguous(memory_format=self.memory_format)
+        else:
+            x = net.pool1(x)
         x = net.prelu3(net.conv3(net.prelu2(net.conv2(x))))
         return net.conv4_2(x), net.softmax4_1(net.conv4_1(x))
 
@@ -196,6 +203,17 @@ class BatchedDetector:
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - 127.5) * 0.0078125).contiguous(memory_format=self.memory_format)
+
+
+def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """P-Net's ``MaxPool2d(2, 2, ceil_mode=True)`` as the maximum of four strided views: the same values (a
+    ceil-mode window past an odd edge pools what it holds; the -inf column added here changes no maximum), at
+    less than half the CPU time of torch's channels-last pooling kernel on a pyramid level."""
+    h, w = x.shape[2:]
+    if h % 2 or w % 2:
+        x = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), value=float("-inf"))
+    rows = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])
+    return torch.maximum(rows[:, :, :, 0::2], rows[:, :, :, 1::2])
 
 
 def _integral(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
