@@ -529,16 +529,23 @@ def load_rgb(path: Path, max_pixels: int, max_bytes: int) -> Decoded:
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     """Write to a temp file in the same filesystem, fsync, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_parent = tmp_dir or path.parent
-    tmp_parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_parent, prefix=f"{PART_PREFIX}{os.getpid()}-", suffix=path.suffix)
+    prefix = f"{PART_PREFIX}{os.getpid()}-"
+    try:  # folders are made on the first miss only: two mkdir calls per file cost more than the write
+        fd, tmp = tempfile.mkstemp(dir=tmp_parent, prefix=prefix, suffix=path.suffix)
+    except FileNotFoundError:
+        tmp_parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmp_parent, prefix=prefix, suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:  # the target's folder is missing (a tmp_dir elsewhere was given)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
