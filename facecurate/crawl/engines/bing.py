@@ -27,7 +27,7 @@ from facecurate.crawl.engines.base import Engine, Page, Result, as_int, looks_bl
 PAGE_SIZE = 35
 _SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
 CONTAINER_MARKERS = ("dgControl", "dg_b", 'class="item"', "imgpt")
-_VOID = frozenset(HTMLTreeBuilder.DEFAULT_EMPTY_ELEMENT_TAGS)  # elements that never hold others
+_VOID = frozenset(HTMLTreeBuilder.DEFAULT_EMPTY_ELEMENT_TAGS or ())  # elements that never hold others
 _HIDDEN = frozenset(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS)  # script, style, ...: their text is not text
 
 
