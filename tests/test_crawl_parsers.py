@@ -304,3 +304,11 @@ def test_bing_one_pass_reading_agrees_with_the_tree():
         got = [(r.url, r.page_url, r.title, (r.width, r.height) if r.width is not None else None)
                for r in bing.parse_results(page)]
         assert got == expected, page
+
+
+def test_bing_one_pass_reader_nests_as_beautifulsoup_does():
+    """The void elements and the text-less elements the one-pass reader writes out are bs4's own."""
+    from bs4.builder import HTMLTreeBuilder
+
+    assert set(HTMLTreeBuilder.DEFAULT_EMPTY_ELEMENT_TAGS or ()) == bing._VOID
+    assert set(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS) == bing._HIDDEN
