@@ -244,3 +244,17 @@ def test_a_download_finished_in_a_worker_is_the_one_finished_on_a_thread():
         assert d == replace(same, data=None, fetched=replace(same.fetched, body=None, headers=d.fetched.headers))
         assert {k: v for k, v in d.fetched.headers.items() if k != "date"} == \
             {k: v for k, v in same.fetched.headers.items() if k != "date"}
+
+
+def test_finishing_workers_run_below_the_crawl():
+    """The requests' process comes first when the cores are busy: each worker runs at a higher niceness."""
+    from facecurate.crawl.finishing import WORKER_NICENESS
+
+    host = ImageHost()
+    with host.server, Downloader(Http(_settings()), 10**8, 32, processes=2) as dl:
+        assert dl.processes is not None
+        assert all(d.ok for d in dl.run([_row(i, host.server.url(f"/img/{i}.jpg")) for i in range(1, 5)]))
+        workers = dl.processes.pids()
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert workers and all(os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + WORKER_NICENESS)
+                               for pid in workers)

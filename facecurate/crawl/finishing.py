@@ -30,6 +30,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,7 @@ from facecurate.catalog import DownloadRow
 from facecurate.crawl.http import Fetched
 
 R = TypeVar("R")  # a finished download (the downloader's ``Downloaded``)
+WORKER_NICENESS = 5  # added to the crawl's own: see _serve
 
 
 class _Worker(Generic[R]):
@@ -172,6 +174,10 @@ def _serve(conn: Connection, finish: Callable[[DownloadRow, Fetched], Any], pare
     Ctrl-C is the crawl's to handle (it stops the requests, then closes the workers, which finish what they
     hold first); a worker whose crawl is gone (kill -9) exits instead of waiting for a job forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with suppress(OSError):
+        # Below the crawl's process, whose one GIL carries every request: when the cores are busy, the
+        # thread with an answer in hand runs first, and a worker finishing a body a little later costs nothing.
+        os.nice(WORKER_NICENESS)
     threading.Thread(target=_exit_with, args=(parent,), name="facecurate-orphan-check", daemon=True).start()
     while True:
         try:
