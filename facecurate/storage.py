@@ -31,14 +31,16 @@ def put_raw(files: FileStore, data: bytes, sha256: str, ext: str) -> str:
 
 
 def store(ws: Workspace, catalog: Catalog, data: bytes | None, sha256: str, fmt: str, ext: str, width: int,
-          height: int, label: str | None, size: int | None = None) -> tuple[int, bool]:
+          height: int, label: str | None, size: int | None = None,
+          files: FileStore | None = None) -> tuple[int, bool]:
     """Record new content (writing its file if absent) or find it; returns (image_id, is_new).
 
     Call inside a transaction: the image row and the file appear together for every reader. ``fmt`` must be
     what :func:`facecurate.media.decode` reported: the store holds only formats that passed the gate.
     ``data`` None: a worker (a crawl's worker process, a Ray task) has written the ``size`` bytes with
     :func:`put_raw` already, to [run] storage, and did not send them back; if that file has gone since,
-    ImageError ``missing`` and nothing is recorded."""
+    ImageError ``missing`` and nothing is recorded. ``files``: the workspace's store (:func:`open_store`),
+    for a caller that records many files and has it open already."""
     if fmt not in media.FORMAT_EXT or ext != media.FORMAT_EXT[fmt]:
         raise ImageError(f"refusing to store {sha256[:12]}… as {fmt!r}/.{ext}: only bytes that passed "
                          f"media.decode (formats {', '.join(media.ALLOWED_FORMATS)}) enter the store.",
@@ -46,7 +48,7 @@ def store(ws: Workspace, catalog: Catalog, data: bytes | None, sha256: str, fmt:
     existing = catalog.image_by_sha(sha256)
     if existing is not None:
         return existing.id, False
-    files = open_store(ws)
+    files = files or open_store(ws)
     if data is None:
         rel = raw_relpath(sha256, ext)
         if not files.exists(rel):

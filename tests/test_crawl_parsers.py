@@ -232,3 +232,83 @@ def test_bing_size_comes_from_the_results_own_card():
     results = bing.parse_results(page)
     assert [r.url for r in results] == [f"https://x.example/{i}.jpg" for i in (1, 2, 3)]
     assert [(r.width, r.height) for r in results] == [(100, 80), (7, 9), (None, None)]
+
+
+def _bing_as_the_tree_reads_it(text: str) -> list[tuple[object, ...]]:
+    """The a.iusc reading as BeautifulSoup's tree gives it (the reading bing.parse_results kept before it
+    read the page in one pass): the reference the one-pass reader must agree with."""
+    from bs4 import BeautifulSoup
+
+    out = []
+    for a in BeautifulSoup(text, "html.parser").find_all("a", class_="iusc", m=True):
+        try:
+            meta = json.loads(str(a["m"]))
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(meta, dict) or not isinstance(meta.get("murl"), str) or not meta["murl"]:
+            continue
+        li = box = None
+        for parent in a.parents:
+            if "iuscp" in (parent.get("class") or ()):
+                box = parent
+                break
+            if li is None and parent.name == "li":
+                li = parent
+        box = box or li
+        info = box.find("span", class_="nowrap") if box else None
+        m = bing._SIZE.search(info.get_text(" ")) if info is not None else None
+        out.append((meta["murl"], meta.get("purl") or None, strip_tags(meta.get("t")),
+                    (int(m.group(1)), int(m.group(2))) if m else None))
+    return out
+
+
+def _bing_variants(seed: int, n: int) -> list[str]:
+    """Result cards nested, left open, closed twice, with void and self-closed elements, sizes split over
+    inline elements or hidden in script and style, in a seeded random mix."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ['<li>', '</li>', '<div class="iuscp varh">', '<div class="imgpt">', '</div>', '<span class="nowrap">',
+              '</span>', '<span class="nowrap x">12 x 34</span>', '<span>5</span>', '<b>7 x</b> 8', ' 640 × 480 ',
+              '<script>9 x 9</script>', '<style>3 x 3</style>', '<template>4 x 4</template>', '<img src="t.jpg">',
+              '<br/>', '<div/>', '</img>', '<li class="iuscp">', '</ul>', '<ul>', '<a href="#">', '</a>',
+              '<rt>6 x 6</rt>', '<!-- 1 x 1 -->', '&#215;', '</p>', '<p>']
+    pages = []
+    for _ in range(n):
+        parts = []
+        for i in range(rng.randint(5, 40)):
+            if rng.random() < 0.25:
+                meta = json.dumps({"murl": f"https://x.example/{i}.jpg", "purl": f"https://p.example/{i}",
+                                   "t": f"<b>t{i}</b>"}).replace('"', "&quot;")
+                parts.append(f'<a class="{rng.choice(["iusc", "iusc x", "y iusc"])}" m="{meta}">')
+            else:
+                parts.append(rng.choice(pieces))
+        pages.append("".join(parts))
+    return pages
+
+
+def test_bing_one_pass_reading_agrees_with_the_tree():
+    """The crawl reads Bing pages without building a tree (its CPU is the downloads' too); it must find the
+    same results, cards and sizes as BeautifulSoup's tree on the real-shaped pages and 2,000 seeded messes."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures" / "engines"
+    pages = [BING_ASYNC, (fixtures / "bing_async_2026.html").read_text(encoding="utf-8"),
+             (fixtures / "bing_empty_2026.html").read_text(encoding="utf-8"), *_bing_variants(13, 2000)]
+    assert any(len(_bing_as_the_tree_reads_it(p)) > 1 for p in pages)
+    assert sum(any(r[3] for r in _bing_as_the_tree_reads_it(p)) for p in pages) > 100  # sizes were read too
+    for page in pages:
+        expected = _bing_as_the_tree_reads_it(page)
+        if not expected:
+            continue  # the old no-JS layout is read by the same tree code as before
+        got = [(r.url, r.page_url, r.title, (r.width, r.height) if r.width is not None else None)
+               for r in bing.parse_results(page)]
+        assert got == expected, page
+
+
+def test_bing_one_pass_reader_nests_as_beautifulsoup_does():
+    """The void elements and the text-less elements the one-pass reader writes out are bs4's own."""
+    from bs4.builder import HTMLTreeBuilder
+
+    assert set(HTMLTreeBuilder.DEFAULT_EMPTY_ELEMENT_TAGS or ()) == bing._VOID
+    assert set(HTMLTreeBuilder.DEFAULT_STRING_CONTAINERS) == bing._HIDDEN

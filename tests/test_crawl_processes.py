@@ -213,3 +213,48 @@ def test_a_worker_sends_back_no_bytes_of_what_it_wrote(ws: Workspace, catalog: C
         store(ws, catalog, None, other.sha256, other.format, other.ext, 1, 1, "l", size=other.size)
     assert exc.value.reason == "missing" and "missing" in TRANSIENT
     assert catalog.image_by_sha(other.sha256) is None
+
+
+def test_a_download_finished_in_a_worker_is_the_one_finished_on_a_thread():
+    """A worker answers with the facts alone and the crawl's process rebuilds the download from the row and
+    the answer it sent: every field matches the same download finished on a thread, failures included, with
+    no body kept (a stored image's bytes are in its file)."""
+    from dataclasses import replace
+
+    written: list[str] = []
+
+    def prewrite(d: Downloaded) -> None:
+        written.append(d.row.url)
+
+    host = ImageHost()
+    with host.server:
+        rows = [_row(i, host.server.url(f"/img/{i}.jpg")) for i in range(1, 6)]
+        rows += [_row(10 + i, host.server.url(f"/fault/{k}/{i}.jpg"))
+                 for i, k in enumerate(["html", "truncated-jpeg", "small"])]
+        with Downloader(Http(_settings()), 10**8, 32, prewrite=prewrite, processes=2) as dl:
+            apart = {d.row.url_id: d for d in dl.run(rows)}
+        with Downloader(Http(_settings()), 10**8, 32, prewrite=prewrite) as dl:
+            here = {d.row.url_id: d for d in dl.run(rows)}
+    assert sorted(apart) == sorted(here) == sorted(r.url_id for r in rows)
+    assert sum(d.ok for d in apart.values()) == 5 and {d.reason for d in apart.values() if not d.ok} == {
+        "not_an_image", "truncated", "too_small"}
+    for url_id, d in apart.items():
+        assert d.fetched.body is None and d.data is None
+        same = here[url_id]
+        assert d == replace(same, data=None, fetched=replace(same.fetched, body=None, headers=d.fetched.headers))
+        assert {k: v for k, v in d.fetched.headers.items() if k != "date"} == \
+            {k: v for k, v in same.fetched.headers.items() if k != "date"}
+
+
+def test_finishing_workers_run_below_the_crawl():
+    """The requests' process comes first when the cores are busy: each worker runs at a higher niceness."""
+    from facecurate.crawl.finishing import WORKER_NICENESS
+
+    host = ImageHost()
+    with host.server, Downloader(Http(_settings()), 10**8, 32, processes=2) as dl:
+        assert dl.processes is not None
+        assert all(d.ok for d in dl.run([_row(i, host.server.url(f"/img/{i}.jpg")) for i in range(1, 5)]))
+        workers = dl.processes.pids()
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert workers and all(os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + WORKER_NICENESS)
+                               for pid in workers)

@@ -19,7 +19,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from facecurate import media
 from facecurate.catalog import DownloadRow
@@ -108,7 +109,7 @@ class Downloader:
         self._finishing = threading.BoundedSemaphore(workers)  # bodies fetched and not yet finished
         # forked here, before any download thread runs (a fork copies only the forking thread)
         self.processes: FinishingProcesses[Downloaded] | None = FinishingProcesses(
-            processes, self._finish_apart, self._finishing.release, _crashed) if processes else None
+            processes, self._finish_apart, _outcome, self._finishing.release, _crashed) if processes else None
         self._per_host = max(1, http.settings.per_host)
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[tuple[DownloadRow, Future[Downloaded]]]] = {}
@@ -131,12 +132,12 @@ class Downloader:
             self.prewrite(result)
         return result
 
-    def _finish_apart(self, row: DownloadRow, fetched: Fetched) -> Downloaded:
-        """:meth:`_finish` in a worker process: the answer carries no bytes back (the body is not needed on
-        the crawl's side, and a stored image's are in its file when ``prewrite`` put them there)."""
+    def _finish_apart(self, row: DownloadRow, fetched: Fetched) -> tuple[Any, ...]:
+        """:meth:`_finish` in a worker process, answered as :func:`_outcome` reads it: the facts alone, no
+        bytes (a stored image's are in its file when ``prewrite`` put them there)."""
         result = self._finish(row, fetched)
         written = result.ok and self.prewrite is not None
-        return replace(result, fetched=replace(result.fetched, body=None), data=None if written else result.data)
+        return _answer(replace(result, data=None) if written else result)
 
     def submit(self, row: DownloadRow) -> Future[Downloaded]:
         future: Future[Downloaded] = Future()
@@ -215,6 +216,20 @@ class Downloader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# What a worker process sends back for one download: every field but the row and the fetched answer, which
+# the crawl's process still holds (see :class:`~facecurate.crawl.finishing.FinishingProcesses`).
+_ANSWERED = tuple(f.name for f in fields(Downloaded) if f.name not in ("row", "fetched"))
+
+
+def _answer(result: Downloaded) -> tuple[Any, ...]:
+    return tuple(getattr(result, name) for name in _ANSWERED)
+
+
+def _outcome(row: DownloadRow, fetched: Fetched, answer: tuple[Any, ...]) -> Downloaded:
+    """A worker's answer as the download it finished; the body is dropped here, as the worker did its copy."""
+    return Downloaded(row, replace(fetched, body=None), **dict(zip(_ANSWERED, answer, strict=True)))
 
 
 def _crashed(row: DownloadRow, fetched: Fetched, how: str) -> Downloaded:

@@ -30,6 +30,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,7 @@ from facecurate.catalog import DownloadRow
 from facecurate.crawl.http import Fetched
 
 R = TypeVar("R")  # a finished download (the downloader's ``Downloaded``)
+WORKER_NICENESS = 5  # added to the crawl's own: see _serve
 
 
 class _Worker(Generic[R]):
@@ -52,12 +54,16 @@ class _Worker(Generic[R]):
 class FinishingProcesses(Generic[R]):
     """``count`` forked workers running ``finish``; :meth:`submit` settles a future with its outcome.
 
+    A worker answers with what ``finish`` returns, and ``outcome`` makes the job's result of it here, from the
+    row and fetched body the job was sent with: the answer need not carry them back (unpickling them again
+    was a tenth of the crawl's CPU per image, all of it in the process that makes the requests).
     ``settled`` is called once per job whatever becomes of it (the downloader bounds the bodies in flight
     with it). ``crashed`` makes the outcome of a job whose worker died under it."""
 
-    def __init__(self, count: int, finish: Callable[[DownloadRow, Fetched], R], settled: Callable[[], None],
+    def __init__(self, count: int, finish: Callable[[DownloadRow, Fetched], Any],
+                 outcome: Callable[[DownloadRow, Fetched, Any], R], settled: Callable[[], None],
                  crashed: Callable[[DownloadRow, Fetched, str], R]) -> None:
-        self._finish, self._settled, self._crashed = finish, settled, crashed
+        self._finish, self._outcome, self._settled, self._crashed = finish, outcome, settled, crashed
         self._lock = threading.Lock()
         self._closed = False
         self._ctx = multiprocessing.get_context("fork")
@@ -108,12 +114,14 @@ class FinishingProcesses(Generic[R]):
             except (EOFError, OSError):
                 break
             with self._lock:
-                _, _, future = w.jobs.popleft()
+                row, fetched, future = w.jobs.popleft()
             try:
                 if isinstance(out, BaseException):
                     future.set_exception(out)
                 else:
-                    future.set_result(out)
+                    future.set_result(self._outcome(row, fetched, out))
+            except BaseException as exc:
+                future.set_exception(exc)
             finally:
                 self._settled()
         w.process.join()
@@ -166,6 +174,10 @@ def _serve(conn: Connection, finish: Callable[[DownloadRow, Fetched], Any], pare
     Ctrl-C is the crawl's to handle (it stops the requests, then closes the workers, which finish what they
     hold first); a worker whose crawl is gone (kill -9) exits instead of waiting for a job forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with suppress(OSError):
+        # Below the crawl's process, whose one GIL carries every request: when the cores are busy, the
+        # thread with an answer in hand runs first, and a worker finishing a body a little later costs nothing.
+        os.nice(WORKER_NICENESS)
     threading.Thread(target=_exit_with, args=(parent,), name="facecurate-orphan-check", daemon=True).start()
     while True:
         try:

@@ -457,7 +457,8 @@ class Crawl:
                 if d.ok and d.sha256:  # data None: a worker wrote the file and sent back its facts only
                     try:
                         image_id, is_new = store(self.ws, catalog, d.data, d.sha256, d.format or "",
-                                                 d.ext or "bin", d.width, d.height, row.label, size=d.size)
+                                                 d.ext or "bin", d.width, d.height, row.label, size=d.size,
+                                                 files=self.files)
                     except ImageError as exc:
                         if exc.reason != "missing":
                             raise

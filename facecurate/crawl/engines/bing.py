@@ -15,41 +15,32 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlencode
-
-from bs4 import BeautifulSoup, Tag
 
 from facecurate.crawl.engines.base import Engine, Page, Result, as_int, looks_blocked, strip_tags
 
 PAGE_SIZE = 35
 _SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
 CONTAINER_MARKERS = ("dgControl", "dg_b", 'class="item"', "imgpt")
+# How BeautifulSoup's html.parser tree reads a page, for the one-pass reader below (written out rather than
+# read from bs4, whose import costs ~45 ms of a crawl's start; a test checks they match): elements that never
+# hold others, and those whose text get_text leaves out.
+_VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "command", "embed", "frame", "hr", "image",
+                   "img", "input", "isindex", "keygen", "link", "menuitem", "meta", "nextid", "param", "source",
+                   "spacer", "track", "wbr"})
+_HIDDEN = frozenset({"rp", "rt", "script", "style", "template"})
 
 
 def parse_results(text: str) -> list[Result]:
     """Results of one async (or no-JS) Bing page, in rank order. Pure."""
-    soup = BeautifulSoup(text, "html.parser")
-    out: list[Result] = []
-    # find_all/find rather than CSS select: the same elements, a third of the CPU (select costs ~0.1 ms of a
-    # crawl's CPU per image, all of it in the crawl's one process)
-    for a in soup.find_all("a", class_="iusc", m=True):
-        try:
-            meta: dict[str, Any] = json.loads(str(a["m"]))
-        except (json.JSONDecodeError, TypeError):
-            continue
-        url = meta.get("murl")
-        if not isinstance(url, str) or not url:
-            continue
-        width = height = None
-        box = _box(a)
-        info = box.find("span", class_="nowrap") if box else None
-        if info is not None and (m := _SIZE.search(info.get_text(" "))):
-            width, height = int(m.group(1)), int(m.group(2))
-        out.append(Result(url=url, page_url=meta.get("purl") or None, title=strip_tags(meta.get("t")),
-                          width=width, height=height, thumbnail=meta.get("turl")))
+    out = _ResultCards.read(text)
     if out:
         return out
+    from bs4 import BeautifulSoup  # here: importing bs4 (and soupsieve) costs ~45 ms of every crawl's start
+
+    soup = BeautifulSoup(text, "html.parser")
     for item in soup.select("div.item"):  # the old no-JS layout
         thumb, tit = item.select_one("a.thumb[href]"), item.select_one("a.tit[href]")
         if thumb is None:
@@ -63,14 +54,106 @@ def parse_results(text: str) -> list[Result]:
     return out
 
 
-def _box(a: Tag) -> Tag | None:
-    """The result's card: the nearest ``.iuscp`` above it, else the nearest ``li`` (one walk up the tree)."""
+class _Box:
+    """An open element a result's size may come from (a ``.iuscp`` card or an ``li``), and the text of the
+    first ``span.nowrap`` inside it (None: none yet)."""
+
+    __slots__ = ("card", "size_text")
+
+    def __init__(self, card: bool) -> None:
+        self.card = card
+        self.size_text: list[str] | None = None
+
+
+class _ResultCards(HTMLParser):
+    """The ``a.iusc`` results of the async layout, read in one pass over the page without building a tree.
+
+    It finds what BeautifulSoup found in the tree it built: each ``a.iusc[m]``; its card, the nearest
+    ``.iuscp`` above it, else the nearest ``li``; the first ``span.nowrap`` in the card, read as
+    ``get_text(" ")``; with the same nesting (an end tag closes up to the latest open element of its name
+    and is ignored when none is open; void elements never open; text inside script, style, template, rt and
+    rp is not text). Building the tree cost ~2 ms of the crawl's CPU per page, in the process whose threads
+    make the downloads, while they are under way; tests/test_crawl_parsers.py checks both readings agree."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self._open: list[tuple[str, _Box | None]] = []  # each open element: its name, its _Box if it has one
+        self._results: list[tuple[dict[str, Any], _Box | None]] = []
+        self._spans: list[tuple[int, list[str]]] = []  # each open span.nowrap: its depth in _open, its text
+        self._hidden = 0  # open elements whose text get_text leaves out
+
+    @classmethod
+    def read(cls, text: str) -> list[Result]:
+        parser = cls()
+        parser.feed(text)
+        parser.close()
+        out: list[Result] = []
+        for meta, box in parser._results:
+            url = meta.get("murl")
+            if not isinstance(url, str) or not url:
+                continue
+            width = height = None
+            if box is not None and box.size_text is not None and (m := _SIZE.search(" ".join(box.size_text))):
+                width, height = int(m.group(1)), int(m.group(2))
+            out.append(Result(url=url, page_url=meta.get("purl") or None, title=strip_tags(meta.get("t")),
+                              width=width, height=height, thumbnail=meta.get("turl")))
+        return out
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in _VOID:
+            self._start(tag, attrs)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, attrs)  # <x/> opens and closes at once, void or not
+        self.handle_endtag(tag)
+
+    def _start(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}  # the last of a repeated attribute wins
+        classes = values.get("class", "").split()
+        if tag == "span" and "nowrap" in classes:
+            text: list[str] = []
+            self._spans.append((len(self._open), text))
+            for _, box in self._open:  # the first span.nowrap of every card around it that had none
+                if box is not None and box.size_text is None:
+                    box.size_text = text
+        card = _card(self._open) if tag == "a" and "iusc" in classes and "m" in values else None
+        self._open.append((tag, _Box(True) if "iuscp" in classes else _Box(False) if tag == "li" else None))
+        if tag in _HIDDEN:
+            self._hidden += 1
+        if tag == "a" and "iusc" in classes and "m" in values:
+            try:
+                meta = json.loads(values["m"])
+            except json.JSONDecodeError:
+                return
+            if isinstance(meta, dict):
+                self._results.append((meta, card))
+
+    def handle_endtag(self, tag: str) -> None:
+        if all(name != tag for name, _ in self._open):
+            return
+        while self._open:
+            name, _ = self._open.pop()
+            if name in _HIDDEN:
+                self._hidden -= 1
+            if self._spans and self._spans[-1][0] == len(self._open):
+                self._spans.pop()
+            if name == tag:
+                return
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            for _, text in self._spans:
+                text.append(data)
+
+
+def _card(open_elements: list[tuple[str, _Box | None]]) -> _Box | None:
+    """A result's card: the nearest open ``.iuscp``, else the nearest open ``li``."""
     li = None
-    for parent in a.parents:
-        if "iuscp" in (parent.get("class") or ()):
-            return parent
-        if li is None and parent.name == "li":
-            li = parent
+    for _, box in reversed(open_elements):
+        if box is not None:
+            if box.card:
+                return box
+            li = li or box
     return li
 
 
