@@ -181,10 +181,8 @@ class BatchedDetector:
         inside = _within(level[:, 0] - 2, level[:, 1] - 2, *x.shape[2:])
         if not bool(inside.all()):  # some image of the batch is smaller than the canvas
             x = x.masked_fill(~inside[:, None], float("-inf"))
-        if self.device.type == "cpu":
-            x = _max_pool_2x2(x).contiguous(memory_format=self.memory_format)
-        else:
-            x = net.pool1(x)
+        on_cpu = self.device.type == "cpu"
+        x = _max_pool_2x2(x).contiguous(memory_format=self.memory_format) if on_cpu else net.pool1(x)
         x = net.prelu3(net.conv3(net.prelu2(net.conv2(x))))
         return net.conv4_2(x), net.softmax4_1(net.conv4_1(x))
 
