@@ -285,3 +285,15 @@ def test_an_allowed_format_this_pillow_cannot_read_is_unsupported(monkeypatch: p
     with pytest.raises(ImageError) as err:
         media.decode(allowed_samples(demo_dir)["lossy.webp"], "photo.webp", 10**8)
     assert err.value.reason == "unsupported_format" and "photo.webp" in str(err.value) and "WEBP" in str(err.value)
+
+
+@pytest.mark.parametrize("separate_tmp", [False, True])
+def test_atomic_write_makes_missing_folders_and_leaves_no_part_file(tmp_path: Path, separate_tmp: bool) -> None:
+    """Folders are made only when the first attempt misses them: a new shard folder, and a target folder
+    missing beside a temp folder that exists, must both end with the whole file and no temp file left."""
+    target = tmp_path / "crops" / "ab" / "cd" / "face.jpg"
+    tmp_dir = tmp_path / "staging" / "deep" if separate_tmp else None
+    media.atomic_write(target, b"first", tmp_dir)
+    media.atomic_write(target, b"second", tmp_dir)  # the folders exist now: the fast path
+    assert target.read_bytes() == b"second"
+    assert list(tmp_path.rglob(f"{media.PART_PREFIX}*")) == []
