@@ -15,7 +15,8 @@ import pytest
 from facecurate.catalog import Catalog, DownloadRow
 from facecurate.crawl import run_crawl
 from facecurate.crawl.download import Downloader
-from facecurate.crawl.http import TRANSIENT, Http, HttpSettings, _Attempt, _Watchdog, blocked_range
+from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
+from facecurate.crawl.http.guard import Attempt, Watchdog, blocked_range
 from facecurate.crawl.queries import add_terms
 from facecurate.workspace import Config, Workspace, default_config, options_from
 from tests.fakeweb import (
@@ -249,8 +250,8 @@ def test_a_trickling_host_does_not_hold_the_workers_of_other_hosts(ws: Workspace
 def test_watchdog_wakes_for_a_deadline_sooner_than_the_one_it_sleeps_until():
     """The watchdog is woken only for a deadline earlier than the one it sleeps until; such a one, watched
     after a later one, is still cut off, and the later one is left alone."""
-    dog = _Watchdog()
-    late, soon = _Attempt(time.monotonic() + 3600), _Attempt(time.monotonic() + 0.05)
+    dog = Watchdog()
+    late, soon = Attempt(time.monotonic() + 3600), Attempt(time.monotonic() + 0.05)
     dog.watch(late)
     dog.watch(soon)
     give_up = time.monotonic() + 30

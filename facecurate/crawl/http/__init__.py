@@ -1,36 +1,31 @@
 """Polite, bounded HTTP for result pages and image hosts.
 
-One :class:`Http` per crawl: pooled ``requests`` sessions (one per thread, so connections are reused without
-sharing a session across threads), a per-host gate (concurrency cap plus spacing of request starts), a byte cap,
-and retries with exponential backoff and jitter that honour ``Retry-After``. Every outcome is a :class:`Fetched`
-with a short reason code and a message that names the URL and what to do, never an exception, so one bad host
-cannot stop a crawl.
+One :class:`Http` per crawl: kept-alive connections (:mod:`.connections` for image downloads, ``requests``
+sessions for result pages, whose cookies carry from page to page), a per-host gate (concurrency cap plus
+spacing of request starts), a byte cap, and retries with exponential backoff and jitter that honour
+``Retry-After``. Every outcome is a :class:`Fetched` with a short reason code and a message that names the URL
+and what to do, never an exception, so one bad host cannot stop a crawl.
 
-Two things a server must not be able to do, whatever it sends:
-
-- *hold a thread*: a socket read timeout restarts with every byte, so a server trickling its status line,
-  headers or body would never trip it. Each URL gets one time budget (``total_timeout``) that covers connecting,
-  the status line, the headers and the body of all its attempts and the waits between them; a watchdog thread
-  shuts the socket down when it runs out (recorded as ``too_slow``, never retried: a trickle is a choice, not
-  a transient fault).
-- *reach inside the network*: every connection is opened by :class:`_Guard` to an address it resolved and
-  checked itself (no second lookup an attacker's DNS could answer differently), on the first request and on
-  every redirect hop; loopback, private, link-local, multicast, reserved and unspecified addresses are refused
-  as ``blocked_address`` unless ``[crawl] allow_private`` is on. Hosts of engines the user configured are
-  trusted (their ``base_url`` is the user's own choice, a test server or an intranet mirror).
+Every connection is opened by the network policy's :class:`~.guard.Guard`, under one time budget per URL
+([crawl] total_timeout) that covers connecting, the status line, the headers and the body of all its attempts
+and the waits between them: a trickle is cut when it runs out and recorded as ``too_slow``, never retried (a
+trickle is a choice, not a transient fault); an address inside the network is refused as ``blocked_address``
+unless ``[crawl] allow_private`` is on (see :mod:`.guard`).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import http.client
 import os
 import random
 import re
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -44,6 +39,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from facecurate import __version__
+from facecurate.crawl.http.connections import Connections
+from facecurate.crawl.http.guard import Attempt, BlockedAddress, Guard, Watchdog
 from facecurate.crawl.urls import host_key, unfetchable_reason
 from facecurate.workspace import Workspace, options_from
 
@@ -55,8 +52,6 @@ TRANSIENT = frozenset({"timeout", "connection", "truncated", "http_429", "http_5
                        "missing"})
 ROBOTS_OPT_OUT = ("noai", "noimageai")
 CHUNK = 64 * 1024
-# Addresses a v6 address may carry a v4 one in: checked as that v4 address too (NAT64 well-known prefix).
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def identifiable_user_agent(contact: str) -> str:
@@ -121,204 +116,40 @@ def robots_opt_out(header: str | None) -> str | None:
     return next((d for d in ROBOTS_OPT_OUT if d in tokens), None)
 
 
-def blocked_range(address: str) -> str | None:
-    """Why ``address`` is inside someone's network rather than on the public internet (None: public).
+def _pool_classes(guard: Guard) -> dict[str, type[HTTPConnectionPool]]:
+    """urllib3 connection pools (under a requests session) whose every connection, first request and each
+    redirect hop, is opened by ``guard``, and whose sockets are handed to the current attempt's watchdog:
+    a TLS socket once wrapped, a kept-alive one when reused."""
 
-    ``is_global`` alone lets multicast through, and a v6 address can carry a private v4 one (mapped,
-    6to4, Teredo, NAT64), so each of those is checked as the v4 address it stands for."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return "not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if inner is None and ip in _NAT64:
-            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if inner is not None:
-            why = blocked_range(str(inner))
-            return f"{why} (inside {ip})" if why else None
-    for name in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
-        if getattr(ip, f"is_{name}"):
-            return name.replace("_", "-")
-    return None if ip.is_global else "not globally routable"
-
-
-class BlockedAddress(Exception):
-    """A connection the network policy refused; not an OSError, so urllib3 and requests pass it through
-    untouched instead of retrying it or wrapping it as a connection failure."""
-
-    def __init__(self, host: str, address: str, why: str) -> None:
-        super().__init__(f"{host} resolves to {address} ({why})")
-        self.host, self.address, self.why = host, address, why
-
-
-class _Attempt:
-    """One HTTP attempt's deadline and the sockets it uses, so the watchdog can cut them off."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.expired = False
-        self.aborted = False
-        self._open = True
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def over(self) -> bool:
-        """Cut off by the watchdog (deadline or abort): whatever the read returned is not the whole answer."""
-        return self.expired
-
-    def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            if self._open and not self.expired:
-                self._socks.append(sock)
-                return
-        _cut(sock)
-
-    def expire(self, aborted: bool = False) -> None:
-        """Shut the sockets down (not close: another thread may be blocked in them, and the descriptor must not
-        be reused under it); a blocked read returns at once and the attempt sees ``expired``."""
-        with self._lock:
-            if not self._open or self.expired:
-                return
-            self.expired, self.aborted = True, aborted
-            socks, self._socks = self._socks, []
-        for s in socks:
-            _cut(s)
-
-    def end(self) -> None:
-        """The attempt is over: from now on its sockets belong to the pool, and the watchdog leaves them alone."""
-        with self._lock:
-            self._open = False
-            self._socks.clear()
-
-
-def _cut(sock: socket.socket) -> None:
-    with suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Watchdog:
-    """One thread per :class:`Http` that expires attempts at their deadline (or all of them on abort)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._attempts: set[_Attempt] = set()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._wake: float | None = None  # the deadline the thread sleeps until (None: until notified)
-
-    def watch(self, attempt: _Attempt) -> None:
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="facecurate-http-watchdog", daemon=True)
-                self._thread.start()
-            self._attempts.add(attempt)
-            # Woken only when this deadline comes before the one it sleeps until: attempts start with the same
-            # budget, so most end after one already watched and need no wake-up (a thread switch per request).
-            if self._wake is None or attempt.deadline < self._wake:
-                self._cond.notify()
-
-    def unwatch(self, attempt: _Attempt) -> None:
-        with self._cond:
-            self._attempts.discard(attempt)
-
-    def abort_all(self) -> None:
-        with self._cond:
-            attempts, self._attempts = list(self._attempts), set()
-        for a in attempts:
-            a.expire(aborted=True)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                due = [a for a in self._attempts if a.deadline <= now]
-                for a in due:
-                    self._attempts.discard(a)
-                    a.expire()
-                self._wake = min((a.deadline for a in self._attempts), default=None)
-                self._cond.wait(None if self._wake is None else max(0.0, self._wake - now))
-
-
-class _Guard:
-    """The network policy and the current attempt of each thread, shared by the connections of one Http."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self.allow_private = allow_private
-        self.trusted: set[tuple[str, int]] = set()
-        self.local = threading.local()
-
-    def attempt(self) -> _Attempt | None:
-        return getattr(self.local, "attempt", None)
-
-    def trust(self, base_url: str) -> None:
-        parts = urlsplit(base_url)
-        if parts.hostname:
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-            self.trusted.add((parts.hostname.lower().rstrip("."), port))
-
-    def connect(self, conn: HTTPConnection) -> socket.socket:
-        """Resolve once, check every address, connect only to a checked one, and hand the socket to the
-        attempt's watchdog. Mirrors urllib3's ``_new_conn`` (same exceptions), which it replaces."""
-        host = conn._dns_host.strip("[]").lower()
-        port = int(conn.port or 80)
-        attempt = self.attempt()
+    def opened(conn: HTTPConnection) -> socket.socket:
+        """:meth:`Guard.open` with urllib3's exceptions, as its ``_new_conn`` (which this replaces) raises."""
         limit = conn.timeout if isinstance(conn.timeout, (int, float)) else None
-        if attempt is not None:
-            limit = max(0.001, min(limit if limit is not None else attempt.remaining(), attempt.remaining()))
         try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            return guard.open(conn._dns_host, int(conn.port or 80), limit, conn.socket_options or ())
         except socket.gaierror as exc:
             raise NameResolutionError(conn.host, conn, exc) from exc
-        if not (self.allow_private or (host, port) in self.trusted):
-            refused = [(str(i[4][0]), why) for i in infos if (why := blocked_range(str(i[4][0])))]
-            if refused:  # one inside address is enough to refuse: a name that points inside is not a photo host
-                raise BlockedAddress(host, *refused[0])
-        error: OSError | None = None
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                for opt in conn.socket_options or ():
-                    sock.setsockopt(*opt)
-                sock.settimeout(limit)
-                if attempt is not None:
-                    attempt.add(sock)
-                sock.connect(address)
-                return sock
-            except OSError as exc:
-                sock.close()
-                error = exc
-                if isinstance(exc, TimeoutError):
-                    raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out. "
-                                              f"(connect timeout={limit})") from exc
-        raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
-
-
-def _pool_classes(guard: _Guard) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pools whose every connection (first request and each redirect hop) is opened by ``guard``,
-    and whose kept-alive connections are handed to the current attempt's watchdog when reused (a reused socket
-    must be as cuttable at the deadline as a new one)."""
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out. "
+                                      f"(connect timeout={limit})") from exc
+        except OSError as exc:
+            raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
 
     class Conn(HTTPConnection):
         def _new_conn(self) -> socket.socket:
-            return guard.connect(self)
+            return opened(self)
 
     class TlsConn(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
-            return guard.connect(self)
+            return opened(self)
+
+        def connect(self) -> None:
+            super().connect()
+            if self.sock is not None:
+                guard.watch(self.sock)
 
     def watched(conn: Any) -> Any:
-        attempt = guard.attempt()
-        if attempt is not None and conn.sock is not None:
-            attempt.add(conn.sock)
+        if conn.sock is not None:
+            guard.watch(conn.sock)
         return conn
 
     class Pool(HTTPConnectionPool):
@@ -336,7 +167,7 @@ def _pool_classes(guard: _Guard) -> dict[str, type[HTTPConnectionPool]]:
     return {"http": Pool, "https": TlsPool}
 
 
-def _adapter(guard: _Guard, size: int) -> HTTPAdapter:
+def _adapter(guard: Guard, size: int) -> HTTPAdapter:
     """A requests adapter over the guarded pools."""
     pools = _pool_classes(guard)
 
@@ -346,21 +177,6 @@ def _adapter(guard: _Guard, size: int) -> HTTPAdapter:
             self.poolmanager.pool_classes_by_scheme = pools
 
     return Adapter(pool_connections=size, pool_maxsize=size, max_retries=0)
-
-
-def _plain_pools(guard: _Guard, size: int) -> urllib3.PoolManager:
-    """One urllib3 pool manager over the guarded pools, shared by every download thread (urllib3's pools are
-    thread-safe). Certificates are checked against the bundle requests would use: REQUESTS_CA_BUNDLE, else
-    CURL_CA_BUNDLE, else certifi's (a folder of certificates works too, as in requests)."""
-    import certifi
-
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    folder = os.path.isdir(bundle)
-    manager = urllib3.PoolManager(num_pools=max(32, size), maxsize=size, block=False, retries=False,
-                                  cert_reqs="CERT_REQUIRED", ca_certs=None if folder else bundle,
-                                  ca_cert_dir=bundle if folder else None)
-    manager.pool_classes_by_scheme = _pool_classes(guard)
-    return manager
 
 
 class HostGate:
@@ -462,9 +278,9 @@ class Http:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
-        self._guard = _Guard(settings.allow_private)
-        self._watchdog = _Watchdog()
-        self._plain: urllib3.PoolManager | None = None
+        self._guard = Guard(settings.allow_private)
+        self._watchdog = Watchdog()
+        self._connections = Connections(self._guard, max(settings.concurrency, settings.per_host))
         self._proxied = _proxied()
 
     def trust(self, base_url: str) -> None:
@@ -501,29 +317,22 @@ class Http:
         self._stop.set()
         self._watchdog.abort_all()
 
-    def _plain_manager(self) -> urllib3.PoolManager:
-        with self._lock:
-            if self._plain is None:
-                self._plain = _plain_pools(self._guard, max(self.settings.concurrency, self.settings.per_host))
-            return self._plain
-
     def close(self) -> None:
         self._watchdog.close()
         with self._lock:
             for s in self._sessions:
                 s.close()
             self._sessions.clear()
-            if self._plain is not None:
-                self._plain.clear()
+        self._connections.close()
 
     def get(self, url: str, headers: dict[str, str] | None = None, max_bytes: int | None = None,
             respect_robots: bool = True, session: bool = False) -> Fetched:
         """GET ``url`` with retries; never raises for network or HTTP trouble.
 
         ``session``: through a requests session, whose cookies carry from request to request (an engine's
-        result pages). Without it (image downloads) the GET goes through urllib3 directly, each redirect hop
-        followed here: requests costs ~0.35 ms more CPU per GET, a fifth of a crawl's per image in its own
-        process. Where a proxy is set in the environment, requests is used always (it reads it; the CA
+        result pages). Without it (image downloads) the GET goes over :mod:`.connections`, each redirect hop
+        followed here: requests costs ~0.6 ms more CPU per GET, more than half of a crawl's per image in its
+        own process. Where a proxy is set in the environment, requests is used always (it reads it; the CA
         bundle variables are read by both paths).
 
         One time budget per URL ([crawl] total_timeout) covers all its attempts and the waits between them
@@ -577,7 +386,7 @@ class Http:
 
     def _once(self, url: str, headers: dict[str, str], cap: int, respect_robots: bool, deadline: float) -> Fetched:
         s = self.settings
-        attempt = _Attempt(deadline)
+        attempt = Attempt(deadline)
         self._guard.local.attempt = attempt
         self._watchdog.watch(attempt)
         try:
@@ -612,7 +421,8 @@ class Http:
                                message=f"{url}: not a URL requests can fetch ({_short(exc)}).")
             with resp:
                 try:
-                    result = self._read(url, resp, cap, respect_robots, attempt)
+                    result = self._read(url, resp.status_code, resp.reason, resp.headers, _decoded(resp.raw), cap,
+                                        respect_robots, attempt, resp.url)
                 finally:
                     attempt.end()  # before the connection goes back to the pool
             return result
@@ -623,14 +433,13 @@ class Http:
 
     def _once_plain(self, url: str, headers: dict[str, str], cap: int, respect_robots: bool,
                     deadline: float) -> Fetched:
-        """One attempt through urllib3: the same guard, deadline and outcomes as :meth:`_once`, redirects
-        followed hop by hop (each hop's connection opened by the guard, each hop inside the deadline)."""
+        """One attempt over :mod:`.connections`: the same guard, deadline and outcomes as :meth:`_once`,
+        redirects followed hop by hop (each hop's connection opened by the guard, each hop inside the deadline)."""
         s = self.settings
-        attempt = _Attempt(deadline)
+        attempt = Attempt(deadline)
         self._guard.local.attempt = attempt
         self._watchdog.watch(attempt)
         sent = {"User-Agent": s.user_agent, "Accept-Encoding": "gzip, deflate", **headers}
-        manager = self._plain_manager()
         current = url
         try:
             for hop in range(s.max_redirects + 2):
@@ -640,33 +449,33 @@ class Http:
                     return Fetched(url, reason="redirect_loop",
                                    message=f"{url}: more than {s.max_redirects} redirects ([crawl] max_redirects).")
                 try:
-                    resp = manager.urlopen("GET", current, headers=sent, redirect=False, retries=False,
-                                           preload_content=False, timeout=urllib3.Timeout(
-                                               connect=min(s.connect_timeout, attempt.remaining()),
-                                               read=s.read_timeout))
+                    answer = self._connections.get(current, sent, min(s.connect_timeout, attempt.remaining()),
+                                                   s.read_timeout)
                 except BlockedAddress as exc:
                     return Fetched(url, reason="blocked_address", message=_blocked_message(url, exc))
-                except (urllib3.exceptions.TimeoutError, TimeoutError) as exc:
+                except TimeoutError as exc:
                     if attempt.over():
                         return self._too_slow(url, attempt, None)
                     raise _Retry(Fetched(url, reason="timeout", message=f"{url}: no answer within the connect/read "
                                          f"timeouts ({s.connect_timeout:g}/{s.read_timeout:g} s, [crawl] "
                                          f"connect_timeout and read_timeout) ({type(exc).__name__}).")) from None
-                except (urllib3.exceptions.LocationValueError, urllib3.exceptions.URLSchemeUnknown,
-                        urllib3.exceptions.LocationParseError, ValueError) as exc:
+                except ssl.SSLCertVerificationError as exc:  # a ValueError too: first
+                    raise _Retry(Fetched(url, reason="connection", message=f"{url}: the host's TLS certificate "
+                                         f"does not verify ({_short(exc)}); for a host of your own with its own "
+                                         f"CA, point REQUESTS_CA_BUNDLE at that CA's certificate.")) from None
+                except (http.client.InvalidURL, ValueError) as exc:  # UnicodeError too
                     if attempt.over():
                         return self._too_slow(url, attempt, None)
                     return Fetched(url, reason="bad_url", message=f"{url}: not a URL that can be fetched "
                                    f"({_short(exc)}).")
-                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                except (http.client.HTTPException, OSError) as exc:  # refused, reset, not HTTP, TLS failed
                     if attempt.over():
                         return self._too_slow(url, attempt, None)
                     raise _Retry(Fetched(url, reason="connection", message=f"{url}: connection failed "
                                          f"({_short(exc)}); check the host name and your network.")) from None
-                location = resp.headers.get("location")
-                if resp.status in _REDIRECTS and location:
-                    resp.close()  # its body is not read: the connection is not reused
-                    resp.release_conn()
+                location = answer.headers.get("location")
+                if answer.status in _REDIRECTS and location:
+                    answer.release(reusable=False)  # its body is not read: the connection is not reused
                     target = urljoin(current, location)
                     if urlsplit(target).scheme.lower() not in ("http", "https"):
                         return Fetched(url, reason="bad_scheme", message=f"{url}: redirected to a URL that is "
@@ -674,12 +483,11 @@ class Http:
                     current = target
                     continue
                 try:
-                    result = self._read(url, resp, cap, respect_robots, attempt, current)
+                    result = self._read(url, answer.status, answer.reason, answer.headers, answer.read1, cap,
+                                        respect_robots, attempt, current)
                 finally:
                     attempt.end()  # before the connection goes back to the pool
-                    if not resp.closed:  # not read to its end (refused, cut off): not reused
-                        resp.close()
-                    resp.release_conn()
+                    answer.release(reusable=not attempt.over())
                 return result
             raise AssertionError("unreachable")
         finally:
@@ -687,7 +495,7 @@ class Http:
             self._watchdog.unwatch(attempt)
             self._guard.local.attempt = None
 
-    def _too_slow(self, url: str, attempt: _Attempt, base: Fetched | None) -> Fetched:
+    def _too_slow(self, url: str, attempt: Attempt, base: Fetched | None) -> Fetched:
         if attempt.aborted:
             return _interrupted(url, 0)
         s = self.settings
@@ -696,26 +504,23 @@ class Http:
             f"total_timeout, all attempts together); the host sends too slowly, so it is not retried. Raise "
             f"total_timeout if it is a slow host you trust."))
 
-    def _read(self, url: str, resp: requests.Response | urllib3.BaseHTTPResponse, cap: int, respect_robots: bool,
-              attempt: _Attempt, final_url: str | None = None) -> Fetched:
+    def _read(self, url: str, status: int, reason: str, headers: Mapping[str, str], read1: Callable[[int], bytes],
+              cap: int, respect_robots: bool, attempt: Attempt, final_url: str | None) -> Fetched:
+        """An answer's outcome, whichever client got it: ``read1(n)`` gives the decoded body as it arrives."""
         s = self.settings
-        head = {k.lower(): v for k, v in resp.headers.items()}
-        if isinstance(resp, requests.Response):
-            status, raw, final_url = resp.status_code, resp.raw, resp.url
-        else:
-            status, raw = resp.status, resp
+        head = {k.lower(): v for k, v in headers.items()}
         base = Fetched(url, status=status, final_url=final_url, headers=head)
         if attempt.over():
             return self._too_slow(url, attempt, base)
         if status in RETRY_STATUS:
             wait = parse_retry_after(head.get("retry-after"), time.time()) if status in (429, 503) else None
             raise _Retry(replace(base, reason=f"http_{status}",
-                                 message=f"{url}: HTTP {status} {resp.reason} (server busy or failing)."),
+                                 message=f"{url}: HTTP {status} {reason} (server busy or failing)."),
                          wait)
         if not 200 <= status < 300:
             hint = {403: " even with the result page as Referer (hot-link protection or a blocked agent)",
                     404: " (the image was removed)", 410: " (the image was removed)"}.get(status, "")
-            return replace(base, reason=f"http_{status}", message=f"{url}: HTTP {status} {resp.reason}{hint}.")
+            return replace(base, reason=f"http_{status}", message=f"{url}: HTTP {status} {reason}{hint}.")
         directive = robots_opt_out(head.get("x-robots-tag")) if respect_robots else None
         if directive:
             return replace(base, reason="robots", message=f"{url}: X-Robots-Tag: {directive}: the owner opts "
@@ -728,7 +533,7 @@ class Http:
         size = 0
         try:
             # read1 returns whatever has arrived (read(n) would wait for n bytes); the watchdog ends a trickle.
-            while chunk := raw.read1(CHUNK, decode_content=True):
+            while chunk := read1(CHUNK):
                 size += len(chunk)
                 if size > cap:
                     return replace(base, reason="too_large", message=f"{url}: body passed the {cap:,}-byte cap "
@@ -739,7 +544,8 @@ class Http:
                 return self._too_slow(url, attempt, base)
             raise _Retry(replace(base, reason="timeout", message=f"{url}: the body stalled after {size:,} bytes "
                                  f"for {s.read_timeout:g} s ([crawl] read_timeout) ({_short(exc)}).")) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:  # IncompleteRead, reset, bad chunking or gzip
+        # IncompleteRead, reset, bad chunking or gzip
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, zlib.error, OSError) as exc:
             if attempt.over():
                 return self._too_slow(url, attempt, base)
             raise _Retry(replace(base, reason="truncated", message=f"{url}: the body stopped after {size:,} "
@@ -767,6 +573,11 @@ def _proxied() -> bool:
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _decoded(raw: urllib3.BaseHTTPResponse) -> Callable[[int], bytes]:
+    """A urllib3 body's ``read1``, decoded (gzip, deflate) as the other client's is."""
+    return lambda n: raw.read1(n, decode_content=True)
 
 
 def _blocked_message(url: str, exc: BlockedAddress) -> str:
