@@ -62,6 +62,10 @@ class Inflight:
     def __bool__(self) -> bool:
         return bool(self.futures)
 
+    def finished(self) -> int:
+        """How many have finished and wait to be collected."""
+        return self._done.qsize()
+
     def next(self, timeout: float | None) -> Future[Downloaded] | None:
         """A finished (or cancelled) download, no longer in flight; None if none finishes within ``timeout``
         (0: only one that already has)."""
@@ -232,6 +236,7 @@ class Crawl:
         self.progress = progress
         self.engines: dict[str, Engine] = {}
         self._last_page: dict[str, float] = {}
+        self._committed_at = time.monotonic()
         # Every result page of a crawl is fetched on this one thread (one HTTP session: an engine's cookies
         # carry from page to page), the next ones while this thread records the current one.
         self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecurate-search")
@@ -363,7 +368,10 @@ class Crawl:
                 hits, empty, cursor = self._record_page(run, page, cursor, hits, empty, limit)
                 ahead.recorded(hits, empty)  # the next page may be asked for while its downloads start
                 self._submit_pending(run.id, inflight, after_rank=seen)
-                self._drain(inflight, block=False)
+                # whole batches only: while pages come in fast, a transaction per page (a few rows each) cost
+                # the crawl's process 40% more catalog CPU (1.12 s against 0.80 s for 10,000 URLs)
+                if inflight.finished() >= COMMIT_EVERY or time.monotonic() - self._committed_at > COMMIT_SECONDS:
+                    self._drain(inflight, block=False)
                 if page.end:
                     break
         except BaseException:  # Ctrl-C: not waited for (the crawl aborts its HTTP, then shuts the searcher)
@@ -443,6 +451,7 @@ class Crawl:
             self._commit(batch)
 
     def _commit(self, batch: list[Downloaded]) -> None:
+        self._committed_at = time.monotonic()
         if not batch:
             return
         catalog = self.catalog
