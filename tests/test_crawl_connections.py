@@ -40,6 +40,7 @@ class RawServer:
 
     def __init__(self, answer: Callable[[str], bytes], keep: bool = True) -> None:
         self.answer, self.keep = answer, keep
+        self.dribble = 0  # send the answer's body one byte per write for this many bytes, then the rest
         self.connections = 0
         self.lines: list[str] = []
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -73,7 +74,15 @@ class RawServer:
                 while reader.readline() not in (b"\r\n", b"\n", b""):
                     pass
                 self.lines.append(line)
-                conn.sendall(self.answer(line))
+                data = self.answer(line)
+                if self.dribble:
+                    head = data.index(b"\r\n\r\n") + 4
+                    conn.sendall(data[:head])
+                    for i in range(head, head + self.dribble + 1):
+                        conn.sendall(data[i:i + 1])
+                        time.sleep(0.05)
+                    data = data[head + self.dribble + 1:]
+                conn.sendall(data)
                 if not self.keep:
                     return
 
@@ -131,6 +140,20 @@ def _raw_deflate(data: bytes) -> bytes:
     """Deflate without the zlib wrapper, as some servers send ``Content-Encoding: deflate``."""
     c = zlib.compressobj(wbits=-15)
     return c.compress(data) + c.flush()
+
+
+def test_a_deflate_body_sent_a_byte_at_a_time_is_still_told_zlib_from_raw():
+    body = zlib.compress(JPEG)
+
+    def answer(line: str) -> bytes:
+        return _answer(body, "Content-Encoding: deflate")
+
+    with RawServer(answer) as server:
+        server.dribble = 1  # the first bytes one by one: the zlib header arrives split
+        http = Http(_settings())
+        result = http.get(server.url("/a.jpg"))
+        http.close()
+    assert result.ok and result.body == JPEG, result.message
 
 
 @pytest.mark.parametrize(("encoding", "encode"), [

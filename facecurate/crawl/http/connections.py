@@ -127,6 +127,8 @@ class _Decoder:
                 if not data:
                     return z.flush() if z is not None else b""
             if z is None:  # deflate: zlib-wrapped as the RFC says, or raw as some servers send it
+                while len(data) < 2 and (more := raw(n)):  # the two header bytes tell which
+                    data += more
                 z = self._z = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -zlib.MAX_WBITS)
             out = z.decompress(data, n)
             if z.eof and z.unused_data and self._gzip:  # concatenated gzip members (RFC 1952 allows them)
