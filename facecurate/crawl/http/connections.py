@@ -190,6 +190,9 @@ class Connections:
                 return self._send(key, conn, target, headers)
             except _FAILED_REUSE:  # closed by the server as we sent: not this URL's fault
                 conn.close()
+            except BaseException:
+                conn.close()
+                raise
         tls = self._context() if scheme == "https" else None
         conn = _Connection(host, key[2], self._guard, connect_timeout, read_timeout, tls)
         try:
