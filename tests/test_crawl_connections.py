@@ -41,6 +41,7 @@ class RawServer:
     def __init__(self, answer: Callable[[str], bytes], keep: bool = True) -> None:
         self.answer, self.keep = answer, keep
         self.dribble = 0  # send the answer's body one byte per write for this many bytes, then the rest
+        self.trailing = b""  # sent 10 ms after each answer, as if it were part of it
         self.connections = 0
         self.lines: list[str] = []
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -83,6 +84,9 @@ class RawServer:
                         time.sleep(0.05)
                     data = data[head + self.dribble + 1:]
                 conn.sendall(data)
+                if self.trailing:
+                    time.sleep(0.01)
+                    conn.sendall(self.trailing)
                 if not self.keep:
                     return
 
@@ -127,6 +131,20 @@ def test_a_connection_closed_as_the_request_goes_out_is_retried_on_a_new_one_at_
     with RawServer(lambda line: _answer(JPEG), keep=False) as server:
         http = Http(_settings(retries=0))
         results = [http.get(server.url(f"/{i}.jpg")) for i in range(30)]
+        http.close()
+    assert all(r.ok and r.body == JPEG for r in results), [r.message for r in results if not r.ok]
+
+
+def test_bytes_a_server_sends_after_an_answer_cost_the_next_url_nothing():
+    # each answer is followed, a little later, by junk on the same kept-alive connection: the next request
+    # must not read it as its status line (or, if it does, go again on a new connection at once)
+    def answer(line: str) -> bytes:
+        return _answer(JPEG)
+
+    with RawServer(answer) as server:
+        server.trailing = b"\0\0 not http\r\n"
+        http = Http(_settings(retries=0))
+        results = [http.get(server.url(f"/{i}.jpg")) for i in range(12)]
         http.close()
     assert all(r.ok and r.body == JPEG for r in results), [r.message for r in results if not r.ok]
 

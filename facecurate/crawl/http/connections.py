@@ -27,7 +27,9 @@ from facecurate.crawl.http.guard import Guard
 # made); anything else (spaces, non-ASCII, quotes) is percent-encoded, as requests and urllib3 do.
 _SAFE_TARGET = "/?:@!$&'()*+,;=-._~%"
 _PORTS = {"http": 80, "https": 443}
-_FAILED_REUSE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# How a kept-alive connection fails when the server closed it (or wrote past its last answer) as we sent:
+# tried again once on a new connection (RemoteDisconnected is a BadStatusLine too).
+_FAILED_REUSE = (http.client.BadStatusLine, ConnectionResetError, BrokenPipeError)
 
 
 def ca_bundle() -> tuple[str | None, str | None]:
