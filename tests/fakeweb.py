@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import numpy as np
@@ -159,13 +159,14 @@ class LoopbackServer:
         self.httpd.server_close()
 
 
-class TrickleServer:
-    """A raw TCP server on 127.0.0.1 that sends a valid HTTP answer ``byte_every`` seconds per byte, from the
-    first byte of the status line (``stage="status"``), of the headers (``"headers"``) or of the body (``"body"``)
-    on: the shapes of answer that a per-read socket timeout never ends. Counts the connections it accepted."""
+_Server = TypeVar("_Server", bound="RawServer")
 
-    def __init__(self, stage: str, body: bytes = b"", byte_every: float = 1.0) -> None:
-        self.stage, self.body, self.byte_every = stage, body or make_jpeg(1), byte_every
+
+class RawServer:
+    """A raw TCP server on 127.0.0.1 for answers no well-behaved HTTP server sends: each accepted connection
+    goes to :meth:`_answer` on a thread of its own. Counts the connections it accepted."""
+
+    def __init__(self) -> None:
         self.connections = 0
         self._stop = threading.Event()
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -192,6 +193,27 @@ class TrickleServer:
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Server) -> _Server:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sock.close()
+
+
+class TrickleServer(RawServer):
+    """Sends a valid HTTP answer ``byte_every`` seconds per byte, from the first byte of the status line
+    (``stage="status"``), of the headers (``"headers"``) or of the body (``"body"``) on: the shapes of answer
+    that a per-read socket timeout never ends."""
+
+    def __init__(self, stage: str, body: bytes = b"", byte_every: float = 1.0) -> None:
+        super().__init__()
+        self.stage, self.body, self.byte_every = stage, body or make_jpeg(1), byte_every
+
+    def _answer(self, conn: socket.socket) -> None:
         status = b"HTTP/1.1 200 OK\r\n"
         headers = (f"Content-Type: image/jpeg\r\nContent-Length: {len(self.body)}\r\n"
                    f"X-Padding: {'x' * 64}\r\n\r\n").encode()
@@ -206,13 +228,43 @@ class TrickleServer:
                     return
                 conn.sendall(slow[i:i + 1])
 
-    def __enter__(self) -> TrickleServer:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._sock.close()
+class ScriptedServer(RawServer):
+    """Reads each request's head and answers ``answer(request_line)`` bytes as they are; ``keep`` False closes
+    the connection after one answer without saying so (no ``Connection: close``). Records the request lines."""
+
+    def __init__(self, answer: Callable[[str], bytes], keep: bool = True) -> None:
+        super().__init__()
+        self.answer, self.keep = answer, keep
+        self.dribble = 0  # send the answer's body one byte per write for this many bytes, then the rest
+        self.trailing = b""  # sent 10 ms after each answer, as if it were part of it
+        self.lines: list[str] = []
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            reader = conn.makefile("rb")
+            while True:
+                line = reader.readline().decode("latin-1").strip()
+                if not line:
+                    return
+                while reader.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                self.lines.append(line)
+                data = self.answer(line)
+                if self.dribble:
+                    head = data.index(b"\r\n\r\n") + 4
+                    conn.sendall(data[:head])
+                    for i in range(head, head + self.dribble + 1):
+                        conn.sendall(data[i:i + 1])
+                        time.sleep(0.05)
+                    data = data[head + self.dribble + 1:]
+                conn.sendall(data)
+                if self.trailing:
+                    time.sleep(0.01)
+                    conn.sendall(self.trailing)
+                if not self.keep:
+                    return
 
 
 # -- image host with faults ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import trustme
 
 from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
 from facecurate.workspace import Config, default_config, options_from
-from tests.fakeweb import make_jpeg
+from tests.fakeweb import ScriptedServer, make_jpeg
 
 JPEG = make_jpeg(7, (96, 80))
 
@@ -34,78 +34,13 @@ def _settings(**kw: object) -> HttpSettings:
     return options_from(HttpSettings, Config(default_config()), "crawl", **base)
 
 
-class RawServer:
-    """A TCP server on 127.0.0.1 that reads each request's head and answers ``answer(request_line)`` bytes;
-    ``keep`` False closes the connection after one answer without saying so (no ``Connection: close``)."""
-
-    def __init__(self, answer: Callable[[str], bytes], keep: bool = True) -> None:
-        self.answer, self.keep = answer, keep
-        self.dribble = 0  # send the answer's body one byte per write for this many bytes, then the rest
-        self.trailing = b""  # sent 10 ms after each answer, as if it were part of it
-        self.connections = 0
-        self.lines: list[str] = []
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.1)
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(5)
-            reader = conn.makefile("rb")
-            while True:
-                line = reader.readline().decode("latin-1").strip()
-                if not line:
-                    return
-                while reader.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                self.lines.append(line)
-                data = self.answer(line)
-                if self.dribble:
-                    head = data.index(b"\r\n\r\n") + 4
-                    conn.sendall(data[:head])
-                    for i in range(head, head + self.dribble + 1):
-                        conn.sendall(data[i:i + 1])
-                        time.sleep(0.05)
-                    data = data[head + self.dribble + 1:]
-                conn.sendall(data)
-                if self.trailing:
-                    time.sleep(0.01)
-                    conn.sendall(self.trailing)
-                if not self.keep:
-                    return
-
-    def __enter__(self) -> RawServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._sock.close()
-
-
 def _answer(body: bytes, *headers: str) -> bytes:
     head = "".join(f"{h}\r\n" for h in headers)
     return (f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n{head}\r\n").encode() + body
 
 
 def test_kept_alive_connections_are_reused_across_requests():
-    with RawServer(lambda line: _answer(JPEG)) as server:
+    with ScriptedServer(lambda line: _answer(JPEG)) as server:
         http = Http(_settings())
         results = [http.get(server.url(f"/{i}.jpg")) for i in range(20)]
         http.close()
@@ -115,7 +50,7 @@ def test_kept_alive_connections_are_reused_across_requests():
 
 def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure():
     # each answer says nothing of closing, then the server hangs up: the next request must not fail for it
-    with RawServer(lambda line: _answer(JPEG), keep=False) as server:
+    with ScriptedServer(lambda line: _answer(JPEG), keep=False) as server:
         http = Http(_settings())
         results = []
         for i in range(8):
@@ -128,7 +63,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_failure
 
 def test_a_connection_closed_as_the_request_goes_out_is_retried_on_a_new_one_at_once():
     # no pause: the hang-up may land after the idle check, while the next request is on its way
-    with RawServer(lambda line: _answer(JPEG), keep=False) as server:
+    with ScriptedServer(lambda line: _answer(JPEG), keep=False) as server:
         http = Http(_settings(retries=0))
         results = [http.get(server.url(f"/{i}.jpg")) for i in range(30)]
         http.close()
@@ -141,7 +76,7 @@ def test_bytes_a_server_sends_after_an_answer_cost_the_next_url_nothing():
     def answer(line: str) -> bytes:
         return _answer(JPEG)
 
-    with RawServer(answer) as server:
+    with ScriptedServer(answer) as server:
         server.trailing = b"\0\0 not http\r\n"
         http = Http(_settings(retries=0))
         results = [http.get(server.url(f"/{i}.jpg")) for i in range(12)]
@@ -166,7 +101,7 @@ def test_a_deflate_body_sent_a_byte_at_a_time_is_still_told_zlib_from_raw():
     def answer(line: str) -> bytes:
         return _answer(body, "Content-Encoding: deflate")
 
-    with RawServer(answer) as server:
+    with ScriptedServer(answer) as server:
         server.dribble = 1  # the first bytes one by one: the zlib header arrives split
         http = Http(_settings())
         result = http.get(server.url("/a.jpg"))
@@ -183,7 +118,7 @@ def test_a_deflate_body_sent_a_byte_at_a_time_is_still_told_zlib_from_raw():
 ])
 def test_gzip_and_deflate_bodies_are_decoded(encoding: str, encode: Callable[[bytes], bytes]):
     body = encode(JPEG)
-    with RawServer(lambda line: _answer(body, f"Content-Encoding: {encoding}")) as server:
+    with ScriptedServer(lambda line: _answer(body, f"Content-Encoding: {encoding}")) as server:
         http = Http(_settings())
         result = http.get(server.url("/a.jpg"))
         again = http.get(server.url("/b.jpg"))  # the connection stays usable after a decoded body
@@ -194,7 +129,7 @@ def test_gzip_and_deflate_bodies_are_decoded(encoding: str, encode: Callable[[by
 
 def test_a_compressed_bomb_stops_at_the_byte_cap_without_expanding_in_memory():
     bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)  # 256 MiB of zeros in ~250 KB
-    with RawServer(lambda line: _answer(bomb, "Content-Encoding: gzip")) as server:
+    with ScriptedServer(lambda line: _answer(bomb, "Content-Encoding: gzip")) as server:
         http = Http(_settings(max_bytes=2 << 20))
         tracemalloc.start()
         try:
@@ -209,7 +144,7 @@ def test_a_compressed_bomb_stops_at_the_byte_cap_without_expanding_in_memory():
 
 def test_repeated_x_robots_tag_headers_are_all_read():
     # an opt-out in the second of two X-Robots-Tag headers is an opt-out (they are one list, RFC 9110 5.3)
-    with RawServer(lambda line: _answer(JPEG, "X-Robots-Tag: noindex", "X-Robots-Tag: noai")) as server:
+    with ScriptedServer(lambda line: _answer(JPEG, "X-Robots-Tag: noindex", "X-Robots-Tag: noai")) as server:
         http = Http(_settings())
         result = http.get(server.url("/a.jpg"))
         http.close()
@@ -220,7 +155,7 @@ def test_a_body_cut_short_of_its_content_length_is_truncated_and_retried():
     def short(line: str) -> bytes:
         return _answer(JPEG)[: -len(JPEG) // 2]
 
-    with RawServer(short, keep=False) as server:
+    with ScriptedServer(short, keep=False) as server:
         http = Http(_settings(retries=1))
         result = http.get(server.url("/a.jpg"))
         http.close()
@@ -229,7 +164,7 @@ def test_a_body_cut_short_of_its_content_length_is_truncated_and_retried():
 
 
 def test_spaces_and_non_ascii_in_a_url_are_percent_encoded_on_the_wire():
-    with RawServer(lambda line: _answer(JPEG)) as server:
+    with ScriptedServer(lambda line: _answer(JPEG)) as server:
         http = Http(_settings())
         result = http.get(server.url("/a b/gesicht ü.jpg?q=ä x&r=1#frag"))
         http.close()

@@ -247,6 +247,13 @@ def test_a_trickling_host_does_not_hold_the_workers_of_other_hosts(ws: Workspace
 
 
 @pytest.mark.timeout(60)  # a hang guard only
+def test_an_attempt_past_its_deadline_is_over_before_the_watchdog_has_acted():
+    # a socket timeout set to the time left (connect, TLS handshake) ends at the deadline too: whichever of the
+    # two a thread sees first, the URL's outcome is the deadline's (too_slow), not a retried timeout
+    assert Attempt(time.monotonic() - 0.001).over()
+    assert not Attempt(time.monotonic() + 60).over()
+
+
 def test_watchdog_wakes_for_a_deadline_sooner_than_the_one_it_sleeps_until():
     """The watchdog is woken only for a deadline earlier than the one it sleeps until; such a one, watched
     after a later one, is still cut off, and the later one is left alone."""

@@ -73,8 +73,10 @@ class Attempt:
         return self.deadline - time.monotonic()
 
     def over(self) -> bool:
-        """Cut off by the watchdog (deadline or abort): whatever the read returned is not the whole answer."""
-        return self.expired
+        """Cut off by the watchdog (deadline or abort), or past the deadline the watchdog is about to act on: a
+        socket timeout set to the time left (connect, TLS handshake) ends at the deadline too, and which of
+        the two comes first must not decide the outcome. Whatever the read returned is not the whole answer."""
+        return self.expired or time.monotonic() >= self.deadline
 
     def add(self, sock: socket.socket) -> None:
         with self._lock:
