@@ -78,3 +78,25 @@ def test_eye_rules_reach_their_dev_levels(dev_figures: dict[str, float], figure:
     op, level = REACHED[figure]
     value = dev_figures[figure]
     assert value is not None and (value >= level if op == ">=" else value <= level), (figure, value)
+
+
+def test_eval_dev_trimmed_copies_lose_exactly_the_trimmed_edge(tmp_path: Path):
+    """``eval_dev.py --trims`` measures the noise floor on one-pixel trims: each copy must be the photo as the
+    pipeline decodes it, less only the trimmed column and row, or the spread it reports would mix in
+    re-encoding changes."""
+    from facecurate import media
+
+    needs_dev("eyes_occluded/clear_eyeglasses_eyes_visible")
+    eval_dev = _eval_dev()
+    spec = {"keep": ["eyes_occluded/clear_eyeglasses_eyes_visible"]}
+    linked = eval_dev.link_tree(spec, tmp_path / "as-is")
+    trimmed = eval_dev.link_tree(spec, tmp_path / "trimmed", (1, 2))
+    originals = sorted((linked / "keep").iterdir())
+    copies = sorted((trimmed / "keep").iterdir())
+    assert originals and all(p.is_symlink() for p in originals)
+    assert [c.name for c in copies] == [f"{p.name}.png" for p in originals]
+    for original, copy in zip(originals, copies, strict=True):
+        full = media.decode(original.read_bytes(), original.name, eval_dev.TRIM_MAX_PIXELS).pixels
+        cut = media.decode(copy.read_bytes(), copy.name, eval_dev.TRIM_MAX_PIXELS).pixels
+        assert cut.shape == (full.shape[0] - 2, full.shape[1] - 1, 3)
+        assert (cut == full[2:, 1:]).all()
