@@ -26,6 +26,9 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 import numpy as np
 from PIL import Image
 
+from facecurate.crawl.http import HttpSettings
+from facecurate.workspace import Config, default_config, options_from
+
 BLOCKED_TERM = "blocked term"
 STUCK_TERM = "stuck page"  # an engine that ignores the page offset and repeats its first page
 CHANGED_TERM = "changed layout"
@@ -33,6 +36,14 @@ FLAKY_TERM = "flaky page"  # Bing answers its first page empty once, then normal
 CONSENT_TERM = "consent wall"
 CONSENT_PAGE = ("<html><body><form action='https://consent.google.com/save'><h1>Before you continue to Google"
                 "</h1><button>Accept all</button></form></body></html>")
+
+
+def http_settings(**overrides: object) -> HttpSettings:
+    """[crawl] settings for a test's own Http: the defaults with a contact, short backoff and no per-host
+    spacing to wait out, and ``overrides`` on top."""
+    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0, "backoff": 0.01,
+                               "backoff_max": 0.05, "read_timeout": 5.0}
+    return options_from(HttpSettings, Config(default_config()), "crawl", **{**base, **overrides})
 
 
 def make_jpeg(seed: int, size: tuple[int, int] = (72, 64)) -> bytes:

@@ -13,25 +13,20 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import trustme
 
-from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
-from facecurate.workspace import Config, default_config, options_from
-from tests.fakeweb import ScriptedServer, make_jpeg
+from facecurate.crawl.http import TRANSIENT, Http
+from tests.fakeweb import ScriptedServer, http_settings, make_jpeg
 
 JPEG = make_jpeg(7, (96, 80))
 
 
-def _settings(**kw: object) -> HttpSettings:
-    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 0.0, "backoff": 0.01,
-                               "backoff_max": 0.05, "read_timeout": 5.0, "total_timeout": 5.0, "retries": 2,
-                               "allow_private": True}
-    base.update(kw)
-    return options_from(HttpSettings, Config(default_config()), "crawl", **base)
+_settings = partial(http_settings, per_host_rate=0.0, total_timeout=5.0, retries=2, allow_private=True)
 
 
 def _answer(body: bytes, *headers: str) -> bytes:

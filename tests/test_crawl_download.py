@@ -4,6 +4,7 @@ every unrecoverable one recorded with its reason, no crash; politeness limits ho
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,10 @@ import pytest
 from facecurate.catalog import Catalog, DownloadRow
 from facecurate.crawl import run_crawl
 from facecurate.crawl.download import Downloaded, Downloader
-from facecurate.crawl.http import HostGate, Http, HttpSettings
+from facecurate.crawl.http import HostGate, Http
 from facecurate.crawl.queries import add_terms
-from facecurate.workspace import Config, Workspace, default_config, options_from
-from tests.fakeweb import FakeEngines, ImageHost, Item, write_config
+from facecurate.workspace import Workspace
+from tests.fakeweb import FakeEngines, ImageHost, Item, http_settings, write_config
 
 # fault -> (stored?, reason when not)
 FAULTS: dict[str, tuple[bool, str | None]] = {
@@ -39,12 +40,7 @@ FAULTS: dict[str, tuple[bool, str | None]] = {
 }
 
 
-def _settings(**kw: object) -> HttpSettings:
-    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0,
-                               "backoff": 0.01, "backoff_max": 0.05, "read_timeout": 2.0, "total_timeout": 5.0,
-                               "retries": 2, "allow_private": True}
-    base.update(kw)
-    return options_from(HttpSettings, Config(default_config()), "crawl", **base)
+_settings = partial(http_settings, read_timeout=2.0, total_timeout=5.0, retries=2, allow_private=True)
 
 
 def _row(i: int, url: str, page: str | None = None) -> DownloadRow:

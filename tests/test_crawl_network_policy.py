@@ -8,6 +8,7 @@ import base64
 import socket
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,10 +16,10 @@ import pytest
 from facecurate.catalog import Catalog, DownloadRow
 from facecurate.crawl import run_crawl
 from facecurate.crawl.download import Downloader
-from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
+from facecurate.crawl.http import TRANSIENT, Http
 from facecurate.crawl.http.guard import Attempt, Watchdog, blocked_range
 from facecurate.crawl.queries import add_terms
-from facecurate.workspace import Config, Workspace, default_config, options_from
+from facecurate.workspace import Workspace
 from tests.fakeweb import (
     FakeEngines,
     ImageHost,
@@ -27,17 +28,13 @@ from tests.fakeweb import (
     Reply,
     Request,
     TrickleServer,
+    http_settings,
     items_for,
     make_jpeg,
     write_config,
 )
 
-
-def _settings(**kw: object) -> HttpSettings:
-    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0, "backoff": 0.01,
-                               "backoff_max": 0.05, "read_timeout": 5.0, "total_timeout": 1.5, "retries": 3}
-    base.update(kw)
-    return options_from(HttpSettings, Config(default_config()), "crawl", **base)
+_settings = partial(http_settings, total_timeout=1.5, retries=3)
 
 
 def _row(i: int, url: str) -> DownloadRow:

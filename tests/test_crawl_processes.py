@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,21 +15,16 @@ import pytest
 from facecurate.catalog import Catalog, DownloadRow
 from facecurate.crawl import run_crawl
 from facecurate.crawl.download import Downloaded, Downloader, finishing_processes
-from facecurate.crawl.http import TRANSIENT, Http, HttpSettings
+from facecurate.crawl.http import TRANSIENT, Http
 from facecurate.crawl.queries import add_terms
 from facecurate.errors import ImageError
-from facecurate.workspace import Config, Workspace, default_config, options_from
-from tests.fakeweb import FakeEngines, ImageHost, Item, write_config
+from facecurate.workspace import Workspace
+from tests.fakeweb import FakeEngines, ImageHost, Item, http_settings, write_config
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes are forked")
 
 
-def _settings(**kw: object) -> HttpSettings:
-    base: dict[str, object] = {"contact": "t@example.org", "per_host_rate": 1000.0, "backoff": 0.01,
-                               "backoff_max": 0.05, "read_timeout": 5.0, "total_timeout": 10.0, "retries": 1,
-                               "allow_private": True}
-    base.update(kw)
-    return options_from(HttpSettings, Config(default_config()), "crawl", **base)
+_settings = partial(http_settings, total_timeout=10.0, retries=1, allow_private=True)
 
 
 def _row(i: int, url: str) -> DownloadRow:
