@@ -14,8 +14,9 @@ themselves (:mod:`facecurate.executors`, ``local`` and ``ray``) are orchestratio
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -112,3 +113,11 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def unfinished(waited: ItemT, behind: Iterable[tuple[ItemT, Future[Any]]]) -> list[ItemT]:
+    """After a worker process died (``BrokenProcessPool``), the tasks it may have died on: the one waited for
+    and every one behind it that did not finish cleanly. A process pool cannot say which worker held which
+    task, and it fails every pending future at once, so the task at the head of the queue is not necessarily
+    the one that crashed."""
+    return [waited] + [item for item, future in behind if not (future.done() and future.exception() is None)]

@@ -180,13 +180,23 @@ def _results(ws: Workspace, catalog: Catalog) -> dict[str, list]:
 
 
 def test_worker_processes_crop_exactly_what_threads_crop(ws: Workspace, catalog: Catalog, demo_dir: Path,
-                                                         tmp_path: Path):
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Both drivers of the stage on the same photos, in three batches: the same faces, landmarks, quads, crop
-    bytes and states. A run of IN_PROCESS_UP_TO photos crops in threads unless workers are asked for."""
+    bytes and states. A run of IN_PROCESS_UP_TO photos crops in threads unless workers are asked for.
+
+    MTCNN's float sums on one torch thread differ from those on several (boxes move by ~3e-5 px), and two
+    workers on a two-core machine get one thread each: the workers are given the thread count the in-process
+    run had, so that only the driver differs between the two runs."""
+    import torch
+
+    from facecurate.faces import crop_workers
+
     folder = _photo_folder(demo_dir, tmp_path / "photos", IN_PROCESS_UP_TO)
     import_paths(ws, catalog, [folder])
     opts = dict(size=128, batch_size=3, device="cpu", all_faces=True)
     threads = run_crop(ws, catalog, CropOptions.from_config(ws, **opts))
+    in_process = torch.get_num_threads()
+    monkeypatch.setattr(crop_workers, "plan", lambda setting, photos, cpus=None: (setting, in_process))
     other = init_workspace(tmp_path / "other")
     with Catalog.open(other.catalog_path) as other_catalog:
         import_paths(other, other_catalog, [folder])
@@ -231,6 +241,35 @@ def test_a_bad_photo_in_a_worker_fails_alone_and_redo_keeps_earlier_faces(ws: Wo
         state = fresh_catalog.conn.execute("SELECT crop_state, crop_error FROM images WHERE path = ?",
                                            (path,)).fetchone()
         assert state["crop_state"] == "failed" and path in state["crop_error"]
+
+
+def test_a_crop_worker_killed_mid_batch_is_reported_with_its_photos_and_a_rerun_finishes(
+        ws: Workspace, catalog: Catalog, demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A native crash in a crop worker breaks the pool and fails every pending batch at once, whichever it was
+    the waited-for batch or one behind it: the message must name the crashed photo, batches committed before
+    stay committed, and a re-run crops the rest."""
+    from facecurate.errors import ImageError
+    from facecurate.faces import crop_batch
+
+    import_paths(ws, catalog, [_photo_folder(demo_dir, tmp_path / "photos", 12)])
+    paths = sorted(r[0] for r in catalog.conn.execute("SELECT path FROM images"))  # crop's hash order
+    real = crop_batch.CropWork.__call__
+    for victim in (paths[0], paths[6]):  # in the first batch (the one waited for), or in a batch behind it
+        def crash_on_victim(self, rows, victim=victim):  # runs in the forked worker
+            if any(r.path == victim for r in rows):
+                os._exit(139)
+            return real(self, rows)
+
+        monkeypatch.setattr(crop_batch.CropWork, "__call__", crash_on_victim)
+        with pytest.raises(ImageError, match="crop worker died") as info:
+            run_crop(ws, catalog, CropOptions.from_config(ws, size=128, batch_size=2, device="cpu", workers=2))
+        assert victim in str(info.value)
+        states = dict(catalog.conn.execute("SELECT path, crop_state FROM images").fetchall())
+        assert states[victim] is None
+    monkeypatch.setattr(crop_batch.CropWork, "__call__", real)
+    again = run_crop(ws, catalog, CropOptions.from_config(ws, size=128, batch_size=2, device="cpu", workers=2))
+    assert again.images >= 2 and not again.failed
+    assert catalog.conn.execute("SELECT COUNT(*) FROM images WHERE crop_state IS NULL").fetchone()[0] == 0
 
 
 def test_spawned_workers_crop_what_forked_workers_crop(ws: Workspace, catalog: Catalog, demo_dir: Path,

@@ -48,14 +48,18 @@ def _set(ws: Workspace, section: str, key: str, value: str) -> None:
     ws.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(s3_endpoint: str) -> Iterator[str]:
-    """A local two-CPU Ray cluster for the session; its address, for a driver in another process. Started after
-    the loopback S3 server, so its workers inherit the AWS_* environment that points at it."""
+def _needs_ray() -> None:
     if not HAVE_RAY:
         if os.environ.get("CI") == "true":
             pytest.fail("Ray is not installed in CI: .ci/run must `uv sync --extra ray` so these tests run.")
         pytest.skip("Ray is an optional extra (uv sync --extra ray); without it the ray executor is not tested")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint: str) -> Iterator[str]:
+    """A local two-CPU Ray cluster for the session; its address, for a driver in another process. Started after
+    the loopback S3 server, so its workers inherit the AWS_* environment that points at it."""
+    _needs_ray()
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # workers run this interpreter, not `uv run`
     import ray
 
@@ -251,7 +255,25 @@ def test_a_killed_ray_job_resumes_without_doing_a_committed_batch_again(ray_clus
     assert all(count == 1 for _, _, count in per_image)
     files = sorted(p.relative_to(ws.root).as_posix() for p in ws.crops_dir.rglob("*.jpg"))
     assert files == sorted(r[0] for r in catalog.conn.execute("SELECT crop_path FROM faces"))
-    assert not list(ws.tmp_dir.rglob("*")) if ws.tmp_dir.exists() else True  # no half file left behind
+    left = [(p.name, p.stat().st_size) for p in ws.tmp_dir.rglob("*")] if ws.tmp_dir.exists() else []
+    assert not left, left  # no half file left behind
+
+
+def test_closing_the_ray_executor_sweeps_the_temp_files_its_killed_workers_left(ws: Workspace):
+    """A worker of a killed job can outlive the next run's start, so its half file outlives the sweep the
+    workspace does on opening; the executor sweeps again when it closes, and keeps a live writer's file."""
+    _needs_ray()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    ws.tmp_dir.mkdir(exist_ok=True)
+    dead = ws.tmp_dir / f".part-{gone.pid}-abc.jpg"
+    alive = ws.tmp_dir / f".part-{os.getpid()}-def.jpg"
+    dead.write_bytes(b"\xff\xd8 half a crop")
+    alive.write_bytes(b"\xff\xd8 being written")
+    executor = make_executor(ws, "ray")
+    assert dead.exists()  # nothing is swept before the run's work is done
+    executor.close()
+    assert not dead.exists() and alive.exists()
 
 
 def test_a_photo_that_fails_is_recorded_per_item_on_ray_as_locally(ray_cluster: str, tmp_path: Path):

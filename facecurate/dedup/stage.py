@@ -60,7 +60,7 @@ from facecurate.dedup.verify import thumbs_from_bytes
 from facecurate.errors import ConfigError, ImageError
 from facecurate.events import SILENT, Failure, Progress
 from facecurate.filestore import FileStore, open_at, open_mirrored, open_store, storage_setting
-from facecurate.work import ArrowResults, Executor
+from facecurate.work import ArrowResults, Executor, unfinished
 from facecurate.workspace import Workspace, options_from
 
 BATCH = 128          # files fingerprinted per transaction: a kill re-hashes at most this many
@@ -294,14 +294,14 @@ def _mapper(jobs: int, budget: media.PixelBudget | None = None
             item, future = ahead.popleft()
             try:
                 result = future.result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    ahead.append((nxt, pool.submit(fn, nxt)))
             except BrokenProcessPool as exc:
-                files = ", ".join(rel for rel, _ in item) if isinstance(item, list) else str(item)
+                files = ", ".join(dict.fromkeys(rel for chunk in unfinished(item, ahead) for rel, _ in chunk))
                 raise ImageError(f"A fingerprinting worker died (a native crash) on one of: {files}. Files "
                                  f"hashed before it are saved; move the offending file out of raw/ or run "
                                  f"`facecurate dedup` again to retry.", "worker_crashed") from exc
-            nxt = next(todo, None)
-            if nxt is not None:
-                ahead.append((nxt, pool.submit(fn, nxt)))
             yield result
 
     try:

@@ -29,7 +29,8 @@ def make_executor(ws: Workspace, name: str | None = None, progress: Progress = S
     from facecurate.executors.ray import RayExecutor
 
     return RayExecutor(address=str(cfg.get("run", "ray_address")), workers=int(cfg.get("run", "ray_workers")),
-                       gpus_per_worker=float(cfg.get("run", "ray_gpus_per_worker")), progress=progress)
+                       gpus_per_worker=float(cfg.get("run", "ray_gpus_per_worker")), progress=progress,
+                       parts=ws.tmp_dir)
 
 
 __all__ = ["EXECUTORS", "RAY_MISSING", "Executor", "LocalExecutor", "make_executor"]

@@ -33,11 +33,13 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
+from facecurate import media
 from facecurate.errors import FacecurateError
 from facecurate.events import SILENT, Progress
 from facecurate.work import BatchWork, NodeThroughput
@@ -125,10 +127,11 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str = "", workers: int = 0, gpus_per_worker: float = 1.0,
-                 progress: Progress = SILENT, threads: int = 0) -> None:
+                 progress: Progress = SILENT, threads: int = 0, parts: Path | None = None) -> None:
         """Nothing starts here: the cluster is started or joined by the first stage that has work for it, so a
-        run with nothing new to do costs no Ray start-up."""
-        self.address, self.workers, self.progress = address, workers, progress
+        run with nothing new to do costs no Ray start-up. ``parts``: the folder the workers' temp files go to
+        (the workspace's ``.tmp``), swept on :meth:`close`."""
+        self.address, self.workers, self.progress, self.parts = address, workers, progress, parts
         self._wanted_gpus = gpus_per_worker
         # Ray gives a one-CPU worker OMP_NUM_THREADS=1, and MTCNN's float32 sums then add up in another order:
         # boxes move by ~1e-5 px and FaceMesh's eye ratios on the re-cut crop by up to 1e-2. Workers get the
@@ -326,4 +329,9 @@ class RayExecutor:
 
             ray.shutdown()
             self._started = self._ready = False
+        # When a driver is killed, Ray kills its job's workers outright, some while they write a file; the
+        # workspace sweeps their temp files when it opens, but a worker of the killed job may still be alive
+        # then. By now it is gone, so a sweep here leaves no half-written file behind.
+        if self.parts is not None:
+            media.remove_stale_parts(self.parts)
 

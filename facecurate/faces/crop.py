@@ -41,6 +41,7 @@ from facecurate.faces.crop_batch import (
 from facecurate.faces.crop_photo import CutSettings, Face, Limits, crop_image, crop_relpath, decode_copy
 from facecurate.faces.crop_workers import Failed
 from facecurate.filestore import FileStore, open_store, storage_setting
+from facecurate.work import unfinished
 from facecurate.workspace import Workspace
 
 if TYPE_CHECKING:  # the detector imports torch (seconds): run_crop imports it only when there is work
@@ -180,23 +181,23 @@ def _run_in_workers(catalog: Catalog, opts: CropOptions, rows: list[ImageRow], p
     progress.start(f"crop (cpu, {workers} workers)", len(rows), "img")
     batches = iter(crop_batches(rows, opts.batch_size))
     in_flight: deque[tuple[list[ImageRow], Future[Any]]] = deque()
-    try:
-        for chunk in itertools.islice(batches, 2 * workers):
-            in_flight.append((chunk, pool.submit(crop_workers.batch_task, chunk)))
-        while in_flight:
-            chunk, done = in_flight.popleft()
+    for chunk in itertools.islice(batches, 2 * workers):
+        in_flight.append((chunk, pool.submit(crop_workers.batch_task, chunk)))
+    while in_flight:
+        chunk, done = in_flight.popleft()
+        try:
             outcomes = done.result()
             following = next(batches, None)
             if following is not None:
                 in_flight.append((following, pool.submit(crop_workers.batch_task, following)))
-            found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
-            record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
-            progress.advance(len(chunk))
-    except BrokenProcessPool as exc:
-        files = ", ".join(dict.fromkeys(r.path for chunk, _ in in_flight for r in chunk))
-        raise ImageError(f"A crop worker died (a native crash) on one of: {files}. Photos cropped before it are "
-                         f"saved; move the offending file out of raw/ or run `facecurate crop` again to retry.",
-                         "worker_crashed") from exc
+        except BrokenProcessPool as exc:
+            files = ", ".join(dict.fromkeys(r.path for batch in unfinished(chunk, in_flight) for r in batch))
+            raise ImageError(f"A crop worker died (a native crash) on one of: {files}. Photos cropped before it "
+                             f"are saved; move the offending file out of raw/ or run `facecurate crop` again to "
+                             f"retry.", "worker_crashed") from exc
+        found = {j: o.found for j, o in enumerate(outcomes) if o.found is not None}
+        record_batch(catalog, chunk, [o.as_outcome() for o in outcomes], found, summary)
+        progress.advance(len(chunk))
     progress.finish()
     return summary
 
