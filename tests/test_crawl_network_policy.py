@@ -251,6 +251,35 @@ def test_an_attempt_past_its_deadline_is_over_before_the_watchdog_has_acted():
     assert not Attempt(time.monotonic() + 60).over()
 
 
+@pytest.mark.timeout(120)  # a hang guard only
+def test_a_url_queued_for_its_host_when_the_crawl_aborts_is_not_started():
+    """Ctrl-C aborts the attempts in flight; a URL that was waiting for its host's slot gets the slot as they
+    end, and must not then open a connection that nothing cuts (it would hold the exit for its whole budget)."""
+    import threading
+
+    http = Http(http_settings(per_host=1, total_timeout=30.0, retries=0, allow_private=True))
+    results: dict[str, Any] = {}
+    with TrickleServer("status", byte_every=0.5) as slow:
+        def fetch(name: str) -> None:
+            results[name] = http.get(slow.url(f"/{name}.jpg"))
+
+        first = threading.Thread(target=fetch, args=("first",))
+        first.start()
+        give_up = time.monotonic() + 30
+        while slow.connections < 1 and time.monotonic() < give_up:
+            time.sleep(0.01)
+        queued = threading.Thread(target=fetch, args=("queued",))
+        queued.start()
+        time.sleep(0.3)  # the second URL now waits for the host's one slot
+        http.abort()
+        first.join(60)
+        queued.join(60)
+        opened = slow.connections
+    http.close()
+    assert results["first"].reason == "interrupted" and results["queued"].reason == "interrupted"
+    assert opened == 1  # the queued URL never connected
+
+
 def test_watchdog_wakes_for_a_deadline_sooner_than_the_one_it_sleeps_until():
     """The watchdog is woken only for a deadline earlier than the one it sleeps until; such a one, watched
     after a later one, is still cut off, and the later one is left alone."""

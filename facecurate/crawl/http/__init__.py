@@ -390,7 +390,7 @@ class Http:
         self._guard.local.attempt = attempt
         self._watchdog.watch(attempt)
         try:
-            if attempt.remaining() <= 0:
+            if attempt.over():  # out of time, or aborted before it began: nothing is opened
                 return self._too_slow(url, attempt, None)
             try:
                 resp = self._session().get(url, headers=headers, stream=True, allow_redirects=True,
@@ -443,7 +443,7 @@ class Http:
         current = url
         try:
             for hop in range(s.max_redirects + 2):
-                if attempt.remaining() <= 0:
+                if attempt.over():  # out of time, or aborted before it began: nothing is opened
                     return self._too_slow(url, attempt, None)
                 if hop > s.max_redirects:
                     return Fetched(url, reason="redirect_loop",

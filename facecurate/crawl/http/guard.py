@@ -117,11 +117,17 @@ class Watchdog:
         self._cond = threading.Condition()
         self._attempts: set[Attempt] = set()
         self._closed = False
+        self._aborted = False
         self._thread: threading.Thread | None = None
         self._wake: float | None = None  # the deadline the thread sleeps until (None: until notified)
 
     def watch(self, attempt: Attempt) -> None:
         with self._cond:
+            if self._aborted:
+                # A thread that queued for its host's slot, or had just passed the stop check, when the abort
+                # came would otherwise start an attempt nobody cuts, and hold the exit for a whole deadline.
+                attempt.expire(aborted=True)
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="facecurate-http-watchdog", daemon=True)
                 self._thread.start()
@@ -136,7 +142,9 @@ class Watchdog:
             self._attempts.discard(attempt)
 
     def abort_all(self) -> None:
+        """Expire every attempt in flight, and every one watched from now on."""
         with self._cond:
+            self._aborted = True
             attempts, self._attempts = list(self._attempts), set()
         for a in attempts:
             a.expire(aborted=True)
