@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,27 @@ def test_python_dash_m_and_bad_path_message(tmp_path: Path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(120)  # a hang guard only
+def test_ctrl_c_ends_the_process_even_when_a_worker_thread_cannot_be_reached():
+    """Python's exit joins every worker thread: after Ctrl-C, one blocked where the stage's abort cannot reach
+    it must not hold the process; it ends with 130 once the grace period is over."""
+    script = ("import signal, threading, time\n"
+              "import facecurate.cli as cli\n"
+              "cli.INTERRUPT_GRACE = 1.0\n"
+              "signal.signal(signal.SIGINT, cli.interrupt)\n"
+              "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 130
+    assert proc.stderr is not None and "KeyboardInterrupt" in proc.stderr.read()  # interrupted first, as ever
