@@ -498,9 +498,12 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     Large images are converted a strip of rows at a time into one preallocated array, so the peak is the
     decoded image plus its RGB copy, not also Pillow's intermediate modes and a bytes copy of each."""
     top = 255.0
-    if im.mode in _WIDE:
-        high = im.getextrema()[1]
-        top = 65535.0 if im.mode.startswith("I;16") or float(high) > 255 else 255.0  # type: ignore[arg-type]
+    if im.mode.startswith("I;16"):  # getextrema has no big-endian I;16B (a Mac or scanner 16-bit TIFF)
+        top = 65535.0
+    elif im.mode in _WIDE:
+        high = float(im.getextrema()[1])  # type: ignore[arg-type]
+        # A float image is most often 0..1 (HDR and scientific tools write it so): scaled by 255 it would be black.
+        top = 65535.0 if high > 255 else 1.0 if im.mode == "F" and high <= 1.0 else 255.0
     rows = max(1, STRIP_PIXELS // max(1, im.width))
     if rows >= im.height:
         return _strip_to_rgb(im, top)
