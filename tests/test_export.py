@@ -150,6 +150,32 @@ def test_per_label_layout_has_domain_folders_that_agree_with_the_manifest(two_la
     assert sidecar["layout"] == "per-label"
 
 
+AWKWARD_LABELS = {"obama.jpg": "a/b", "obama2.jpg": "a_b", "obama3.jpg": "..", "biden.jpg": "x" * 300,
+                  "astronaut.jpg": "日本" * 60}
+
+
+def test_awkward_labels_get_one_folder_each_inside_the_export(ws: Workspace, catalog: Catalog, demo_dir: Path,
+                                                              tmp_path: Path):
+    # Imported labels are free text: a slash, "..", a name past the filesystem's 255 bytes, two labels that
+    # sanitise alike. Each must still be one domain folder of its own, under --out.
+    for name, label in AWKWARD_LABELS.items():
+        import_paths(ws, catalog, [demo_dir / name], label=label)
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
+    _decide_without_rejecting(ws, catalog)
+    out = tmp_path / "stargan"
+    result = export(ws, catalog, fmt="jsonl", out_dir=out, layout="per-label")
+    rows = [json.loads(line) for line in result.manifest.read_text().splitlines()]
+    kept = {r["sample_id"]: r["label"] for r in rows if r["status"] == "keep"}
+    assert set(kept.values()) == set(AWKWARD_LABELS.values())
+    folders: dict[str, set[str]] = {}
+    for f in _layout_files(out):
+        _, folder, file = f.split("/")
+        assert (out / f).resolve().is_relative_to(out.resolve())
+        folders.setdefault(folder, set()).add(kept[file.removesuffix(".jpg")])
+    assert len(folders) == len(AWKWARD_LABELS) and all(len(labels) == 1 for labels in folders.values()), folders
+    assert all(len(folder.encode()) < 255 and folder not in (".", "..") for folder in folders)
+
+
 def test_re_export_replaces_the_layout_and_clears_a_killed_one(two_label_ws, tmp_path: Path):
     ws, catalog = two_label_ws
     out = tmp_path / "out"
