@@ -73,6 +73,54 @@ def test_decoded_modes_become_rgb(odd_images):
     assert sixteen.max() > 128  # scaled from 16 bits, not clipped to black/white noise of the low byte
 
 
+@pytest.mark.parametrize("mode, dtype, value, grey", [
+    ("I;16B", ">u2", 40000, 156),  # a 16-bit TIFF in Motorola byte order (MM): Macs and scanners write them
+    ("I;16", "<u2", 40000, 156),
+    ("F", "<f4", 0.5, 128),        # float TIFFs hold 0..1 (HDR and scientific tools); 255 would make them black
+    ("F", "<f4", 200.0, 200),
+])
+def test_wide_grey_tiffs_decode_to_their_brightness(mode: str, dtype: str, value: float, grey: int):
+    im = Image.frombytes(mode, (64, 48), np.full((48, 64), value, dtype).tobytes())
+    buf = io.BytesIO()
+    im.save(buf, "TIFF")
+    assert buf.getvalue()[:2] == (b"MM" if dtype.startswith(">") else b"II")
+    pixels = media.decode(buf.getvalue(), f"{mode}.tif", 10**8).pixels
+    assert pixels.shape == (48, 64, 3) and abs(int(pixels.mean()) - grey) <= 1, (mode, value, pixels.mean())
+
+
+def test_a_file_name_that_is_not_utf8_imports_and_is_recorded_escaped(ws: Workspace, catalog: Catalog,
+                                                                       tmp_path: Path, demo_dir: Path):
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    name = os.fsencode(folder) + b"/caf\xe9 \xff.jpg"  # a Latin-1 name from an old camera or a zip
+    with open(name, "wb") as fh:
+        fh.write((demo_dir / "obama.jpg").read_bytes())
+    summary = import_paths(ws, catalog, [folder], label="x")
+    assert summary.new == 1 and not summary.failed
+    (location,) = catalog.conn.execute("SELECT location FROM sources").fetchone()
+    assert location == str(folder / "caf\\xe9 \\xff.jpg")
+    again = import_paths(ws, catalog, [folder], label="x")
+    assert again.unchanged == 1 and again.new == 0
+
+
+def test_a_workspace_and_exports_inside_an_imported_folder_are_not_imported_again(
+        ws: Workspace, catalog: Catalog, tmp_path: Path, demo_dir: Path):
+    from facecurate.workspace import EXPORT_MARKER
+
+    shutil.copy(demo_dir / "obama.jpg", ws.root / "photo.jpg")
+    for own in ("raw/ab", "crops/cd", "exports/per-label/train/x"):
+        (ws.root / own).mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_dir / "biden.jpg", ws.root / own / "made.jpg")
+    export = tmp_path / "elsewhere" / "export"
+    (export / "train" / "y").mkdir(parents=True)
+    (export / EXPORT_MARKER).write_text("")
+    shutil.copy(demo_dir / "astronaut.jpg", export / "train" / "y" / "crop.jpg")
+    summary = import_paths(ws, catalog, [ws.root, tmp_path / "elsewhere", ws.root / "photo.jpg"])
+    assert summary.new == 1 and summary.found == 1 and not summary.failed  # photo.jpg once, though reached twice
+    assert {Path(f.item).name for f in summary.skipped} == {"raw", "crops", "exports", "export"}
+    assert catalog.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 1
+
+
 def test_exif_orientation_applied(ws: Workspace, catalog: Catalog, tmp_path: Path):
     arr = np.zeros((60, 100, 3), dtype=np.uint8)
     arr[:, :50] = 255  # left half white

@@ -35,7 +35,7 @@ from facecurate.export.manifest import (
     score_names,
 )
 from facecurate.filestore import mirror_files
-from facecurate.workspace import Workspace, check_choice, options_from
+from facecurate.workspace import EXPORT_MARKER, Workspace, check_choice, options_from
 
 # Layouts whose consumers need a validation folder for every label (StarGAN v2's val/, CycleGAN's testA/testB):
 # they get min_val_per_label validation faces per label even at val_fraction 0.
@@ -179,7 +179,7 @@ def _write_card(out: Path, text: str, notes: list[str]) -> Path | None:
     return path
 
 
-MARKER = ".facecurate-export"  # this folder's manifest.*, train/ and val/ are facecurate's to replace
+MARKER = EXPORT_MARKER  # this folder's manifest.*, train/ and val/ are facecurate's to replace
 
 
 def claim(out: Path, ws: Workspace) -> None:
