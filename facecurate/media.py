@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecurate.errors import ImageError
 
@@ -366,6 +366,10 @@ def _gated(data: bytes, name: str, max_pixels: int, min_side: int, work: Callabl
     except (MemoryError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{name} needs more memory to decode than is available ({type(exc).__name__}): refused "
                          f"as a possible decompression bomb; lower [media] max_pixels.", "too_large") from exc
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object's address, nothing of the file
+        raise ImageError(f"{name} starts like a {fmt} image but Pillow's {fmt} reader cannot read its header: it is "
+                         f"corrupt, or a variant Pillow does not read (a 3-channel float TIFF, an unusual "
+                         f"compression). Convert it to an 8- or 16-bit image.", "corrupt") from exc
     except Exception as exc:  # any decoder failure on hostile bytes is the file's, never ours
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise ImageError(f"{name} starts like a {fmt} image but is {reason} and cannot be decoded "
