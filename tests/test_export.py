@@ -292,3 +292,14 @@ def test_export_writes_only_into_a_folder_it_owns_with_ordinary_files(two_label_
     for path in (again.manifest, again.sidecar, crop):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # readable by a training job's user
     assert crop.stat().st_nlink == 1  # a copy: editing the export cannot edit the workspace's crop
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/below", "x" * 300])
+def test_an_out_folder_that_cannot_be_made_is_a_message_naming_it(ws: Workspace, tmp_path: Path, out: str):
+    from facecurate.errors import ExportError
+    from facecurate.export import claim
+
+    (tmp_path / "a_file").write_text("the user's file\n")
+    with pytest.raises(ExportError, match=r"Cannot export into .*--out"):
+        claim(tmp_path / out, ws)
+    assert (tmp_path / "a_file").read_text() == "the user's file\n"

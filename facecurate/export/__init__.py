@@ -185,11 +185,16 @@ MARKER = EXPORT_MARKER  # this folder's manifest.*, train/ and val/ are facecura
 def claim(out: Path, ws: Workspace) -> None:
     """Make ``out`` an export folder, or refuse: export replaces its manifest and layout folders wholesale, so it
     writes only into a folder it made (the marker), an empty one, or the workspace's own ``exports/``."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        held = [p.name for p in out.iterdir()]
+    except OSError as exc:  # a file of that name, a file above it, a name too long, a folder not ours to write
+        raise ExportError(f"Cannot export into {out}: {exc.strerror or exc}. Pass --out a folder that exists or can "
+                          f"be created, and that you can write.") from exc
     marker = out / MARKER
     if marker.exists():
         return
-    if out != ws.exports_dir.resolve() and any(p.name != MARKER for p in out.iterdir()):
+    if out != ws.exports_dir.resolve() and any(name != MARKER for name in held):
         raise ExportError(f"{out} already holds files facecurate did not write, and an export replaces "
                           f"manifest.*, README.md and the layout folders ({', '.join(LAYOUT_DIRS)}) there. Export "
                           f"into a new or empty folder (--out), or into the workspace's own exports/.")
