@@ -115,11 +115,11 @@ def _own_output(parent: Path, name: str) -> ImageError | None:
     """Why a folder met in a walk is not imported, if it holds images facecurate made: a workspace's stored
     originals, crops and exports (``import .`` in a workspace, or a folder holding one, would add its own crops
     as new photos and crop faces of faces), or an export folder anywhere (its crops again)."""
-    folder = parent / name
-    if name in OWN_IMAGE_DIRS and (parent / CATALOG_NAME).is_file():
+    folder = parent / name  # os.path.isfile, not Path.is_file: a path past PATH_MAX is "no", not an OSError
+    if name in OWN_IMAGE_DIRS and os.path.isfile(parent / CATALOG_NAME):
         return ImageError(f"{folder} is the {name}/ folder of the facecurate workspace {parent}: its images are "
                           f"that workspace's own, not imported again. Import the photos themselves.", OWN_OUTPUT)
-    if (folder / EXPORT_MARKER).is_file():
+    if os.path.isfile(folder / EXPORT_MARKER):
         return ImageError(f"{folder} is a facecurate export (it holds {EXPORT_MARKER}): its crops are not "
                           f"imported as new photos. Import the photos themselves.", OWN_OUTPUT)
     return None

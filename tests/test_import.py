@@ -121,6 +121,23 @@ def test_a_workspace_and_exports_inside_an_imported_folder_are_not_imported_agai
     assert catalog.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 1
 
 
+def test_a_folder_nested_past_path_max_is_recorded_and_the_rest_imports(ws: Workspace, catalog: Catalog,
+                                                                         tmp_path: Path, demo_dir: Path):
+    top = tmp_path / "deep"
+    top.mkdir()
+    shutil.copy(demo_dir / "biden.jpg", top / "shallow.jpg")
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(25):  # 25 x 200 bytes: past Linux's 4096-byte PATH_MAX, made relative to each folder's fd
+        os.mkdir("d" * 200, dir_fd=fd)
+        inner = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    summary = import_paths(ws, catalog, [top])
+    assert summary.new == 1 and summary.failed_by_reason == {"unreadable": 1}
+    assert "File name too long" in summary.failed[0].error
+
+
 def test_exif_orientation_applied(ws: Workspace, catalog: Catalog, tmp_path: Path):
     arr = np.zeros((60, 100, 3), dtype=np.uint8)
     arr[:, :50] = 255  # left half white
