@@ -93,7 +93,7 @@ def iter_image_files(paths: Iterable[Path]) -> Iterator[Found]:
 
 def _walk(paths: Iterable[Path]) -> Iterator[Found]:
     for p in paths:
-        if p.is_dir():
+        if os.path.isdir(p):  # not Path.is_dir: that raises for a name too long or a folder it may not search
             errors: list[OSError] = []
             for root, dirs, files in os.walk(os.path.realpath(p), onerror=errors.append):
                 yield from _unlisted(errors)
@@ -105,10 +105,21 @@ def _walk(paths: Iterable[Path]) -> Iterator[Found]:
                     if Path(f).suffix.lower() in media.EXTENSIONS:
                         yield Found(Path(root) / f)
             yield from _unlisted(errors)
-        elif os.path.lexists(p):  # a file, or a link that is broken, loops or names a device: checked and recorded
-            yield Found(_absolute(p))
+        elif _looked_at(p):  # a file, a link that is broken, loops or names a device, a path that cannot be
+            yield Found(_absolute(p))  # looked at (too long, no permission): checked, and recorded with its reason
         else:
             raise FacecurateError(f"{p} does not exist. Pass folders or image files to `facecurate import`.")
+
+
+def _looked_at(path: Path) -> bool:
+    """False only for a path that is certainly not there; read_regular says what else is wrong with it."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        pass
+    return True
 
 
 def _own_output(parent: Path, name: str) -> ImageError | None:

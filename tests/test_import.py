@@ -136,6 +136,8 @@ def test_a_folder_nested_past_path_max_is_recorded_and_the_rest_imports(ws: Work
     summary = import_paths(ws, catalog, [top])
     assert summary.new == 1 and summary.failed_by_reason == {"unreadable": 1}
     assert "File name too long" in summary.failed[0].error
+    named = import_paths(ws, catalog, [tmp_path / ("x" * 300), tmp_path / ("y" * 300) / "z.jpg"])  # as arguments
+    assert named.failed_by_reason == {"unreadable": 2}
 
 
 def test_exif_orientation_applied(ws: Workspace, catalog: Catalog, tmp_path: Path):
