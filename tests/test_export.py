@@ -150,6 +150,21 @@ def test_per_label_layout_has_domain_folders_that_agree_with_the_manifest(two_la
     assert sidecar["layout"] == "per-label"
 
 
+def test_a_kept_crop_deleted_from_the_workspace_is_left_out_of_the_layout_with_a_note(two_label_ws, tmp_path: Path):
+    ws, catalog = two_label_ws
+    out = tmp_path / "out"
+    whole = export(ws, catalog, out_dir=out, layout="per-label")
+    kept = [json.loads(line) for line in whole.manifest.read_text().splitlines()]
+    lost = next(r for r in kept if r["status"] == "keep")
+    (out / lost["file_name"]).unlink()
+    result = export(ws, catalog, out_dir=out, layout="per-label")
+    assert result.layout_files == whole.layout_files - 1
+    assert _layout_files(out) == _expected_per_label(result.manifest) - {
+        f"{lost['split']}/{lost['label']}/{lost['sample_id']}.jpg"}
+    assert any("crop file is missing" in note and "crop --redo" in note for note in result.notes)
+    assert json.loads(result.sidecar.read_text())["left_out"]["missing_crop"] == 1
+
+
 AWKWARD_LABELS = {"obama.jpg": "a/b", "obama2.jpg": "a_b", "obama3.jpg": "..", "biden.jpg": "x" * 300,
                   "astronaut.jpg": "日本" * 60}
 

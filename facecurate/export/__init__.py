@@ -115,6 +115,10 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
     claim(out, ws)
     mirror_files(ws, [os.path.relpath((out / r["file_name"]).resolve(), ws.root) for r in rows if r.get("file_name")],
                  int(cfg.get("media", "max_bytes")))
+    # A crop deleted from the workspace (or missing from [run] storage) leaves its face out of the layout, with a
+    # note: its manifest row stays, and one lost file does not stop the export half-way.
+    missing = [r for r in in_layout if not os.path.isfile(out / r["file_name"])]
+    in_layout = [r for r in in_layout if os.path.isfile(out / r["file_name"])] if missing else in_layout
     manifest = out / f"manifest.{opts.format}"
     WRITERS[opts.format](rows, manifest)
     for other in FORMATS:  # one export's manifest formats replace the previous export's as a set
@@ -133,6 +137,10 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
     notes = [f"{label}: {n['train']} kept face(s), none for validation (it needs two or more, in two duplicate "
              f"families); {opts.layout} wants a validation folder per label."
              for label, n in sorted(splits.items()) if opts.layout in NEEDS_VAL and not n["val"]]
+    if missing:
+        notes.append(f"{len(missing)} kept face(s) left out of the {opts.layout} layout: their crop file is missing "
+                     f"(first: {(out / missing[0]['file_name']).resolve()}). Run `facecurate crop --redo` to cut "
+                     f"them again, then export again.")
     created = utc_now()
     facts = card.CardFacts(rows, in_layout if opts.layout != "none" else [r for r in rows if carried(r)],
                            opts.layout, families, left_out, cfg.as_dict(), __version__, created,
@@ -143,7 +151,8 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
     info = {"tool": "facecurate", "version": __version__, "created_at": created, "workspace": str(ws.root),
             "manifest": manifest.name, "format": opts.format, "rows": len(rows), "layout": opts.layout,
             "counts": {"status": dict(by_status), "reasons": dict(by_reason)}, "splits": splits,
-            "licenses": list(families), "left_out": {"license": left_out}, "domains": domains,
+            "licenses": list(families), "left_out": {"license": left_out, "missing_crop": len(missing)},
+            "domains": domains,
             "config": cfg.as_dict()}
     media.atomic_write(sidecar, (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
     for written in (manifest, sidecar, card_path):
