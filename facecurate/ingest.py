@@ -25,6 +25,7 @@ from facecurate.storage import store
 from facecurate.workspace import CATALOG_NAME, EXPORT_MARKER, OWN_IMAGE_DIRS, Workspace
 
 BATCH = 64  # files per transaction: a crash redoes at most this many cheap imports
+WALKED = media.EXTENSIONS | media.OTHER_IMAGE_EXTENSIONS  # what a walk hands to the gate (others: not photos)
 OWN_OUTPUT = "own_output"  # why a folder of facecurate's own images is skipped (ImportSummary.skipped)
 
 
@@ -102,7 +103,7 @@ def _walk(paths: Iterable[Path]) -> Iterator[Found]:
                     dirs.remove(d)
                     yield Found(Path(root) / d, _own_output(Path(root), d))
                 for f in sorted(files):
-                    if Path(f).suffix.lower() in media.EXTENSIONS:
+                    if Path(f).suffix.lower() in WALKED:
                         yield Found(Path(root) / f)
             yield from _unlisted(errors)
         elif _looked_at(p):  # a file, a link that is broken, loops or names a device, a path that cannot be

@@ -41,7 +41,11 @@ Image.MAX_IMAGE_PIXELS = None
 _T = TypeVar("_T")
 
 PART_PREFIX = ".part-"
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Photos in formats facecurate does not read (a phone's HEIC, a Photoshop file): import walks them too, so each is
+# recorded as unsupported_format with a "convert it" message instead of a folder of them importing nothing, silently.
+OTHER_IMAGE_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".jxl", ".psd", ".jp2", ".j2k", ".ico", ".tga",
+                                    ".exr", ".hdr", ".dds", ".qoi", ".pcx", ".ppm", ".pgm", ".pbm", ".xcf"})
 # The formats facecurate reads (README: jpg, png, webp, bmp, tiff, gif): Pillow's names, and the leading bytes
 # that identify each. The order matters only for reading; no two signatures overlap.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")

@@ -140,6 +140,18 @@ def test_a_folder_nested_past_path_max_is_recorded_and_the_rest_imports(ws: Work
     assert named.failed_by_reason == {"unreadable": 2}
 
 
+def test_jpeg_aliases_import_and_photos_in_other_formats_are_recorded_not_ignored(ws: Workspace, catalog: Catalog,
+                                                                                   tmp_path: Path, demo_dir: Path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    shutil.copy(demo_dir / "obama.jpg", folder / "saved_by_a_browser.jfif")
+    (folder / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    (folder / "notes.txt").write_text("not a photo")
+    summary = import_paths(ws, catalog, [folder])
+    assert summary.new == 1 and summary.found == 2
+    assert summary.failed_by_reason == {"unsupported_format": 1} and "convert it" in summary.failed[0].error
+
+
 def test_exif_orientation_applied(ws: Workspace, catalog: Catalog, tmp_path: Path):
     arr = np.zeros((60, 100, 3), dtype=np.uint8)
     arr[:, :50] = 255  # left half white
