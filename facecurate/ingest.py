@@ -26,7 +26,7 @@ from facecurate.workspace import CATALOG_NAME, EXPORT_MARKER, OWN_IMAGE_DIRS, Wo
 
 BATCH = 64  # files per transaction: a crash redoes at most this many cheap imports
 WALKED = media.EXTENSIONS | media.OTHER_IMAGE_EXTENSIONS  # what a walk hands to the gate (others: not photos)
-OWN_OUTPUT = "own_output"  # why a folder of facecurate's own images is skipped (ImportSummary.skipped)
+NOT_WALKED = "not_walked"  # why a folder is skipped (ImportSummary.skipped): a link, or facecurate's own images
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ImportSummary:
     unchanged: int = 0      # this path was imported before and has not changed
     failed: list[Failure] = field(default_factory=list)
     failed_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped: list[Failure] = field(default_factory=list)  # folders of facecurate's own output, not walked
+    skipped: list[Failure] = field(default_factory=list)  # folders not walked: links, facecurate's own images
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,10 @@ def _walk(paths: Iterable[Path]) -> Iterator[Found]:
             for root, dirs, files in os.walk(os.path.realpath(p), onerror=errors.append):
                 yield from _unlisted(errors)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for d in [d for d in dirs if _own_output(Path(root), d)]:
-                    dirs.remove(d)
-                    yield Found(Path(root) / d, _own_output(Path(root), d))
+                for d, why in [(d, _not_walked(Path(root), d)) for d in dirs]:
+                    if why is not None:
+                        dirs.remove(d)
+                        yield Found(Path(root) / d, why)
                 for f in sorted(files):
                     if Path(f).suffix.lower() in WALKED:
                         yield Found(Path(root) / f)
@@ -123,17 +124,21 @@ def _looked_at(path: Path) -> bool:
     return True
 
 
-def _own_output(parent: Path, name: str) -> ImageError | None:
-    """Why a folder met in a walk is not imported, if it holds images facecurate made: a workspace's stored
-    originals, crops and exports (``import .`` in a workspace, or a folder holding one, would add its own crops
-    as new photos and crop faces of faces), or an export folder anywhere (its crops again)."""
+def _not_walked(parent: Path, name: str) -> ImageError | None:
+    """Why a folder met in a walk is not walked, if it is not: a link to a folder (links may loop; os.walk does
+    not follow them, and a skip the user is not told of loses their photos), or a folder of images facecurate
+    made: a workspace's stored originals, crops and exports (``import .`` in a workspace, or a folder holding
+    one, would add its own crops as new photos and crop faces of faces), or an export folder anywhere."""
     folder = parent / name  # os.path.isfile, not Path.is_file: a path past PATH_MAX is "no", not an OSError
+    if os.path.islink(folder):
+        return ImageError(f"{folder} is a link to a folder ({os.readlink(folder)}), not followed: import it by "
+                          f"its own path (facecurate import {folder}).", NOT_WALKED)
     if name in OWN_IMAGE_DIRS and os.path.isfile(parent / CATALOG_NAME):
         return ImageError(f"{folder} is the {name}/ folder of the facecurate workspace {parent}: its images are "
-                          f"that workspace's own, not imported again. Import the photos themselves.", OWN_OUTPUT)
+                          f"that workspace's own, not imported again. Import the photos themselves.", NOT_WALKED)
     if os.path.isfile(folder / EXPORT_MARKER):
         return ImageError(f"{folder} is a facecurate export (it holds {EXPORT_MARKER}): its crops are not "
-                          f"imported as new photos. Import the photos themselves.", OWN_OUTPUT)
+                          f"imported as new photos. Import the photos themselves.", NOT_WALKED)
     return None
 
 
@@ -187,7 +192,7 @@ def import_paths(ws: Workspace, catalog: Catalog, paths: list[Path], label: str 
     progress.start("import", None, "files")  # walking big trees takes a while before the total is known
     todo: list[Found] = []
     for found in iter_image_files(paths):
-        if found.error is not None and found.error.reason == OWN_OUTPUT:  # not a source: nothing to record
+        if found.error is not None and found.error.reason == NOT_WALKED:  # not a source: nothing to record
             summary.skipped.append(Failure(text(str(found.path)), text(str(found.error))))
             continue
         summary.found += 1

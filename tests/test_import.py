@@ -121,6 +121,20 @@ def test_a_workspace_and_exports_inside_an_imported_folder_are_not_imported_agai
     assert catalog.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 1
 
 
+def test_a_linked_folder_is_listed_as_not_followed(ws: Workspace, catalog: Catalog, tmp_path: Path, demo_dir: Path):
+    elsewhere = tmp_path / "disk2" / "2019"
+    elsewhere.mkdir(parents=True)
+    shutil.copy(demo_dir / "obama.jpg", elsewhere / "a.jpg")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(demo_dir / "biden.jpg", photos / "b.jpg")
+    (photos / "2019").symlink_to(elsewhere, target_is_directory=True)
+    summary = import_paths(ws, catalog, [photos])
+    assert summary.new == 1 and [Path(f.item).name for f in summary.skipped] == ["2019"]
+    assert "not followed" in summary.skipped[0].error and str(photos / "2019") in summary.skipped[0].error
+    assert import_paths(ws, catalog, [photos / "2019"]).new == 1  # what the message says to do works
+
+
 def test_a_folder_nested_past_path_max_is_recorded_and_the_rest_imports(ws: Workspace, catalog: Catalog,
                                                                          tmp_path: Path, demo_dir: Path):
     top = tmp_path / "deep"
