@@ -273,7 +273,7 @@ def import_view(s: ImportSummary) -> RenderableType:
         if len(s.failed) > 50:
             parts.append(Text(f"... and {len(s.failed) - 50} more (`facecurate export` lists every one)."))
     for f in s.skipped:
-        parts.append(Text(f"Skipped {f.error}", style="dim"))
+        parts.append(Text(clean(f"Skipped {f.error}"), style="dim"))
     return Group(*parts)
 
 
