@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecurate.errors import ImageError
 
@@ -41,7 +41,11 @@ Image.MAX_IMAGE_PIXELS = None
 _T = TypeVar("_T")
 
 PART_PREFIX = ".part-"
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Photos in formats facecurate does not read (a phone's HEIC, a Photoshop file): import walks them too, so each is
+# recorded as unsupported_format with a "convert it" message instead of a folder of them importing nothing, silently.
+OTHER_IMAGE_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".jxl", ".psd", ".jp2", ".j2k", ".ico", ".tga",
+                                    ".exr", ".hdr", ".dds", ".qoi", ".pcx", ".ppm", ".pgm", ".pbm", ".xcf"})
 # The formats facecurate reads (README: jpg, png, webp, bmp, tiff, gif): Pillow's names, and the leading bytes
 # that identify each. The order matters only for reading; no two signatures overlap.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -366,6 +370,10 @@ def _gated(data: bytes, name: str, max_pixels: int, min_side: int, work: Callabl
     except (MemoryError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{name} needs more memory to decode than is available ({type(exc).__name__}): refused "
                          f"as a possible decompression bomb; lower [media] max_pixels.", "too_large") from exc
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object's address, nothing of the file
+        raise ImageError(f"{name} starts like a {fmt} image but Pillow's {fmt} reader cannot read its header: it is "
+                         f"corrupt, or a variant Pillow does not read (a 3-channel float TIFF, an unusual "
+                         f"compression). Convert it to an 8- or 16-bit image.", "corrupt") from exc
     except Exception as exc:  # any decoder failure on hostile bytes is the file's, never ours
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise ImageError(f"{name} starts like a {fmt} image but is {reason} and cannot be decoded "
@@ -498,9 +506,12 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     Large images are converted a strip of rows at a time into one preallocated array, so the peak is the
     decoded image plus its RGB copy, not also Pillow's intermediate modes and a bytes copy of each."""
     top = 255.0
-    if im.mode in _WIDE:
-        high = im.getextrema()[1]
-        top = 65535.0 if im.mode.startswith("I;16") or float(high) > 255 else 255.0  # type: ignore[arg-type]
+    if im.mode.startswith("I;16"):  # getextrema has no big-endian I;16B (a Mac or scanner 16-bit TIFF)
+        top = 65535.0
+    elif im.mode in _WIDE:
+        high = float(im.getextrema()[1])  # type: ignore[arg-type]
+        # A float image is most often 0..1 (HDR and scientific tools write it so): scaled by 255 it would be black.
+        top = 65535.0 if high > 255 else 1.0 if im.mode == "F" and high <= 1.0 else 255.0
     rows = max(1, STRIP_PIXELS // max(1, im.width))
     if rows >= im.height:
         return _strip_to_rgb(im, top)

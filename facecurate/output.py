@@ -272,6 +272,8 @@ def import_view(s: ImportSummary) -> RenderableType:
         parts.append(bad)
         if len(s.failed) > 50:
             parts.append(Text(f"... and {len(s.failed) - 50} more (`facecurate export` lists every one)."))
+    for f in s.skipped:
+        parts.append(Text(clean(f"Skipped {f.error}"), style="dim"))
     return Group(*parts)
 
 

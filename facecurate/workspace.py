@@ -29,6 +29,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 CONFIG_NAME = "facecurate.toml"
 CATALOG_NAME = "facecurate.db"
+# Written into every export folder; export replaces such a folder's contents and import never walks into one.
+EXPORT_MARKER = ".facecurate-export"
+# A workspace's folders of images it made itself (originals it stored, crops, exports): never imported again.
+OWN_IMAGE_DIRS = ("raw", "crops", "exports")
 ENV_VAR = "FACECURATE_WORKSPACE"
 
 

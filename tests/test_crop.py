@@ -84,6 +84,19 @@ def test_rerun_does_only_what_is_left(cropped, demo_dir: Path, tmp_path: Path):
     assert third.images == 1 and third.faces == 1
 
 
+def test_a_strip_photo_gets_its_further_looks_within_bounds(ws: Workspace, catalog: Catalog, tmp_path: Path):
+    # 32 x 60000 passes the media gate (min_side 32); its detection copy is 1 x ~1900 px, which the tight-crop
+    # look enlarged 256 times and bordered: a 150 GB allocation that ended the whole crop run.
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for w, h in ((32, 60000), (60000, 32)):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(folder / f"{w}x{h}.png")
+    assert import_paths(ws, catalog, [folder]).new == 2
+    summary = run_crop(ws, catalog, CropOptions.from_config(ws, size=128, device="cpu"))
+    assert summary.no_face == 2 and not summary.failed
+
+
 def test_all_faces_and_unreadable_raw_file(ws: Workspace, catalog: Catalog, demo_dir: Path, tmp_path: Path):
     # two faces side by side in one picture
     a = np.asarray(Image.open(demo_dir / "obama.jpg").convert("RGB").resize((400, 500)))

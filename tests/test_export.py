@@ -150,6 +150,47 @@ def test_per_label_layout_has_domain_folders_that_agree_with_the_manifest(two_la
     assert sidecar["layout"] == "per-label"
 
 
+def test_a_kept_crop_deleted_from_the_workspace_is_left_out_of_the_layout_with_a_note(two_label_ws, tmp_path: Path):
+    ws, catalog = two_label_ws
+    out = tmp_path / "out"
+    whole = export(ws, catalog, out_dir=out, layout="per-label")
+    kept = [json.loads(line) for line in whole.manifest.read_text().splitlines()]
+    lost = next(r for r in kept if r["status"] == "keep")
+    (out / lost["file_name"]).unlink()
+    result = export(ws, catalog, out_dir=out, layout="per-label")
+    assert result.layout_files == whole.layout_files - 1
+    assert _layout_files(out) == _expected_per_label(result.manifest) - {
+        f"{lost['split']}/{lost['label']}/{lost['sample_id']}.jpg"}
+    assert any("crop file is missing" in note and "crop --redo" in note for note in result.notes)
+    assert json.loads(result.sidecar.read_text())["left_out"]["missing_crop"] == 1
+
+
+AWKWARD_LABELS = {"obama.jpg": "a/b", "obama2.jpg": "a_b", "obama3.jpg": "..", "biden.jpg": "x" * 300,
+                  "astronaut.jpg": "日本" * 60}
+
+
+def test_awkward_labels_get_one_folder_each_inside_the_export(ws: Workspace, catalog: Catalog, demo_dir: Path,
+                                                              tmp_path: Path):
+    # Imported labels are free text: a slash, "..", a name past the filesystem's 255 bytes, two labels that
+    # sanitise alike. Each must still be one domain folder of its own, under --out.
+    for name, label in AWKWARD_LABELS.items():
+        import_paths(ws, catalog, [demo_dir / name], label=label)
+    run_crop(ws, catalog, CropOptions.from_config(ws, size=96, device="cpu"))
+    _decide_without_rejecting(ws, catalog)
+    out = tmp_path / "stargan"
+    result = export(ws, catalog, fmt="jsonl", out_dir=out, layout="per-label")
+    rows = [json.loads(line) for line in result.manifest.read_text().splitlines()]
+    kept = {r["sample_id"]: r["label"] for r in rows if r["status"] == "keep"}
+    assert set(kept.values()) == set(AWKWARD_LABELS.values())
+    folders: dict[str, set[str]] = {}
+    for f in _layout_files(out):
+        _, folder, file = f.split("/")
+        assert (out / f).resolve().is_relative_to(out.resolve())
+        folders.setdefault(folder, set()).add(kept[file.removesuffix(".jpg")])
+    assert len(folders) == len(AWKWARD_LABELS) and all(len(labels) == 1 for labels in folders.values()), folders
+    assert all(len(folder.encode()) < 255 and folder not in (".", "..") for folder in folders)
+
+
 def test_re_export_replaces_the_layout_and_clears_a_killed_one(two_label_ws, tmp_path: Path):
     ws, catalog = two_label_ws
     out = tmp_path / "out"
@@ -266,3 +307,14 @@ def test_export_writes_only_into_a_folder_it_owns_with_ordinary_files(two_label_
     for path in (again.manifest, again.sidecar, crop):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # readable by a training job's user
     assert crop.stat().st_nlink == 1  # a copy: editing the export cannot edit the workspace's crop
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/below", "x" * 300])
+def test_an_out_folder_that_cannot_be_made_is_a_message_naming_it(ws: Workspace, tmp_path: Path, out: str):
+    from facecurate.errors import ExportError
+    from facecurate.export import claim
+
+    (tmp_path / "a_file").write_text("the user's file\n")
+    with pytest.raises(ExportError, match=r"Cannot export into .*--out"):
+        claim(tmp_path / out, ws)
+    assert (tmp_path / "a_file").read_text() == "the user's file\n"

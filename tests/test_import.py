@@ -73,6 +73,99 @@ def test_decoded_modes_become_rgb(odd_images):
     assert sixteen.max() > 128  # scaled from 16 bits, not clipped to black/white noise of the low byte
 
 
+@pytest.mark.parametrize("mode, dtype, value, grey", [
+    ("I;16B", ">u2", 40000, 156),  # a 16-bit TIFF in Motorola byte order (MM): Macs and scanners write them
+    ("I;16", "<u2", 40000, 156),
+    ("F", "<f4", 0.5, 128),        # float TIFFs hold 0..1 (HDR and scientific tools); 255 would make them black
+    ("F", "<f4", 200.0, 200),
+])
+def test_wide_grey_tiffs_decode_to_their_brightness(mode: str, dtype: str, value: float, grey: int):
+    im = Image.frombytes(mode, (64, 48), np.full((48, 64), value, dtype).tobytes())
+    buf = io.BytesIO()
+    im.save(buf, "TIFF")
+    assert buf.getvalue()[:2] == (b"MM" if dtype.startswith(">") else b"II")
+    pixels = media.decode(buf.getvalue(), f"{mode}.tif", 10**8).pixels
+    assert pixels.shape == (48, 64, 3) and abs(int(pixels.mean()) - grey) <= 1, (mode, value, pixels.mean())
+
+
+def test_a_file_name_that_is_not_utf8_imports_and_is_recorded_escaped(ws: Workspace, catalog: Catalog,
+                                                                       tmp_path: Path, demo_dir: Path):
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    name = os.fsencode(folder) + b"/caf\xe9 \xff.jpg"  # a Latin-1 name from an old camera or a zip
+    with open(name, "wb") as fh:
+        fh.write((demo_dir / "obama.jpg").read_bytes())
+    summary = import_paths(ws, catalog, [folder], label="x")
+    assert summary.new == 1 and not summary.failed
+    (location,) = catalog.conn.execute("SELECT location FROM sources").fetchone()
+    assert location == str(folder / "caf\\xe9 \\xff.jpg")
+    again = import_paths(ws, catalog, [folder], label="x")
+    assert again.unchanged == 1 and again.new == 0
+
+
+def test_a_workspace_and_exports_inside_an_imported_folder_are_not_imported_again(
+        ws: Workspace, catalog: Catalog, tmp_path: Path, demo_dir: Path):
+    from facecurate.workspace import EXPORT_MARKER
+
+    shutil.copy(demo_dir / "obama.jpg", ws.root / "photo.jpg")
+    for own in ("raw/ab", "crops/cd", "exports/per-label/train/x"):
+        (ws.root / own).mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_dir / "biden.jpg", ws.root / own / "made.jpg")
+    export = tmp_path / "elsewhere" / "export"
+    (export / "train" / "y").mkdir(parents=True)
+    (export / EXPORT_MARKER).write_text("")
+    shutil.copy(demo_dir / "astronaut.jpg", export / "train" / "y" / "crop.jpg")
+    summary = import_paths(ws, catalog, [ws.root, tmp_path / "elsewhere", ws.root / "photo.jpg"])
+    assert summary.new == 1 and summary.found == 1 and not summary.failed  # photo.jpg once, though reached twice
+    assert {Path(f.item).name for f in summary.skipped} == {"raw", "crops", "exports", "export"}
+    assert catalog.conn.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 1
+
+
+def test_a_linked_folder_is_listed_as_not_followed(ws: Workspace, catalog: Catalog, tmp_path: Path, demo_dir: Path):
+    elsewhere = tmp_path / "disk2" / "2019"
+    elsewhere.mkdir(parents=True)
+    shutil.copy(demo_dir / "obama.jpg", elsewhere / "a.jpg")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(demo_dir / "biden.jpg", photos / "b.jpg")
+    (photos / "2019").symlink_to(elsewhere, target_is_directory=True)
+    summary = import_paths(ws, catalog, [photos])
+    assert summary.new == 1 and [Path(f.item).name for f in summary.skipped] == ["2019"]
+    assert "not followed" in summary.skipped[0].error and str(photos / "2019") in summary.skipped[0].error
+    assert import_paths(ws, catalog, [photos / "2019"]).new == 1  # what the message says to do works
+
+
+def test_a_folder_nested_past_path_max_is_recorded_and_the_rest_imports(ws: Workspace, catalog: Catalog,
+                                                                         tmp_path: Path, demo_dir: Path):
+    top = tmp_path / "deep"
+    top.mkdir()
+    shutil.copy(demo_dir / "biden.jpg", top / "shallow.jpg")
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(25):  # 25 x 200 bytes: past Linux's 4096-byte PATH_MAX, made relative to each folder's fd
+        os.mkdir("d" * 200, dir_fd=fd)
+        inner = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    summary = import_paths(ws, catalog, [top])
+    assert summary.new == 1 and summary.failed_by_reason == {"unreadable": 1}
+    assert "File name too long" in summary.failed[0].error
+    named = import_paths(ws, catalog, [tmp_path / ("x" * 300), tmp_path / ("y" * 300) / "z.jpg"])  # as arguments
+    assert named.failed_by_reason == {"unreadable": 2}
+
+
+def test_jpeg_aliases_import_and_photos_in_other_formats_are_recorded_not_ignored(ws: Workspace, catalog: Catalog,
+                                                                                   tmp_path: Path, demo_dir: Path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    shutil.copy(demo_dir / "obama.jpg", folder / "saved_by_a_browser.jfif")
+    (folder / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    (folder / "notes.txt").write_text("not a photo")
+    summary = import_paths(ws, catalog, [folder])
+    assert summary.new == 1 and summary.found == 2
+    assert summary.failed_by_reason == {"unsupported_format": 1} and "convert it" in summary.failed[0].error
+
+
 def test_exif_orientation_applied(ws: Workspace, catalog: Catalog, tmp_path: Path):
     arr = np.zeros((60, 100, 3), dtype=np.uint8)
     arr[:, :50] = 255  # left half white

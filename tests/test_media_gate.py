@@ -144,6 +144,16 @@ def test_formats_without_magic_are_not_images(demo_dir: Path, name: str):
     assert err.value.reason in ("unsupported_format", "not_an_image")
 
 
+def test_a_tiff_variant_pillow_cannot_open_is_named_without_a_memory_address():
+    import cv2
+
+    ok, buf = cv2.imencode(".tiff", np.full((48, 64, 3), 0.5, np.float32))  # 3-channel float: Pillow has no mode
+    assert ok and buf.tobytes()[:4] == b"II*\0"
+    with pytest.raises(ImageError) as err:
+        media.decode(buf.tobytes(), "float.tif", 10**8)
+    assert err.value.reason == "corrupt" and "0x" not in str(err.value) and "float.tif" in str(err.value)
+
+
 def test_every_allowed_kind_decodes_and_gif_gives_its_first_frame(demo_dir: Path):
     for name, data in allowed_samples(demo_dir).items():
         decoded = media.decode(data, name, 10**8)

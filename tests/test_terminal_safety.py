@@ -60,6 +60,16 @@ def test_a_file_name_with_markup_and_escapes_is_reported_as_text(ws: Workspace, 
     assert "[bold]" in result.output and "bad[red]" in result.output
 
 
+def test_a_skipped_linked_folder_with_escapes_is_reported_as_text(ws: Workspace, tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / f"[bold]{CSI}linked\x1b]0;title\x07").symlink_to(tmp_path, target_is_directory=True)
+    result = runner.invoke(app, ["import", str(folder), "-w", str(ws.root)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    _assert_safe(result.output)
+    assert "not followed" in result.output and "[bold]" in result.output
+
+
 @pytest.fixture
 def engines() -> FakeEngines:
     url = f"http://img.example/{HOSTILE}.jpg".replace(" ", "%20")

@@ -35,7 +35,7 @@ from facecurate.export.manifest import (
     score_names,
 )
 from facecurate.filestore import mirror_files
-from facecurate.workspace import Workspace, check_choice, options_from
+from facecurate.workspace import EXPORT_MARKER, Workspace, check_choice, options_from
 
 # Layouts whose consumers need a validation folder for every label (StarGAN v2's val/, CycleGAN's testA/testB):
 # they get min_val_per_label validation faces per label even at val_fraction 0.
@@ -115,6 +115,10 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
     claim(out, ws)
     mirror_files(ws, [os.path.relpath((out / r["file_name"]).resolve(), ws.root) for r in rows if r.get("file_name")],
                  int(cfg.get("media", "max_bytes")))
+    # A crop deleted from the workspace (or missing from [run] storage) leaves its face out of the layout, with a
+    # note: its manifest row stays, and one lost file does not stop the export half-way.
+    missing = [r for r in in_layout if not os.path.isfile(out / r["file_name"])]
+    in_layout = [r for r in in_layout if os.path.isfile(out / r["file_name"])] if missing else in_layout
     manifest = out / f"manifest.{opts.format}"
     WRITERS[opts.format](rows, manifest)
     for other in FORMATS:  # one export's manifest formats replace the previous export's as a set
@@ -133,6 +137,10 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
     notes = [f"{label}: {n['train']} kept face(s), none for validation (it needs two or more, in two duplicate "
              f"families); {opts.layout} wants a validation folder per label."
              for label, n in sorted(splits.items()) if opts.layout in NEEDS_VAL and not n["val"]]
+    if missing:
+        notes.append(f"{len(missing)} kept face(s) left out of the {opts.layout} layout: their crop file is missing "
+                     f"(first: {(out / missing[0]['file_name']).resolve()}). Run `facecurate crop --redo` to cut "
+                     f"them again, then export again.")
     created = utc_now()
     facts = card.CardFacts(rows, in_layout if opts.layout != "none" else [r for r in rows if carried(r)],
                            opts.layout, families, left_out, cfg.as_dict(), __version__, created,
@@ -143,7 +151,8 @@ def export(ws: Workspace, catalog: Catalog, opts: ExportOptions | None = None, *
     info = {"tool": "facecurate", "version": __version__, "created_at": created, "workspace": str(ws.root),
             "manifest": manifest.name, "format": opts.format, "rows": len(rows), "layout": opts.layout,
             "counts": {"status": dict(by_status), "reasons": dict(by_reason)}, "splits": splits,
-            "licenses": list(families), "left_out": {"license": left_out}, "domains": domains,
+            "licenses": list(families), "left_out": {"license": left_out, "missing_crop": len(missing)},
+            "domains": domains,
             "config": cfg.as_dict()}
     media.atomic_write(sidecar, (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
     for written in (manifest, sidecar, card_path):
@@ -179,17 +188,22 @@ def _write_card(out: Path, text: str, notes: list[str]) -> Path | None:
     return path
 
 
-MARKER = ".facecurate-export"  # this folder's manifest.*, train/ and val/ are facecurate's to replace
+MARKER = EXPORT_MARKER  # this folder's manifest.*, train/ and val/ are facecurate's to replace
 
 
 def claim(out: Path, ws: Workspace) -> None:
     """Make ``out`` an export folder, or refuse: export replaces its manifest and layout folders wholesale, so it
     writes only into a folder it made (the marker), an empty one, or the workspace's own ``exports/``."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        held = [p.name for p in out.iterdir()]
+    except OSError as exc:  # a file of that name, a file above it, a name too long, a folder not ours to write
+        raise ExportError(f"Cannot export into {out}: {exc.strerror or exc}. Pass --out a folder that exists or can "
+                          f"be created, and that you can write.") from exc
     marker = out / MARKER
     if marker.exists():
         return
-    if out != ws.exports_dir.resolve() and any(p.name != MARKER for p in out.iterdir()):
+    if out != ws.exports_dir.resolve() and any(name != MARKER for name in held):
         raise ExportError(f"{out} already holds files facecurate did not write, and an export replaces "
                           f"manifest.*, README.md and the layout folders ({', '.join(LAYOUT_DIRS)}) there. Export "
                           f"into a new or empty folder (--out), or into the workspace's own exports/.")

@@ -13,6 +13,7 @@ that name, so a per-label export leaves no imagefolder ``train/metadata.parquet`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -103,10 +104,22 @@ def _write_imagefolder(rows: list[Row], out_dir: Path, stage: Path) -> int:
     return written
 
 
+FOLDER_BYTES = 120  # a label folder's name at most, in UTF-8: well inside the 255 bytes filesystems allow
+
+
 def label_folder(label: str | None) -> str:
-    """A label as one folder name: tracked labels already are (letters, digits, - _ .); imported ones may not."""
-    name = re.sub(r"[^\w.-]+", "_", label or "").strip("._") or UNLABELLED
-    return name
+    """A label as one folder name: tracked labels already are (letters, digits, - _ .); imported ones may not.
+
+    One folder per label: a label that is not already a short, safe name ("a/b", "..", 300 characters) gets a
+    short hash of itself after its sanitised form, so two labels never share a domain folder ("a/b" and "a_b"
+    would both be "a_b", ".." would join the unlabelled faces) and no name is too long to create."""
+    if not label:
+        return UNLABELLED
+    name = re.sub(r"[^\w.-]+", "_", label).strip("._")
+    if name == label and len(name.encode()) <= FOLDER_BYTES and name != UNLABELLED:
+        return name
+    short = name.encode()[:FOLDER_BYTES - 9].decode(errors="ignore").rstrip("._") or "label"
+    return f"{short}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 def _write_per_label(rows: list[Row], out_dir: Path, stage: Path) -> int:

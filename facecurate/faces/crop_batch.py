@@ -73,6 +73,9 @@ RETRY_PAD = 0.25       # and given this much neutral border: MTCNN needs some co
 # and sunglasses photos faceless (tight crops cut at brow and chin, small selfies); these two found 9 of them.
 RETRY_LOOKS = ((RETRY_MIN_SIDE, RETRY_PAD), (384, 0.5), (512, 0.5))
 RETRY_UP_TO = 1024     # photos whose short side is at least this are not tight crops: no further look
+# A look enlarges a photo at most to this long side: a strip (32 x 60000 passes the media gate; its detection copy
+# is 1 x 1920) would otherwise be enlarged 256 times and bordered to 150 GB. Ordinary tight crops never reach it.
+RETRY_MAX_SIDE = 2048
 
 
 def retry_tight(detector: BatchedDetector, images: list[np.ndarray], min_side: int = RETRY_MIN_SIDE,
@@ -84,7 +87,7 @@ def retry_tight(detector: BatchedDetector, images: list[np.ndarray], min_side: i
     prepared, frames = [], []
     for img in images:
         h, w = img.shape[:2]
-        scale = max(1.0, min_side / min(h, w))
+        scale = max(1.0, min(min_side / min(h, w), RETRY_MAX_SIDE / max(h, w)))
         big = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC) if scale > 1 else img
         pad = int(pad_share * max(big.shape[:2]))
         prepared.append(cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127)))
