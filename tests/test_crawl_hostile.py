@@ -1,0 +1,212 @@
+"""Engines and hosts that answer whatever they like: each crawl ends, records every URL with a reason, and
+stores the good images, with no traceback. Real loopback servers answering in each engine's shape with the
+wrong types, escapes SQLite refuses, numbers no integer holds, nesting past the JSON parser's limit, and pages
+whose markup costs a naive reader quadratic time."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from facecurate.catalog import Catalog
+from facecurate.crawl import run_crawl
+from facecurate.crawl.queries import add_terms
+from facecurate.workspace import Workspace
+from tests.fakeweb import (
+    FakeEngines,
+    ImageHost,
+    Item,
+    LoopbackServer,
+    Reply,
+    Request,
+    ScriptedServer,
+    items_for,
+    make_jpeg,
+    write_config,
+)
+
+TERM = "faces"
+JUNK = "http://[::1/x.jpg"  # does not even split: recorded as bad_url, never requested
+
+
+def _bing(good: str, junk: str) -> Callable[[Request], Reply]:
+    def card(meta: str, size: str) -> str:
+        return (f'<li><div class="iuscp"><a class="iusc" m="{html.escape(meta)}"></a>'
+                f'<span class="nowrap">{size}</span></div></li>')
+
+    page = ('<div class="dgControl">' + card(json.dumps({"murl": good, "t": 5, "purl": [1], "turl": {}}),
+                                              "9" * 5000 + " x 64")
+            + card(json.dumps({"murl": junk, "t": "a\\ud800b"}).replace("\\\\ud800", "\\ud800"), "1 x 1")
+            + card("[" * 100_000, "1 x 1") + "</div>")
+    return lambda req: Reply(200, page.encode(), {"Content-Type": "text/html"}) if req.query.get("first") == "1" \
+        else Reply(200, b'<div class="dgControl"></div>', {"Content-Type": "text/html"})
+
+
+def _duckduckgo(good: str, junk: str) -> Callable[[Request], Reply]:
+    body = ('{"results": [{"image": "GOOD", "title": 5, "url": [1, 2], "width": 1e999, "height": BIG, '
+            '"thumbnail": {"a": 1}}, {"image": "JUNK", "title": "a\\ud800b", "url": "http://p.example/\\udfff"}, '
+            '{"image": 7}, "not an object"], "next": {"s": 10}}').replace("GOOD", good).replace("JUNK", junk) \
+        .replace("BIG", "9" * 4000)
+
+    def answer(req: Request) -> Reply:
+        if req.path == "/":
+            return Reply(200, b'vqd="4-1"', {"Content-Type": "text/html"})
+        return Reply(200, body.encode(), {"Content-Type": "application/json"})
+    return answer
+
+
+def _naver(good: str, junk: str) -> Callable[[Request], Reply]:
+    body = ("<script>var imageSearchTabData = {content: {items: ["
+            f"{{originalUrl: '{good}', title: 5, link: {{a: 1}}, orgWidth: 1e999, orgHeight: [1]}},"
+            f"{{originalUrl: '{junk}', title: 'a\\uD800b', link: 'http://p.example/\\uDFFF'}},"
+            "{originalUrl: 5}, 'text', null]}};</script>")
+    return lambda req: Reply(200, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+
+def _wikimedia(good: str, junk: str) -> Callable[[Request], Reply]:
+    pages = {"1": {"index": 1e999, "title": 5, "imageinfo": [{"url": good, "descriptionurl": [1], "width": "wide",
+                                                              "extmetadata": [1], "user": {"a": 1}}]},
+             "2": {"index": 2, "imageinfo": [{"url": junk, "extmetadata": {"Artist": {"value": "a\ud800b"}}}]},
+             "3": {"imageinfo": {"0": "not a list"}}, "4": {"imageinfo": ["not an object"]},
+             "5": {"imageinfo": [{"url": 5}]}, "6": "not an object"}
+    body = json.dumps({"query": {"pages": pages}, "continue": [1]})
+    return lambda req: Reply(200, body.encode(), {"Content-Type": "application/json"})
+
+
+ENGINES = {"bing": _bing, "duckduckgo": _duckduckgo, "naver": _naver, "wikimedia": _wikimedia}
+
+
+@pytest.fixture
+def host() -> Iterator[ImageHost]:
+    host = ImageHost()
+    with host.server:
+        yield host
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_answers_of_the_wrong_shape_drop_the_odd_fields_and_crawl_the_rest(
+        engine: str, ws: Workspace, catalog: Catalog, host: ImageHost):
+    """Numbers where text belongs, lists where a page URL belongs, infinite or 5,000-digit sizes, lone
+    surrogates (SQLite refuses them) and a URL that does not split: the good image is stored, the junk URL is
+    recorded as bad_url, the odd fields are left empty."""
+    good = host.server.url("/img/1.jpg")
+    with LoopbackServer(ENGINES[engine](good, JUNK)) as engines:
+        write_config(ws.root, engines.base)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, [engine], limit=10).searches
+    assert report.state == "done", report.stopped
+    rows = {r["location"]: r for r in catalog.conn.execute("SELECT * FROM sources")}
+    assert set(rows) == {good, JUNK}
+    assert rows[good]["status"] == "ok" and rows[good]["page_url"] is None
+    assert rows[good]["title"] is None and rows[good]["author"] is None
+    assert rows[JUNK]["status"] == "failed" and rows[JUNK]["error"] == "bad_url"
+    assert "\ufffd" in (rows[JUNK]["title"] or rows[JUNK]["author"] or "")  # stored, the surrogate replaced
+
+
+@pytest.mark.parametrize("engine, body", [
+    ("duckduckgo", '{"results": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+    ("wikimedia", '{"continue": {"gsroffset": ' + "1" * 5000 + "}}"),
+    ("naver", "<script>var imageSearchTabData = " + "{a: " * 100_000 + "1" + "}" * 100_000 + ";</script>"),
+])
+def test_json_nested_past_the_parsers_limit_is_a_changed_layout(engine: str, body: str, ws: Workspace,
+                                                                catalog: Catalog):
+    def answer(req: Request) -> Reply:
+        if engine == "duckduckgo" and req.path == "/":
+            return Reply(200, b'vqd="4-1"', {"Content-Type": "text/html"})
+        return Reply(200, body.encode(), {"Content-Type": "application/json"})
+
+    with LoopbackServer(answer) as engines:
+        write_config(ws.root, engines.base)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, [engine], limit=10).searches
+    assert report.state == "blocked" and report.stopped is not None
+    assert report.stopped.kind == "layout_changed"
+
+
+DEEP = 100_000
+
+
+@pytest.mark.timeout(120)  # the readers took a quarter of an hour and more on these pages, ~1 s now
+@pytest.mark.parametrize("engine, page", [
+    ("bing", '<div class="dgControl">' + '<span class="nowrap">' * DEEP + "x<i></i>" * DEEP),
+    ("bing", '<div class="dgControl">' + "<div>" * DEEP + "</b>" * DEEP),
+    ("google", "<div>" * DEEP + "x<i></i>" * DEEP + "did not match any image results"),
+    ("duckduckgo", json.dumps({"results": [{"image": "http://127.0.0.1:9/x.jpg", "title": "<" * 1_000_000}]})),
+])
+def test_pages_built_to_take_quadratic_time_are_read_in_linear_time(engine: str, page: str, ws: Workspace,
+                                                                    catalog: Catalog):
+    """Nesting tens of thousands of elements around tens of thousands of others (each step of a naive reader,
+    and of BeautifulSoup's tree builder, walks the open ones), or a title of a million '<' (a tag pattern scanned
+    to the end from each): the search ends as a result or a changed layout, not after hours."""
+    def answer(req: Request) -> Reply:
+        if req.path == "/":
+            return Reply(200, b'vqd="4-1"', {"Content-Type": "text/html"})
+        return Reply(200, page.encode(), {"Content-Type": "text/html"})
+
+    with LoopbackServer(answer) as engines:
+        write_config(ws.root, engines.base, retries=0, connect_timeout=0.5)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, [engine], limit=1).searches
+    assert report.state == "done" or (report.stopped is not None and report.stopped.kind == "layout_changed")
+
+
+JPEG_BODY = make_jpeg(7)
+HOST_ANSWERS = {  # path -> the raw answer, and the outcome it must be recorded with
+    # "²" is a digit to str.isdigit() and no number to int() or float()
+    "/length-superscript.jpg": (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: \xb2\r\n\r\n"
+                                + JPEG_BODY, "ok"),
+    "/retry-superscript.jpg": (b"HTTP/1.1 429 Slow\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n", "http_429"),
+    "/location-unsplittable.jpg": (b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n",
+                                   "bad_url"),
+}
+
+
+def test_image_hosts_answers_no_parser_expects_are_recorded(ws: Workspace, catalog: Catalog):
+    def answer(line: str) -> bytes:
+        return HOST_ANSWERS[line.split()[1]][0]
+
+    with ScriptedServer(answer, keep=False) as host:
+        items = [Item(host.url(path), f"http://example.org/{i}", "t") for i, path in enumerate(HOST_ANSWERS)]
+        engines = FakeEngines({TERM: items})
+        with engines.server:
+            write_config(ws.root, engines.server.base, retries=1)
+            add_terms(ws, catalog, "x", [TERM])
+            (report,) = run_crawl(ws, catalog, ["bing"], limit=10).searches
+    assert report.state == "done", report.stopped
+    got = {r["location"]: r["error"] or r["status"] for r in catalog.conn.execute("SELECT * FROM sources")}
+    assert got == {host.url(path): outcome for path, (_, outcome) in HOST_ANSWERS.items()}
+
+
+@pytest.mark.parametrize("engine", ["bing", "duckduckgo"])
+def test_a_result_page_with_a_charset_no_text_decodes_with_is_read_as_utf8(engine: str, ws: Workspace,
+                                                                            catalog: Catalog, host: ImageHost):
+    """``charset=idna`` names a codec that refuses errors="replace"; ``hex`` one that is not text at all."""
+    engines = FakeEngines({TERM: items_for(host, [1, 2])})
+    plain = engines.handle
+
+    def answer(req: Request) -> Reply:
+        reply = plain(req)
+        reply.headers["Content-Type"] = "text/html; charset=idna" if req.path != "/i.js" else \
+            "application/json; charset=hex"
+        return reply
+
+    engines.server.handler = answer
+    with engines.server:
+        write_config(ws.root, engines.server.base)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, [engine], limit=10).searches
+    assert report.state == "done", report.stopped
+    assert report.counts.new == 2
+
+
+def test_an_engine_refusing_with_a_retry_after_no_number_is_rate_limited(ws: Workspace, catalog: Catalog):
+    with LoopbackServer(lambda req: Reply(429, b"", {"Retry-After": "\xb2"})) as engines:
+        write_config(ws.root, engines.base, retries=1)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, ["bing"], limit=10).searches
+    assert report.state == "blocked" and report.stopped is not None
+    assert report.stopped.kind == "rate_limited"
+
