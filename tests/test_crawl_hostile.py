@@ -5,6 +5,7 @@ whose markup costs a naive reader quadratic time."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 from collections.abc import Callable, Iterator
@@ -210,3 +211,29 @@ def test_an_engine_refusing_with_a_retry_after_no_number_is_rate_limited(ws: Wor
     assert report.state == "blocked" and report.stopped is not None
     assert report.stopped.kind == "rate_limited"
 
+
+def test_with_finishing_processes_every_outcome_is_recorded_under_its_own_url(ws: Workspace, catalog: Catalog,
+                                                                             host: ImageHost):
+    """Many downloads ending at once (URLs refused before any request, images between them) reach the
+    finishing workers from many threads: each image is stored under the URL it came from, and each failure's
+    message names its own URL (answers are matched to jobs by order: a job queued first and sent second took
+    another's outcome)."""
+    terms = [f"{TERM} {n}" for n in range(3)]  # the race is a matter of chance: three searches of 400 give it room
+    results = {term: [Item(f"ftp://files.example/{n}/{i}.jpg", f"http://example.org/{i}", "t") if i % 5 else
+                      Item(host.server.url(f"/img/{n * 1000 + i}.jpg"), f"http://example.org/{i}", "t")
+                      for i in range(1, 401)] for n, term in enumerate(terms)}
+    engines = FakeEngines(results)
+    with engines.server:
+        write_config(ws.root, engines.server.base, processes=3, concurrency=16, per_host=16)
+        add_terms(ws, catalog, "x", terms)
+        reports = run_crawl(ws, catalog, ["bing"], limit=400).searches
+    assert [(r.state, r.counts.found) for r in reports] == [("done", 400)] * 3
+    rows = catalog.conn.execute("SELECT s.location, s.status, s.detail, i.sha256 FROM sources s "
+                                "LEFT JOIN images i ON i.id = s.image_id").fetchall()
+    assert len(rows) == 1200
+    for r in rows:
+        if r["status"] == "ok":
+            assert r["sha256"] == hashlib.sha256(make_jpeg(int(r["location"].rsplit("/", 1)[1][:-4]))).hexdigest()
+        else:
+            assert r["detail"].startswith(r["location"] + ":"), (r["location"], r["detail"])
+    assert sum(r["status"] == "ok" for r in rows) == 240
