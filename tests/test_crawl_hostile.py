@@ -237,3 +237,23 @@ def test_with_finishing_processes_every_outcome_is_recorded_under_its_own_url(ws
         else:
             assert r["detail"].startswith(r["location"] + ":"), (r["location"], r["detail"])
     assert sum(r["status"] == "ok" for r in rows) == 240
+
+
+def test_a_page_url_no_header_can_carry_is_sent_escaped_as_the_referer(ws: Workspace, catalog: Catalog,
+                                                                      host: ImageHost):
+    """Engines return page URLs with IDN hosts and Korean paths, or worse: the image behind hot-link
+    protection (which wants the page as Referer) is still fetched, not failed as bad_url."""
+    pages = ["http://example.org/블로그/사진?q=한국", "http://example.org/a\r\nX-Injected: 1", "http://例え.jp/x",
+             "javascript:alert(1)\u2028"]
+    items = [Item(host.server.url(f"/fault/hotlink/{i}.jpg"), page, "t") for i, page in enumerate(pages, 1)]
+    engines = FakeEngines({TERM: items})
+    with engines.server:
+        write_config(ws.root, engines.server.base)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, ["bing"], limit=10).searches
+    assert report.state == "done", report.stopped
+    got = {r["location"]: r["error"] or r["status"] for r in catalog.conn.execute("SELECT * FROM sources")}
+    assert got == {items[0].url: "ok", items[1].url: "ok", items[2].url: "http_403", items[3].url: "http_403"}
+    referers = [r.headers.get("referer") for r in host.server.requests]
+    assert "http://example.org/%EB%B8%94%EB%A1%9C%EA%B7%B8/%EC%82%AC%EC%A7%84?q=%ED%95%9C%EA%B5%AD" in referers
+    assert "http://xn--r8jz45g.jp/x" in referers and not any("\n" in (r or "") for r in referers)
