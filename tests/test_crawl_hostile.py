@@ -257,3 +257,13 @@ def test_a_page_url_no_header_can_carry_is_sent_escaped_as_the_referer(ws: Works
     referers = [r.headers.get("referer") for r in host.server.requests]
     assert "http://example.org/%EB%B8%94%EB%A1%9C%EA%B7%B8/%EC%82%AC%EC%A7%84?q=%ED%95%9C%EA%B5%AD" in referers
     assert "http://xn--r8jz45g.jp/x" in referers and not any("\n" in (r or "") for r in referers)
+
+
+def test_a_result_page_past_the_byte_cap_stops_the_search_saying_so(ws: Workspace, catalog: Catalog):
+    page = b'<div class="dgControl">' + b"<li>" * 100_000
+    with LoopbackServer(lambda req: Reply(200, page, {"Content-Type": "text/html"}, chunked=True)) as engines:
+        write_config(ws.root, engines.base, max_bytes=100_000)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, ["bing"], limit=10).searches
+    assert report.state == "blocked" and report.stopped is not None and report.stopped.kind == "unreachable"
+    assert "100,000-byte cap ([crawl] max_bytes)" in report.stopped.message

@@ -197,7 +197,8 @@ class Engine(ABC):
         if fetched.status in (202, 403, 418, 429) or fetched.reason == "rate_limited":
             kind = "captcha" if text and looks_blocked(text) else "rate_limited"
             raise self.stopped(kind, f"HTTP {fetched.status}: the engine refused the request", url, text)
-        if fetched.status is None:
+        if fetched.status is None or (fetched.status == 200 and fetched.message):
+            # no answer, or a 200 that was not read: past [crawl] max_bytes, too slow; the message says which
             raise self.stopped("unreachable", fetched.message or "no answer", url, text)
         raise self.stopped("unreachable", f"HTTP {fetched.status} instead of a result page", url, text)
 
