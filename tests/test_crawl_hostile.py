@@ -14,6 +14,7 @@ import pytest
 
 from facecurate.catalog import Catalog
 from facecurate.crawl import run_crawl
+from facecurate.crawl.engines import google_browser
 from facecurate.crawl.queries import add_terms
 from facecurate.workspace import Workspace
 from tests.fakeweb import (
@@ -267,3 +268,30 @@ def test_a_result_page_past_the_byte_cap_stops_the_search_saying_so(ws: Workspac
         (report,) = run_crawl(ws, catalog, ["bing"], limit=10).searches
     assert report.state == "blocked" and report.stopped is not None and report.stopped.kind == "unreachable"
     assert "100,000-byte cap ([crawl] max_bytes)" in report.stopped.message
+
+
+def test_links_that_do_not_split_are_skipped_not_raised(ws: Workspace, catalog: Catalog, host: ImageHost):
+    """Google's /imgres link, DuckDuckGo's next link and the browser panel's page link as ``http://[::1…``."""
+    good = host.server.url("/img/3.jpg")
+    imgres = html.escape(f"/imgres?imgurl={good}&imgrefurl=http://example.org/p&w=72&h=64")
+    google_page = (f'<a href="http://[::1/imgres?imgurl=http://a.example/x.jpg">junk</a>'
+                   f'<a href="{imgres}"><img src="http://[::1/thumb" alt="t"></a>')
+    ddg = json.dumps({"results": [{"image": good, "url": "http://example.org/p"}], "next": "http://[::1/i.js?s=10"})
+
+    def answer(req: Request) -> Reply:
+        if req.path == "/wml/search":
+            body = google_page if req.query.get("start") == "0" else "did not match any image results"
+            return Reply(200, body.encode(), {"Content-Type": "text/html"})
+        if req.path == "/":
+            return Reply(200, b'vqd="4-1"', {"Content-Type": "text/html"})
+        return Reply(200, ddg.encode(), {"Content-Type": "application/json"})
+
+    with LoopbackServer(answer) as engines:
+        write_config(ws.root, engines.base)
+        add_terms(ws, catalog, "x", [TERM])
+        reports = run_crawl(ws, catalog, ["google", "duckduckgo"], limit=10).searches
+    assert [(r.engine, r.state, r.counts.found) for r in reports] == [("google", "done", 1), ("duckduckgo", "done", 1)]
+    assert [r["location"] for r in catalog.conn.execute("SELECT location FROM sources")] == [good]
+    panel = google_browser.parse_panel(f'<a href="http://[::1/page"><img src="{good}" alt="t"></a>',
+                                       "https://www.google.com")
+    assert panel is not None and panel.url == good and panel.page_url is None

@@ -85,7 +85,10 @@ class DuckDuckGo(Engine):
         params: dict[str, Any] = {"o": "json", "q": term, "u": "bing", "l": self.region, "bpia": "1",
                                   "vqd": vqd, "a": "h_", "ct": country.upper(), "p": "-1"}
         if next_rel:  # the engine's own offset (s=…) from its next link; nothing else of it (no f=)
-            s = dict(parse_qsl(urlsplit(next_rel).query)).get("s")
+            try:
+                s = dict(parse_qsl(urlsplit(next_rel).query)).get("s")
+            except ValueError:  # a next link that does not split (http://[::1?s=…): no offset in it
+                s = None
             if s is not None:
                 params["s"] = s
         return f"{self.base_url}/i.js?{urlencode(params)}"

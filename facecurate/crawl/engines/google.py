@@ -28,7 +28,10 @@ def is_thumbnail(src: str | None) -> bool:
     """gstatic thumbnails (``images?q=tbn:…``), inline data and empty sources are not the full image. Pure."""
     if not src:
         return True
-    host = urlsplit(src).hostname or ""
+    try:
+        host = urlsplit(src).hostname or ""
+    except ValueError:  # http://[::1 and the like: no image to show either
+        return True
     return src.startswith(("data:", "blob:")) or "gstatic.com" in host or "tbn:" in src
 
 
@@ -54,7 +57,10 @@ def parse_results(text: str, base_url: str = "https://www.google.com") -> list[R
     soup = BeautifulSoup(_XML_DECL.sub("", text, count=1), "html.parser")
     seen: set[str] = set()
     for a in soup.select('a[href*="/imgres?"]'):
-        found = parse_imgres(urljoin(base_url + "/", str(a["href"])))
+        try:
+            found = parse_imgres(urljoin(base_url + "/", str(a["href"])))
+        except ValueError:  # a link that does not split (http://[::1/imgres?…): not a result
+            continue
         if found is None or found.url in seen:
             continue
         seen.add(found.url)
