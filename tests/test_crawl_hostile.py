@@ -182,17 +182,22 @@ def test_image_hosts_answers_no_parser_expects_are_recorded(ws: Workspace, catal
     assert got == {host.url(path): outcome for path, (_, outcome) in HOST_ANSWERS.items()}
 
 
-@pytest.mark.parametrize("engine", ["bing", "duckduckgo"])
-def test_a_result_page_with_a_charset_no_text_decodes_with_is_read_as_utf8(engine: str, ws: Workspace,
+@pytest.mark.parametrize("engine, charset", [("bing", "idna"), ("duckduckgo", "idna"), ("duckduckgo", "hex"),
+                                             ("duckduckgo", "unicode_escape")])
+def test_a_result_page_with_a_charset_no_text_decodes_with_is_read_as_utf8(engine: str, charset: str, ws: Workspace,
                                                                             catalog: Catalog, host: ImageHost):
-    """``charset=idna`` names a codec that refuses errors="replace"; ``hex`` one that is not text at all."""
+    """``charset=idna`` names a codec that refuses errors="replace", ``hex`` one that is not text at all, and
+    ``unicode_escape`` one that makes a lone surrogate of ``\\ud800`` (here in DuckDuckGo's token, which is
+    then sent in a URL that nothing can encode it in)."""
     engines = FakeEngines({TERM: items_for(host, [1, 2])})
+    engines.vqd = "4-\\ud800x" if charset == "unicode_escape" else engines.vqd
     plain = engines.handle
 
     def answer(req: Request) -> Reply:
+        if charset == "unicode_escape" and req.path == "/i.js":
+            req.query["vqd"] = engines.vqd  # the token as sent (the surrogate replaced) is the one it gave
         reply = plain(req)
-        reply.headers["Content-Type"] = "text/html; charset=idna" if req.path != "/i.js" else \
-            "application/json; charset=hex"
+        reply.headers["Content-Type"] = f"text/html; charset={charset}"
         return reply
 
     engines.server.handler = answer

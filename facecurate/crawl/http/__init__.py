@@ -253,9 +253,14 @@ class Fetched:
         if "charset=" in ctype:
             charset = ctype.split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
         try:
-            return (self.body or b"").decode(charset, errors="replace")
+            text = (self.body or b"").decode(charset, errors="replace")
         except (LookupError, ValueError):  # unknown, not text (hex), or refusing errors="replace" (idna)
-            return (self.body or b"").decode("utf-8", errors="replace")
+            text = (self.body or b"").decode("utf-8", errors="replace")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates, which unicode_escape makes of "\ud800" and nothing encodes
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", errors="replace")
+        return text
 
 
 class _Retry(Exception):
