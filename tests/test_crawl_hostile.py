@@ -300,3 +300,29 @@ def test_links_that_do_not_split_are_skipped_not_raised(ws: Workspace, catalog: 
     panel = google_browser.parse_panel(f'<a href="http://[::1/page"><img src="{good}" alt="t"></a>',
                                        "https://www.google.com")
     assert panel is not None and panel.url == good and panel.page_url is None
+
+
+def test_an_answer_no_parser_foresaw_stops_that_search_only(ws: Workspace, catalog: Catalog, host: ImageHost,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    """The last line of defence against live engines: a parser that raises on an answer (here made to, on the
+    second term's page) stops that search as a changed layout; the other searches and their images stand."""
+    from facecurate.crawl.engines import bing
+
+    read = bing.parse_results
+
+    def parse(text: str) -> list[bing.Result]:
+        if "broken" in text:
+            raise RuntimeError("an answer nobody foresaw")
+        return read(text)
+
+    monkeypatch.setattr(bing, "parse_results", parse)
+    engines = FakeEngines({"first": items_for(host, [1, 2]),
+                           "second": [Item(host.server.url("/img/3.jpg"), "http://example.org/", "broken")]})
+    with engines.server:
+        write_config(ws.root, engines.server.base)
+        add_terms(ws, catalog, "x", ["first", "second"])
+        reports = run_crawl(ws, catalog, ["bing"], limit=10).searches
+    assert [(r.term, r.state) for r in reports] == [("first", "done"), ("second", "blocked")]
+    stopped = reports[1].stopped
+    assert stopped is not None and stopped.kind == "layout_changed" and "RuntimeError" in stopped.message
+    assert reports[0].counts.new == 2
