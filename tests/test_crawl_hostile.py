@@ -326,3 +326,28 @@ def test_an_answer_no_parser_foresaw_stops_that_search_only(ws: Workspace, catal
     stopped = reports[1].stopped
     assert stopped is not None and stopped.kind == "layout_changed" and "RuntimeError" in stopped.message
     assert reports[0].counts.new == 2
+
+
+def test_a_download_the_client_did_not_foresee_fails_that_url_only(ws: Workspace, catalog: Catalog,
+                                                                   host: ImageHost, monkeypatch: pytest.MonkeyPatch):
+    """The same last line of defence for image hosts: the HTTP client made to raise on one URL records that
+    URL as worker_crashed (retried by the next crawl); the other images are stored."""
+    from facecurate.crawl.http import Http
+
+    get = Http.get
+
+    def fetch(self: Http, url: str, *args: object, **kwargs: object) -> object:
+        if url.endswith("/2.jpg"):
+            raise RuntimeError("an answer nobody foresaw")
+        return get(self, url, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Http, "get", fetch)
+    engines = FakeEngines({TERM: items_for(host, [1, 2, 3])})
+    with engines.server:
+        write_config(ws.root, engines.server.base, processes=1)
+        add_terms(ws, catalog, "x", [TERM])
+        (report,) = run_crawl(ws, catalog, ["bing"], limit=10).searches
+    assert report.state == "done" and report.counts.new == 2
+    failed = catalog.conn.execute("SELECT location, error, detail FROM sources WHERE status='failed'").fetchall()
+    assert [(r["location"], r["error"]) for r in failed] == [(host.server.url("/img/2.jpg"), "worker_crashed")]
+    assert "RuntimeError" in failed[0]["detail"]

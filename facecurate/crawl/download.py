@@ -184,6 +184,10 @@ class Downloader:
         fetched: Fetched | None = None
         try:
             fetched = self._get(row)
+        except Exception as exc:  # an answer the client did not foresee: this URL fails, the crawl goes on
+            fetched = Fetched(row.url, reason="worker_crashed", message=(
+                f"{row.url}: fetching it failed ({type(exc).__name__}: {str(exc)[:200]}); not stored, and the "
+                f"crawl went on. The next crawl tries it again; if it fails the same way, please report it."))
         except BaseException as exc:  # handed to whoever waits on the future, as the pool would
             future.set_exception(exc)
         finally:
