@@ -26,7 +26,7 @@ from facecurate import media
 from facecurate.catalog import DownloadRow
 from facecurate.crawl.finishing import FinishingProcesses
 from facecurate.crawl.http import Fetched, Http
-from facecurate.crawl.urls import host_key
+from facecurate.crawl.urls import host_key, normalise
 from facecurate.errors import ImageError
 
 IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
@@ -63,6 +63,22 @@ class Downloaded:
     @property
     def ok(self) -> bool:
         return self.reason is None
+
+
+def as_header(page_url: str | None) -> str | None:
+    """A result's page URL as a Referer can carry it. Header values are Latin-1 and end at a line break, so a
+    page URL with an IDN host, a Korean path or a CR/LF (as engines return them) made the image's request fail
+    as ``bad_url``; such a URL goes in its escaped, normalised form, and one that has none (not http(s)) is
+    not sent. An ordinary URL goes as it is. Pure."""
+    if not page_url:
+        return None
+    if page_url.isascii() and page_url.isprintable():
+        return page_url
+    try:
+        escaped = normalise(page_url)
+    except ValueError:
+        return None
+    return escaped if escaped.isascii() and escaped.isprintable() else None
 
 
 def validate(row: DownloadRow, fetched: Fetched, max_pixels: int, min_side: int,
@@ -122,8 +138,9 @@ class Downloader:
     def _get(self, row: DownloadRow) -> Fetched:
         """The request alone: Referer is the page the engine found it on (hot-link protection wants it)."""
         headers = {"Accept": IMAGE_ACCEPT}
-        if row.page_url:
-            headers["Referer"] = row.page_url
+        referer = as_header(row.page_url)
+        if referer:
+            headers["Referer"] = referer
         return self.http.get(row.url, headers=headers)
 
     def _finish(self, row: DownloadRow, fetched: Fetched) -> Downloaded:
@@ -167,6 +184,10 @@ class Downloader:
         fetched: Fetched | None = None
         try:
             fetched = self._get(row)
+        except Exception as exc:  # an answer the client did not foresee: this URL fails, the crawl goes on
+            fetched = Fetched(row.url, reason="worker_crashed", message=(
+                f"{row.url}: fetching it failed ({type(exc).__name__}: {str(exc)[:200]}); not stored, and the "
+                f"crawl went on. The next crawl tries it again; if it fails the same way, please report it."))
         except BaseException as exc:  # handed to whoever waits on the future, as the pool would
             future.set_exception(exc)
         finally:

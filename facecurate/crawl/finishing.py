@@ -89,23 +89,30 @@ class FinishingProcesses(Generic[R]):
         w.receiver.start()
 
     def submit(self, row: DownloadRow, fetched: Fetched, future: Future[R]) -> None:
-        """Hand one fetched body to the least busy worker (raises RuntimeError once closed)."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the finishing workers are closed")
-            alive = [w for w in self._workers if w.alive]
-            if not alive:  # every worker died: start one (its receiver after the fork)
-                w = self._fork()
-                self._workers.append(w)
-                self._listen(w)
-                alive = [w]
-            w = min(alive, key=lambda x: len(x.jobs))
-            w.jobs.append((row, fetched, future))
-        try:
+        """Hand one fetched body to the least busy worker (raises RuntimeError once closed).
+
+        The job joins the worker's queue and is sent under one hold of its send lock: answers are matched to
+        jobs by order, so a thread that queued first and sent second (another thread's send between) would
+        have each job settled with the other's outcome, an image recorded under a URL it did not come from."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the finishing workers are closed")
+                alive = [w for w in self._workers if w.alive]
+                if not alive:  # every worker died: start one (its receiver after the fork)
+                    w = self._fork()
+                    self._workers.append(w)
+                    self._listen(w)
+                    alive = [w]
+                w = min(alive, key=lambda x: len(x.jobs))
             with w.send_lock:
-                w.conn.send((row, fetched))
-        except (OSError, ValueError):
-            pass  # the worker is gone: its receiver hands this job on with the others it held
+                with self._lock:
+                    if not w.alive:  # died since it was chosen: its receiver has handed its jobs on
+                        continue
+                    w.jobs.append((row, fetched, future))
+                with suppress(OSError, ValueError):  # the worker is gone: its receiver hands this job on
+                    w.conn.send((row, fetched))
+                return
 
     def _receive(self, w: _Worker[R]) -> None:
         while True:

@@ -278,6 +278,13 @@ class Crawl:
             time.sleep(max(0.0, last + delay - time.monotonic()))
         try:
             return engine.search(term, {k: v for k, v in cursor.items() if not k.startswith("_")})
+        except SearchStopped:
+            raise
+        except Exception as exc:
+            # An answer no parser foresaw: this search stops as a changed layout (resumable, reported, exit
+            # 3), the crawl's other searches and the work recorded so far stand, and no traceback is shown.
+            raise SearchStopped(engine.name, "layout_changed", f"reading its answer failed ({type(exc).__name__}: "
+                                f"{str(exc)[:200]})", engine.base_url) from exc
         finally:
             self._last_page[engine.name] = time.monotonic()
 

@@ -103,6 +103,9 @@ def normalise(url: str) -> str:
 
 
 def host_key(url: str) -> str:
-    """What the politeness limits count per: host and port (two loopback servers are two hosts)."""
-    parts = urlsplit(url)
-    return (parts.netloc or "").lower()
+    """What the politeness limits count per: host and port (two loopback servers are two hosts). A URL that
+    does not parse (``http://[::1/x``, an engine's junk) is no host's: it fails as ``bad_url`` unrequested."""
+    try:
+        return (urlsplit(url).netloc or "").lower()
+    except ValueError:
+        return ""

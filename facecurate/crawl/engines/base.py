@@ -10,9 +10,11 @@ decides whether an empty answer means "no more results" or "blocked / layout cha
 from __future__ import annotations
 
 import html
+import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any, ClassVar
 
 from facecurate.crawl.http import Fetched, Http, browser_headers
@@ -32,6 +34,49 @@ class Result:
     license: str | None = None
     author: str | None = None
     thumbnail: str | None = None
+
+    def __post_init__(self) -> None:
+        """Every field as the catalog stores it, whatever the engine answered: a number where a title belongs or
+        a list where a page URL belongs is dropped (None), a width past any integer column is unknown, and lone
+        surrogates (a JSON ``\\ud800`` escape; SQLite refuses them) are replaced, so no answer crashes the crawl."""
+        set_ = object.__setattr__
+        set_(self, "url", as_text(self.url, None) or "")
+        for name in ("page_url", "thumbnail"):
+            set_(self, name, as_text(getattr(self, name), MAX_URL, cut=False))
+        for name in ("title", "license", "author"):
+            set_(self, name, as_text(getattr(self, name), MAX_TEXT))
+        set_(self, "width", as_int(self.width))
+        set_(self, "height", as_int(self.height))
+
+
+MAX_TEXT = 2000   # characters of a title, licence or author kept (longer is junk, or a page bloating the catalog)
+MAX_URL = 16_384  # a page or thumbnail URL longer than this is dropped, not cut (a cut URL names something else)
+
+
+def as_text(value: Any, limit: int | None, cut: bool = True) -> str | None:
+    """``value`` if it is text (lone surrogates replaced by U+FFFD, cut to ``limit``, or None past it when not
+    ``cut``); None for anything else an engine may put in a text field (numbers, lists, objects, null). Pure."""
+    if not isinstance(value, str) or not value:
+        return None
+    text: str = value
+    if limit is not None and len(text) > limit:
+        if not cut:
+            return None
+        text = text[:limit]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def load_json(text: str, what: str) -> Any:
+    """``text`` as JSON, or LayoutError saying ``what`` did not answer JSON. Nesting deeper than the parser's
+    recursion limit and integers of more digits than Python converts are an engine's junk too, not a crash."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise LayoutError(f"{what} did not answer JSON ({str(exc)[:200]})") from None
 
 
 @dataclass(frozen=True)
@@ -151,7 +196,8 @@ class Engine(ABC):
         if fetched.status in (202, 403, 418, 429) or fetched.reason == "rate_limited":
             kind = "captcha" if text and looks_blocked(text) else "rate_limited"
             raise self.stopped(kind, f"HTTP {fetched.status}: the engine refused the request", url, text)
-        if fetched.status is None:
+        if fetched.status is None or (fetched.status == 200 and fetched.message):
+            # no answer, or a 200 that was not read: past [crawl] max_bytes, too slow; the message says which
             raise self.stopped("unreachable", fetched.message or "no answer", url, text)
         raise self.stopped("unreachable", f"HTTP {fetched.status} instead of a result page", url, text)
 
@@ -186,19 +232,88 @@ def looks_blocked(text: str) -> str | None:
     return None
 
 
-_TAG = re.compile(r"<[^>]+>")
+_TAG = re.compile(r"<[^<>]+>")  # not [^>]: a run of "<" without ">" would be scanned to its end from each one
 
 
-def strip_tags(value: str | None) -> str | None:
-    """Plain text from an HTML fragment (titles and Wikimedia artists come as HTML)."""
-    if value is None:
+def strip_tags(value: Any) -> str | None:
+    """Plain text from an HTML fragment (titles and Wikimedia artists come as HTML); None for a value that is
+    not text (an engine's number, list or null)."""
+    if not isinstance(value, str):
         return None
     text = " ".join(html.unescape(_TAG.sub(" ", value)).split())
     return text or None
 
 
 def as_int(value: Any) -> int | None:
+    """A whole number an SQLite column holds, from an engine's field; None for anything else (infinity from
+    ``1e999``, a number of thousands of digits, a list)."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if -2**63 <= number < 2**63 else None
+
+
+# Elements that never hold others in BeautifulSoup's html.parser tree (written out rather than read from bs4,
+# whose import costs ~45 ms of a crawl's start; tests/test_crawl_parsers.py checks they match).
+VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "command", "embed", "frame", "hr", "image",
+                  "img", "input", "isindex", "keygen", "link", "menuitem", "meta", "nextid", "param", "source",
+                  "spacer", "track", "wbr"})
+# Open elements summed over a page's elements and texts: ~0.5 s of BeautifulSoup's tree building. Real result
+# pages cost thousands (Bing's one-result answer in ../shared/fixtures 220, Google's feature-phone page 110).
+TREE_WORK = 20_000_000
+
+
+class _TreeWork(HTMLParser):
+    """Adds up the open elements at each element and piece of text of a page, nesting as BeautifulSoup's
+    html.parser tree does (an end tag closes up to the latest open element of its name; void ones never
+    open); stops once past ``budget``. Each step costs the same however deep the page nests."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(convert_charrefs=True)
+        self.budget, self.work = budget, 0
+        self._open: list[str] = []
+        self._names: dict[str, int] = {}
+
+    def _add(self) -> None:
+        self.work += len(self._open) + 1
+        if self.work > self.budget:
+            raise _TooDeep
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._add()
+        if tag not in VOID:
+            self._open.append(tag)
+            self._names[tag] = self._names.get(tag, 0) + 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._add()
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self._names.get(tag):
+            return
+        while self._open:
+            name = self._open.pop()
+            self._names[name] -= 1
+            if name == tag:
+                return
+
+    def handle_data(self, data: str) -> None:
+        self._add()
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def tree_affordable(text: str, budget: int = TREE_WORK) -> bool:
+    """Whether BeautifulSoup can build ``text``'s tree in reasonable time. Its tree builder walks up the open
+    elements for each element and piece of text it adds, so a page of a few MB nesting thousands of elements
+    around thousands of others takes hours, past any deadline; such a page is no engine's result page."""
+    counter = _TreeWork(budget)
+    try:
+        counter.feed(text)
+        counter.close()
+    except _TooDeep:
+        return False
+    return True

@@ -19,24 +19,22 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlencode
 
-from facecurate.crawl.engines.base import Engine, Page, Result, as_int, looks_blocked, strip_tags
+from facecurate.crawl.engines.base import VOID as _VOID
+from facecurate.crawl.engines.base import Engine, Page, Result, as_int, looks_blocked, strip_tags, tree_affordable
 
 PAGE_SIZE = 35
 _SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
 CONTAINER_MARKERS = ("dgControl", "dg_b", 'class="item"', "imgpt")
 # How BeautifulSoup's html.parser tree reads a page, for the one-pass reader below (written out rather than
-# read from bs4, whose import costs ~45 ms of a crawl's start; a test checks they match): elements that never
-# hold others, and those whose text get_text leaves out.
-_VOID = frozenset({"area", "base", "basefont", "bgsound", "br", "col", "command", "embed", "frame", "hr", "image",
-                   "img", "input", "isindex", "keygen", "link", "menuitem", "meta", "nextid", "param", "source",
-                   "spacer", "track", "wbr"})
+# read from bs4, whose import costs ~45 ms of a crawl's start; a test checks they match): elements whose text
+# get_text leaves out (those that never hold others are base.VOID).
 _HIDDEN = frozenset({"rp", "rt", "script", "style", "template"})
 
 
 def parse_results(text: str) -> list[Result]:
     """Results of one async (or no-JS) Bing page, in rank order. Pure."""
     out = _ResultCards.read(text)
-    if out:
+    if out or not tree_affordable(text):
         return out
     from bs4 import BeautifulSoup  # here: importing bs4 (and soupsieve) costs ~45 ms of every crawl's start
 
@@ -54,15 +52,28 @@ def parse_results(text: str) -> list[Result]:
     return out
 
 
-class _Box:
-    """An open element a result's size may come from (a ``.iuscp`` card or an ``li``), and the text of the
-    first ``span.nowrap`` inside it (None: none yet)."""
+class _Span:
+    """A ``span.nowrap``: where its text starts in the page's text, and where it ends (None while open)."""
 
-    __slots__ = ("card", "size_text")
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start: int = start
+        self.end: int | None = None
+
+
+class _Box:
+    """An open element a result's size may come from (a ``.iuscp`` card or an ``li``), and the first
+    ``span.nowrap`` inside it (None: none yet)."""
+
+    __slots__ = ("card", "size_span")
 
     def __init__(self, card: bool) -> None:
         self.card = card
-        self.size_text: list[str] | None = None
+        self.size_span: _Span | None = None
+
+
+SIZE_TEXT = 4096  # characters of a span.nowrap read for the size ("3442 x 2972 · png"); a page can nest thousands
 
 
 class _ResultCards(HTMLParser):
@@ -73,13 +84,23 @@ class _ResultCards(HTMLParser):
     ``get_text(" ")``; with the same nesting (an end tag closes up to the latest open element of its name
     and is ignored when none is open; void elements never open; text inside script, style, template, rt and
     rp is not text). Building the tree cost ~2 ms of the crawl's CPU per page, in the process whose threads
-    make the downloads, while they are under way; tests/test_crawl_parsers.py checks both readings agree."""
+    make the downloads, while they are under way; tests/test_crawl_parsers.py checks both readings agree.
+
+    Each tag and each piece of text costs the same however deep the page nests (a page of 20,000 nested
+    elements took minutes when each step walked the open ones): the open cards, ``li`` and boxes still
+    without a size are kept on stacks of their own, the text once for the whole page, and a span's text is
+    the slice of it between its start and end tags, read up to :data:`SIZE_TEXT` characters."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self._open: list[tuple[str, _Box | None]] = []  # each open element: its name, its _Box if it has one
+        self._names: dict[str, int] = {}  # how many elements of each name are open
         self._results: list[tuple[dict[str, Any], _Box | None]] = []
-        self._spans: list[tuple[int, list[str]]] = []  # each open span.nowrap: its depth in _open, its text
+        self._spans: list[tuple[int, _Span]] = []  # each open span.nowrap: its depth in _open, its span
+        self._cards: list[_Box] = []  # the open .iuscp boxes, innermost last
+        self._lis: list[_Box] = []  # the open li boxes that are not .iuscp, innermost last
+        self._sizeless: list[_Box] = []  # the open boxes with no span.nowrap yet, innermost last
+        self._text: list[str] = []  # the page's text outside hidden elements, piece by piece
         self._hidden = 0  # open elements whose text get_text leaves out
 
     @classmethod
@@ -88,16 +109,33 @@ class _ResultCards(HTMLParser):
         parser.feed(text)
         parser.close()
         out: list[Result] = []
+        sizes: dict[int, tuple[int | None, int | None]] = {}
         for meta, box in parser._results:
             url = meta.get("murl")
             if not isinstance(url, str) or not url:
                 continue
             width = height = None
-            if box is not None and box.size_text is not None and (m := _SIZE.search(" ".join(box.size_text))):
-                width, height = int(m.group(1)), int(m.group(2))
+            if box is not None and box.size_span is not None:
+                key = id(box.size_span)
+                if key not in sizes:
+                    m = _SIZE.search(parser._span_text(box.size_span))
+                    sizes[key] = (as_int(m.group(1)), as_int(m.group(2))) if m else (None, None)
+                width, height = sizes[key]
             out.append(Result(url=url, page_url=meta.get("purl") or None, title=strip_tags(meta.get("t")),
                               width=width, height=height, thumbnail=meta.get("turl")))
         return out
+
+    def _span_text(self, span: _Span) -> str:
+        """A span's text as ``get_text(" ")`` reads it, up to :data:`SIZE_TEXT` characters."""
+        end = len(self._text) if span.end is None else span.end
+        pieces: list[str] = []
+        size = 0
+        for i in range(span.start, end):
+            pieces.append(self._text[i][:SIZE_TEXT - size])
+            size += len(pieces[-1]) + 1
+            if size >= SIZE_TEXT:
+                break
+        return " ".join(pieces)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in _VOID:
@@ -111,50 +149,49 @@ class _ResultCards(HTMLParser):
         values = {k: v or "" for k, v in attrs}  # the last of a repeated attribute wins
         classes = values.get("class", "").split()
         if tag == "span" and "nowrap" in classes:
-            text: list[str] = []
-            self._spans.append((len(self._open), text))
-            for _, box in self._open:  # the first span.nowrap of every card around it that had none
-                if box is not None and box.size_text is None:
-                    box.size_text = text
-        card = _card(self._open) if tag == "a" and "iusc" in classes and "m" in values else None
-        self._open.append((tag, _Box(True) if "iuscp" in classes else _Box(False) if tag == "li" else None))
+            span = _Span(len(self._text))
+            self._spans.append((len(self._open), span))
+            for waiting in self._sizeless:  # the first span.nowrap of every card around it that had none
+                waiting.size_span = span
+            self._sizeless.clear()
+        is_result = tag == "a" and "iusc" in classes and "m" in values
+        card = (self._cards[-1] if self._cards else self._lis[-1] if self._lis else None) if is_result else None
+        box = _Box(True) if "iuscp" in classes else _Box(False) if tag == "li" else None
+        if box is not None:
+            (self._cards if box.card else self._lis).append(box)
+            self._sizeless.append(box)
+        self._open.append((tag, box))
+        self._names[tag] = self._names.get(tag, 0) + 1
         if tag in _HIDDEN:
             self._hidden += 1
-        if tag == "a" and "iusc" in classes and "m" in values:
+        if is_result:
             try:
                 meta = json.loads(values["m"])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, nested past the parser's limit, or a giant number
                 return
             if isinstance(meta, dict):
                 self._results.append((meta, card))
 
     def handle_endtag(self, tag: str) -> None:
-        if all(name != tag for name, _ in self._open):
+        if not self._names.get(tag):
             return
         while self._open:
-            name, _ = self._open.pop()
+            name, box = self._open.pop()
+            self._names[name] -= 1
+            if box is not None:
+                (self._cards if box.card else self._lis).pop()
+                if self._sizeless and self._sizeless[-1] is box:
+                    self._sizeless.pop()
             if name in _HIDDEN:
                 self._hidden -= 1
             if self._spans and self._spans[-1][0] == len(self._open):
-                self._spans.pop()
+                self._spans.pop()[1].end = len(self._text)
             if name == tag:
                 return
 
     def handle_data(self, data: str) -> None:
         if not self._hidden:
-            for _, text in self._spans:
-                text.append(data)
-
-
-def _card(open_elements: list[tuple[str, _Box | None]]) -> _Box | None:
-    """A result's card: the nearest open ``.iuscp``, else the nearest open ``li``."""
-    li = None
-    for _, box in reversed(open_elements):
-        if box is not None:
-            if box.card:
-                return box
-            li = li or box
-    return li
+            self._text.append(data)
 
 
 def has_container(text: str) -> bool:

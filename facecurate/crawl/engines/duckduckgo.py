@@ -12,18 +12,20 @@ it were blocked from May 2026). The token may hold letters and ``_``: it is ever
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from facecurate.crawl.engines.base import (
+    MAX_URL,
     Engine,
     LayoutError,
     Page,
     Result,
     SearchStopped,
     as_int,
+    as_text,
+    load_json,
     looks_blocked,
     strip_tags,
 )
@@ -44,10 +46,7 @@ def parse_results(text: str) -> tuple[list[Result], str | None]:
 
     Raises LayoutError when the text is not the JSON object i.js answers with.
     """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LayoutError(f"i.js did not answer JSON ({exc})") from exc
+    data = load_json(text, "i.js")
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise LayoutError("i.js JSON has no results list")
     out = []
@@ -57,8 +56,7 @@ def parse_results(text: str) -> tuple[list[Result], str | None]:
         out.append(Result(url=r["image"], page_url=r.get("url") or None, title=strip_tags(r.get("title")),
                           width=as_int(r.get("width")), height=as_int(r.get("height")),
                           thumbnail=r.get("thumbnail")))
-    nxt = data.get("next")
-    return out, nxt if isinstance(nxt, str) and nxt else None
+    return out, as_text(data.get("next"), MAX_URL, cut=False)
 
 
 class DuckDuckGo(Engine):
@@ -87,7 +85,10 @@ class DuckDuckGo(Engine):
         params: dict[str, Any] = {"o": "json", "q": term, "u": "bing", "l": self.region, "bpia": "1",
                                   "vqd": vqd, "a": "h_", "ct": country.upper(), "p": "-1"}
         if next_rel:  # the engine's own offset (s=…) from its next link; nothing else of it (no f=)
-            s = dict(parse_qsl(urlsplit(next_rel).query)).get("s")
+            try:
+                s = dict(parse_qsl(urlsplit(next_rel).query)).get("s")
+            except ValueError:  # a next link that does not split (http://[::1?s=…): no offset in it
+                s = None
             if s is not None:
                 params["s"] = s
         return f"{self.base_url}/i.js?{urlencode(params)}"

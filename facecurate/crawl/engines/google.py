@@ -14,7 +14,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
-from facecurate.crawl.engines.base import Engine, Page, Result, as_int, strip_tags
+from facecurate.crawl.engines.base import Engine, Page, Result, as_int, strip_tags, tree_affordable
 
 PAGE_SIZE = 10
 # The agent family that gets the /imgres answer in Aug 2026 (see docs/engines.md); fixed per engine.
@@ -28,7 +28,10 @@ def is_thumbnail(src: str | None) -> bool:
     """gstatic thumbnails (``images?q=tbn:…``), inline data and empty sources are not the full image. Pure."""
     if not src:
         return True
-    host = urlsplit(src).hostname or ""
+    try:
+        host = urlsplit(src).hostname or ""
+    except ValueError:  # http://[::1 and the like: no image to show either
+        return True
     return src.startswith(("data:", "blob:")) or "gstatic.com" in host or "tbn:" in src
 
 
@@ -48,11 +51,16 @@ def parse_results(text: str, base_url: str = "https://www.google.com") -> list[R
     """Results of one feature-phone page, in page order, each image once. Pure."""
     from bs4 import BeautifulSoup  # here: importing bs4 (and soupsieve) costs ~45 ms of every crawl's start
 
-    soup = BeautifulSoup(_XML_DECL.sub("", text, count=1), "html.parser")
     out: list[Result] = []
+    if not tree_affordable(text):
+        return out
+    soup = BeautifulSoup(_XML_DECL.sub("", text, count=1), "html.parser")
     seen: set[str] = set()
     for a in soup.select('a[href*="/imgres?"]'):
-        found = parse_imgres(urljoin(base_url + "/", str(a["href"])))
+        try:
+            found = parse_imgres(urljoin(base_url + "/", str(a["href"])))
+        except ValueError:  # a link that does not split (http://[::1/imgres?…): not a result
+            continue
         if found is None or found.url in seen:
             continue
         seen.add(found.url)

@@ -59,7 +59,11 @@ def parse_panel(html: str, base_url: str = "") -> Result | None:
                           if str(a["href"]).startswith("http") and "google." not in str(a["href"])), None)
             page = str(other["href"]) if other else None
         title = strip_tags(str(img.get("alt") or "")) or (strip_tags(link.get_text(" ")) if link else None)
-        return Result(url=src, page_url=urljoin(base_url, page) if page else None, title=title,
+        try:
+            page_url = urljoin(base_url, page) if page else None
+        except ValueError:  # a link that does not split (http://[::1…): no page for this result
+            page_url = None
+        return Result(url=src, page_url=page_url, title=title,
                       width=as_int(img.get("data-ow")), height=as_int(img.get("data-oh")))
     return None
 

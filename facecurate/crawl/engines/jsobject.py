@@ -122,7 +122,8 @@ def to_json(src: str) -> str:
 
 def parse_object(text: str, name: str) -> Any:
     """Find ``name = {...}`` in ``text`` and return it as Python data. Pure."""
+    source = to_json(find_assignment(text, name))
     try:
-        return json.loads(to_json(find_assignment(text, name)))
-    except json.JSONDecodeError as exc:
-        raise LayoutError(f"`{name}` is not a readable object ({exc})") from exc
+        return json.loads(source)
+    except (ValueError, RecursionError) as exc:  # nested past the parser's limit too
+        raise LayoutError(f"`{name}` is not a readable object ({str(exc)[:200]})") from None

@@ -13,17 +13,19 @@ a 1024 crop; Commons answers the original when it is smaller).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlencode
 
 from facecurate.crawl.engines.base import (
+    MAX_URL,
     Engine,
     EngineContext,
     LayoutError,
     Page,
     Result,
     as_int,
+    as_text,
+    load_json,
     looks_blocked,
     strip_tags,
 )
@@ -41,36 +43,36 @@ def parse_results(text: str, thumbs: bool = False) -> tuple[list[Result], int | 
 
     With ``thumbs`` a result's URL is the ``thumburl`` the API computed (``iiurlwidth``), when it gave one.
     Raises LayoutError for non-JSON, and for an API ``error`` object (with its info)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LayoutError(f"the API did not answer JSON ({exc})") from exc
+    data = load_json(text, "the API")
     if not isinstance(data, dict):
         raise LayoutError("the API answer is not a JSON object")
     if "error" in data:
         err = data["error"] if isinstance(data["error"], dict) else {}
         raise LayoutError(f"API error {err.get('code', '?')}: {err.get('info', data['error'])}")
-    pages = (data.get("query") or {}).get("pages") or {}
-    items = pages.values() if isinstance(pages, dict) else pages
+    query = data.get("query")
+    pages = query.get("pages") if isinstance(query, dict) else None
+    items = pages.values() if isinstance(pages, dict) else pages if isinstance(pages, list) else []
     out: list[tuple[int, Result]] = []
-    for page in items:
+    for page in items:  # each level checked: an answer of the wrong shape yields no result, not a crash
         infos = page.get("imageinfo") if isinstance(page, dict) else None
-        if not infos:
+        info = infos[0] if isinstance(infos, list) and infos else None
+        if not isinstance(info, dict):
             continue
-        info = infos[0]
         url = info.get("url")
-        if not url or not str(info.get("mime", "image/")).startswith("image/"):
+        if not isinstance(url, str) or not url or not str(info.get("mime", "image/")).startswith("image/"):
             continue
-        ext = info.get("extmetadata") or {}
-        title = _meta(ext, "ObjectName") or str(page.get("title", "")).removeprefix("File:") or None
-        thumb = info.get("thumburl") if thumbs else None
+        ext = info.get("extmetadata")
+        ext = ext if isinstance(ext, dict) else {}
+        title = _meta(ext, "ObjectName") or (as_text(page.get("title"), None) or "").removeprefix("File:") or None
+        thumb = as_text(info.get("thumburl"), MAX_URL, cut=False) if thumbs else None
         out.append((as_int(page.get("index")) or 10**9, Result(
             url=thumb or url, page_url=info.get("descriptionurl"), title=title, width=as_int(info.get("width")),
             height=as_int(info.get("height")), license=_meta(ext, "LicenseShortName") or _meta(ext, "UsageTerms"),
-            author=_meta(ext, "Artist") or (str(info["user"]) if info.get("user") else None),
+            author=_meta(ext, "Artist") or as_text(info.get("user"), None),
             thumbnail=info.get("thumburl"))))
     out.sort(key=lambda pair: pair[0])
-    nxt = (data.get("continue") or {}).get("gsroffset")
+    cont = data.get("continue")
+    nxt = cont.get("gsroffset") if isinstance(cont, dict) else None
     return [r for _, r in out], as_int(nxt)
 
 

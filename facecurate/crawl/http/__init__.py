@@ -94,13 +94,12 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not only isdigit: "²" is a digit to it, and no number to float()
         return float(value)
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, jitter: float) -> float:
@@ -254,9 +253,14 @@ class Fetched:
         if "charset=" in ctype:
             charset = ctype.split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
         try:
-            return (self.body or b"").decode(charset, errors="replace")
-        except LookupError:
-            return (self.body or b"").decode("utf-8", errors="replace")
+            text = (self.body or b"").decode(charset, errors="replace")
+        except (LookupError, ValueError):  # unknown, not text (hex), or refusing errors="replace" (idna)
+            text = (self.body or b"").decode("utf-8", errors="replace")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates, which unicode_escape makes of "\ud800" and nothing encodes
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", errors="replace")
+        return text
 
 
 class _Retry(Exception):
@@ -476,7 +480,11 @@ class Http:
                 location = answer.headers.get("location")
                 if answer.status in _REDIRECTS and location:
                     answer.release(reusable=False)  # its body is not read: the connection is not reused
-                    target = urljoin(current, location)
+                    try:
+                        target = urljoin(current, location)
+                    except ValueError as exc:  # http://[::1 and the like
+                        return Fetched(url, reason="bad_url", message=f"{url}: redirected to {location[:200]!r}, "
+                                       f"not a URL ({_short(exc)}).")
                     if urlsplit(target).scheme.lower() not in ("http", "https"):
                         return Fetched(url, reason="bad_scheme", message=f"{url}: redirected to a URL that is "
                                        f"not http(s) ({target[:200]}); only http and https are fetched.")
@@ -526,7 +534,7 @@ class Http:
             return replace(base, reason="robots", message=f"{url}: X-Robots-Tag: {directive}: the owner opts "
                            f"out of AI use; skipped and recorded, as asked.")
         declared = head.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
+        if declared.isascii() and declared.isdigit() and int(declared) > cap:  # "²" is a digit to isdigit()
             return replace(base, reason="too_large", message=f"{url}: {int(declared):,} bytes announced, over "
                            f"the {cap:,}-byte cap ([crawl] max_bytes); not downloaded.")
         chunks: list[bytes] = []
