@@ -188,9 +188,6 @@ def _write_card(out: Path, text: str, notes: list[str]) -> Path | None:
     return path
 
 
-MARKER = EXPORT_MARKER  # this folder's manifest.*, train/ and val/ are facecurate's to replace
-
-
 def claim(out: Path, ws: Workspace) -> None:
     """Make ``out`` an export folder, or refuse: export replaces its manifest and layout folders wholesale, so it
     writes only into a folder it made (the marker), an empty one, or the workspace's own ``exports/``."""
@@ -200,10 +197,10 @@ def claim(out: Path, ws: Workspace) -> None:
     except OSError as exc:  # a file of that name, a file above it, a name too long, a folder not ours to write
         raise ExportError(f"Cannot export into {out}: {exc.strerror or exc}. Pass --out a folder that exists or can "
                           f"be created, and that you can write.") from exc
-    marker = out / MARKER
+    marker = out / EXPORT_MARKER
     if marker.exists():
         return
-    if out != ws.exports_dir.resolve() and any(name != MARKER for name in held):
+    if out != ws.exports_dir.resolve() and any(name != EXPORT_MARKER for name in held):
         raise ExportError(f"{out} already holds files facecurate did not write, and an export replaces "
                           f"manifest.*, README.md and the layout folders ({', '.join(LAYOUT_DIRS)}) there. Export "
                           f"into a new or empty folder (--out), or into the workspace's own exports/.")
@@ -219,5 +216,5 @@ def _readable(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-__all__ = ["FIELDS", "FORMATS", "LAYOUTS", "MARKER", "NEEDS_VAL", "ExportOptions", "ExportSummary", "arrow_table",
+__all__ = ["FIELDS", "FORMATS", "LAYOUTS", "NEEDS_VAL", "ExportOptions", "ExportSummary", "arrow_table",
            "claim", "default_dir", "export", "label_folder", "manifest_rows"]
